@@ -1,0 +1,276 @@
+//! Workload identity names: the SPIFFE form and Linkerd's DNS form.
+//!
+//! An identity is a service account in a namespace, within a trust domain. It prints as
+//! `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>` and, for Linkerd's tooling, as
+//! `<service-account>.<namespace>.serviceaccount.identity.<control-ns>.<trust-domain>`.
+//! Everywhere an identity is accepted, either form is accepted, and both parse to the same
+//! value: the control namespace is a naming convention of the DNS form, not part of who the
+//! workload is.
+//!
+//! ```
+//! use mesh_core::identity::Identity;
+//!
+//! let a: Identity = "spiffe://cluster.local/ns/emojivoto/sa/web".parse()?;
+//! let b: Identity = "web.emojivoto.serviceaccount.identity.linkerd.cluster.local".parse()?;
+//! assert_eq!(a, b);
+//! assert_eq!(a.to_dns("linkerd"), "web.emojivoto.serviceaccount.identity.linkerd.cluster.local");
+//! assert_eq!(b.to_string(), "spiffe://cluster.local/ns/emojivoto/sa/web");
+//! # Ok::<(), mesh_core::identity::InvalidIdentity>(())
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+
+/// The trust domain used when none is configured, as in Linkerd and Istio.
+pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
+/// The control-plane namespace used in DNS-form names when none is configured.
+pub const DEFAULT_CONTROL_NAMESPACE: &str = "linkerd";
+
+const SPIFFE_SCHEME: &str = "spiffe://";
+const DNS_MARKER: &str = ".serviceaccount.identity.";
+// Kubernetes names are at most 253 characters; a trust domain is a DNS name.
+const MAX_PART: usize = 253;
+
+/// A workload identity: a service account, in a namespace, in a trust domain.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Identity {
+    trust_domain: String,
+    namespace: String,
+    service_account: String,
+}
+
+/// Why a string is not a workload identity.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid identity {input:?}: {reason}")]
+pub struct InvalidIdentity {
+    input: String,
+    reason: String,
+}
+
+// === impl Identity ===
+
+impl Identity {
+    /// Builds an identity from its parts, checking each.
+    pub fn new(
+        trust_domain: &str,
+        namespace: &str,
+        service_account: &str,
+    ) -> Result<Self, InvalidIdentity> {
+        let input = format!("{SPIFFE_SCHEME}{trust_domain}/ns/{namespace}/sa/{service_account}");
+        let err = |reason: String| InvalidIdentity {
+            input: input.clone(),
+            reason,
+        };
+        check_dns_name("trust domain", trust_domain).map_err(err)?;
+        check_label("namespace", namespace).map_err(err)?;
+        check_subdomain("service account", service_account).map_err(err)?;
+        Ok(Self {
+            trust_domain: trust_domain.to_owned(),
+            namespace: namespace.to_owned(),
+            service_account: service_account.to_owned(),
+        })
+    }
+
+    /// Parses either form. Same as `s.parse()`.
+    pub fn parse(s: &str) -> Result<Self, InvalidIdentity> {
+        s.parse()
+    }
+
+    /// The trust domain, e.g. `cluster.local`.
+    pub fn trust_domain(&self) -> &str {
+        &self.trust_domain
+    }
+
+    /// The workload's namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The workload's service account.
+    pub fn service_account(&self) -> &str {
+        &self.service_account
+    }
+
+    /// The SPIFFE form, `spiffe://<td>/ns/<ns>/sa/<sa>` (also what `Display` prints).
+    pub fn to_spiffe(&self) -> String {
+        self.to_string()
+    }
+
+    /// Linkerd's DNS form, `<sa>.<ns>.serviceaccount.identity.<control_ns>.<td>`, used in
+    /// metrics labels and in `MeshTLSAuthentication` manifests.
+    pub fn to_dns(&self, control_namespace: &str) -> String {
+        format!(
+            "{}.{}{DNS_MARKER}{}.{}",
+            self.service_account, self.namespace, control_namespace, self.trust_domain
+        )
+    }
+
+    fn parse_spiffe(rest: &str) -> Result<Self, String> {
+        let (td, path) = rest
+            .split_once('/')
+            .ok_or("a SPIFFE ID needs a path /ns/<namespace>/sa/<service-account>")?;
+        let mut parts = path.split('/');
+        match (parts.next(), parts.next(), parts.next(), parts.next(), parts.next()) {
+            (Some("ns"), Some(ns), Some("sa"), Some(sa), None) => {
+                check_dns_name("trust domain", td)?;
+                check_label("namespace", ns)?;
+                check_subdomain("service account", sa)?;
+                Ok(Self {
+                    trust_domain: td.to_owned(),
+                    namespace: ns.to_owned(),
+                    service_account: sa.to_owned(),
+                })
+            }
+            _ => Err(format!(
+                "the path {path:?} is not of the form ns/<namespace>/sa/<service-account>"
+            )),
+        }
+    }
+
+    fn parse_dns(s: &str) -> Result<Self, String> {
+        let (workload, domain) = s
+            .split_once(DNS_MARKER)
+            .ok_or("neither a SPIFFE ID (spiffe://…) nor a DNS-form identity (<sa>.<ns>.serviceaccount.identity.<control-ns>.<trust-domain>)")?;
+        // Namespaces are DNS labels (no dots); service accounts may hold dots.
+        let (sa, ns) = workload
+            .rsplit_once('.')
+            .ok_or("the DNS form needs <service-account>.<namespace> before .serviceaccount.identity.")?;
+        let (control_ns, td) = domain
+            .split_once('.')
+            .ok_or("the DNS form needs <control-ns>.<trust-domain> after .serviceaccount.identity.")?;
+        check_label("control namespace", control_ns)?;
+        check_dns_name("trust domain", td)?;
+        check_label("namespace", ns)?;
+        check_subdomain("service account", sa)?;
+        Ok(Self {
+            trust_domain: td.to_owned(),
+            namespace: ns.to_owned(),
+            service_account: sa.to_owned(),
+        })
+    }
+}
+
+impl FromStr for Identity {
+    type Err = InvalidIdentity;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let res = if s.len() > 2 * MAX_PART + 64 {
+            Err("too long to be an identity".to_owned())
+        } else if let Some(rest) = s.strip_prefix(SPIFFE_SCHEME) {
+            Self::parse_spiffe(rest)
+        } else {
+            Self::parse_dns(s)
+        };
+        res.map_err(|reason| InvalidIdentity {
+            input: s.chars().take(300).collect(),
+            reason,
+        })
+    }
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{SPIFFE_SCHEME}{}/ns/{}/sa/{}",
+            self.trust_domain, self.namespace, self.service_account
+        )
+    }
+}
+
+// === validation helpers ===
+
+/// An RFC 1123 label: lowercase alphanumerics and '-', starting and ending alphanumeric.
+fn check_label(what: &str, s: &str) -> Result<(), String> {
+    if s.is_empty() {
+        return Err(format!("the {what} is empty"));
+    }
+    if s.len() > 63 {
+        return Err(format!("the {what} {s:?} is longer than 63 characters"));
+    }
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+    if let Some(c) = s.chars().find(|&c| !ok_char(c)) {
+        return Err(format!(
+            "the {what} {s:?} holds {c:?}; only lowercase letters, digits and '-' are allowed"
+        ));
+    }
+    if s.starts_with('-') || s.ends_with('-') {
+        return Err(format!(
+            "the {what} {s:?} must start and end with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
+/// An RFC 1123 subdomain: dot-separated labels, at most 253 characters.
+fn check_subdomain(what: &str, s: &str) -> Result<(), String> {
+    if s.len() > MAX_PART {
+        return Err(format!("the {what} is longer than {MAX_PART} characters"));
+    }
+    if s.is_empty() {
+        return Err(format!("the {what} is empty"));
+    }
+    s.split('.').try_for_each(|l| check_label(what, l))
+}
+
+fn check_dns_name(what: &str, s: &str) -> Result<(), String> {
+    check_subdomain(what, s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_forms_parse_to_the_same_identity() {
+        let cases = [
+            "spiffe://cluster.local/ns/emojivoto/sa/web",
+            "web.emojivoto.serviceaccount.identity.linkerd.cluster.local",
+            "web.emojivoto.serviceaccount.identity.mesh.cluster.local",
+        ];
+        let want = Identity::new("cluster.local", "emojivoto", "web").unwrap();
+        for c in cases {
+            assert_eq!(c.parse::<Identity>().unwrap(), want, "{c}");
+        }
+        assert_eq!(
+            want.to_dns("linkerd"),
+            "web.emojivoto.serviceaccount.identity.linkerd.cluster.local"
+        );
+    }
+
+    #[test]
+    fn dotted_service_accounts_and_trust_domains() {
+        let id: Identity = "a.b.ns1.serviceaccount.identity.linkerd.example.org"
+            .parse()
+            .unwrap();
+        assert_eq!(id.service_account(), "a.b");
+        assert_eq!(id.namespace(), "ns1");
+        assert_eq!(id.trust_domain(), "example.org");
+        let back: Identity = id.to_string().parse().unwrap();
+        assert_eq!(back, id);
+    }
+
+    #[test]
+    fn malformed_names_are_rejected_with_a_reason() {
+        let cases = [
+            ("", "neither a SPIFFE ID"),
+            ("spiffe://cluster.local", "needs a path"),
+            ("spiffe://cluster.local/ns/x", "not of the form"),
+            ("spiffe://cluster.local/ns/x/sa/y/extra", "not of the form"),
+            ("spiffe://cluster.local/ns/X/sa/y", "only lowercase"),
+            ("spiffe:///ns/x/sa/y", "trust domain is empty"),
+            ("spiffe://cluster.local/ns//sa/y", "namespace is empty"),
+            ("spiffe://cluster.local/ns/-x/sa/y", "must start and end"),
+            ("web.serviceaccount.identity.linkerd.cluster.local", "needs <service-account>"),
+            ("web.ns.serviceaccount.identity.linkerd", "needs <control-ns>"),
+            ("web.emojivoto", "neither a SPIFFE ID"),
+        ];
+        for (input, reason) in cases {
+            let err = input.parse::<Identity>().unwrap_err();
+            assert!(
+                err.to_string().contains(reason),
+                "{input:?}: {err} should say {reason:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Mesh policy as data.
+#![warn(missing_docs)]
+
+pub mod identity;

@@ -1,0 +1,9 @@
+//! `mesh`: a service mesh in a crate.
+//!
+//! This facade re-exports the library crates: [`core`] (policy as data and pure decisions),
+//! [`identity`] (trust and certificates) and [`tower`] (the Tower layers).
+#![warn(missing_docs)]
+
+pub use mesh_core as core;
+pub use mesh_identity as identity;
+pub use mesh_tower as tower;
