@@ -1,6 +1,10 @@
 //! The `mesh` command.
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
+
+mod policy;
 
 /// A service mesh in a crate.
 #[derive(Debug, Parser)]
@@ -11,9 +15,14 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Check policy manifests and explain the decisions taken on them.
+    Policy(policy::PolicyArgs),
+}
 
-fn main() {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Policy(args) => policy::run(args),
+    }
 }

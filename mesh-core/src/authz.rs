@@ -1,0 +1,745 @@
+//! Inbound authorization: who may call a workload's port, and why.
+//!
+//! Linkerd's model: a `Server` selects a port of some pods; `ServerAuthorization`s and
+//! `AuthorizationPolicy`s (with their `MeshTLSAuthentication` / `NetworkAuthentication`
+//! requirements) say which clients may reach it, optionally per route. Ports no Server selects
+//! fall back to a default policy. Kubelet probes are allowed wherever a Server has no routes
+//! of its own.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use crate::identity::Identity;
+use crate::route::{HttpMatch, RequestFacts};
+
+/// A resource named as `Kind/namespace/name`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ResourceId {
+    /// The kind (`HTTPRoute`, `ServerAuthorization`, …).
+    pub kind: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// The default inbound policies Linkerd defines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DefaultPolicy {
+    /// Anyone may connect (Linkerd's default).
+    AllUnauthenticated,
+    /// Only clients with a mesh identity.
+    AllAuthenticated,
+    /// Only clients with a mesh identity, from the cluster networks.
+    ClusterAuthenticated,
+    /// Anyone from the cluster networks.
+    ClusterUnauthenticated,
+    /// Nobody.
+    Deny,
+    /// Anyone, but the decision says it would otherwise have been denied.
+    Audit,
+}
+
+/// An IP network in CIDR form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+/// A network an authorization admits, less its exceptions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkMatch {
+    /// The network.
+    pub net: Cidr,
+    /// Addresses inside `net` that are not admitted.
+    pub except: Vec<Cidr>,
+}
+
+/// Which client identities are admitted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IdentityMatch {
+    /// Any authenticated client (`*`, or `unauthenticatedTLS`).
+    Any,
+    /// Exactly this identity.
+    Exact(Identity),
+    /// Any service account of a namespace (`*.<ns>.serviceaccount.identity.…`, or a
+    /// `Namespace` identityRef).
+    Namespace {
+        /// The namespace.
+        namespace: String,
+        /// The trust domain, when the manifest named one.
+        trust_domain: Option<String>,
+    },
+    /// Any identity whose DNS form ends with this suffix (`*.cluster.local`).
+    DnsSuffix(String),
+}
+
+/// One requirement a client must meet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Requirement {
+    /// The client's address lies in one of these networks.
+    Network(Vec<NetworkMatch>),
+    /// The client has a mesh identity matching one of these.
+    MeshTls(Vec<IdentityMatch>),
+}
+
+/// One authorization: if every requirement holds, the request is allowed, by `source`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Authorization {
+    /// The resource that grants it.
+    pub source: ResourceId,
+    /// Requirements, all of which must hold. None means anyone.
+    pub requires: Vec<Requirement>,
+}
+
+/// An HTTPRoute attached to a `Server`, with the authorizations that target it.
+#[derive(Clone, Debug)]
+pub struct InboundRoute {
+    /// The route resource.
+    pub source: ResourceId,
+    /// Its matches (one per match of every rule).
+    pub matches: Vec<HttpMatch>,
+    /// Authorizations that target this route.
+    pub authorizations: Vec<Authorization>,
+}
+
+/// Which port of the pod a Server selects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerPort {
+    /// A port number.
+    Number(u16),
+    /// A named container port.
+    Name(String),
+}
+
+/// A compiled `Server`.
+#[derive(Clone, Debug)]
+pub struct Server {
+    /// The Server resource.
+    pub id: ResourceId,
+    /// Labels of the pods it selects.
+    pub selector: Selector,
+    /// The port it selects.
+    pub port: ServerPort,
+    /// `proxyProtocol` as written (`HTTP/1`, `gRPC`, `opaque`, …), if any.
+    pub proxy_protocol: Option<String>,
+    /// What happens to requests no authorization admits (`accessPolicy`, default `deny`).
+    pub access_policy: DefaultPolicy,
+    /// Authorizations that target the whole Server (or its namespace).
+    pub authorizations: Vec<Authorization>,
+    /// Routes attached to it; when there are any, requests matching none are refused.
+    pub routes: Vec<InboundRoute>,
+    /// Its `HTTPLocalRateLimitPolicy`, if any.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A compiled label selector.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Selector {
+    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) expressions: Vec<SelectorExpr>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum SelectorExpr {
+    In(String, Vec<String>),
+    NotIn(String, Vec<String>),
+    Exists(String),
+    DoesNotExist(String),
+}
+
+/// `HTTPLocalRateLimitPolicy`: requests per second for a Server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    /// The policy resource.
+    pub source: ResourceId,
+    /// Limit over all clients.
+    pub total: Option<u32>,
+    /// Limit for each client identity.
+    pub per_identity: Option<u32>,
+    /// Per-identity limits for particular clients, replacing `per_identity`.
+    pub overrides: Vec<(u32, Vec<Identity>)>,
+}
+
+/// The pod a request arrives at: enough to choose its Server.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InboundTarget {
+    /// The pod's namespace.
+    pub namespace: String,
+    /// The pod's labels.
+    pub labels: BTreeMap<String, String>,
+    /// The port the request arrives at.
+    pub port: u16,
+    /// The container port's name, if it has one.
+    pub port_name: Option<String>,
+    /// Paths of HTTP probes on this port (kubelet liveness/readiness/startup).
+    pub probe_paths: Vec<String>,
+    /// The workload's default policy (`config.linkerd.io/default-inbound-policy`), if set.
+    pub default_policy: Option<DefaultPolicy>,
+}
+
+/// Who is calling.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Peer {
+    /// The verified mesh identity, when the client came over mesh mTLS.
+    pub identity: Option<Identity>,
+    /// The client's address.
+    pub ip: Option<IpAddr>,
+}
+
+/// The answer to "may this peer make this request?".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthzDecision {
+    /// Whether the request may reach the application.
+    pub allowed: bool,
+    /// What allowed it (`ServerAuthorization/ns/name`, `default:all-unauthenticated`,
+    /// `default:probe`), or what denied it.
+    pub by: String,
+    /// A sentence for logs and the `l5d-proxy-error` header.
+    pub reason: String,
+    /// The Server that applies, if any.
+    pub server: Option<ResourceId>,
+    /// The inbound route that matched, if the Server has routes.
+    pub route: Option<ResourceId>,
+    /// The rate limit of the Server, if any.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// Settings of the mesh that inbound decisions depend on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InboundConfig {
+    /// Policy for ports no Server selects (Linkerd's default: all-unauthenticated).
+    pub default_policy: DefaultPolicy,
+    /// The cluster's pod and node networks, for the `cluster-*` policies.
+    pub cluster_networks: Vec<Cidr>,
+    /// The trust domain.
+    pub trust_domain: String,
+    /// The control-plane namespace used in DNS-form identities.
+    pub control_namespace: String,
+}
+
+// === impl ResourceId ===
+
+impl ResourceId {
+    pub(crate) fn new(kind: &str, namespace: &str, name: &str) -> Self {
+        Self {
+            kind: kind.to_owned(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for ResourceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+// === impl DefaultPolicy ===
+
+impl DefaultPolicy {
+    /// The name Linkerd uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AllUnauthenticated => "all-unauthenticated",
+            Self::AllAuthenticated => "all-authenticated",
+            Self::ClusterAuthenticated => "cluster-authenticated",
+            Self::ClusterUnauthenticated => "cluster-unauthenticated",
+            Self::Deny => "deny",
+            Self::Audit => "audit",
+        }
+    }
+
+    fn admits(self, peer: &Peer, cluster: &[Cidr]) -> bool {
+        let in_cluster = || {
+            peer.ip
+                .is_some_and(|ip| cluster.iter().any(|c| c.contains(ip)))
+        };
+        match self {
+            Self::AllUnauthenticated | Self::Audit => true,
+            Self::AllAuthenticated => peer.identity.is_some(),
+            Self::ClusterAuthenticated => peer.identity.is_some() && in_cluster(),
+            Self::ClusterUnauthenticated => in_cluster(),
+            Self::Deny => false,
+        }
+    }
+}
+
+impl FromStr for DefaultPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "all-unauthenticated" => Self::AllUnauthenticated,
+            "all-authenticated" => Self::AllAuthenticated,
+            "cluster-authenticated" => Self::ClusterAuthenticated,
+            "cluster-unauthenticated" => Self::ClusterUnauthenticated,
+            "deny" => Self::Deny,
+            "audit" => Self::Audit,
+            _ => {
+                return Err(format!(
+                    "{s:?} is not a policy (all-unauthenticated, all-authenticated, cluster-authenticated, cluster-unauthenticated, deny, audit)"
+                ));
+            }
+        })
+    }
+}
+
+// === impl Cidr ===
+
+impl Cidr {
+    /// Whether `ip` lies in this network. IPv4 and IPv6 never match each other, except that
+    /// IPv4-mapped IPv6 addresses are compared as IPv4.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{s:?} is not a network in CIDR form (10.0.0.0/8, fd00::/8)");
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr.trim().parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(bad)?,
+            None => max,
+        };
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+// === impl NetworkMatch ===
+
+impl NetworkMatch {
+    fn contains(&self, ip: IpAddr) -> bool {
+        self.net.contains(ip) && !self.except.iter().any(|e| e.contains(ip))
+    }
+}
+
+// === impl IdentityMatch ===
+
+impl IdentityMatch {
+    /// Parses an entry of `MeshTLSAuthentication.spec.identities` or
+    /// `ServerAuthorization.client.meshTLS.identities`: `*`, `*.<suffix>`, or an identity in
+    /// either form.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s == "*" {
+            return Ok(Self::Any);
+        }
+        if let Some(suffix) = s.strip_prefix("*.") {
+            // `*.ns.serviceaccount.identity.linkerd.cluster.local`: every account of ns.
+            if let Some((ns, rest)) = suffix.split_once(".serviceaccount.identity.")
+                && !ns.contains('.')
+            {
+                let trust_domain = rest.split_once('.').map(|(_, td)| td.to_owned());
+                return Ok(Self::Namespace {
+                    namespace: ns.to_owned(),
+                    trust_domain,
+                });
+            }
+            if suffix.is_empty() || suffix.contains('*') {
+                return Err(format!("{s:?} is not a valid identity wildcard"));
+            }
+            return Ok(Self::DnsSuffix(format!(".{suffix}")));
+        }
+        Identity::parse(s)
+            .map(Self::Exact)
+            .map_err(|e| e.to_string())
+    }
+
+    fn admits(&self, id: &Identity, control_ns: &str) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Exact(want) => want == id,
+            Self::Namespace {
+                namespace,
+                trust_domain,
+            } => {
+                id.namespace() == namespace
+                    && trust_domain
+                        .as_deref()
+                        .is_none_or(|td| td == id.trust_domain())
+            }
+            Self::DnsSuffix(suffix) => id.to_dns(control_ns).ends_with(suffix.as_str()),
+        }
+    }
+}
+
+// === impl Authorization ===
+
+impl Authorization {
+    fn admits(&self, peer: &Peer, control_ns: &str) -> bool {
+        self.requires.iter().all(|r| match r {
+            Requirement::Network(nets) => peer
+                .ip
+                .is_some_and(|ip| nets.iter().any(|n| n.contains(ip))),
+            Requirement::MeshTls(ids) => peer
+                .identity
+                .as_ref()
+                .is_some_and(|id| ids.iter().any(|m| m.admits(id, control_ns))),
+        })
+    }
+}
+
+// === impl Selector ===
+
+impl Selector {
+    /// Whether a pod with these labels is selected. An empty selector selects every pod.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+            && self.expressions.iter().all(|e| match e {
+                SelectorExpr::In(k, vs) => labels.get(k).is_some_and(|v| vs.contains(v)),
+                SelectorExpr::NotIn(k, vs) => labels.get(k).is_none_or(|v| !vs.contains(v)),
+                SelectorExpr::Exists(k) => labels.contains_key(k),
+                SelectorExpr::DoesNotExist(k) => !labels.contains_key(k),
+            })
+    }
+}
+
+// === impl Server ===
+
+impl Server {
+    fn selects(&self, target: &InboundTarget) -> bool {
+        self.id.namespace == target.namespace
+            && self.selector.matches(&target.labels)
+            && match &self.port {
+                ServerPort::Number(n) => *n == target.port,
+                ServerPort::Name(name) => target.port_name.as_deref() == Some(name.as_str()),
+            }
+    }
+}
+
+// === impl RateLimit ===
+
+impl RateLimit {
+    /// The per-identity limit for a client: its override, else the general per-identity limit.
+    pub fn per_identity_limit(&self, identity: Option<&Identity>) -> Option<u32> {
+        identity
+            .and_then(|id| {
+                self.overrides
+                    .iter()
+                    .find(|(_, ids)| ids.contains(id))
+                    .map(|(rps, _)| *rps)
+            })
+            .or(self.per_identity)
+    }
+}
+
+/// Decides whether `peer` may make `req` to `target`, given the compiled Servers.
+pub(crate) fn authorize(
+    servers: &[Server],
+    config: &InboundConfig,
+    target: &InboundTarget,
+    peer: &Peer,
+    req: &impl RequestFacts,
+) -> AuthzDecision {
+    let control_ns = config.control_namespace.as_str();
+    let is_probe = req.method() == "GET" && target.probe_paths.iter().any(|p| p == req.path());
+    let Some(server) = servers.iter().find(|s| s.selects(target)) else {
+        let policy = target.default_policy.unwrap_or(config.default_policy);
+        return default_decision(policy, is_probe, peer, config, None, None);
+    };
+    let server_id = Some(server.id.clone());
+
+    let mut route_auths: &[Authorization] = &[];
+    let mut route_id = None;
+    if !server.routes.is_empty() {
+        let best = server
+            .routes
+            .iter()
+            .flat_map(|r| r.matches.iter().map(move |m| (r, m)))
+            .filter(|(_, m)| m.matches(req))
+            .min_by(|(_, a), (_, b)| a.precedence(b));
+        let Some((route, _)) = best else {
+            return AuthzDecision {
+                allowed: false,
+                by: server.id.to_string(),
+                reason: format!("no route of {} matches the request", server.id),
+                server: server_id,
+                route: None,
+                rate_limit: server.rate_limit.clone(),
+            };
+        };
+        route_auths = &route.authorizations;
+        route_id = Some(route.source.clone());
+    } else if is_probe {
+        return AuthzDecision {
+            allowed: true,
+            by: "default:probe".to_owned(),
+            reason: format!("GET {} is a kubelet probe of this port", req.path()),
+            server: server_id,
+            route: None,
+            rate_limit: server.rate_limit.clone(),
+        };
+    }
+
+    if let Some(a) = route_auths
+        .iter()
+        .chain(&server.authorizations)
+        .find(|a| a.admits(peer, control_ns))
+    {
+        return AuthzDecision {
+            allowed: true,
+            by: a.source.to_string(),
+            reason: format!("{} admits {}", a.source, describe_peer(peer)),
+            server: server_id,
+            route: route_id,
+            rate_limit: server.rate_limit.clone(),
+        };
+    }
+    if server.access_policy != DefaultPolicy::Deny {
+        let mut d = default_decision(
+            server.access_policy,
+            false,
+            peer,
+            config,
+            server_id,
+            route_id,
+        );
+        d.rate_limit = server.rate_limit.clone();
+        return d;
+    }
+    AuthzDecision {
+        allowed: false,
+        by: server.id.to_string(),
+        reason: format!(
+            "no authorization of {}{} admits {}",
+            server.id,
+            route_id
+                .as_ref()
+                .map(|r| format!(" or {r}"))
+                .unwrap_or_default(),
+            describe_peer(peer)
+        ),
+        server: server_id,
+        route: route_id,
+        rate_limit: server.rate_limit.clone(),
+    }
+}
+
+fn default_decision(
+    policy: DefaultPolicy,
+    is_probe: bool,
+    peer: &Peer,
+    config: &InboundConfig,
+    server: Option<ResourceId>,
+    route: Option<ResourceId>,
+) -> AuthzDecision {
+    let by = format!("default:{}", policy.as_str());
+    let (allowed, by, reason) = if policy.admits(peer, &config.cluster_networks) {
+        let reason = if policy == DefaultPolicy::Audit {
+            format!(
+                "audit mode admits {} (no authorization matched)",
+                describe_peer(peer)
+            )
+        } else {
+            format!(
+                "the default policy {} admits {}",
+                policy.as_str(),
+                describe_peer(peer)
+            )
+        };
+        (true, by, reason)
+    } else if is_probe {
+        (
+            true,
+            "default:probe".to_owned(),
+            "the request is a kubelet probe of this port".to_owned(),
+        )
+    } else {
+        (
+            false,
+            by,
+            format!(
+                "the default policy {} refuses {}",
+                policy.as_str(),
+                describe_peer(peer)
+            ),
+        )
+    };
+    AuthzDecision {
+        allowed,
+        by,
+        reason,
+        server,
+        route,
+        rate_limit: None,
+    }
+}
+
+fn describe_peer(peer: &Peer) -> String {
+    let who = peer
+        .identity
+        .as_ref()
+        .map_or_else(|| "an unauthenticated client".to_owned(), |i| i.to_string());
+    match peer.ip {
+        Some(ip) => format!("{who} from {ip}"),
+        None => who,
+    }
+}
+
+/// The networks Linkerd treats as the cluster's by default.
+pub fn default_cluster_networks() -> Vec<Cidr> {
+    [
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "fd00::/8",
+    ]
+    .iter()
+    .filter_map(|s| s.parse().ok())
+    .collect()
+}
+
+impl Default for InboundConfig {
+    fn default() -> Self {
+        Self {
+            default_policy: DefaultPolicy::AllUnauthenticated,
+            cluster_networks: default_cluster_networks(),
+            trust_domain: crate::identity::DEFAULT_TRUST_DOMAIN.to_owned(),
+            control_namespace: crate::identity::DEFAULT_CONTROL_NAMESPACE.to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs() {
+        let cases = [
+            ("10.0.0.0/8", "10.1.2.3", true),
+            ("10.0.0.0/8", "11.0.0.1", false),
+            ("0.0.0.0/0", "192.0.2.1", true),
+            ("::/0", "2001:db8::1", true),
+            ("::/0", "192.0.2.1", false),
+            ("10.0.0.0/8", "::ffff:10.0.0.1", true),
+            ("192.0.2.7", "192.0.2.7", true),
+            ("192.0.2.7/32", "192.0.2.8", false),
+        ];
+        for (net, ip, want) in cases {
+            let c: Cidr = net.parse().unwrap();
+            assert_eq!(c.contains(ip.parse().unwrap()), want, "{net} {ip}");
+        }
+        for bad in ["10.0.0.0/33", "x/8", "::/129", ""] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn identity_wildcards() {
+        let web: Identity = "spiffe://cluster.local/ns/emojivoto/sa/web"
+            .parse()
+            .unwrap();
+        let cases = [
+            ("*", true),
+            (
+                "web.emojivoto.serviceaccount.identity.linkerd.cluster.local",
+                true,
+            ),
+            ("spiffe://cluster.local/ns/emojivoto/sa/voting", false),
+            (
+                "*.emojivoto.serviceaccount.identity.linkerd.cluster.local",
+                true,
+            ),
+            (
+                "*.booksapp.serviceaccount.identity.linkerd.cluster.local",
+                false,
+            ),
+            ("*.cluster.local", true),
+            ("*.example.org", false),
+        ];
+        for (pat, want) in cases {
+            let m = IdentityMatch::parse(pat).unwrap();
+            assert_eq!(m.admits(&web, "linkerd"), want, "{pat}");
+        }
+        assert!(IdentityMatch::parse("*.").is_err());
+        assert!(IdentityMatch::parse("not an identity").is_err());
+    }
+
+    #[test]
+    fn default_policies() {
+        let cluster = default_cluster_networks();
+        let id: Identity = "spiffe://cluster.local/ns/a/sa/b".parse().unwrap();
+        let inside = Some("10.0.0.5".parse().unwrap());
+        let outside = Some("203.0.113.9".parse().unwrap());
+        let peers = [
+            Peer {
+                identity: Some(id.clone()),
+                ip: inside,
+            },
+            Peer {
+                identity: Some(id),
+                ip: outside,
+            },
+            Peer {
+                identity: None,
+                ip: inside,
+            },
+            Peer {
+                identity: None,
+                ip: outside,
+            },
+        ];
+        let table = [
+            (DefaultPolicy::AllUnauthenticated, [true, true, true, true]),
+            (DefaultPolicy::AllAuthenticated, [true, true, false, false]),
+            (
+                DefaultPolicy::ClusterAuthenticated,
+                [true, false, false, false],
+            ),
+            (
+                DefaultPolicy::ClusterUnauthenticated,
+                [true, false, true, false],
+            ),
+            (DefaultPolicy::Deny, [false, false, false, false]),
+            (DefaultPolicy::Audit, [true, true, true, true]),
+        ];
+        for (policy, want) in table {
+            for (peer, want) in peers.iter().zip(want) {
+                assert_eq!(policy.admits(peer, &cluster), want, "{policy:?} {peer:?}");
+            }
+        }
+    }
+}

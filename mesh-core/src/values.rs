@@ -1,0 +1,156 @@
+//! Small value syntaxes that Kubernetes manifests use: Go durations, resource quantities.
+
+use std::time::Duration;
+
+/// Parses a Go `time.ParseDuration` string, as Linkerd and Gateway API use them:
+/// `500ms`, `2s`, `1m30s`, `1.5h`, `300us`. A bare `0` is zero. Negative durations are refused.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = |why: &str| format!("{s:?} is not a duration ({why}; e.g. 500ms, 10s, 1m30s)");
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if s.is_empty() {
+        return Err(bad("empty"));
+    }
+    if s.starts_with('-') {
+        return Err(bad("negative"));
+    }
+    let s2 = s.strip_prefix('+').unwrap_or(s);
+    let mut rest = s2;
+    let mut total_ns: u128 = 0;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_len == 0 {
+            return Err(bad("expected a number"));
+        }
+        let (num, tail) = rest.split_at(num_len);
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let unit_ns: u128 = match unit {
+            "ns" => 1,
+            "us" | "µs" | "μs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            "" => return Err(bad("missing unit")),
+            _ => return Err(bad("unknown unit")),
+        };
+        let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+        if int.is_empty() && frac.is_empty() || frac.contains('.') {
+            return Err(bad("malformed number"));
+        }
+        let int: u128 = if int.is_empty() {
+            0
+        } else {
+            int.parse().map_err(|_| bad("number too large"))?
+        };
+        let mut ns = int.checked_mul(unit_ns).ok_or_else(|| bad("too large"))?;
+        let mut scale = unit_ns;
+        for d in frac.bytes().take(18) {
+            scale /= 10;
+            ns += u128::from(d - b'0') * scale;
+        }
+        total_ns = total_ns
+            .checked_add(ns)
+            .filter(|&t| t <= u128::from(u64::MAX))
+            .ok_or_else(|| bad("too large"))?;
+        rest = tail;
+    }
+    let total = u64::try_from(total_ns).map_err(|_| bad("too large"))?;
+    Ok(Duration::from_nanos(total))
+}
+
+/// Parses a Kubernetes quantity used as a weight into milli-units: `900m` → 900, `1` → 1000,
+/// `1.5` → 1500, `2k` → 2,000,000. Negative values are refused.
+pub fn parse_milli_quantity(s: &str) -> Result<u64, String> {
+    let bad = |why: &str| format!("{s:?} is not a weight ({why}; e.g. 900m, 1, 50)");
+    let s = s.trim();
+    if s.starts_with('-') {
+        return Err(bad("negative"));
+    }
+    let num_len = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, suffix) = s.split_at(num_len);
+    // Multiplier from the suffix, in thousandths, so that `m` is exact.
+    let milli_per_unit: u128 = match suffix {
+        "m" => 1,
+        "" => 1_000,
+        "k" => 1_000_000,
+        "M" => 1_000_000_000,
+        "G" => 1_000_000_000_000,
+        "Ki" => 1_024_000,
+        "Mi" => 1_048_576_000,
+        _ => return Err(bad("unknown suffix")),
+    };
+    if num.is_empty() {
+        return Err(bad("expected a number"));
+    }
+    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+    if frac.contains('.') || int.is_empty() && frac.is_empty() {
+        return Err(bad("malformed number"));
+    }
+    let int: u128 = if int.is_empty() {
+        0
+    } else {
+        int.parse().map_err(|_| bad("too large"))?
+    };
+    let mut milli = int
+        .checked_mul(milli_per_unit)
+        .ok_or_else(|| bad("too large"))?;
+    let mut scale = milli_per_unit;
+    for d in frac.bytes().take(30) {
+        scale /= 10;
+        milli += u128::from(d - b'0') * scale;
+    }
+    u64::try_from(milli).map_err(|_| bad("too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let ok = [
+            ("500ms", 500_000_000),
+            ("2s", 2_000_000_000),
+            ("1m30s", 90_000_000_000),
+            ("1.5s", 1_500_000_000),
+            ("0", 0),
+            ("0s", 0),
+            ("300us", 300_000),
+            ("1h", 3_600_000_000_000),
+        ];
+        for (s, ns) in ok {
+            assert_eq!(parse_duration(s), Ok(Duration::from_nanos(ns)), "{s}");
+        }
+        for s in ["one-second", "", "10", "-1s", "1x", "s", "1..2s"] {
+            assert!(parse_duration(s).is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn quantities() {
+        let ok = [
+            ("900m", 900),
+            ("100m", 100),
+            ("1", 1000),
+            ("0", 0),
+            ("1500m", 1500),
+            ("1.5", 1500),
+            ("2k", 2_000_000),
+        ];
+        for (s, m) in ok {
+            assert_eq!(parse_milli_quantity(s), Ok(m), "{s}");
+        }
+        for s in ["-1", "abc", "1x", "", "m"] {
+            assert!(parse_milli_quantity(s).is_err(), "{s}");
+        }
+    }
+}
