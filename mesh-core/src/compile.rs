@@ -866,8 +866,11 @@ impl<'c> Builder<'c> {
             let group = p.group.as_deref().unwrap_or("gateway.networking.k8s.io");
             let kind = p.kind.as_deref().unwrap_or("Gateway");
             let namespace = p.namespace.clone().unwrap_or_else(|| doc.namespace.clone());
+            // An omitted group defaults to Gateway API's own, which has no Service kind: a
+            // user who wrote `kind: Service` means the core one.
+            let core = p.group.is_none() || matches!(group, "" | "core");
             match (group, kind) {
-                ("" | "core", "Service") => {
+                (_, "Service") if core => {
                     let port = match p.port {
                         None => None,
                         Some(n) => match port(n) {

@@ -1,0 +1,335 @@
+//! Inbound authorization, as tables of cases written from Linkerd's policy docs.
+
+use mesh_core::{Identity, MeshPolicy, Peer, Request};
+
+const POLICY: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: locked
+  annotations: { config.linkerd.io/default-inbound-policy: all-authenticated }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: books, namespace: booksapp }
+spec:
+  selector: { app: books }
+  ports: [{ name: http, port: 80, targetPort: service }]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: { name: books, namespace: booksapp }
+spec:
+  selector: { matchLabels: { app: books } }
+  template:
+    metadata: { labels: { app: books, tier: api } }
+    spec:
+      containers:
+      - name: books
+        image: books
+        ports: [{ name: service, containerPort: 7002 }, { name: admin, containerPort: 9990 }]
+        livenessProbe: { httpGet: { path: /ping, port: service } }
+        readinessProbe: { httpGet: { path: /ready, port: 7002 } }
+---
+apiVersion: policy.linkerd.io/v1beta3
+kind: Server
+metadata: { name: books-http, namespace: booksapp, labels: { api: internal } }
+spec:
+  podSelector: { matchLabels: { app: books } }
+  port: service
+  proxyProtocol: HTTP/1
+---
+apiVersion: policy.linkerd.io/v1beta1
+kind: HTTPRoute
+metadata: { name: books-read, namespace: booksapp }
+spec:
+  parentRefs: [{ name: books-http, kind: Server, group: policy.linkerd.io }]
+  rules:
+  - matches: [{ path: { value: /books }, method: GET }]
+---
+apiVersion: policy.linkerd.io/v1beta1
+kind: HTTPRoute
+metadata: { name: books-write, namespace: booksapp }
+spec:
+  parentRefs: [{ name: books-http, kind: Server, group: policy.linkerd.io }]
+  rules:
+  - matches: [{ path: { value: /books }, method: POST }]
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: MeshTLSAuthentication
+metadata: { name: readers, namespace: booksapp }
+spec:
+  identities:
+  - "*.booksapp.serviceaccount.identity.linkerd.cluster.local"
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: MeshTLSAuthentication
+metadata: { name: webapp, namespace: booksapp }
+spec:
+  identityRefs: [{ kind: ServiceAccount, name: webapp }]
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: NetworkAuthentication
+metadata: { name: office, namespace: booksapp }
+spec:
+  networks: [{ cidr: 192.0.2.0/24, except: [192.0.2.66/32] }]
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: { name: read, namespace: booksapp }
+spec:
+  targetRef: { group: policy.linkerd.io, kind: HTTPRoute, name: books-read }
+  requiredAuthenticationRefs: [{ group: policy.linkerd.io, kind: MeshTLSAuthentication, name: readers }]
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: { name: write, namespace: booksapp }
+spec:
+  targetRef: { group: policy.linkerd.io, kind: HTTPRoute, name: books-write }
+  requiredAuthenticationRefs:
+  - { group: policy.linkerd.io, kind: MeshTLSAuthentication, name: webapp }
+  - { group: policy.linkerd.io, kind: NetworkAuthentication, name: office }
+---
+apiVersion: policy.linkerd.io/v1beta1
+kind: Server
+metadata: { name: books-admin, namespace: booksapp }
+spec:
+  podSelector: { matchExpressions: [{ key: tier, operator: In, values: [api, web] }] }
+  port: 9990
+---
+apiVersion: policy.linkerd.io/v1beta1
+kind: ServerAuthorization
+metadata: { name: admin-from-cluster, namespace: booksapp }
+spec:
+  server: { name: books-admin }
+  client:
+    unauthenticated: true
+    networks: [{ cidr: 10.0.0.0/8 }]
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: HTTPLocalRateLimitPolicy
+metadata: { name: books-rl, namespace: booksapp }
+spec:
+  targetRef: { group: policy.linkerd.io, kind: Server, name: books-http }
+  total: { requestsPerSecond: 100 }
+  identity: { requestsPerSecond: 20 }
+  overrides:
+  - requestsPerSecond: 50
+    clientRefs: [{ kind: ServiceAccount, name: webapp, namespace: booksapp }]
+"#;
+
+fn id(s: &str) -> Option<Identity> {
+    Some(s.parse().unwrap())
+}
+
+#[test]
+fn authorization_table() {
+    let p = MeshPolicy::from_yaml(POLICY).unwrap_or_else(|e| panic!("{e}"));
+    let (target, why) = p.inbound_target("books.booksapp", 80);
+    assert!(why.is_empty(), "{why:?}");
+    assert_eq!(target.port, 7002);
+    assert_eq!(target.port_name.as_deref(), Some("service"));
+
+    let webapp = "spiffe://cluster.local/ns/booksapp/sa/webapp";
+    let authors = "authors.booksapp.serviceaccount.identity.linkerd.cluster.local";
+    let outsider = "spiffe://cluster.local/ns/other/sa/bot";
+    let office = Some("192.0.2.10".parse().unwrap());
+    let blocked = Some("192.0.2.66".parse().unwrap());
+    let cases = [
+        // (method, path, identity, ip, allowed, by)
+        (
+            "GET",
+            "/books",
+            id(authors),
+            None,
+            true,
+            "AuthorizationPolicy/booksapp/read",
+        ),
+        (
+            "GET",
+            "/books",
+            id(outsider),
+            None,
+            false,
+            "Server/booksapp/books-http",
+        ),
+        (
+            "GET",
+            "/books",
+            None,
+            office,
+            false,
+            "Server/booksapp/books-http",
+        ),
+        (
+            "POST",
+            "/books",
+            id(webapp),
+            office,
+            true,
+            "AuthorizationPolicy/booksapp/write",
+        ),
+        // Both required authentications must hold.
+        (
+            "POST",
+            "/books",
+            id(webapp),
+            blocked,
+            false,
+            "Server/booksapp/books-http",
+        ),
+        (
+            "POST",
+            "/books",
+            id(authors),
+            office,
+            false,
+            "Server/booksapp/books-http",
+        ),
+        // The Server has routes: a request matching none is refused.
+        (
+            "DELETE",
+            "/books",
+            id(webapp),
+            office,
+            false,
+            "Server/booksapp/books-http",
+        ),
+    ];
+    for (method, path, identity, ip, allowed, by) in cases {
+        let r = Request::new(method, &format!("http://books.booksapp{path}")).unwrap();
+        let peer = Peer {
+            identity: identity.clone(),
+            ip,
+        };
+        let d = p.authorize(&target, &peer, &r);
+        assert_eq!(
+            (d.allowed, d.by.as_str()),
+            (allowed, by),
+            "{method} {path} {identity:?} {ip:?}: {}",
+            d.reason
+        );
+    }
+}
+
+#[test]
+fn probes_defaults_and_selectors() {
+    let p = MeshPolicy::from_yaml(POLICY).unwrap();
+    let (mut target, _) = p.inbound_target("books.booksapp", 80);
+
+    // The admin port: a Server selected by an expression, open to cluster addresses only.
+    target.port = 9990;
+    target.port_name = Some("admin".into());
+    target.probe_paths.clear();
+    let get = Request::new("GET", "http://books.booksapp/metrics").unwrap();
+    let inside = Peer {
+        identity: None,
+        ip: Some("10.1.2.3".parse().unwrap()),
+    };
+    let outside = Peer {
+        identity: None,
+        ip: Some("203.0.113.5".parse().unwrap()),
+    };
+    assert!(p.authorize(&target, &inside, &get).allowed);
+    let d = p.authorize(&target, &outside, &get);
+    assert!(!d.allowed, "{}", d.reason);
+
+    // A port no Server selects falls back to the cluster default (all-unauthenticated).
+    target.port = 1234;
+    target.port_name = None;
+    let d = p.authorize(&target, &outside, &get);
+    assert_eq!(
+        (d.allowed, d.by.as_str()),
+        (true, "default:all-unauthenticated")
+    );
+
+    // ...or to the namespace's default policy.
+    let mut locked = target.clone();
+    locked.namespace = "locked".into();
+    locked.default_policy = None;
+    let (t2, _) = p.inbound_target("nothing.locked", 1234);
+    assert_eq!(
+        t2.default_policy,
+        Some(mesh_core::authz::DefaultPolicy::AllAuthenticated)
+    );
+    let d = p.authorize(&t2, &outside, &get);
+    assert_eq!(
+        (d.allowed, d.by.as_str()),
+        (false, "default:all-authenticated")
+    );
+    // Kubelet probes are allowed even there.
+    let mut t3 = t2.clone();
+    t3.probe_paths = vec!["/live".into()];
+    let probe = Request::new("GET", "http://nothing.locked:1234/live").unwrap();
+    assert_eq!(p.authorize(&t3, &outside, &probe).by, "default:probe");
+}
+
+#[test]
+fn rate_limit_policy_attaches_to_its_server() {
+    let p = MeshPolicy::from_yaml(POLICY).unwrap();
+    let (target, _) = p.inbound_target("books.booksapp", 80);
+    let r = Request::new("GET", "http://books.booksapp/books").unwrap();
+    let webapp = id("spiffe://cluster.local/ns/booksapp/sa/webapp");
+    let d = p.authorize(
+        &target,
+        &Peer {
+            identity: webapp.clone(),
+            ip: None,
+        },
+        &r,
+    );
+    let rl = d.rate_limit.expect("rate limit");
+    assert_eq!(rl.total, Some(100));
+    assert_eq!(rl.per_identity_limit(webapp.as_ref()), Some(50));
+    assert_eq!(
+        rl.per_identity_limit(id("spiffe://cluster.local/ns/booksapp/sa/x").as_ref()),
+        Some(20)
+    );
+}
+
+#[test]
+fn emojivoto_policy_fixture_in_the_repo_style() {
+    // The shape of Linkerd's published emojivoto policy: ServerAuthorization by label selector.
+    let p = MeshPolicy::from_yaml(
+        r#"
+apiVersion: policy.linkerd.io/v1beta1
+kind: Server
+metadata: { namespace: emojivoto, name: emoji-grpc, labels: { emojivoto/api: internal-grpc } }
+spec:
+  podSelector: { matchLabels: { app: emoji-svc } }
+  port: grpc
+  proxyProtocol: gRPC
+---
+apiVersion: policy.linkerd.io/v1beta1
+kind: ServerAuthorization
+metadata: { namespace: emojivoto, name: internal-grpc }
+spec:
+  server: { selector: { matchLabels: { emojivoto/api: internal-grpc } } }
+  client: { meshTLS: { serviceAccounts: [{ name: web }] } }
+"#,
+    )
+    .unwrap();
+    let target = mesh_core::InboundTarget {
+        namespace: "emojivoto".into(),
+        labels: [("app".to_owned(), "emoji-svc".to_owned())].into(),
+        port: 8080,
+        port_name: Some("grpc".into()),
+        ..Default::default()
+    };
+    let r = Request::new(
+        "POST",
+        "http://emoji-svc.emojivoto:8080/emojivoto.v1.EmojiService/ListAll",
+    )
+    .unwrap();
+    let web = Peer {
+        identity: id("spiffe://cluster.local/ns/emojivoto/sa/web"),
+        ip: None,
+    };
+    let voting = Peer {
+        identity: id("spiffe://cluster.local/ns/emojivoto/sa/voting"),
+        ip: None,
+    };
+    assert!(p.authorize(&target, &web, &r).allowed);
+    assert!(!p.authorize(&target, &voting, &r).allowed);
+    assert!(!p.authorize(&target, &Peer::default(), &r).allowed);
+}

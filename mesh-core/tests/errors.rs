@@ -1,0 +1,168 @@
+//! Bad input: every error found, each naming document, resource, field and why; nothing compiled.
+
+use mesh_core::MeshPolicy;
+
+#[test]
+fn every_error_in_the_stream_is_reported_and_nothing_compiles() {
+    let yaml = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: a, namespace: ns }
+spec:
+  parentRefs: [{ name: svc, kind: Service, port: 0 }]
+  rules:
+  - matches: [{ path: { type: Exact, value: "no-slash" } }]
+    backendRefs: [{ name: b, port: 80, weight: -1 }]
+    timeouts: { request: 1s, backendRequest: 5s }
+---
+apiVersion: split.smi-spec.io/v1alpha1
+kind: TrafficSplit
+metadata: { name: s, namespace: ns }
+spec:
+  service: apex
+  backends: [{ service: a, weight: "12x" }]
+---
+this: [is not, closed
+---
+apiVersion: linkerd.io/v1alpha2
+kind: ServiceProfile
+metadata: { name: web.ns.svc.cluster.local, namespace: ns }
+spec:
+  routes:
+  - name: r
+    condition: {}
+    responseClasses:
+    - condition: { status: { min: 600 } }
+---
+apiVersion: policy.linkerd.io/v9
+kind: Server
+metadata: { name: srv, namespace: ns }
+spec: {}
+---
+apiVersion: policy.linkerd.io/v1beta1
+kind: Server
+metadata: { name: srv2, namespace: ns }
+spec:
+  podSelector: { matchLabels: {} }
+  port: "Not_A_Name"
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: MeshTLSAuthentication
+metadata: { name: m, namespace: ns }
+spec:
+  identities: ["spiffe://cluster.local/ns/UPPER/sa/x"]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: typed, namespace: ns }
+spec:
+  rules: "not a list"
+"#;
+    let errs = MeshPolicy::from_yaml(yaml).unwrap_err();
+    let text: Vec<String> = errs.errors().iter().map(ToString::to_string).collect();
+    let expect = [
+        ("document 1", "spec.parentRefs[0].port: 0 is not a port"),
+        (
+            "document 1",
+            "spec.rules[0].matches[0].path.value: \"no-slash\" must start with '/'",
+        ),
+        (
+            "document 1",
+            "spec.rules[0].backendRefs[0].weight: -1 is not a weight",
+        ),
+        ("document 1", "spec.rules[0].timeouts.backendRequest"),
+        (
+            "document 2",
+            "spec.backends[0].weight: \"12x\" is not a weight",
+        ),
+        ("document 3", "not valid YAML"),
+        (
+            "document 4",
+            "spec.routes[0].condition: a request match must have a field set",
+        ),
+        (
+            "document 4",
+            "range min and max must be between 100 and 599",
+        ),
+        (
+            "document 5",
+            "apiVersion: policy.linkerd.io/v9 is not a served version of Server",
+        ),
+        (
+            "document 6",
+            "spec.port: \"Not_A_Name\" is neither a port number nor a port name",
+        ),
+        ("document 7", "spec.identities[0]: invalid identity"),
+        (
+            "document 8",
+            "HTTPRoute/ns/typed: spec.rules: invalid type: string \"not a list\", expected a sequence",
+        ),
+    ];
+    for (doc, want) in expect {
+        assert!(
+            text.iter()
+                .any(|t| t.starts_with(&format!("{doc} ")) && t.contains(want)),
+            "missing {doc}: {want:?} in\n{}",
+            text.join("\n")
+        );
+    }
+    assert_eq!(text.len(), expect.len(), "{}", text.join("\n"));
+}
+
+#[test]
+fn typed_errors_carry_the_line_of_the_bad_value() {
+    let yaml = "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata:\n  name: r\nspec:\n  rules:\n  - backendRefs:\n    - name: b\n      weight: lots\n";
+    let errs = MeshPolicy::from_yaml(yaml).unwrap_err();
+    let e = &errs.errors()[0];
+    assert_eq!(
+        e.field.as_deref(),
+        Some("spec.rules[0].backendRefs[0].weight")
+    );
+    assert_eq!(e.line, Some(10), "{e}");
+}
+
+#[test]
+fn later_documents_replace_earlier_ones_as_kubectl_apply_would() {
+    let yaml = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: r, namespace: ns }
+spec:
+  parentRefs: [{ name: svc, kind: Service }]
+  rules: [{ backendRefs: [{ name: old, port: 80 }] }]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: r, namespace: ns }
+spec:
+  parentRefs: [{ name: svc, kind: Service }]
+  rules: [{ backendRefs: [{ name: new, port: 80 }] }]
+"#;
+    let p = MeshPolicy::from_yaml(yaml).unwrap();
+    assert!(p.notes().iter().any(|n| n.message.contains("replaces")));
+    let d = p.outbound(&mesh_core::Request::new("GET", "http://svc.ns/").unwrap());
+    let names: Vec<_> = d.backends().map(|b| b.backend.name).collect();
+    assert_eq!(names, ["new"]);
+}
+
+#[test]
+fn unknown_and_istio_kinds_are_skipped_with_a_note() {
+    let yaml = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: v }
+---
+apiVersion: example.com/v1
+kind: Widget
+metadata: { name: w }
+---
+---
+"#;
+    let p = MeshPolicy::from_yaml(yaml).unwrap();
+    let notes: Vec<String> = p.notes().iter().map(ToString::to_string).collect();
+    assert!(
+        notes[0].contains("Istio kind skipped; use a Gateway API HTTPRoute"),
+        "{notes:?}"
+    );
+    assert!(notes[1].contains("not a kind the mesh reads"), "{notes:?}");
+}

@@ -1,0 +1,285 @@
+//! `mesh policy check` and `mesh policy explain`, run as a user runs them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn mesh(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .args(args)
+        .output()
+        .expect("run mesh")
+}
+
+fn fixtures() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        println!("note: {} is absent; skipping", dir.display());
+        None
+    }
+}
+
+fn tmp_yaml(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mesh-policy-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn s(o: &[u8]) -> String {
+    String::from_utf8_lossy(o).into_owned()
+}
+
+#[test]
+fn check_reports_every_file_and_fails_on_invalid_ones() {
+    let Some(dir) = fixtures() else { return };
+    let out = mesh(&["policy", "check", dir.to_str().unwrap()]);
+    let stdout = s(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(
+            "linkerd/emojivoto-policy.yml: ok, 9 resources (5 Server, 4 ServerAuthorization)"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("invalid/httproute-backend-port-out-of-range.yaml: 1 error"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("spec.rules[0].backendRefs[0].port: 800080 is not a port (1–65535)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("invalid/deployment-bad-indentation.yaml: 2 errors"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("invalid/list-with-null-items.yaml: ok"),
+        "{stdout}"
+    );
+
+    let valid: Vec<String> = ["linkerd", "smi", "gateway-api", "istio", "apps"]
+        .iter()
+        .map(|d| dir.join(d).display().to_string())
+        .collect();
+    let mut args = vec!["policy", "check"];
+    args.extend(valid.iter().map(String::as_str));
+    let out = mesh(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", s(&out.stdout));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(mesh(&["policy", "check"]).status.code(), Some(2));
+    assert_eq!(
+        mesh(&["policy", "check", "/no/such/file.yaml"])
+            .status
+            .code(),
+        Some(2)
+    );
+    let f = tmp_yaml(
+        "empty-route.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n",
+    );
+    let f = f.to_str().unwrap();
+    assert_eq!(
+        mesh(&["policy", "explain", f, "--request", "GET"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        mesh(&[
+            "policy",
+            "explain",
+            f,
+            "--request",
+            "GET http://a",
+            "--from",
+            "nobody"
+        ])
+        .status
+        .code(),
+        Some(2)
+    );
+    assert_eq!(
+        mesh(&[
+            "policy",
+            "explain",
+            f,
+            "--request",
+            "GET http://a",
+            "--header",
+            "novalue"
+        ])
+        .status
+        .code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn explain_json_for_the_linkerd_and_smi_splits() {
+    let Some(dir) = fixtures() else { return };
+    let cases = [
+        (
+            "linkerd/httproute-v1beta2-weighted.yaml",
+            "GET http://bb.traffic-shift-demo:8080/",
+            "bb.traffic-shift-demo",
+            "bb-v2.traffic-shift-demo",
+        ),
+        (
+            "smi/linkerd-fault-injection-900m-100m.yaml",
+            "GET http://books.booksapp:7000/",
+            "books.booksapp",
+            "error-injector.booksapp",
+        ),
+    ];
+    for (file, request, main, canary) in cases {
+        let f = dir.join(file);
+        let out = mesh(&[
+            "policy",
+            "explain",
+            f.to_str().unwrap(),
+            "--request",
+            request,
+            "--samples",
+            "10000",
+            "-o",
+            "json",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", s(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let main_n = v["samples"][main].as_u64().unwrap();
+        let canary_n = v["samples"][canary].as_u64().unwrap();
+        assert!((8_800..=9_200).contains(&main_n), "{file}: {v}");
+        assert!((800..=1_200).contains(&canary_n), "{file}: {v}");
+        assert_eq!(v["backends"].as_array().unwrap().len(), 2);
+        assert!(v["authorization"].is_null());
+        assert!(v["timeout_ms"]["request"].is_null());
+        assert_eq!(v["retry"]["retryable"], false);
+    }
+    let f = dir.join("linkerd/httproute-v1beta2-weighted.yaml");
+    let out = mesh(&[
+        "policy",
+        "explain",
+        f.to_str().unwrap(),
+        "--request",
+        "GET http://bb.traffic-shift-demo:8080/",
+        "-o",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["route"]["name"], "bb-route");
+    assert_eq!(
+        v["route"]["source"],
+        "HTTPRoute/traffic-shift-demo/bb-route"
+    );
+    assert_eq!(
+        v["backends"][0],
+        serde_json::json!({"service": "bb.traffic-shift-demo", "port": 8080, "weight": 90})
+    );
+    assert!(v.get("samples").is_none());
+}
+
+#[test]
+fn explain_inbound_authorization_and_timeouts() {
+    let Some(dir) = fixtures() else { return };
+    let policy = dir.join("linkerd/emojivoto-policy.yml");
+    let app = dir.join("apps/emojivoto.yml");
+    let (p, a) = (policy.to_str().unwrap(), app.to_str().unwrap());
+    let run = |from: &[&str]| {
+        let mut args = vec![
+            "policy",
+            "explain",
+            p,
+            a,
+            "--inbound",
+            "--request",
+            "POST http://voting-svc.emojivoto:8080/emojivoto.v1.VotingService/VoteDoughnut",
+            "-o",
+            "json",
+        ];
+        args.extend_from_slice(from);
+        let out = mesh(&args);
+        assert_eq!(out.status.code(), Some(0), "{}", s(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let v = run(&[
+        "--from",
+        "web.emojivoto.serviceaccount.identity.linkerd.cluster.local",
+    ]);
+    assert_eq!(v["authorization"]["allowed"], true, "{v}");
+    assert_eq!(
+        v["authorization"]["by"],
+        "ServerAuthorization/emojivoto/internal-grpc"
+    );
+    let v = run(&[
+        "--from",
+        "spiffe://cluster.local/ns/emojivoto/sa/voting",
+        "--client-ip",
+        "10.1.1.1",
+    ]);
+    assert_eq!(v["authorization"]["allowed"], false, "{v}");
+    assert!(
+        v["authorization"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("voting"),
+        "{v}"
+    );
+
+    let t = dir.join("linkerd/httproute-timeout-annotations.yaml");
+    let out = mesh(&[
+        "policy",
+        "explain",
+        t.to_str().unwrap(),
+        "--request",
+        "GET http://schlep.schlep/",
+        "-o",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["timeout_ms"],
+        serde_json::json!({"request": 2000, "backend_request": 1000})
+    );
+
+    // The human table says the same.
+    let out = mesh(&[
+        "policy",
+        "explain",
+        t.to_str().unwrap(),
+        "--request",
+        "GET http://schlep.schlep/",
+    ]);
+    let text = s(&out.stdout);
+    assert!(
+        text.contains("request 2000ms, backend request 1000ms"),
+        "{text}"
+    );
+}
+
+#[test]
+fn explain_refuses_invalid_input_naming_the_file() {
+    let bad = tmp_yaml(
+        "bad-route.yaml",
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec:\n  rules:\n  - backendRefs: [{name: x, port: 70000}]\n",
+    );
+    let out = mesh(&[
+        "policy",
+        "explain",
+        bad.to_str().unwrap(),
+        "--request",
+        "GET http://x/",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = s(&out.stderr);
+    assert!(
+        err.contains("bad-route.yaml") && err.contains("70000 is not a port"),
+        "{err}"
+    );
+}
