@@ -72,7 +72,8 @@ spec:
 #[test]
 fn gateway_api_precedence() {
     let p = policy(PRECEDENCE);
-    let cases: &[(&str, &str, &[(&str, &str)], &str)] = &[
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case<'_>] = &[
         ("GET", "http://web.shop/", &[], "web-default"),
         ("GET", "http://web.shop/apix", &[], "web-default"),
         ("GET", "http://web.shop/api", &[], "api"),
