@@ -7,3 +7,8 @@
 pub use mesh_core as core;
 pub use mesh_identity as identity;
 pub use mesh_tower as tower;
+
+// The README's examples are compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -362,15 +362,13 @@ impl Cx {
     /// Deserializes `field` of the document (`spec`, or `""` for the whole object), naming the
     /// field path, and the line where the YAML parser can tell.
     fn typed<T: DeserializeOwned>(&mut self, doc: &Doc, field: &str) -> Option<T> {
-        let value = if field.is_empty() {
-            doc.raw.value.clone()
-        } else {
-            let mut v = &doc.raw.value;
+        // Deserialize from a borrowed subtree: no copy of the document.
+        let mut value = &doc.raw.value;
+        if !field.is_empty() {
             for part in field.split('.') {
-                v = v.get(part).unwrap_or(&Value::Null);
+                value = value.get(part).unwrap_or(&Value::Null);
             }
-            v.clone()
-        };
+        }
         match serde_path_to_error::deserialize::<_, T>(value) {
             Ok(t) => Some(t),
             Err(e) => {
