@@ -2,6 +2,7 @@
 //! apply Linkerd's precedence rules.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -603,25 +604,25 @@ impl<'c> Builder<'c> {
                 profile_routes: Vec::new(),
                 profile: None,
                 split: None,
-                default_route: Route {
+                default_route: Arc::new(Route {
                     name: "default".to_owned(),
                     source: None,
                     rule: None,
-                    backends: Backends::new(vec![WeightedBackend {
+                    backends: Arc::new(Backends::new(vec![WeightedBackend {
                         backend: BackendRef {
                             name: name.to_owned(),
                             namespace: namespace.to_owned(),
                             port: None,
                         },
                         weight: 1,
-                    }]),
+                    }])),
                     timeouts: Timeouts::default(),
                     retry: None,
                     response_classes: Vec::new(),
                     filters: Vec::new(),
                     grpc: false,
                     created: None,
-                },
+                }),
             })
     }
 
@@ -1537,11 +1538,12 @@ impl<'c> Builder<'c> {
         for svc in self.services.values_mut() {
             if svc.profile.is_none() {
                 let a = annotations_of(&svc.annotations, false);
-                svc.default_route.timeouts = Timeouts {
+                let route = Arc::make_mut(&mut svc.default_route);
+                route.timeouts = Timeouts {
                     request: a.request,
                     backend_request: a.response,
                 };
-                svc.default_route.retry = a.retry;
+                route.retry = a.retry;
             }
         }
     }
@@ -1607,11 +1609,11 @@ impl<'c> Builder<'c> {
                     })
                     .collect();
                 matches.push((m, routes.len()));
-                routes.push(Route {
+                routes.push(Arc::new(Route {
                     name: r.name.clone(),
                     source: Some(id.clone()),
                     rule: None,
-                    backends: Backends::default(),
+                    backends: Arc::default(),
                     timeouts: Timeouts {
                         request: r.timeout.as_deref().and_then(|t| parse_duration(t).ok()),
                         backend_request: None,
@@ -1621,7 +1623,7 @@ impl<'c> Builder<'c> {
                     filters: Vec::new(),
                     grpc: false,
                     created: None,
-                });
+                }));
             }
             let svc = self.service_mut(&svc_name, &ns);
             if let Some(prev) = &svc.profile {
@@ -1634,7 +1636,7 @@ impl<'c> Builder<'c> {
             svc.routes = routes;
             svc.profile_routes = matches;
             if !overrides.is_empty() {
-                svc.default_route.backends = Backends::new(overrides);
+                Arc::make_mut(&mut svc.default_route).backends = Arc::new(Backends::new(overrides));
             }
         }
     }
@@ -1690,18 +1692,18 @@ impl<'c> Builder<'c> {
                                 });
                             }
                             let idx = svc.routes.len();
-                            svc.routes.push(Route {
+                            svc.routes.push(Arc::new(Route {
                                 name: pr.id.name.clone(),
                                 source: Some(pr.id.clone()),
                                 rule: Some(i),
-                                backends: Backends::new(backends),
+                                backends: Arc::new(Backends::new(backends)),
                                 timeouts,
                                 retry,
                                 response_classes: Vec::new(),
                                 filters: rule.filters.clone(),
                                 grpc: pr.grpc,
                                 created: pr.created.clone(),
-                            });
+                            }));
                             for m in &rule.matches {
                                 svc.entries.push(RouteEntry {
                                     route: idx,
@@ -1817,7 +1819,7 @@ impl<'c> Builder<'c> {
             let svc = self.service_mut(&apex, &id.namespace);
             svc.split = Some(Split {
                 source: id,
-                backends,
+                backends: Arc::new(backends),
                 matches,
             });
         }

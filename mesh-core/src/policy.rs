@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::authz::{self, AuthzDecision, InboundConfig, InboundTarget, Peer, ResourceId, Server};
@@ -44,7 +45,7 @@ pub struct ServicePolicy {
     pub(crate) ports: Vec<ServicePort>,
     pub(crate) selector: Option<BTreeMap<String, String>>,
     pub(crate) annotations: BTreeMap<String, String>,
-    pub(crate) routes: Vec<Route>,
+    pub(crate) routes: Vec<Arc<Route>>,
     /// HTTPRoute/GRPCRoute matches in precedence order.
     pub(crate) entries: Vec<RouteEntry>,
     /// ServiceProfile routes in the order written: the first match wins.
@@ -52,7 +53,7 @@ pub struct ServicePolicy {
     pub(crate) profile: Option<ResourceId>,
     pub(crate) split: Option<Split>,
     /// The route used when no route resource applies.
-    pub(crate) default_route: Route,
+    pub(crate) default_route: Arc<Route>,
 }
 
 /// A port of a Service.
@@ -96,7 +97,7 @@ pub(crate) enum ProfileMatch {
 #[derive(Clone, Debug)]
 pub(crate) struct Split {
     pub(crate) source: ResourceId,
-    pub(crate) backends: Backends,
+    pub(crate) backends: Arc<Backends>,
     /// When non-empty, the split applies only to requests matching one of these.
     pub(crate) matches: Vec<HttpMatch>,
 }
@@ -107,7 +108,7 @@ pub struct Route {
     pub(crate) name: String,
     pub(crate) source: Option<ResourceId>,
     pub(crate) rule: Option<usize>,
-    pub(crate) backends: Backends,
+    pub(crate) backends: Arc<Backends>,
     pub(crate) timeouts: Timeouts,
     pub(crate) retry: Option<RetryPolicy>,
     pub(crate) response_classes: Vec<ResponseClass>,
@@ -195,8 +196,8 @@ pub(crate) struct NamespaceInfo {
 #[derive(Clone, Debug)]
 pub struct OutboundDecision<'a> {
     service: Option<&'a ServicePolicy>,
-    route: Option<&'a Route>,
-    backends: Cow<'a, Backends>,
+    route: Option<&'a Arc<Route>>,
+    backends: Cow<'a, Arc<Backends>>,
     port: u16,
     no_route: bool,
 }
@@ -282,7 +283,7 @@ impl MeshPolicy {
             return OutboundDecision {
                 service: None,
                 route: None,
-                backends: Cow::Owned(backends),
+                backends: Cow::Owned(Arc::new(backends)),
                 port,
                 no_route: false,
             };
@@ -443,7 +444,7 @@ impl ServicePolicy {
     }
 
     /// Routes of this Service (HTTPRoute rules, GRPCRoute rules or ServiceProfile routes).
-    pub fn routes(&self) -> &[Route] {
+    pub fn routes(&self) -> &[Arc<Route>] {
         &self.routes
     }
 
@@ -482,7 +483,7 @@ impl ServicePolicy {
             return OutboundDecision {
                 service: Some(self),
                 route: None,
-                backends: Cow::Owned(Backends::default()),
+                backends: Cow::Owned(Arc::default()),
                 port,
                 no_route: true,
             };
@@ -490,7 +491,7 @@ impl ServicePolicy {
         self.default_decision(port, req)
     }
 
-    fn default_backends(&self, req: &impl RequestFacts) -> &Backends {
+    fn default_backends(&self, req: &impl RequestFacts) -> &Arc<Backends> {
         match &self.split {
             Some(s) if s.matches.is_empty() || s.matches.iter().any(|m| m.matches(req)) => {
                 &s.backends
@@ -587,7 +588,17 @@ impl<'a> OutboundDecision<'a> {
     /// The route that matched. `None` when the Service is unknown, or when routes are
     /// attached to it and none matches (see [`OutboundDecision::is_no_route`]).
     pub fn route(&self) -> Option<&'a Route> {
-        self.route
+        self.route.map(|r| &**r)
+    }
+
+    /// The matched route, shared: for carrying the decision along with a request.
+    pub fn route_arc(&self) -> Option<Arc<Route>> {
+        self.route.cloned()
+    }
+
+    /// The weighted backends, shared: for carrying the decision along with a request.
+    pub fn backends_arc(&self) -> Arc<Backends> {
+        Arc::clone(&self.backends)
     }
 
     /// The matched route's name, if a route resource matched (not the default route).
