@@ -110,7 +110,13 @@ impl Identity {
             .split_once('/')
             .ok_or("a SPIFFE ID needs a path /ns/<namespace>/sa/<service-account>")?;
         let mut parts = path.split('/');
-        match (parts.next(), parts.next(), parts.next(), parts.next(), parts.next()) {
+        match (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) {
             (Some("ns"), Some(ns), Some("sa"), Some(sa), None) => {
                 check_dns_name("trust domain", td)?;
                 check_label("namespace", ns)?;
@@ -132,12 +138,12 @@ impl Identity {
             .split_once(DNS_MARKER)
             .ok_or("neither a SPIFFE ID (spiffe://…) nor a DNS-form identity (<sa>.<ns>.serviceaccount.identity.<control-ns>.<trust-domain>)")?;
         // Namespaces are DNS labels (no dots); service accounts may hold dots.
-        let (sa, ns) = workload
-            .rsplit_once('.')
-            .ok_or("the DNS form needs <service-account>.<namespace> before .serviceaccount.identity.")?;
-        let (control_ns, td) = domain
-            .split_once('.')
-            .ok_or("the DNS form needs <control-ns>.<trust-domain> after .serviceaccount.identity.")?;
+        let (sa, ns) = workload.rsplit_once('.').ok_or(
+            "the DNS form needs <service-account>.<namespace> before .serviceaccount.identity.",
+        )?;
+        let (control_ns, td) = domain.split_once('.').ok_or(
+            "the DNS form needs <control-ns>.<trust-domain> after .serviceaccount.identity.",
+        )?;
         check_label("control namespace", control_ns)?;
         check_dns_name("trust domain", td)?;
         check_label("namespace", ns)?;
@@ -261,8 +267,14 @@ mod tests {
             ("spiffe:///ns/x/sa/y", "trust domain is empty"),
             ("spiffe://cluster.local/ns//sa/y", "namespace is empty"),
             ("spiffe://cluster.local/ns/-x/sa/y", "must start and end"),
-            ("web.serviceaccount.identity.linkerd.cluster.local", "needs <service-account>"),
-            ("web.ns.serviceaccount.identity.linkerd", "needs <control-ns>"),
+            (
+                "web.serviceaccount.identity.linkerd.cluster.local",
+                "needs <service-account>",
+            ),
+            (
+                "web.ns.serviceaccount.identity.linkerd",
+                "needs <control-ns>",
+            ),
             ("web.emojivoto", "neither a SPIFFE ID"),
         ];
         for (input, reason) in cases {
