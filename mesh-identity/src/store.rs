@@ -36,6 +36,7 @@ pub struct Credentials {
     certified_key: Arc<CertifiedKey>,
     identity: Identity,
     validity: Validity,
+    received: SystemTime,
 }
 
 /// The workload's current credentials, shared by TLS configs and the rotation task.
@@ -79,6 +80,7 @@ impl Credentials {
             certified_key: Arc::new(certified_key),
             identity,
             validity,
+            received: SystemTime::now(),
         })
     }
 
@@ -120,9 +122,18 @@ impl Credentials {
             .unwrap_or_default()
     }
 
-    /// The instant at `fraction` (0.0–1.0) of the lifetime, e.g. 0.7 for the renewal point.
+    /// The instant at `fraction` (0.0–1.0) of the usable lifetime, e.g. 0.7 for the renewal
+    /// point. The usable lifetime starts when these credentials were made, or at `notBefore` if
+    /// that is later: issuers backdate `notBefore` for clock skew, and counting that slack
+    /// would renew short-lived certificates too early.
     pub fn at_fraction(&self, fraction: f64) -> SystemTime {
-        self.validity.not_before + self.lifetime().mul_f64(fraction.clamp(0.0, 1.0))
+        let start = self.validity.not_before.max(self.received);
+        let usable = self
+            .validity
+            .not_after
+            .duration_since(start)
+            .unwrap_or_default();
+        start + usable.mul_f64(fraction.clamp(0.0, 1.0))
     }
 }
 
