@@ -28,8 +28,8 @@ pub struct Ca {
 
 impl Ca {
     pub fn new() -> Self {
-        let anchor = TrustAnchor::generate(TD, 24 * HOUR).unwrap();
-        let issuer = Arc::new(Issuer::generate(&anchor, 12 * HOUR).unwrap());
+        let anchor = TrustAnchor::generate(TD, 72 * HOUR).unwrap();
+        let issuer = Arc::new(Issuer::generate(&anchor, 48 * HOUR).unwrap());
         Self { anchor, issuer }
     }
 
@@ -176,3 +176,55 @@ pub fn rustls_error(e: &std::io::Error) -> Option<&rustls::Error> {
 }
 
 pub fn init_tracing() {}
+
+/// An issuer service on loopback, with its own rotating serving certificate.
+pub struct IssuerHarness {
+    pub url: String,
+    pub service: Arc<mesh_identity::issuer::IssuerService<mesh_identity::issuer::TokenFile>>,
+    pub identity: Identity,
+    task: tokio::task::JoinHandle<()>,
+    _rotation: mesh_identity::rotate::Rotation,
+}
+
+pub const TOKENS: &str = "\
+# token        namespace/service-account
+web-token      emojivoto/web
+api-token      emojivoto/api   # the api deployment
+";
+
+impl IssuerHarness {
+    pub async fn start(ca: &Ca, leaf_lifetime: Duration) -> Self {
+        use mesh_identity::issuer::{IssuerService, TokenFile, issuer_identity, serve};
+        use mesh_identity::rotate::{LocalSource, Rotation, RotationConfig};
+
+        let identity = issuer_identity(TD, "linkerd").unwrap();
+        let source = LocalSource::new(ca.issuer.clone(), identity.clone(), HOUR);
+        let rotation = Rotation::start(source, RotationConfig::default())
+            .await
+            .unwrap();
+        let tokens = TokenFile::parse(TOKENS, TD).unwrap();
+        let issuer = Issuer::from_pem(&ca.issuer.cert_pem(), ca.issuer.key_pem()).unwrap();
+        let service = Arc::new(IssuerService::new(issuer, tokens).with_lifetime(leaf_lifetime));
+        let config = tls::issuer_server_config(rotation.store().clone()).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(serve(listener, service.clone(), Arc::new(config)));
+        Self {
+            url,
+            service,
+            identity,
+            task,
+            _rotation: rotation,
+        }
+    }
+
+    pub fn client(&self, trust: TrustStore, token: &str) -> mesh_identity::client::IssuerClient {
+        mesh_identity::client::IssuerClient::new(&self.url, &self.identity, trust, token).unwrap()
+    }
+}
+
+impl Drop for IssuerHarness {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
