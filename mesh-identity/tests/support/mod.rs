@@ -135,6 +135,7 @@ impl Drop for EchoServer {
 #[derive(Debug)]
 pub struct Reply {
     pub server: Identity,
+    pub server_cert: rustls::pki_types::CertificateDer<'static>,
     pub answer: String,
     pub resumed: bool,
 }
@@ -154,6 +155,7 @@ pub async fn request(
             .peer_identity()
             .expect("a verified server has an identity");
         let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+        let server_cert = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
         let mut answer = String::new();
         tls.read_to_string(&mut answer).await?;
         if answer.is_empty() {
@@ -161,6 +163,7 @@ pub async fn request(
         }
         Ok(Reply {
             server,
+            server_cert,
             answer: answer.trim().to_owned(),
             resumed,
         })
