@@ -1,5 +1,7 @@
 //! The issuer service over real HTTPS on loopback: what it signs, what it refuses, and that it
 //! keeps serving after bad requests.
+// Test helpers outside #[test] fns fail loudly too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

@@ -1,4 +1,6 @@
 //! Real mTLS handshakes on loopback: who is accepted and who is not, and why.
+// Test helpers outside #[test] fns fail loudly too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

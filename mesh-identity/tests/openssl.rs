@@ -2,6 +2,8 @@
 //! TLS configs complete mTLS handshakes with `openssl s_server` and `s_client`.
 //!
 //! Skipped, with a note, when `openssl` is not on PATH.
+// Test helpers outside #[test] fns fail loudly too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

@@ -1,5 +1,7 @@
 //! Rotation under load: certificates and anchors change while a client keeps opening new
 //! connections, and no request fails.
+// Test helpers outside #[test] fns fail loudly too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
@@ -55,7 +57,11 @@ fn load(
         let mut seen: Vec<CertificateDer<'static>> = vec![];
         let mut i = 0u64;
         while !stop2.load(Ordering::Relaxed) {
-            let config = if i % 2 == 0 { &full } else { &resuming };
+            let config = if i.is_multiple_of(2) {
+                &full
+            } else {
+                &resuming
+            };
             i += 1;
             match request(config.clone(), addr, &expected).await {
                 Ok(reply) if reply.server == expected && reply.answer == me.to_string() => {

@@ -1,6 +1,10 @@
 //! The `mesh` command.
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
+
+mod identity;
 
 /// A service mesh in a crate.
 #[derive(Debug, Parser)]
@@ -11,9 +15,14 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Trust anchors, the issuer service and workload certificates.
+    Identity(identity::Args),
+}
 
-fn main() {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Identity(args) => identity::run(args),
+    }
 }

@@ -1,6 +1,6 @@
 //! Shared helpers: a mesh CA, certificates with chosen validity, and a loopback echo server
 //! that answers each mTLS connection with the peer identity it verified.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
