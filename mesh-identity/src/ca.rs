@@ -84,6 +84,9 @@ pub enum CaError {
         /// Why.
         reason: String,
     },
+    /// A certificate is not a usable CA certificate.
+    #[error("not a usable CA certificate: {0}")]
+    Certificate(String),
     /// The issuer certificate does not say which trust domain it belongs to.
     #[error("the issuer certificate carries no spiffe://<trust-domain> URI SAN")]
     NoTrustDomain,
@@ -213,17 +216,28 @@ impl Issuer {
 
     /// Loads `issuer.crt` and `issuer.key` from `dir`.
     pub fn load_dir(dir: &Path) -> Result<Self, CaError> {
-        let cert = read_file(&dir.join(files::ISSUER_CERT))?;
-        let key = read_file(&dir.join(files::ISSUER_KEY))?;
-        Self::from_pem(&cert, &key)
+        let cert_path = dir.join(files::ISSUER_CERT);
+        let key_path = dir.join(files::ISSUER_KEY);
+        let cert = read_file(&cert_path)?;
+        let key = KeyPair::from_pem(&read_file(&key_path)?).map_err(|e| CaError::Load {
+            path: key_path,
+            reason: format!("not a PEM private key: {e}"),
+        })?;
+        let der = first_cert(&cert, &cert_path)?;
+        Self::from_parts(der, key).map_err(|e| match e {
+            CaError::Certificate(_) | CaError::NoTrustDomain | CaError::Generate(_) => {
+                CaError::Load {
+                    path: cert_path,
+                    reason: e.to_string(),
+                }
+            }
+            other => other,
+        })
     }
 
     fn from_parts(der: CertificateDer<'static>, key: KeyPair) -> Result<Self, CaError> {
         let trust_domain = anchor_trust_domain(&der)?;
-        let validity = cert::validity_of(&der).map_err(|e| CaError::Load {
-            path: files::ISSUER_CERT.into(),
-            reason: e.to_string(),
-        })?;
+        let validity = cert::validity_of(&der).map_err(|e| CaError::Certificate(e.to_string()))?;
         let key_pem = key.serialize_pem();
         let issuer = rcgen::Issuer::from_ca_cert_der(&der, key)?;
         Ok(Self {
@@ -565,11 +579,8 @@ fn check_trust_domain(td: &str) -> Result<(), CaError> {
 /// The trust domain named by a CA certificate's `spiffe://<td>` URI SAN.
 pub fn anchor_trust_domain(cert: &CertificateDer<'_>) -> Result<String, CaError> {
     use x509_parser::extensions::GeneralName;
-    let (_, x509) =
-        x509_parser::parse_x509_certificate(cert.as_ref()).map_err(|e| CaError::Load {
-            path: files::ISSUER_CERT.into(),
-            reason: e.to_string(),
-        })?;
+    let (_, x509) = x509_parser::parse_x509_certificate(cert.as_ref())
+        .map_err(|e| CaError::Certificate(e.to_string()))?;
     let san = x509.subject_alternative_name().ok().flatten();
     san.iter()
         .flat_map(|ext| ext.value.general_names.iter())

@@ -437,3 +437,85 @@ pub async fn serve<A: TokenAuthenticator>(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn token_files_map_tokens_to_identities() {
+        let text = "\
+# bootstrap tokens
+tok-web   emojivoto/web
+   tok-api emojivoto/api   # trailing comment
+
+";
+        let file = TokenFile::parse(text, "cluster.local").unwrap();
+        assert_eq!(file.len(), 2);
+        let web = file.authenticate("tok-web").await.unwrap();
+        assert_eq!(
+            web.to_string(),
+            "spiffe://cluster.local/ns/emojivoto/sa/web"
+        );
+        assert_eq!(
+            file.authenticate("tok-api")
+                .await
+                .unwrap()
+                .service_account(),
+            "api"
+        );
+        assert_eq!(
+            file.authenticate("tok-nope").await,
+            Err(AuthError::UnknownToken)
+        );
+        assert!(
+            format!("{file:?}").contains("tokens: 2"),
+            "never the tokens themselves"
+        );
+    }
+
+    #[test]
+    fn malformed_token_files_name_the_line() {
+        let cases = [
+            ("just-a-token\n", 1, "expected"),
+            ("a ns/sa extra\n", 1, "expected"),
+            ("# c\na emojivoto-web\n", 2, "not of the form"),
+            ("a Emojivoto/web\n", 1, "only lowercase"),
+            ("a ns/sa\nb ns/sb\na ns/sc\n", 3, "earlier line"),
+        ];
+        for (text, line, reason) in cases {
+            match TokenFile::parse(text, "cluster.local") {
+                Err(TokenFileError::Line { line: l, reason: r }) => {
+                    assert_eq!(l, line, "{text:?}");
+                    assert!(r.contains(reason), "{text:?}: {r}");
+                }
+                other => panic!("{text:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn refusals_map_to_status_codes() {
+        let other = Identity::new("cluster.local", "a", "b").unwrap();
+        let cases = [
+            (IssueError::MissingToken, 401),
+            (IssueError::Auth(AuthError::UnknownToken), 401),
+            (IssueError::Auth(AuthError::Unavailable("down".into())), 503),
+            (
+                IssueError::Csr(CsrError::IdentityNotAllowed {
+                    requested: "x".into(),
+                    entitled: other,
+                }),
+                403,
+            ),
+            (IssueError::Csr(CsrError::Malformed("x".into())), 400),
+            (IssueError::Csr(CsrError::WrongKeyType("x".into())), 400),
+            (IssueError::TooLarge, 413),
+            (IssueError::NotFound, 404),
+            (IssueError::MethodNotAllowed, 405),
+        ];
+        for (err, status) in cases {
+            assert_eq!(err.status(), status, "{err}");
+        }
+    }
+}
