@@ -78,5 +78,10 @@ pub use mesh_core::identity::Identity;
 pub use rustls;
 pub use store::{CertStore, Credentials};
 pub use tls::{IdentityMismatch, MESH_ALPN, PeerIdentity};
+
+// The README's Rust example compiles as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 /// The tokio-rustls version these configs work with.
 pub use tokio_rustls;
