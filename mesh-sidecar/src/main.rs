@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod identity;
 mod policy;
 
 /// A service mesh in a crate.
@@ -18,11 +19,14 @@ struct Cli {
 enum Command {
     /// Check policy manifests and explain the decisions taken on them.
     Policy(policy::PolicyArgs),
+    /// Trust anchors, the issuer service and workload certificates.
+    Identity(identity::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Policy(args) => policy::run(args),
+        Command::Identity(args) => identity::run(args),
     }
 }

@@ -1,0 +1,217 @@
+//! The issuer service over real HTTPS on loopback: what it signs, what it refuses, and that it
+//! keeps serving after bad requests.
+// Test helpers outside #[test] fns fail loudly too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::{Duration, SystemTime};
+
+use mesh_identity::client::ClientError;
+use mesh_identity::{IdentityMismatch, ca, issuer::issuer_identity};
+use support::*;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
+
+fn refused(res: Result<impl std::fmt::Debug, ClientError>) -> (u16, String) {
+    match res {
+        Err(ClientError::Refused { status, reason }) => (status, reason),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn signs_a_csr_for_the_tokens_identity() {
+    let ca = Ca::new();
+    let issuer = IssuerHarness::start(&ca, 24 * HOUR).await;
+    let creds = issuer
+        .client(ca.trust(), "web-token")
+        .fetch()
+        .await
+        .unwrap();
+    let web = id("emojivoto", "web");
+    assert_eq!(creds.identity(), &web);
+    assert_eq!(creds.chain().len(), 2, "leaf then issuer");
+    assert_eq!(&creds.chain()[1], ca.issuer.cert_der());
+
+    // 24 h from 20 s ago, client and server auth, SPIFFE URI SAN and DNS-form DNS SAN.
+    let (_, leaf) = x509_parser::parse_x509_certificate(&creds.chain()[0]).unwrap();
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let nb = leaf.validity().not_before.timestamp();
+    let na = leaf.validity().not_after.timestamp();
+    assert!(
+        (now - 25..=now - 15).contains(&nb),
+        "notBefore {nb} vs now {now}"
+    );
+    assert!(
+        (na - now - 24 * 3600).abs() <= 5,
+        "notAfter {na} vs now {now}"
+    );
+    let mut uris = vec![];
+    let mut dns = vec![];
+    let (mut client_auth, mut server_auth) = (false, false);
+    for ext in leaf.extensions() {
+        match ext.parsed_extension() {
+            ParsedExtension::SubjectAlternativeName(san) => {
+                for n in &san.general_names {
+                    match n {
+                        GeneralName::URI(u) => uris.push(u.to_string()),
+                        GeneralName::DNSName(d) => dns.push(d.to_string()),
+                        _ => {}
+                    }
+                }
+            }
+            ParsedExtension::ExtendedKeyUsage(eku) => {
+                client_auth = eku.client_auth;
+                server_auth = eku.server_auth;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(uris, vec!["spiffe://cluster.local/ns/emojivoto/sa/web"]);
+    assert_eq!(
+        dns,
+        vec!["web.emojivoto.serviceaccount.identity.linkerd.cluster.local"]
+    );
+    assert!(client_auth && server_auth);
+    assert!(!leaf.is_ca());
+}
+
+#[tokio::test]
+async fn refuses_a_csr_for_another_service_account_with_403() {
+    let ca = Ca::new();
+    let issuer = IssuerHarness::start(&ca, HOUR).await;
+    let key = ca::generate_key().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
+    params.subject_alt_names = vec![rcgen::SanType::URI(
+        "spiffe://cluster.local/ns/emojivoto/sa/api"
+            .try_into()
+            .unwrap(),
+    )];
+    let csr = params.serialize_request(&key).unwrap().pem().unwrap();
+    let (status, reason) = refused(issuer.client(ca.trust(), "web-token").sign(&csr).await);
+    assert_eq!(status, 403);
+    assert!(
+        reason.contains("sa/api") && reason.contains("sa/web"),
+        "{reason}"
+    );
+
+    // The same CSR with the api token is fine, and a CSR naming its own identity is too.
+    issuer
+        .client(ca.trust(), "api-token")
+        .sign(&csr)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_4xx_and_the_issuer_keeps_serving() {
+    let ca = Ca::new();
+    let issuer = IssuerHarness::start(&ca, HOUR).await;
+    let good_csr = ca::csr_pem(&ca::generate_key().unwrap()).unwrap();
+
+    // Missing and unknown tokens.
+    let (status, reason) = refused(issuer.client(ca.trust(), "").sign(&good_csr).await);
+    assert_eq!(status, 401);
+    assert!(reason.contains("bearer token"), "{reason}");
+    let (status, reason) = refused(issuer.client(ca.trust(), "nope").sign(&good_csr).await);
+    assert_eq!(status, 401);
+    assert!(reason.contains("unknown token"), "{reason}");
+
+    let client = issuer.client(ca.trust(), "web-token");
+    // Garbage.
+    let (status, reason) = refused(client.sign("hello, issuer").await);
+    assert_eq!(status, 400);
+    assert!(reason.contains("CERTIFICATE REQUEST"), "{reason}");
+    let (status, _) = refused(
+        client
+            .sign("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n")
+            .await,
+    );
+    assert_eq!(status, 400);
+
+    // A P-384 key.
+    let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+    let csr = rcgen::CertificateParams::new(vec![])
+        .unwrap()
+        .serialize_request(&p384)
+        .unwrap()
+        .pem()
+        .unwrap();
+    let (status, reason) = refused(client.sign(&csr).await);
+    assert_eq!(status, 400);
+    assert!(reason.contains("unsupported key type"), "{reason}");
+
+    // A CSR whose signature does not verify: flip a byte of the signature.
+    let key = ca::generate_key().unwrap();
+    let der = rcgen::CertificateParams::new(vec![])
+        .unwrap()
+        .serialize_request(&key)
+        .unwrap()
+        .der()
+        .to_vec();
+    let mut tampered = der.clone();
+    let last = tampered.len() - 2;
+    tampered[last] ^= 0x55;
+    let pem = mesh_identity::cert::certs_to_pem(&[tampered.into()])
+        .replace("CERTIFICATE", "CERTIFICATE REQUEST");
+    let (status, _) = refused(client.sign(&pem).await);
+    assert_eq!(status, 400);
+
+    // Oversized.
+    let huge = "A".repeat(64 * 1024);
+    match client.sign(&huge).await {
+        Err(ClientError::Refused { status, .. }) => assert_eq!(status, 413),
+        // The issuer may answer and close before the client has sent the whole body.
+        Err(ClientError::Http(_)) => {}
+        other => panic!("expected 413, got {other:?}"),
+    }
+
+    // Still serving.
+    let creds = client.fetch().await.unwrap();
+    assert_eq!(creds.identity(), &id("emojivoto", "web"));
+}
+
+#[tokio::test]
+async fn the_client_verifies_the_issuer_identity_not_the_host() {
+    let ca = Ca::new();
+    let issuer = IssuerHarness::start(&ca, HOUR).await;
+    let impostor = issuer_identity(TD, "other-control-plane").unwrap();
+    let client =
+        mesh_identity::client::IssuerClient::new(&issuer.url, &impostor, ca.trust(), "web-token")
+            .unwrap();
+    let err = client.fetch().await.unwrap_err();
+    let mismatch = IdentityMismatch::find(&err).expect("an identity mismatch");
+    assert_eq!(mismatch.expected, impostor);
+    assert_eq!(mismatch.actual, issuer.identity.to_string());
+
+    // And an issuer from another trust anchor is refused.
+    let rogue = Ca::new();
+    let err = issuer
+        .client(rogue.trust(), "web-token")
+        .fetch()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Connect { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn requests_are_bounded_in_time() {
+    // A listener that never answers: the client gives up after its timeout.
+    let ca = Ca::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let client = mesh_identity::client::IssuerClient::new(
+        &url,
+        &issuer_identity(TD, "linkerd").unwrap(),
+        ca.trust(),
+        "web-token",
+    )
+    .unwrap()
+    .with_timeout(Duration::from_millis(300));
+    let err = client.fetch().await.unwrap_err();
+    assert!(matches!(err, ClientError::Timeout(_)), "{err:?}");
+    drop(listener);
+}

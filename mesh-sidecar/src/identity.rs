@@ -1,0 +1,290 @@
+//! `mesh identity`: create a trust anchor and issuer, run the issuer service, get a certificate.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args as ClapArgs, Subcommand};
+use mesh_identity::ca::{self, InitConfig, Issuer};
+use mesh_identity::client::IssuerClient;
+use mesh_identity::issuer::{IssuerService, TokenFile, issuer_identity, serve};
+use mesh_identity::rotate::{LocalSource, Rotation, RotationConfig};
+use mesh_identity::{TrustBundle, TrustStore, cert, tls};
+
+/// Trust anchors, the issuer service and workload certificates.
+#[derive(Debug, ClapArgs)]
+pub(crate) struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write a new trust anchor and issuer (ECDSA P-256, PEM) to a directory: ca.crt, ca.key,
+    /// issuer.crt, issuer.key.
+    Init(InitArgs),
+    /// Serve the issuer: sign CSRs posted to /v1/certificate by holders of a token.
+    Serve(ServeArgs),
+    /// Get a workload certificate from the issuer and write tls.crt, tls.key and ca.crt.
+    Issue(IssueArgs),
+}
+
+#[derive(Debug, ClapArgs)]
+struct InitArgs {
+    /// The trust domain identities live in.
+    #[arg(long, default_value = mesh_core::identity::DEFAULT_TRUST_DOMAIN)]
+    trust_domain: String,
+    /// The directory to write to (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+    /// Lifetime of the trust anchor, e.g. 365d.
+    #[arg(long, default_value = "365d", value_parser = parse_duration)]
+    anchor_lifetime: Duration,
+    /// Lifetime of the issuer certificate, e.g. 180d.
+    #[arg(long, default_value = "180d", value_parser = parse_duration)]
+    issuer_lifetime: Duration,
+    /// Overwrite existing files.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Debug, ClapArgs)]
+struct ServeArgs {
+    /// The directory `mesh identity init` wrote (issuer.crt and issuer.key are read).
+    #[arg(long)]
+    dir: PathBuf,
+    /// The address to listen on; port 0 picks a free port (the address is printed).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    listen: SocketAddr,
+    /// The token file: one `<token> <namespace>/<service-account>` per line, `#` comments.
+    #[arg(long)]
+    tokens: PathBuf,
+    /// The control-plane namespace: the issuer's own identity is
+    /// spiffe://<trust-domain>/ns/<control-namespace>/sa/identity.
+    #[arg(long, default_value = mesh_core::identity::DEFAULT_CONTROL_NAMESPACE)]
+    control_namespace: String,
+    /// Lifetime of issued workload certificates, e.g. 24h.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    leaf_lifetime: Duration,
+}
+
+#[derive(Debug, ClapArgs)]
+struct IssueArgs {
+    /// The issuer's URL, https://<host>:<port>. Its certificate must carry the issuer identity;
+    /// the host is not checked.
+    #[arg(long)]
+    issuer: String,
+    /// A file holding the bearer token.
+    #[arg(long)]
+    token_file: PathBuf,
+    /// PEM file of the trust anchors (the issuer's ca.crt).
+    #[arg(long)]
+    trust_anchors: PathBuf,
+    /// The directory to write tls.crt, tls.key and ca.crt to (created if missing; existing
+    /// files are replaced, so re-running renews).
+    #[arg(long)]
+    out: PathBuf,
+    /// The trust domain; by default read from the trust anchors.
+    #[arg(long)]
+    trust_domain: Option<String>,
+    /// The issuer's control-plane namespace.
+    #[arg(long, default_value = mesh_core::identity::DEFAULT_CONTROL_NAMESPACE)]
+    control_namespace: String,
+}
+
+pub(crate) fn run(args: Args) -> ExitCode {
+    let res = match args.command {
+        Command::Init(a) => init(a),
+        Command::Serve(a) => runtime().and_then(|rt| rt.block_on(serve_cmd(a))),
+        Command::Issue(a) => runtime().and_then(|rt| rt.block_on(issue(a))),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn init(a: InitArgs) -> anyhow::Result<()> {
+    let config = InitConfig {
+        trust_domain: a.trust_domain.clone(),
+        anchor_lifetime: a.anchor_lifetime,
+        issuer_lifetime: a.issuer_lifetime,
+        force: a.force,
+    };
+    let written = ca::init_dir(&a.out, &config)?;
+    for p in &written {
+        println!("wrote {}", p.display());
+    }
+    println!(
+        "trust domain {}; give workloads {} as their trust anchors, keep the .key files secret",
+        a.trust_domain,
+        a.out.join(ca::files::ANCHOR_CERT).display()
+    );
+    Ok(())
+}
+
+async fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
+    init_tracing();
+    let issuer = Issuer::load_dir(&a.dir)?.with_control_namespace(a.control_namespace.clone());
+    let td = issuer.trust_domain().to_owned();
+    let tokens = TokenFile::load(&a.tokens, &td)?;
+    let token_count = tokens.len();
+    if tokens.is_empty() {
+        tracing::warn!(file = %a.tokens.display(), "the token file holds no token; every request will be refused");
+    }
+    let identity = issuer_identity(&td, &a.control_namespace)?;
+    let issuer = Arc::new(issuer);
+    // The serving certificate is short-lived like any other and renews itself in-process.
+    let source = LocalSource::new(issuer.clone(), identity.clone(), a.leaf_lifetime);
+    let rotation = Rotation::start(source, RotationConfig::default())
+        .await
+        .context("cannot issue the issuer's own serving certificate")?;
+    let tls = tls::issuer_server_config(rotation.store().clone())?;
+    let signer = Issuer::load_dir(&a.dir)?.with_control_namespace(a.control_namespace.clone());
+    let service = Arc::new(IssuerService::new(signer, tokens).with_lifetime(a.leaf_lifetime));
+
+    let listener = tokio::net::TcpListener::bind(a.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", a.listen))?;
+    let addr = listener.local_addr()?;
+    println!("serving https://{addr} as {identity} (tokens: {token_count})");
+    tracing::info!(%addr, %identity, "issuer listening");
+
+    tokio::select! {
+        () = serve(listener, service, Arc::new(tls)) => {}
+        () = shutdown_signal() => tracing::info!("shutting down"),
+    }
+    drop(rotation);
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn issue(a: IssueArgs) -> anyhow::Result<()> {
+    let anchors_pem = read(&a.trust_anchors)?;
+    let bundle = TrustBundle::from_pem(&anchors_pem)
+        .with_context(|| format!("{}: not a trust bundle", a.trust_anchors.display()))?;
+    let td = match a.trust_domain {
+        Some(td) => td,
+        None => bundle
+            .anchors()
+            .iter()
+            .find_map(|c| ca::anchor_trust_domain(c).ok())
+            .unwrap_or_else(|| mesh_core::identity::DEFAULT_TRUST_DOMAIN.to_owned()),
+    };
+    let token = read(&a.token_file)?;
+    let token = token.trim();
+    if token.is_empty() {
+        bail!("{}: the token file is empty", a.token_file.display());
+    }
+    let issuer_id = issuer_identity(&td, &a.control_namespace)?;
+    let client = IssuerClient::new(&a.issuer, &issuer_id, TrustStore::new(bundle), token)?;
+    let (key, chain) = client.fetch_with_key().await?;
+    let id = cert::identity_of(&chain[0])?;
+    let not_after = cert::validity_of(&chain[0])?.not_after;
+
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    let crt = a.out.join("tls.crt");
+    let key_path = a.out.join("tls.key");
+    let ca_path = a.out.join("ca.crt");
+    ca::write_file(&key_path, key.serialize_pem().as_bytes(), true, true)?;
+    ca::write_file(&crt, cert::certs_to_pem(&chain).as_bytes(), false, true)?;
+    ca::write_file(&ca_path, anchors_pem.as_bytes(), false, true)?;
+    let left = not_after
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    println!("issued {id}, valid for {}s", left.as_secs());
+    for p in [&crt, &key_path, &ca_path] {
+        println!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// Parses `90s`, `30m`, `24h`, `365d` (or plain seconds).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 90s, 30m, 24h or 365d"))?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
+    };
+    if n == 0 {
+        return Err("a lifetime must be positive".to_owned());
+    }
+    n.checked_mul(secs)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{s:?} is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86400)));
+        assert_eq!(parse_duration("365d"), Ok(Duration::from_secs(365 * 86400)));
+        assert_eq!(parse_duration("15"), Ok(Duration::from_secs(15)));
+        for bad in ["", "h", "1y", "0s", "-1s", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}
