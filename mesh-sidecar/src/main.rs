@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod init;
 mod policy;
 
 /// A service mesh in a crate.
@@ -18,11 +19,14 @@ struct Cli {
 enum Command {
     /// Check policy manifests and explain the decisions taken on them.
     Policy(policy::PolicyArgs),
+    /// Install the iptables rules that redirect the pod's TCP through the proxy.
+    Init(init::InitArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Policy(args) => policy::run(args),
+        Command::Init(args) => init::run(args),
     }
 }
