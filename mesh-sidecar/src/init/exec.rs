@@ -142,3 +142,40 @@ impl Mode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_binary_names_the_package() {
+        let err = run(&Cmd {
+            program: "iptables-mesh-test-absent".to_owned(),
+            args: Vec::new(),
+        })
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, Error::NotInstalled { .. }), "{msg}");
+        assert!(
+            msg.contains("`iptables-mesh-test-absent` was not found"),
+            "{msg}"
+        );
+        assert!(msg.contains("install the `iptables` package"), "{msg}");
+    }
+
+    #[test]
+    fn a_failing_command_carries_its_line_and_stderr() {
+        let err = run(&Cmd {
+            program: "sh".to_owned(),
+            args: ["-c", "echo nope >&2; exit 3", "it's"]
+                .map(str::to_owned)
+                .to_vec(),
+        })
+        .unwrap_err();
+        assert!(matches!(err, Error::Failed { .. }));
+        assert_eq!(
+            err.to_string(),
+            r#"`sh -c 'echo nope >&2; exit 3' 'it'\''s'` failed (exit status: 3): nope"#
+        );
+    }
+}
