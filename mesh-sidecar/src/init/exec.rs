@@ -74,11 +74,27 @@ pub(crate) fn detect() -> Mode {
 
 /// Reads what the nat table holds of ours.
 pub(crate) fn read_state(mode: Mode, family: Family) -> Result<NatState, Error> {
+    // Asking legacy iptables for its nat table creates the table in this namespace; when the
+    // kernel lists no such table there is nothing of ours in it, and a dry run or an
+    // uninstall should not leave one behind.
+    if mode == Mode::Legacy && !legacy_nat_exists(family) {
+        return Ok(NatState::default());
+    }
     let out = run(&Cmd {
         program: mode.save(family).to_owned(),
         args: vec!["-t".to_owned(), "nat".to_owned()],
     })?;
     Ok(NatState::parse(&out))
+}
+
+/// Whether the kernel holds a legacy nat table for `family` in this namespace.
+fn legacy_nat_exists(family: Family) -> bool {
+    let names = match family {
+        Family::V4 => "/proc/net/ip_tables_names",
+        Family::V6 => "/proc/net/ip6_tables_names",
+    };
+    // Unreadable means the legacy modules are not loaded, so no table exists either.
+    std::fs::read_to_string(names).is_ok_and(|s| s.lines().any(|t| t.trim() == "nat"))
 }
 
 /// Runs `cmd` to completion and returns its stdout.
