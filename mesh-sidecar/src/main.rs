@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod identity;
+mod init;
 mod policy;
 
 /// A service mesh in a crate.
@@ -21,6 +22,8 @@ enum Command {
     Policy(policy::PolicyArgs),
     /// Trust anchors, the issuer service and workload certificates.
     Identity(identity::Args),
+    /// Install the iptables rules that redirect the pod's TCP through the proxy.
+    Init(init::InitArgs),
 }
 
 fn main() -> ExitCode {
@@ -28,5 +31,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Policy(args) => policy::run(args),
         Command::Identity(args) => identity::run(args),
+        Command::Init(args) => init::run(args),
     }
 }
