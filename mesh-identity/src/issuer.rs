@@ -251,10 +251,11 @@ impl IssueError {
 // === impl IssuerService ===
 
 impl<A: TokenAuthenticator> IssuerService<A> {
-    /// A service signing with `issuer` for callers `auth` accepts, 24 h leaves.
-    pub fn new(issuer: Issuer, auth: A) -> Self {
+    /// A service signing with `issuer` (an `Issuer` or an `Arc<Issuer>` shared with, e.g., the
+    /// rotation of the service's own certificate) for callers `auth` accepts, 24 h leaves.
+    pub fn new(issuer: impl Into<Arc<Issuer>>, auth: A) -> Self {
         Self {
-            issuer: ArcSwap::from_pointee(issuer),
+            issuer: ArcSwap::new(issuer.into()),
             auth,
             lifetime: DEFAULT_LEAF_LIFETIME,
         }
@@ -272,8 +273,8 @@ impl<A: TokenAuthenticator> IssuerService<A> {
     }
 
     /// Switches to another issuer (e.g. one signed by a new anchor); the next CSR uses it.
-    pub fn set_issuer(&self, issuer: Issuer) {
-        self.issuer.store(Arc::new(issuer));
+    pub fn set_issuer(&self, issuer: impl Into<Arc<Issuer>>) {
+        self.issuer.store(issuer.into());
     }
 
     /// Authenticates `token` and signs `csr` (PEM or DER) for its identity. This is what the

@@ -45,6 +45,11 @@ const SESSION_CACHE_SIZE: usize = 1024;
 #[error("could not build TLS config: {0}")]
 pub struct TlsConfigError(#[from] rustls::Error);
 
+/// An identity that cannot be dialed by name: see [`server_name`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the identity {0} has no unambiguous DNS form to use as a TLS server name")]
+pub struct ServerNameError(pub Identity);
+
 /// The server presented a certificate for another identity than the one expected.
 ///
 /// It reaches the caller inside `rustls::Error::InvalidCertificate(CertificateError::Other(..))`;
@@ -106,12 +111,17 @@ pub fn provider() -> Arc<CryptoProvider> {
 ///
 /// The client verifier reads the expected identity back from it, so one client config serves
 /// every destination and the session cache is keyed by identity. The control namespace in the
-/// name is only a naming convention (either form of an identity is accepted). Fails only for
-/// identities whose DNS form is longer than a DNS name may be (253 characters).
-pub fn server_name(
-    expected: &Identity,
-) -> Result<ServerName<'static>, rustls_pki_types::InvalidDnsNameError> {
-    ServerName::try_from(expected.to_dns(DEFAULT_CONTROL_NAMESPACE))
+/// name is only a naming convention (either form of an identity is accepted).
+///
+/// Fails for identities whose DNS form is longer than a DNS name may be, or does not parse back
+/// to the same identity (a service account containing `.serviceaccount.identity.` makes the DNS
+/// form ambiguous); dialing those would verify the wrong peer, so they are refused here.
+pub fn server_name(expected: &Identity) -> Result<ServerName<'static>, ServerNameError> {
+    let dns = expected.to_dns(DEFAULT_CONTROL_NAMESPACE);
+    if Identity::parse(&dns).as_ref() != Ok(expected) {
+        return Err(ServerNameError(expected.clone()));
+    }
+    ServerName::try_from(dns).map_err(|_| ServerNameError(expected.clone()))
 }
 
 /// A mesh mTLS server config: requires a client certificate chaining to `trust` that carries
