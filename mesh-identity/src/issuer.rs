@@ -92,7 +92,7 @@ pub struct TokenFile {
 #[derive(Debug, thiserror::Error)]
 pub enum TokenFileError {
     /// The file could not be read.
-    #[error("{path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         /// The file.
         path: String,
@@ -299,7 +299,11 @@ impl<A: TokenAuthenticator> IssuerService<A> {
             Err(e) => {
                 let status =
                     StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                respond(status, "text/plain; charset=utf-8", format!("{e}\n"))
+                respond(
+                    status,
+                    "text/plain; charset=utf-8",
+                    format!("{}\n", crate::error_chain(&e)),
+                )
             }
         }
     }
@@ -334,7 +338,7 @@ impl<A: TokenAuthenticator> IssuerService<A> {
         let id = match self.auth.authenticate(&token).await {
             Ok(id) => id,
             Err(e) => {
-                tracing::warn!(error = %e, "refused a CSR: bad token");
+                tracing::warn!(error = %crate::error_chain(&e), "refused a CSR: bad token");
                 return Err(e.into());
             }
         };
@@ -355,7 +359,7 @@ impl<A: TokenAuthenticator> IssuerService<A> {
                 Ok(chain)
             }
             Err(e) => {
-                tracing::warn!(identity = %id, error = %e, "refused a CSR");
+                tracing::warn!(identity = %id, error = %crate::error_chain(&e), "refused a CSR");
                 Err(e.into())
             }
         }

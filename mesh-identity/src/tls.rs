@@ -42,7 +42,7 @@ const SESSION_CACHE_SIZE: usize = 1024;
 
 /// Why a TLS config could not be built.
 #[derive(Debug, thiserror::Error)]
-#[error("could not build TLS config: {0}")]
+#[error("could not build TLS config")]
 pub struct TlsConfigError(#[from] rustls::Error);
 
 /// An identity that cannot be dialed by name: see [`server_name`].
