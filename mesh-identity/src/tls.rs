@@ -11,6 +11,11 @@
 //! Both configs are TLS 1.3 only, offer [`MESH_ALPN`], and resume sessions (server tickets and
 //! session storage, client session cache). The resolvers and verifiers read a [`CertStore`]
 //! and a [`TrustStore`] on each handshake, so a rotation affects new handshakes only.
+//!
+//! A resumed handshake does not verify certificates again (that is what makes it cheap); the
+//! peer identity comes from the resumed session. Tickets live 6 h, inside the 7 h or more that a
+//! 24 h leaf renewed at 70 % still has, so with default lifetimes a resumed session never
+//! outlives the certificate it was established with. Much shorter leaves shorten that margin.
 
 use std::sync::{Arc, OnceLock};
 
