@@ -66,7 +66,7 @@ pub enum CaError {
     #[error("invalid trust domain {0:?}: a trust domain is a lowercase DNS name")]
     InvalidTrustDomain(String),
     /// Generating or signing failed in the certificate library.
-    #[error("certificate generation failed: {0}")]
+    #[error("certificate generation failed")]
     Generate(#[from] rcgen::Error),
     /// A certificate or key file could not be read or parsed.
     #[error("{path}: {reason}")]
@@ -113,7 +113,7 @@ pub enum CsrError {
         entitled: Identity,
     },
     /// Signing failed.
-    #[error("signing failed: {0}")]
+    #[error("signing failed")]
     Sign(#[from] rcgen::Error),
 }
 

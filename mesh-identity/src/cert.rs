@@ -20,7 +20,7 @@ pub enum CertificateIdentityError {
     #[error("the certificate carries {0} SPIFFE identities; a mesh certificate carries one")]
     Ambiguous(usize),
     /// The URI SAN is not a workload identity.
-    #[error("the certificate's SPIFFE ID is not a workload identity: {0}")]
+    #[error("the certificate's SPIFFE ID is not a workload identity")]
     Invalid(#[from] mesh_core::identity::InvalidIdentity),
 }
 

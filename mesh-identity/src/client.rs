@@ -23,7 +23,7 @@ use crate::ca;
 use crate::cert;
 use crate::issuer::CERTIFICATE_PATH;
 use crate::store::{Credentials, CredentialsError};
-use crate::tls;
+use crate::tls::{self, IdentityMismatch};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_RESPONSE: usize = 64 * 1024;
@@ -45,17 +45,17 @@ pub enum ClientError {
     /// The TLS config could not be built.
     #[error(transparent)]
     Tls(#[from] tls::TlsConfigError),
-    /// Connecting or the TLS handshake failed (an [`IdentityMismatch`](crate::IdentityMismatch)
+    /// Connecting or the TLS handshake failed (an [`IdentityMismatch`]
     /// is in the cause chain if the issuer is not who it should be).
-    #[error("cannot reach the issuer at {addr}: {source}")]
+    #[error("cannot reach the issuer at {addr}")]
     Connect {
         /// host:port.
         addr: String,
         /// Why.
-        source: std::io::Error,
+        source: ConnectError,
     },
     /// The HTTP exchange failed.
-    #[error("HTTP exchange with the issuer failed: {0}")]
+    #[error("HTTP exchange with the issuer failed")]
     Http(#[from] hyper::Error),
     /// The issuer did not answer in time.
     #[error("the issuer did not answer within {0:?}")]
@@ -72,11 +72,28 @@ pub enum ClientError {
     #[error("the issuer's answer is not usable: {0}")]
     BadResponse(String),
     /// Generating the key or the CSR failed.
-    #[error("cannot generate a key or CSR: {0}")]
+    #[error("cannot generate a key or CSR")]
     Key(#[from] rcgen::Error),
     /// The chain and key do not make credentials.
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
+}
+
+/// Why a connection to the issuer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The TCP connection failed.
+    #[error(transparent)]
+    Io(std::io::Error),
+    /// The server is not the issuer: its certificate names another identity.
+    #[error("the server is not the expected issuer")]
+    WrongIdentity(#[source] IdentityMismatch),
+    /// The server's certificate does not chain to the trust anchors.
+    #[error("the server's certificate is not signed by the trust anchors ({0})")]
+    Untrusted(rustls::Error),
+    /// The TLS handshake failed otherwise.
+    #[error("TLS handshake failed: {0}")]
+    Tls(rustls::Error),
 }
 
 /// A client of the issuer service.
@@ -171,9 +188,9 @@ impl IssuerClient {
         &self,
         csr_pem: String,
     ) -> Result<Vec<CertificateDer<'static>>, ClientError> {
-        let connect_err = |source| ClientError::Connect {
+        let connect_err = |e| ClientError::Connect {
             addr: self.authority.clone(),
-            source,
+            source: ConnectError::from_io(e),
         };
         let tcp = TcpStream::connect(&self.authority)
             .await
@@ -210,6 +227,26 @@ impl IssuerClient {
             });
         }
         cert::certs_from_pem(&text).map_err(|e| ClientError::BadResponse(e.to_string()))
+    }
+}
+
+// === impl ConnectError ===
+
+impl ConnectError {
+    fn from_io(e: std::io::Error) -> Self {
+        use rustls::CertificateError as C;
+        let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
+            return Self::Io(e);
+        };
+        if let Some(m) = IdentityMismatch::find(&e) {
+            return Self::WrongIdentity(m.clone());
+        }
+        match tls {
+            rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => {
+                Self::Untrusted(tls.clone())
+            }
+            _ => Self::Tls(tls.clone()),
+        }
     }
 }
 

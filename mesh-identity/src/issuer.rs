@@ -92,7 +92,7 @@ pub struct TokenFile {
 #[derive(Debug, thiserror::Error)]
 pub enum TokenFileError {
     /// The file could not be read.
-    #[error("{path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         /// The file.
         path: String,
@@ -251,10 +251,11 @@ impl IssueError {
 // === impl IssuerService ===
 
 impl<A: TokenAuthenticator> IssuerService<A> {
-    /// A service signing with `issuer` for callers `auth` accepts, 24 h leaves.
-    pub fn new(issuer: Issuer, auth: A) -> Self {
+    /// A service signing with `issuer` (an `Issuer` or an `Arc<Issuer>` shared with, e.g., the
+    /// rotation of the service's own certificate) for callers `auth` accepts, 24 h leaves.
+    pub fn new(issuer: impl Into<Arc<Issuer>>, auth: A) -> Self {
         Self {
-            issuer: ArcSwap::from_pointee(issuer),
+            issuer: ArcSwap::new(issuer.into()),
             auth,
             lifetime: DEFAULT_LEAF_LIFETIME,
         }
@@ -272,8 +273,8 @@ impl<A: TokenAuthenticator> IssuerService<A> {
     }
 
     /// Switches to another issuer (e.g. one signed by a new anchor); the next CSR uses it.
-    pub fn set_issuer(&self, issuer: Issuer) {
-        self.issuer.store(Arc::new(issuer));
+    pub fn set_issuer(&self, issuer: impl Into<Arc<Issuer>>) {
+        self.issuer.store(issuer.into());
     }
 
     /// Authenticates `token` and signs `csr` (PEM or DER) for its identity. This is what the
@@ -298,7 +299,11 @@ impl<A: TokenAuthenticator> IssuerService<A> {
             Err(e) => {
                 let status =
                     StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                respond(status, "text/plain; charset=utf-8", format!("{e}\n"))
+                respond(
+                    status,
+                    "text/plain; charset=utf-8",
+                    format!("{}\n", crate::error_chain(&e)),
+                )
             }
         }
     }
@@ -333,7 +338,7 @@ impl<A: TokenAuthenticator> IssuerService<A> {
         let id = match self.auth.authenticate(&token).await {
             Ok(id) => id,
             Err(e) => {
-                tracing::warn!(error = %e, "refused a CSR: bad token");
+                tracing::warn!(error = %crate::error_chain(&e), "refused a CSR: bad token");
                 return Err(e.into());
             }
         };
@@ -354,7 +359,7 @@ impl<A: TokenAuthenticator> IssuerService<A> {
                 Ok(chain)
             }
             Err(e) => {
-                tracing::warn!(identity = %id, error = %e, "refused a CSR");
+                tracing::warn!(identity = %id, error = %crate::error_chain(&e), "refused a CSR");
                 Err(e.into())
             }
         }

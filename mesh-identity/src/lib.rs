@@ -85,3 +85,15 @@ pub use tls::{IdentityMismatch, MESH_ALPN, PeerIdentity};
 struct ReadmeDoctests;
 /// The tokio-rustls version these configs work with.
 pub use tokio_rustls;
+
+/// An error and its causes, `: `-separated, for response bodies and logs.
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
+}

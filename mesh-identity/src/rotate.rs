@@ -175,7 +175,7 @@ async fn run<S: CertificateSource>(source: S, store: CertStore, config: Rotation
                         .current()
                         .and_then(|c| c.not_after().duration_since(SystemTime::now()).ok());
                     tracing::warn!(
-                        error = %e,
+                        error = %crate::error_chain(&e),
                         retry_in = ?delay,
                         current_valid_for = ?left,
                         "certificate renewal failed; keeping the current certificate"

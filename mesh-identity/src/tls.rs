@@ -11,6 +11,11 @@
 //! Both configs are TLS 1.3 only, offer [`MESH_ALPN`], and resume sessions (server tickets and
 //! session storage, client session cache). The resolvers and verifiers read a [`CertStore`]
 //! and a [`TrustStore`] on each handshake, so a rotation affects new handshakes only.
+//!
+//! A resumed handshake does not verify certificates again (that is what makes it cheap); the
+//! peer identity comes from the resumed session. Tickets live 6 h, inside the 7 h or more that a
+//! 24 h leaf renewed at 70 % still has, so with default lifetimes a resumed session never
+//! outlives the certificate it was established with. Much shorter leaves shorten that margin.
 
 use std::sync::{Arc, OnceLock};
 
@@ -42,8 +47,13 @@ const SESSION_CACHE_SIZE: usize = 1024;
 
 /// Why a TLS config could not be built.
 #[derive(Debug, thiserror::Error)]
-#[error("could not build TLS config: {0}")]
+#[error("could not build TLS config")]
 pub struct TlsConfigError(#[from] rustls::Error);
+
+/// An identity that cannot be dialed by name: see [`server_name`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the identity {0} has no unambiguous DNS form to use as a TLS server name")]
+pub struct ServerNameError(pub Identity);
 
 /// The server presented a certificate for another identity than the one expected.
 ///
@@ -106,12 +116,17 @@ pub fn provider() -> Arc<CryptoProvider> {
 ///
 /// The client verifier reads the expected identity back from it, so one client config serves
 /// every destination and the session cache is keyed by identity. The control namespace in the
-/// name is only a naming convention (either form of an identity is accepted). Fails only for
-/// identities whose DNS form is longer than a DNS name may be (253 characters).
-pub fn server_name(
-    expected: &Identity,
-) -> Result<ServerName<'static>, rustls_pki_types::InvalidDnsNameError> {
-    ServerName::try_from(expected.to_dns(DEFAULT_CONTROL_NAMESPACE))
+/// name is only a naming convention (either form of an identity is accepted).
+///
+/// Fails for identities whose DNS form is longer than a DNS name may be, or does not parse back
+/// to the same identity (a service account containing `.serviceaccount.identity.` makes the DNS
+/// form ambiguous); dialing those would verify the wrong peer, so they are refused here.
+pub fn server_name(expected: &Identity) -> Result<ServerName<'static>, ServerNameError> {
+    let dns = expected.to_dns(DEFAULT_CONTROL_NAMESPACE);
+    if Identity::parse(&dns).as_ref() != Ok(expected) {
+        return Err(ServerNameError(expected.clone()));
+    }
+    ServerName::try_from(dns).map_err(|_| ServerNameError(expected.clone()))
 }
 
 /// A mesh mTLS server config: requires a client certificate chaining to `trust` that carries

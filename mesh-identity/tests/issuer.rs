@@ -215,3 +215,30 @@ async fn requests_are_bounded_in_time() {
     assert!(matches!(err, ClientError::Timeout(_)), "{err:?}");
     drop(listener);
 }
+
+#[tokio::test]
+async fn switching_the_issuer_serves_clients_that_trust_both_anchors() {
+    let old = Ca::new();
+    let new = Ca::new();
+    let issuer = IssuerHarness::start(&old, HOUR).await;
+    let both = mesh_identity::TrustStore::new(old.bundle().merged(&new.bundle()).unwrap());
+
+    let before = issuer
+        .client(both.clone(), "web-token")
+        .fetch()
+        .await
+        .unwrap();
+    assert_eq!(&before.chain()[1], old.issuer.cert_der());
+
+    issuer.service.set_issuer(new.issuer.clone());
+    let after = issuer.client(both, "web-token").fetch().await.unwrap();
+    assert_eq!(&after.chain()[1], new.issuer.cert_der());
+
+    // A client that only trusts the old anchor refuses the new chain.
+    let err = issuer
+        .client(old.trust(), "web-token")
+        .fetch()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::BadResponse(_)), "{err:?}");
+}

@@ -153,8 +153,7 @@ async fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("cannot issue the issuer's own serving certificate")?;
     let tls = tls::issuer_server_config(rotation.store().clone())?;
-    let signer = Issuer::load_dir(&a.dir)?.with_control_namespace(a.control_namespace.clone());
-    let service = Arc::new(IssuerService::new(signer, tokens).with_lifetime(a.leaf_lifetime));
+    let service = Arc::new(IssuerService::new(issuer, tokens).with_lifetime(a.leaf_lifetime));
 
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await

@@ -206,8 +206,8 @@ impl IssuerHarness {
             .await
             .unwrap();
         let tokens = TokenFile::parse(TOKENS, TD).unwrap();
-        let issuer = Issuer::from_pem(&ca.issuer.cert_pem(), ca.issuer.key_pem()).unwrap();
-        let service = Arc::new(IssuerService::new(issuer, tokens).with_lifetime(leaf_lifetime));
+        let service =
+            Arc::new(IssuerService::new(ca.issuer.clone(), tokens).with_lifetime(leaf_lifetime));
         let config = tls::issuer_server_config(rotation.store().clone()).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("https://{}", listener.local_addr().unwrap());
