@@ -216,7 +216,19 @@ fn check_subdomain(what: &str, s: &str) -> Result<(), String> {
     if s.is_empty() {
         return Err(format!("the {what} is empty"));
     }
-    s.split('.').try_for_each(|l| check_label(what, l))
+    s.split('.').try_for_each(|l| check_label(what, l))?;
+    // The DNS form joins names with `.serviceaccount.identity.`; a name holding those labels
+    // would print as a DNS form that parses back as another identity.
+    let labels: Vec<&str> = s.split('.').collect();
+    if labels
+        .windows(2)
+        .any(|w| w == ["serviceaccount", "identity"])
+    {
+        return Err(format!(
+            "the {what} {s:?} holds the labels serviceaccount.identity, which the DNS form reserves"
+        ));
+    }
+    Ok(())
 }
 
 fn check_dns_name(what: &str, s: &str) -> Result<(), String> {
@@ -276,6 +288,14 @@ mod tests {
                 "needs <control-ns>",
             ),
             ("web.emojivoto", "neither a SPIFFE ID"),
+            (
+                "spiffe://cl.wl/ns/o/sa/x.lr.serviceaccount.identity.lr.la9",
+                "which the DNS form reserves",
+            ),
+            (
+                "spiffe://a.serviceaccount.identity.b/ns/o/sa/web",
+                "which the DNS form reserves",
+            ),
         ];
         for (input, reason) in cases {
             let err = input.parse::<Identity>().unwrap_err();

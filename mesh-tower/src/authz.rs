@@ -1,0 +1,157 @@
+//! Inbound authorization: the caller's verified identity and address against the policy.
+//! A denied request is answered 403 by the edge layer and never reaches the application.
+//!
+//! The server that accepted the connection attaches [`ClientInfo`] (who is calling) and an
+//! `Arc<`[`InboundTarget`]`>` (which workload port it arrived at) to each request.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::future::Either;
+use http::Request;
+use mesh_core::authz::{RateLimit, ResourceId};
+use mesh_core::{Identity, InboundTarget, Peer};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::BoxError;
+use crate::errors::Unauthorized;
+use crate::metrics::Registry;
+use crate::policy::PolicyHandle;
+use crate::route::{HttpFacts, MapErr, map_err};
+
+/// Who is calling, as the server saw the connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// The peer's verified mesh identity (mTLS), if any.
+    pub identity: Option<Identity>,
+    /// The peer's address.
+    pub addr: SocketAddr,
+}
+
+/// The authorization that admitted a request, for the layers after it (rate limits, metrics).
+#[derive(Clone, Debug)]
+pub struct Authorized {
+    /// What admitted it (`ServerAuthorization/ns/name`, `default:all-unauthenticated`, …).
+    pub by: Arc<str>,
+    /// The Server that applies.
+    pub server: Option<ResourceId>,
+    /// The Server's rate limit.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// See the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct AuthorizeLayer {
+    policy: PolicyHandle,
+    metrics: Option<Registry>,
+}
+
+/// See the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct Authorize<S> {
+    inner: S,
+    policy: PolicyHandle,
+    metrics: Option<Registry>,
+}
+
+// === impl AuthorizeLayer ===
+
+impl AuthorizeLayer {
+    /// Authorizes by the policy behind `policy`.
+    pub fn new(policy: PolicyHandle) -> Self {
+        Self {
+            policy,
+            metrics: None,
+        }
+    }
+
+    /// Counts decisions as `inbound_http_authz_allow_total` / `inbound_http_authz_deny_total`.
+    #[must_use]
+    pub fn with_metrics(mut self, registry: Registry) -> Self {
+        self.metrics = Some(registry);
+        self
+    }
+}
+
+impl<S> Layer<S> for AuthorizeLayer {
+    type Service = Authorize<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Authorize {
+            inner,
+            policy: self.policy.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+// === impl Authorize ===
+
+impl<S> Authorize<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, B> Service<Request<B>> for Authorize<S>
+where
+    S: Service<Request<B>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = Either<MapErr<S::Future>, std::future::Ready<Result<S::Response, BoxError>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let (Some(target), Some(client)) = (
+            req.extensions().get::<Arc<InboundTarget>>().cloned(),
+            req.extensions().get::<ClientInfo>().cloned(),
+        ) else {
+            let e: BoxError =
+                "authorize: the server attached no InboundTarget or ClientInfo".into();
+            return Either::Right(std::future::ready(Err(e)));
+        };
+        let peer = Peer {
+            identity: client.identity,
+            ip: Some(client.addr.ip()),
+        };
+        let d = self
+            .policy
+            .load()
+            .authorize(&target, &peer, &HttpFacts(&req));
+        if let Some(m) = &self.metrics {
+            m.count_authz(&target, &d);
+        }
+        if !d.allowed {
+            tracing::info!(by = %d.by, reason = %d.reason, "request denied");
+            let e = Unauthorized {
+                by: d.by,
+                reason: d.reason,
+            };
+            return Either::Right(std::future::ready(Err(e.into())));
+        }
+        req.extensions_mut().insert(Authorized {
+            by: d.by.into(),
+            server: d.server,
+            rate_limit: d.rate_limit,
+        });
+        Either::Left(map_err(self.inner.call(req)))
+    }
+}

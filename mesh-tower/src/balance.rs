@@ -1,0 +1,429 @@
+//! Load balancing across a backend's endpoints: power of two choices over peak-EWMA latency,
+//! skipping endpoints that failure accrual has ejected.
+//!
+//! The backend comes from the [`Backend`](crate::split::Backend) extension the split attached;
+//! its endpoints from a [`Resolve`], and may change at run time. The chosen endpoint is attached
+//! as an [`Endpoint`] extension for the connecting service below.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Request, Response};
+use mesh_core::split::BackendRef;
+use parking_lot::Mutex;
+use tokio::time::Instant;
+use tower::ServiceExt;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::BoxError;
+use crate::accrual::{AccrualConfig, FailureAccrual};
+use crate::discover::{Endpoint, Endpoints, Resolve};
+use crate::errors::{CircuitOpen, NoEndpoints};
+use crate::split::Backend;
+
+/// How fast old latency observations fade (Finagle's and tower's default).
+pub const DEFAULT_DECAY: Duration = Duration::from_secs(10);
+/// The latency assumed for an endpoint that has not answered yet.
+pub const DEFAULT_RTT: Duration = Duration::from_millis(30);
+
+/// See the [module docs](self).
+pub struct BalanceLayer<R> {
+    shared: Arc<Shared<R>>,
+}
+
+/// See the [module docs](self).
+pub struct Balance<R, S> {
+    inner: S,
+    shared: Arc<Shared<R>>,
+}
+
+struct Shared<R> {
+    resolver: R,
+    accrual: AccrualConfig,
+    decay: Duration,
+    backends: Mutex<HashMap<BackendRef, BackendState>>,
+}
+
+struct BackendState {
+    rx: Endpoints,
+    endpoints: Vec<Arc<EndpointState>>,
+}
+
+/// Load and health of one endpoint.
+#[derive(Debug)]
+struct EndpointState {
+    endpoint: Endpoint,
+    pending: AtomicU32,
+    stats: Mutex<Stats>,
+}
+
+#[derive(Debug)]
+struct Stats {
+    ewma: PeakEwma,
+    accrual: FailureAccrual,
+}
+
+/// Peak-EWMA latency: jumps up to a slow observation at once, decays towards faster ones.
+#[derive(Clone, Copy, Debug)]
+struct PeakEwma {
+    cost_ns: f64,
+    stamp: Instant,
+    decay_ns: f64,
+}
+
+/// The response future of [`Balance`].
+pub type ResponseFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
+
+// === impl BalanceLayer ===
+
+impl<R: Resolve> BalanceLayer<R> {
+    /// Balances over the endpoints `resolver` gives, with Linkerd's failure accrual defaults.
+    pub fn new(resolver: R) -> Self {
+        Self::with_config(resolver, AccrualConfig::default(), DEFAULT_DECAY)
+    }
+
+    /// Balances with explicit failure accrual and latency decay settings.
+    pub fn with_config(resolver: R, accrual: AccrualConfig, decay: Duration) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                resolver,
+                accrual,
+                decay,
+                backends: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+}
+
+impl<R> Clone for BalanceLayer<R> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<R> std::fmt::Debug for BalanceLayer<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BalanceLayer").finish_non_exhaustive()
+    }
+}
+
+impl<R, S> Layer<S> for BalanceLayer<R> {
+    type Service = Balance<R, S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Balance {
+            inner,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+// === impl Balance ===
+
+impl<R, S: Clone> Clone for Balance<R, S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<R, S: std::fmt::Debug> std::fmt::Debug for Balance<R, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Balance")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R, S> Balance<R, S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<R: Resolve> Shared<R> {
+    /// Chooses an endpoint of `backend` by power of two choices.
+    fn choose(&self, backend: &BackendRef) -> Result<Arc<EndpointState>, BoxError> {
+        let now = Instant::now();
+        let mut backends = self.backends.lock();
+        if !backends.contains_key(backend) {
+            let rx = self.resolver.resolve(backend).ok_or_else(|| NoEndpoints {
+                backend: backend.to_string(),
+            })?;
+            backends.insert(
+                backend.clone(),
+                BackendState {
+                    rx,
+                    endpoints: Vec::new(),
+                },
+            );
+            // Force the first build below.
+            if let Some(b) = backends.get_mut(backend) {
+                b.rx.mark_changed();
+            }
+        }
+        let Some(state) = backends.get_mut(backend) else {
+            return Err(NoEndpoints {
+                backend: backend.to_string(),
+            }
+            .into());
+        };
+        if state.rx.has_changed().unwrap_or(false) {
+            let list = Arc::clone(&state.rx.borrow_and_update());
+            // Keep the load and health of endpoints that stay.
+            let old = std::mem::take(&mut state.endpoints);
+            state.endpoints = list
+                .iter()
+                .map(|e| {
+                    old.iter()
+                        .find(|o| o.endpoint == *e)
+                        .cloned()
+                        .unwrap_or_else(|| {
+                            Arc::new(EndpointState::new(e.clone(), self.accrual, self.decay, now))
+                        })
+                })
+                .collect();
+        }
+        let eps = &state.endpoints;
+        if eps.is_empty() {
+            return Err(NoEndpoints {
+                backend: backend.to_string(),
+            }
+            .into());
+        }
+        let cost = |e: &EndpointState| {
+            let pending = e.pending.load(Ordering::Relaxed);
+            e.stats.lock().ewma.cost(now) * f64::from(pending + 1)
+        };
+        let available = |e: &EndpointState| !e.stats.lock().accrual.is_ejected(now);
+        let pick = match eps.len() {
+            1 => 0,
+            n => {
+                let a = fastrand::usize(..n);
+                let mut b = fastrand::usize(..n - 1);
+                if b >= a {
+                    b += 1;
+                }
+                match (available(&eps[a]), available(&eps[b])) {
+                    (true, true) => {
+                        if cost(&eps[a]) <= cost(&eps[b]) {
+                            a
+                        } else {
+                            b
+                        }
+                    }
+                    (true, false) => a,
+                    (false, true) => b,
+                    // Both out: look for any endpoint that is in, or due for its probe.
+                    (false, false) => eps
+                        .iter()
+                        .position(|e| e.stats.lock().accrual.try_acquire(now))
+                        .unwrap_or(a),
+                }
+            }
+        };
+        let chosen = &eps[pick];
+        if !chosen.stats.lock().accrual.try_acquire(now) {
+            return Err(CircuitOpen {
+                backend: backend.to_string(),
+            }
+            .into());
+        }
+        Ok(Arc::clone(chosen))
+    }
+}
+
+// === impl EndpointState ===
+
+impl EndpointState {
+    fn new(endpoint: Endpoint, accrual: AccrualConfig, decay: Duration, now: Instant) -> Self {
+        Self {
+            endpoint,
+            pending: AtomicU32::new(0),
+            stats: Mutex::new(Stats {
+                ewma: PeakEwma {
+                    cost_ns: DEFAULT_RTT.as_nanos() as f64,
+                    stamp: now,
+                    decay_ns: decay.as_nanos().max(1) as f64,
+                },
+                accrual: FailureAccrual::new(accrual),
+            }),
+        }
+    }
+
+    fn record(&self, rtt: Duration, success: bool) {
+        let now = Instant::now();
+        let mut s = self.stats.lock();
+        s.ewma.observe(rtt, now);
+        s.accrual.record(now, success, fastrand::f64());
+    }
+}
+
+/// Decrements an endpoint's pending count however the request ends.
+struct PendingGuard(Arc<EndpointState>);
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+// === impl PeakEwma ===
+
+impl PeakEwma {
+    fn observe(&mut self, rtt: Duration, now: Instant) {
+        let rtt = rtt.as_nanos() as f64;
+        if rtt > self.cost_ns {
+            self.cost_ns = rtt;
+        } else {
+            let elapsed = now.saturating_duration_since(self.stamp).as_nanos() as f64;
+            let w = (-elapsed / self.decay_ns).exp();
+            self.cost_ns = self.cost_ns * w + rtt * (1.0 - w);
+        }
+        self.stamp = now;
+    }
+
+    fn cost(&self, _now: Instant) -> f64 {
+        self.cost_ns
+    }
+}
+
+impl<R, S, B, RB> Service<Request<B>> for Balance<R, S>
+where
+    R: Resolve,
+    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    B: Send + 'static,
+    RB: Send + 'static,
+{
+    type Response = Response<RB>;
+    type Error = BoxError;
+    type Future = ResponseFuture<Response<RB>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let svc = std::mem::replace(&mut self.inner, clone);
+        let chosen = match req.extensions().get::<Backend>() {
+            Some(Backend(b)) => self.shared.choose(b),
+            None => Err("balance: no backend was chosen for the request".into()),
+        };
+        let backend = req.extensions().get::<Backend>().cloned();
+        Box::pin(async move {
+            let ep = chosen?;
+            ep.pending.fetch_add(1, Ordering::Relaxed);
+            let guard = PendingGuard(Arc::clone(&ep));
+            req.extensions_mut().insert(ep.endpoint.clone());
+            let start = Instant::now();
+            let mut res = svc.oneshot(req).await.map_err(Into::into);
+            let ok = matches!(&res, Ok(rsp) if !rsp.status().is_server_error());
+            // Metrics above read where the request went from the response.
+            if let Ok(rsp) = &mut res {
+                rsp.extensions_mut().insert(ep.endpoint.clone());
+                if let Some(b) = backend {
+                    rsp.extensions_mut().insert(b);
+                }
+            }
+            ep.record(start.elapsed(), ok);
+            drop(guard);
+            res
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discover::StaticResolver;
+
+    fn backend() -> BackendRef {
+        BackendRef {
+            name: "web".into(),
+            namespace: "ns".into(),
+            port: Some(80),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn p2c_prefers_the_faster_endpoint() {
+        let r = StaticResolver::new().with(
+            "web.ns",
+            vec![
+                Endpoint::new("10.0.0.1:80".parse().unwrap()),
+                Endpoint::new("10.0.0.2:80".parse().unwrap()),
+            ],
+        );
+        let layer = BalanceLayer::new(r);
+        let shared = &layer.shared;
+        let first = shared.choose(&backend()).unwrap();
+        // Make the first endpoint slow.
+        let slow = first.endpoint.addr;
+        first.record(Duration::from_millis(500), true);
+        for _ in 0..50 {
+            let e = shared.choose(&backend()).unwrap();
+            assert_ne!(e.endpoint.addr, slow);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ejected_endpoints_are_skipped_and_all_ejected_is_circuit_open() {
+        let r = StaticResolver::new().with(
+            "web.ns",
+            vec![
+                Endpoint::new("10.0.0.1:80".parse().unwrap()),
+                Endpoint::new("10.0.0.2:80".parse().unwrap()),
+            ],
+        );
+        let layer = BalanceLayer::new(r.clone());
+        let eps: Vec<_> = {
+            let _ = layer.shared.choose(&backend()).unwrap();
+            layer.shared.backends.lock()[&backend()].endpoints.clone()
+        };
+        for _ in 0..7 {
+            eps[0].record(Duration::from_millis(1), false);
+        }
+        for _ in 0..20 {
+            assert_eq!(
+                layer.shared.choose(&backend()).unwrap().endpoint.addr,
+                eps[1].endpoint.addr
+            );
+        }
+        for _ in 0..7 {
+            eps[1].record(Duration::from_millis(1), false);
+        }
+        let err = layer.shared.choose(&backend()).unwrap_err();
+        assert!(crate::errors::is_caused_by::<CircuitOpen>(&*err), "{err}");
+        // A minute later both are due a probe.
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(layer.shared.choose(&backend()).is_ok());
+        // Endpoint sets change at run time.
+        r.set("web.ns", vec![]);
+        let err = layer.shared.choose(&backend()).unwrap_err();
+        assert!(crate::errors::is_caused_by::<NoEndpoints>(&*err), "{err}");
+    }
+}

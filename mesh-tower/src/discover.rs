@@ -1,0 +1,122 @@
+//! Where a backend's endpoints are: the [`Resolve`] trait, and a [`StaticResolver`] for use
+//! outside Kubernetes (service name → endpoints and their expected identities), whose
+//! endpoint sets can change at run time.
+//!
+//! ```
+//! use mesh_tower::discover::{Endpoint, Resolve, StaticResolver};
+//! use mesh_core::split::BackendRef;
+//!
+//! let resolver = StaticResolver::new();
+//! resolver.set("web.shop", vec![Endpoint::new("127.0.0.1:8080".parse().unwrap())]);
+//! let web = BackendRef { name: "web".into(), namespace: "shop".into(), port: Some(80) };
+//! let rx = resolver.resolve(&web).expect("known");
+//! assert_eq!(rx.borrow().len(), 1);
+//! resolver.set("web.shop", vec![]); // applies to everyone watching
+//! assert!(rx.borrow().is_empty());
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use mesh_core::Identity;
+use mesh_core::split::BackendRef;
+use parking_lot::RwLock;
+use tokio::sync::watch;
+
+/// One endpoint of a backend: an address, and the mesh identity it must present (none for a
+/// workload outside the mesh, which is then reached without mTLS).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    /// The address to connect to.
+    pub addr: SocketAddr,
+    /// The identity the endpoint must prove, if it is meshed.
+    pub identity: Option<Identity>,
+}
+
+/// A live view of a backend's endpoints.
+pub type Endpoints = watch::Receiver<Arc<Vec<Endpoint>>>;
+
+/// A source of endpoints: static configuration, Kubernetes EndpointSlices, …
+pub trait Resolve: Send + Sync + 'static {
+    /// The endpoints of a backend, or `None` if it is unknown.
+    fn resolve(&self, backend: &BackendRef) -> Option<Endpoints>;
+}
+
+type Publisher = watch::Sender<Arc<Vec<Endpoint>>>;
+
+/// Endpoints set by hand, keyed by `name.namespace` (any port) or `name.namespace:port`.
+#[derive(Clone, Debug, Default)]
+pub struct StaticResolver {
+    services: Arc<RwLock<HashMap<String, Publisher>>>,
+}
+
+// === impl Endpoint ===
+
+impl Endpoint {
+    /// An endpoint outside the mesh (no mTLS).
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            identity: None,
+        }
+    }
+
+    /// A meshed endpoint that must present `identity`.
+    pub fn meshed(addr: SocketAddr, identity: Identity) -> Self {
+        Self {
+            addr,
+            identity: Some(identity),
+        }
+    }
+}
+
+// === impl StaticResolver ===
+
+impl StaticResolver {
+    /// An empty resolver.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the endpoints of `service` (`name.namespace`, or `name.namespace:port` for one
+    /// port). Everyone resolving it sees the change.
+    pub fn set(&self, service: &str, endpoints: Vec<Endpoint>) {
+        let endpoints = Arc::new(endpoints);
+        let mut map = self.services.write();
+        match map.get(service) {
+            Some(tx) => {
+                tx.send_replace(endpoints);
+            }
+            None => {
+                map.insert(service.to_owned(), watch::channel(endpoints).0);
+            }
+        }
+    }
+
+    /// Builder form of [`StaticResolver::set`].
+    #[must_use]
+    pub fn with(self, service: &str, endpoints: Vec<Endpoint>) -> Self {
+        self.set(service, endpoints);
+        self
+    }
+}
+
+impl Resolve for StaticResolver {
+    fn resolve(&self, backend: &BackendRef) -> Option<Endpoints> {
+        let map = self.services.read();
+        let name = format!("{}.{}", backend.name, backend.namespace);
+        if let Some(port) = backend.port
+            && let Some(tx) = map.get(&format!("{name}:{port}"))
+        {
+            return Some(tx.subscribe());
+        }
+        map.get(&name).map(watch::Sender::subscribe)
+    }
+}
+
+impl<R: Resolve> Resolve for Arc<R> {
+    fn resolve(&self, backend: &BackendRef) -> Option<Endpoints> {
+        (**self).resolve(backend)
+    }
+}

@@ -1,0 +1,320 @@
+//! The mesh's typed errors, and the one edge layer that turns them into HTTP responses.
+//!
+//! Layers fail with a small typed error; callers test the cause chain with
+//! [`is_caused_by`], never message text. [`RespondLayer`] sits at the edge of a stack and answers
+//! each error with a status (502 connect failure, 503 no endpoints or circuit open, 504
+//! timeout, 403 unauthorized, 429 rate limited, 404 no route) and an `l5d-proxy-error` header
+//! saying why, as Linkerd's proxy does.
+
+use std::convert::Infallible;
+use std::error::Error;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::BoxError;
+use crate::body::ResponseBody;
+
+/// The header that says why the mesh answered instead of the application.
+pub const PROXY_ERROR_HEADER: &str = "l5d-proxy-error";
+
+/// No route attached to the Service matches the request.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("no route matches the request to {authority}")]
+pub struct NoRoute {
+    /// The authority the request was addressed to.
+    pub authority: String,
+}
+
+/// Every backend of the route has weight zero.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("the route to {authority} has no backend with a positive weight")]
+pub struct NoBackends {
+    /// The authority the request was addressed to.
+    pub authority: String,
+}
+
+/// The chosen backend has no endpoints.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("backend {backend} has no endpoints")]
+pub struct NoEndpoints {
+    /// The backend, `name.namespace:port`.
+    pub backend: String,
+}
+
+/// Every endpoint of the backend is ejected by failure accrual.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("backend {backend} is unavailable: every endpoint failed repeatedly (circuit open)")]
+pub struct CircuitOpen {
+    /// The backend, `name.namespace:port`.
+    pub backend: String,
+}
+
+/// Connecting to an endpoint failed.
+#[derive(Debug, thiserror::Error)]
+#[error("connect to {addr} failed: {source}")]
+pub struct ConnectFailed {
+    /// The endpoint.
+    pub addr: std::net::SocketAddr,
+    /// Why.
+    #[source]
+    pub source: BoxError,
+}
+
+/// The whole request, retries included, took longer than the route allows.
+#[derive(Clone, Copy, Debug, thiserror::Error)]
+#[error("request timed out after {0:?}")]
+pub struct RequestTimeout(pub Duration);
+
+/// One attempt to a backend took longer than the route allows.
+#[derive(Clone, Copy, Debug, thiserror::Error)]
+#[error("backend request timed out after {0:?}")]
+pub struct BackendTimeout(pub Duration);
+
+/// Authorization refused the request.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("unauthorized by {by}: {reason}")]
+pub struct Unauthorized {
+    /// What refused it (`Server/ns/name`, `default:deny`).
+    pub by: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// A rate limit refused the request.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("rate limited by {by}")]
+pub struct RateLimited {
+    /// The `HTTPLocalRateLimitPolicy`.
+    pub by: String,
+}
+
+/// Whether `err`, or anything in its chain of sources, is an `E`.
+pub fn is_caused_by<E: Error + 'static>(err: &(dyn Error + 'static)) -> bool {
+    find::<E>(err).is_some()
+}
+
+/// The first `E` in the chain of `err`.
+pub fn find<'a, E: Error + 'static>(err: &'a (dyn Error + 'static)) -> Option<&'a E> {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(found) = e.downcast_ref::<E>() {
+            return Some(found);
+        }
+        cur = e.source();
+    }
+    None
+}
+
+/// The status the mesh answers an error with.
+pub fn status_for(err: &(dyn Error + 'static)) -> StatusCode {
+    if is_caused_by::<Unauthorized>(err) {
+        StatusCode::FORBIDDEN
+    } else if is_caused_by::<RateLimited>(err) {
+        StatusCode::TOO_MANY_REQUESTS
+    } else if is_caused_by::<NoRoute>(err) {
+        StatusCode::NOT_FOUND
+    } else if is_caused_by::<RequestTimeout>(err) || is_caused_by::<BackendTimeout>(err) {
+        StatusCode::GATEWAY_TIMEOUT
+    } else if is_caused_by::<NoEndpoints>(err)
+        || is_caused_by::<CircuitOpen>(err)
+        || is_caused_by::<NoBackends>(err)
+    {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        // Connect failures and anything the upstream connection did wrong.
+        StatusCode::BAD_GATEWAY
+    }
+}
+
+/// Builds the response for an error.
+pub fn error_response<B>(err: &(dyn Error + 'static)) -> Response<ResponseBody<B>> {
+    let status = status_for(err);
+    let msg = err.to_string();
+    // Header values cannot hold control characters; keep the message readable.
+    let clean: String = msg
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let mut rsp = Response::new(ResponseBody::full(Bytes::from(format!("{clean}\n"))));
+    *rsp.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(&clean) {
+        rsp.headers_mut().insert(PROXY_ERROR_HEADER, v);
+    }
+    rsp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    rsp
+}
+
+/// Turns errors from the inner stack into responses.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RespondLayer(());
+
+/// See [`RespondLayer`].
+#[derive(Clone, Debug)]
+pub struct Respond<S> {
+    inner: S,
+}
+
+pin_project! {
+    /// Response future of [`Respond`].
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+// === impl RespondLayer ===
+
+impl RespondLayer {
+    /// The layer.
+    pub fn new() -> Self {
+        Self(())
+    }
+}
+
+impl<S> Layer<S> for RespondLayer {
+    type Service = Respond<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Respond { inner }
+    }
+}
+
+// === impl Respond ===
+
+impl<S> Respond<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S) -> Self {
+        Self { inner }
+    }
+
+    /// The layer.
+    pub fn layer() -> RespondLayer {
+        RespondLayer::new()
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, B, RB> Service<Request<B>> for Respond<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response<ResponseBody<RB>>;
+    type Error = Infallible;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // A stack that cannot become ready is answered per request, in `call`.
+        let _ = ready!(self.inner.poll_ready(cx));
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        ResponseFuture {
+            inner: self.inner.call(req),
+        }
+    }
+}
+
+impl<F, RB, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response<ResponseBody<RB>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(Ok(match ready!(self.project().inner.poll(cx)) {
+            Ok(rsp) => rsp.map(ResponseBody::new),
+            Err(e) => {
+                let e: BoxError = e.into();
+                tracing::debug!(error = %e, "answering with an error response");
+                error_response(&*e)
+            }
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_cause_chain() {
+        let wrapped: BoxError = Box::new(ConnectFailed {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            source: Box::new(std::io::Error::other("refused")),
+        });
+        assert_eq!(status_for(&*wrapped), StatusCode::BAD_GATEWAY);
+        let cases: Vec<(BoxError, StatusCode)> = vec![
+            (
+                Box::new(RequestTimeout(Duration::from_secs(1))),
+                StatusCode::GATEWAY_TIMEOUT,
+            ),
+            (
+                Box::new(BackendTimeout(Duration::from_secs(1))),
+                StatusCode::GATEWAY_TIMEOUT,
+            ),
+            (
+                Box::new(CircuitOpen {
+                    backend: "b".into(),
+                }),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (
+                Box::new(NoEndpoints {
+                    backend: "b".into(),
+                }),
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (
+                Box::new(Unauthorized {
+                    by: "x".into(),
+                    reason: "y".into(),
+                }),
+                StatusCode::FORBIDDEN,
+            ),
+            (
+                Box::new(RateLimited { by: "x".into() }),
+                StatusCode::TOO_MANY_REQUESTS,
+            ),
+            (
+                Box::new(NoRoute {
+                    authority: "a".into(),
+                }),
+                StatusCode::NOT_FOUND,
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(status_for(&*e), want, "{e}");
+            let rsp = error_response::<()>(&*e);
+            assert_eq!(rsp.status(), want);
+            assert!(rsp.headers().contains_key(PROXY_ERROR_HEADER));
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! Retries, where the policy allows them, within a budget.
+//!
+//! A request is retried only when its route has a retry policy, the method is idempotent (or
+//! the route names the non-idempotent method explicitly), the response meets a retry condition,
+//! the per-request limit is not reached, and the route's retry budget has a retry to spend —
+//! so retries never add more than `retry_ratio` of the load plus a small floor, even when every
+//! backend fails. Bodies are buffered for replay up to a bound (64 KiB by default); larger
+//! bodies, or bodies that are still streaming past the bound, are sent once and not retried.
+//!
+//! Each attempt is bounded by the route's backend-request timeout (`timeouts.backendRequest`,
+//! `timeout.linkerd.io/response`) and the per-retry timeout (`retry.linkerd.io/timeout`).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use mesh_core::policy::Route as PolicyRoute;
+use mesh_core::retry::{RetryBudget, RetryBudgetConfig};
+use parking_lot::Mutex;
+use tower::ServiceExt;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::BoxError;
+use crate::body::ReplayBody;
+use crate::errors::BackendTimeout;
+use crate::route::RouteTarget;
+
+/// The default bound on a body buffered for retries.
+pub const DEFAULT_BUFFER_LIMIT: usize = 64 * 1024;
+
+/// See the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct RetryLayer {
+    budgets: Arc<Budgets>,
+    buffer_limit: usize,
+}
+
+/// See the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct Retry<S> {
+    inner: S,
+    budgets: Arc<Budgets>,
+    buffer_limit: usize,
+}
+
+/// Retry budgets, one per route, shared by every clone of a layer.
+#[derive(Debug)]
+pub struct Budgets {
+    epoch: tokio::time::Instant,
+    by_route: Mutex<HashMap<String, RetryBudget>>,
+}
+
+/// The response future of [`Retry`].
+pub type ResponseFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
+
+// === impl RetryLayer ===
+
+impl RetryLayer {
+    /// Retries with a 64 KiB replay buffer.
+    pub fn new() -> Self {
+        Self {
+            budgets: Arc::new(Budgets::new()),
+            buffer_limit: DEFAULT_BUFFER_LIMIT,
+        }
+    }
+
+    /// Sets the bound on buffered request bodies.
+    #[must_use]
+    pub fn buffer_limit(mut self, bytes: usize) -> Self {
+        self.buffer_limit = bytes;
+        self
+    }
+
+    /// The budgets this layer's services share.
+    pub fn budgets(&self) -> &Arc<Budgets> {
+        &self.budgets
+    }
+}
+
+impl Default for RetryLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<S> Layer<S> for RetryLayer {
+    type Service = Retry<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Retry {
+            inner,
+            budgets: Arc::clone(&self.budgets),
+            buffer_limit: self.buffer_limit,
+        }
+    }
+}
+
+// === impl Budgets ===
+
+impl Budgets {
+    fn new() -> Self {
+        Self {
+            epoch: tokio::time::Instant::now(),
+            by_route: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn now(&self) -> Duration {
+        tokio::time::Instant::now().saturating_duration_since(self.epoch)
+    }
+
+    fn with<T>(
+        &self,
+        key: &str,
+        cfg: RetryBudgetConfig,
+        f: impl FnOnce(&mut RetryBudget, Duration) -> T,
+    ) -> T {
+        let now = self.now();
+        let mut map = self.by_route.lock();
+        if let Some(b) = map.get_mut(key) {
+            return f(b, now);
+        }
+        let b = map
+            .entry(key.to_owned())
+            .or_insert_with(|| RetryBudget::new(cfg));
+        f(b, now)
+    }
+
+    /// Retries the budget of a route would allow now.
+    pub fn available(&self, key: &str, cfg: RetryBudgetConfig) -> u64 {
+        self.with(key, cfg, |b, now| b.available(now))
+    }
+}
+
+/// The key of a route's budget: its resource and rule.
+fn budget_key(route: &PolicyRoute, authority: &str) -> String {
+    match route.source() {
+        Some(s) => format!("{s}#{}", route.rule().unwrap_or(0)),
+        None => format!("default/{authority}"),
+    }
+}
+
+// === impl Retry ===
+
+impl<S> Retry<S> {
+    /// Wraps `inner` with a fresh set of budgets.
+    pub fn new(inner: S) -> Self {
+        RetryLayer::new().layer(inner)
+    }
+
+    /// The layer.
+    pub fn layer() -> RetryLayer {
+        RetryLayer::new()
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+fn grpc_status(headers: &http::HeaderMap) -> Option<u32> {
+    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
+async fn attempt<S, B, RB>(
+    svc: &mut S,
+    req: Request<ReplayBody<B>>,
+    timeout: Option<Duration>,
+) -> Result<Response<RB>, BoxError>
+where
+    S: Service<Request<ReplayBody<B>>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+{
+    let call = svc.ready().await.map_err(Into::into)?.call(req);
+    match timeout {
+        None => call.await.map_err(Into::into),
+        Some(t) => match tokio::time::timeout(t, call).await {
+            Ok(r) => r.map_err(Into::into),
+            Err(_) => Err(BackendTimeout(t).into()),
+        },
+    }
+}
+
+impl<S, B, RB> Service<Request<B>> for Retry<S>
+where
+    S: Service<Request<ReplayBody<B>>, Response = Response<RB>> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+    RB: Send + 'static,
+{
+    type Response = Response<RB>;
+    type Error = BoxError;
+    type Future = ResponseFuture<Response<RB>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // Take the service that was made ready; leave a clone for the next request.
+        let clone = self.inner.clone();
+        let mut svc = std::mem::replace(&mut self.inner, clone);
+        let budgets = Arc::clone(&self.budgets);
+        let limit = self.buffer_limit;
+        let target = req.extensions().get::<RouteTarget>().cloned();
+        Box::pin(async move {
+            let route = target.as_ref().and_then(|t| t.route.clone());
+            let backend_timeout = route.as_ref().and_then(|r| r.timeouts().backend_request);
+            let policy = route
+                .as_ref()
+                .and_then(|r| r.retry())
+                .filter(|p| p.limit > 0 && p.method_allowed(req.method().as_str()));
+            let (Some(policy), Some(route), Some(target)) =
+                (policy, route.as_deref(), target.as_ref())
+            else {
+                let (parts, body) = req.into_parts();
+                let req = Request::from_parts(parts, ReplayBody::stream(body));
+                return attempt(&mut svc, req, backend_timeout).await;
+            };
+            let per_try = match (backend_timeout, policy.per_try_timeout) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let (parts, body) = req.into_parts();
+            let body = ReplayBody::buffer(body, limit).await?;
+            let key = budget_key(route, &target.authority);
+            budgets.with(&key, policy.budget, |b, now| b.deposit(now));
+
+            let mut body = Some(body);
+            let mut retries = 0u32;
+            loop {
+                let Some(current) = body.take() else {
+                    // Unreachable: the loop only continues with a replayable body.
+                    return Err("retry: no body left to send".into());
+                };
+                let next = current.try_clone();
+                let req = Request::from_parts(parts.clone(), current);
+                let result = attempt(&mut svc, req, per_try).await;
+                let retryable = match &result {
+                    Ok(rsp) => {
+                        let grpc = grpc_status(rsp.headers());
+                        let status = rsp.status().as_u16();
+                        let class = route.classify(status, grpc);
+                        policy.is_retryable(parts.method.as_str(), status, grpc, class)
+                    }
+                    // The request may not have reached the application: connect failures,
+                    // unavailable endpoints and attempt timeouts are worth another try.
+                    Err(_) => true,
+                };
+                if !retryable || retries >= policy.limit || next.is_none() {
+                    return result;
+                }
+                if !budgets.with(&key, policy.budget, |b, now| b.withdraw(now)) {
+                    tracing::debug!(route = %key, "retry budget exhausted; not retrying");
+                    return result;
+                }
+                retries += 1;
+                tracing::debug!(route = %key, retries, "retrying");
+                drop(result);
+                body = next;
+            }
+        })
+    }
+}

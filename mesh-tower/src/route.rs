@@ -1,0 +1,236 @@
+//! Route classification: finds the route of each outbound request in the live policy and
+//! attaches it, with the route's weighted backends, as a [`RouteTarget`] extension.
+//!
+//! ```
+//! use mesh_tower::{policy::PolicyHandle, route::{RouteLayer, RouteTarget}};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let policy = PolicyHandle::from_yaml(r#"
+//! apiVersion: gateway.networking.k8s.io/v1
+//! kind: HTTPRoute
+//! metadata: { name: api, namespace: shop }
+//! spec:
+//!   parentRefs: [{ name: web, kind: Service }]
+//!   rules: [{ matches: [{ path: { value: /api } }] }]
+//! "#)?;
+//! let svc = ServiceBuilder::new().layer(RouteLayer::new(policy)).service(service_fn(
+//!     |req: http::Request<()>| async move {
+//!         let t = req.extensions().get::<RouteTarget>().expect("routed");
+//!         Ok::<_, std::convert::Infallible>(t.route_name().to_owned())
+//!     },
+//! ));
+//! let name = svc.oneshot(http::Request::get("http://web.shop/api/x").body(())?).await?;
+//! assert_eq!(name, "api");
+//! # Ok(()) }
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::future::Either;
+use http::Request;
+use mesh_core::RequestFacts;
+use mesh_core::policy::Route as PolicyRoute;
+use mesh_core::split::Backends;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::BoxError;
+use crate::errors::NoRoute;
+use crate::policy::PolicyHandle;
+
+/// The route decision carried with a request.
+#[derive(Clone, Debug)]
+pub struct RouteTarget {
+    /// `host:port` the request was addressed to.
+    pub authority: Arc<str>,
+    /// The port.
+    pub port: u16,
+    /// The matched route (the Service's default route where no route resource matched, `None`
+    /// for a destination the policy does not know).
+    pub route: Option<Arc<PolicyRoute>>,
+    /// The weighted backends to choose from.
+    pub backends: Arc<Backends>,
+}
+
+/// Request facts read straight from an `http::Request`, without copying.
+#[derive(Debug)]
+pub struct HttpFacts<'a, B>(pub &'a Request<B>);
+
+/// See the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct RouteLayer {
+    policy: PolicyHandle,
+}
+
+/// See the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct Route<S> {
+    inner: S,
+    policy: PolicyHandle,
+}
+
+// === impl RouteTarget ===
+
+impl RouteTarget {
+    /// The route's name for metrics (`rt_route`): the route resource's name, `default`.
+    pub fn route_name(&self) -> &str {
+        self.route.as_deref().map_or("default", |r| r.name())
+    }
+}
+
+// === impl HttpFacts ===
+
+impl<B> RequestFacts for HttpFacts<'_, B> {
+    fn method(&self) -> &str {
+        self.0.method().as_str()
+    }
+
+    fn path(&self) -> &str {
+        self.0.uri().path()
+    }
+
+    fn query(&self) -> Option<&str> {
+        self.0.uri().query()
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.0.headers().get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// The `host` and `port` a request is addressed to: its URI's authority, else its `Host`.
+pub fn destination<B>(req: &Request<B>) -> Option<(&str, u16)> {
+    let default_port = if req.uri().scheme() == Some(&http::uri::Scheme::HTTPS) {
+        443
+    } else {
+        80
+    };
+    if let Some(a) = req.uri().authority() {
+        return Some((a.host(), a.port_u16().unwrap_or(default_port)));
+    }
+    let host = req.headers().get(http::header::HOST)?.to_str().ok()?;
+    let a: http::uri::Authority = host.parse().ok()?;
+    // Borrow the host from the header itself, not the parsed copy.
+    let h = host.get(..a.host().len())?;
+    Some((h, a.port_u16().unwrap_or(default_port)))
+}
+
+// === impl RouteLayer ===
+
+impl RouteLayer {
+    /// Routes by the policy behind `policy`.
+    pub fn new(policy: PolicyHandle) -> Self {
+        Self { policy }
+    }
+}
+
+impl<S> Layer<S> for RouteLayer {
+    type Service = Route<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Route {
+            inner,
+            policy: self.policy.clone(),
+        }
+    }
+}
+
+// === impl Route ===
+
+impl<S> Route<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, policy: PolicyHandle) -> Self {
+        Self { inner, policy }
+    }
+
+    /// The layer.
+    pub fn layer(policy: PolicyHandle) -> RouteLayer {
+        RouteLayer::new(policy)
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+type Ready<T> = std::future::Ready<Result<T, BoxError>>;
+
+impl<S, B> Service<Request<B>> for Route<S>
+where
+    S: Service<Request<B>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = Either<MapErr<S::Future>, Ready<S::Response>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let snapshot = self.policy.load();
+        let target = {
+            let Some((host, port)) = destination(&req) else {
+                let e: BoxError = "the request names no destination (no authority, no Host)".into();
+                return Either::Right(std::future::ready(Err(e)));
+            };
+            let d = snapshot.route(host, port, &HttpFacts(&req));
+            if d.is_no_route() {
+                let e = NoRoute {
+                    authority: format!("{host}:{port}"),
+                };
+                return Either::Right(std::future::ready(Err(e.into())));
+            }
+            RouteTarget {
+                authority: format!("{host}:{port}").into(),
+                port,
+                route: d.route_arc(),
+                backends: d.backends_arc(),
+            }
+        };
+        req.extensions_mut().insert(target);
+        Either::Left(map_err(self.inner.call(req)))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Maps an inner error into a [`BoxError`].
+    pub struct MapErr<F> {
+        #[pin]
+        f: F,
+    }
+}
+
+/// Wraps a future so its error becomes a [`BoxError`].
+pub(crate) fn map_err<F>(f: F) -> MapErr<F> {
+    MapErr { f }
+}
+
+impl<F, T, E> Future for MapErr<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().f.poll(cx).map_err(Into::into)
+    }
+}
