@@ -18,8 +18,9 @@ use crate::identity::Identity;
 use crate::kinds::{self, IntOrString};
 use crate::manifest::{self, RawObject};
 use crate::policy::{
-    EndpointSet, Filter, HeaderModifier, MeshPolicy, NamespaceInfo, PolicyConfig, ProfileMatch,
-    Route, RouteEntry, ServicePolicy, ServicePort, Split, TargetPort, Timeouts, Workload,
+    EndpointAddress, EndpointSet, Filter, HeaderModifier, MeshPolicy, NamespaceInfo, PolicyConfig,
+    ProfileMatch, Route, RouteEntry, ServicePolicy, ServicePort, Split, TargetPort, Timeouts,
+    Workload,
 };
 use crate::retry::{DEFAULT_RETRY_LIMIT, RetryBudgetConfig, RetryConditions, RetryPolicy};
 use crate::route::{self, HttpMatch, PathMatch, ValueMatch, ValuePattern};
@@ -532,6 +533,8 @@ struct Builder<'c> {
     mesh_tls: HashMap<(String, String), Vec<IdentityMatch>>,
     networks: HashMap<(String, String), Vec<NetworkMatch>>,
     rate_limits: Vec<(RateLimit, kinds::PolicyRef, usize)>,
+    /// (endpoint set, address, pod name) to resolve to the pod's service account.
+    endpoint_pods: Vec<(usize, usize, String)>,
     /// Documents by index, for notes raised while linking.
     origins: Vec<(crate::manifest::Origin, String)>,
 }
@@ -557,6 +560,7 @@ impl<'c> Builder<'c> {
             mesh_tls: HashMap::new(),
             networks: HashMap::new(),
             rate_limits: Vec::new(),
+            endpoint_pods: Vec::new(),
             origins: Vec::new(),
         }
     }
@@ -1414,14 +1418,33 @@ impl<'c> Builder<'c> {
                 None => {}
             }
         }
+        let slice_sa = doc.meta.annotations.get("mesh.io/service-account").cloned();
         let mut addresses = Vec::new();
         for (i, e) in slice.endpoints.iter().flatten().enumerate() {
             if e.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
                 continue;
             }
+            // The pod behind the endpoint, resolved to its service account when linking.
+            let pod = e
+                .target_ref
+                .as_ref()
+                .filter(|r| r.kind.as_deref() == Some("Pod"))
+                .and_then(|r| r.name.clone());
             for (j, a) in e.addresses.iter().enumerate() {
                 match a.parse() {
-                    Ok(ip) => addresses.push(ip),
+                    Ok(ip) => {
+                        addresses.push(EndpointAddress {
+                            ip,
+                            service_account: slice_sa.clone(),
+                        });
+                        if let Some(pod) = &pod {
+                            self.endpoint_pods.push((
+                                self.endpoints.len(),
+                                addresses.len() - 1,
+                                pod.clone(),
+                            ));
+                        }
+                    }
                     Err(_) => cx.err(
                         doc,
                         format!("endpoints[{i}].addresses[{j}]"),
@@ -1482,6 +1505,11 @@ impl<'c> Builder<'c> {
         use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString as K8sIntOrString;
         let mut ports = Vec::new();
         let mut probes = Vec::new();
+        let service_account = spec.as_ref().and_then(|s| {
+            s.service_account_name
+                .clone()
+                .or_else(|| s.service_account.clone())
+        });
         let containers = spec.map(|s| s.containers).unwrap_or_default();
         for c in &containers {
             for p in c.ports.iter().flatten() {
@@ -1523,12 +1551,28 @@ impl<'c> Builder<'c> {
             annotations,
             ports,
             probes,
+            service_account,
         });
     }
 
     // --- linking ---
 
     fn link(&mut self, cx: &mut Cx) {
+        for (set, addr, pod) in std::mem::take(&mut self.endpoint_pods) {
+            let ns = self.endpoints[set].namespace.clone();
+            let sa = self
+                .workloads
+                .iter()
+                .find(|w| w.id.kind == "Pod" && w.id.name == pod && w.id.namespace == ns)
+                .map(|w| {
+                    w.service_account
+                        .clone()
+                        .unwrap_or_else(|| "default".to_owned())
+                });
+            if let Some(sa) = sa {
+                self.endpoints[set].addresses[addr].service_account = Some(sa);
+            }
+        }
         self.link_profiles(cx);
         self.link_routes(cx);
         self.link_splits(cx);

@@ -172,6 +172,8 @@ pub(crate) struct Workload {
     pub(crate) ports: Vec<(u16, Option<String>)>,
     /// HTTP probes: (port, path).
     pub(crate) probes: Vec<(u16, String)>,
+    /// The pod's service account.
+    pub(crate) service_account: Option<String>,
 }
 
 /// Endpoints of a Service from EndpointSlices, for static discovery.
@@ -184,7 +186,17 @@ pub struct EndpointSet {
     /// Ports: (name, number).
     pub ports: Vec<(Option<String>, u16)>,
     /// Ready addresses.
-    pub addresses: Vec<std::net::IpAddr>,
+    pub addresses: Vec<EndpointAddress>,
+}
+
+/// One ready address of an EndpointSlice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointAddress {
+    /// The address.
+    pub ip: std::net::IpAddr,
+    /// The service account of the pod behind it, from the endpoint's `targetRef` Pod in the
+    /// input or the slice's `mesh.io/service-account` annotation: the identity it must present.
+    pub service_account: Option<String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -252,6 +264,46 @@ impl MeshPolicy {
     /// Endpoints from EndpointSlices in the input.
     pub fn endpoints(&self) -> &[EndpointSet] {
         &self.endpoints
+    }
+
+    /// Describes the pod of a workload in the input (`deployment/web` in `namespace`) at one
+    /// of its ports, for a proxy that serves it: labels, the port's name, probe paths, its
+    /// default policy annotation.
+    pub fn workload_target(
+        &self,
+        namespace: &str,
+        kind_name: &str,
+        port: u16,
+    ) -> Option<InboundTarget> {
+        let (kind, name) = kind_name.split_once('/')?;
+        let w = self.workloads.iter().find(|w| {
+            w.id.namespace == namespace && w.id.name == name && w.id.kind.eq_ignore_ascii_case(kind)
+        })?;
+        Some(InboundTarget {
+            namespace: namespace.to_owned(),
+            labels: w.labels.clone(),
+            port,
+            port_name: w
+                .ports
+                .iter()
+                .find(|(p, _)| *p == port)
+                .and_then(|(_, n)| n.clone()),
+            probe_paths: w
+                .probes
+                .iter()
+                .filter(|(p, _)| *p == port)
+                .map(|(_, path)| path.clone())
+                .collect(),
+            default_policy: w
+                .annotations
+                .get("config.linkerd.io/default-inbound-policy")
+                .and_then(|p| p.parse().ok())
+                .or_else(|| {
+                    self.namespaces
+                        .get(namespace)
+                        .and_then(|n| n.default_policy)
+                }),
+        })
     }
 
     /// Routes an outbound request described by a [`Request`].
@@ -414,8 +466,13 @@ fn short_host(host: &str) -> &str {
     h.strip_suffix(".svc").unwrap_or(h)
 }
 
-/// `web.ns.svc.cluster.local` → (`web`, `ns`); a bare name is in `default`.
+/// `web.ns.svc.cluster.local` → (`web`, `ns`); a bare name is in `default`. An IP address is
+/// no Service: it comes back whole, with an empty namespace.
 fn split_service_host(host: &str) -> (&str, &str) {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return (bare, "");
+    }
     let short = short_host(host);
     short.split_once('.').unwrap_or((short, "default"))
 }

@@ -40,15 +40,29 @@ pub struct SplitMix64(u64);
 // === impl BackendRef ===
 
 impl BackendRef {
-    /// `name.namespace`, the form `mesh policy explain` prints.
+    /// `name.namespace`, the form `mesh policy explain` prints; an address (a destination that
+    /// is no Service) prints as itself.
     pub fn service(&self) -> String {
-        format!("{}.{}", self.name, self.namespace)
+        if self.namespace.is_empty() {
+            self.name.clone()
+        } else {
+            format!("{}.{}", self.name, self.namespace)
+        }
+    }
+
+    /// The address, when the destination is an IP address rather than a Service.
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        if self.namespace.is_empty() {
+            self.name.parse().ok()
+        } else {
+            None
+        }
     }
 }
 
 impl fmt::Display for BackendRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.name, self.namespace)?;
+        f.write_str(&self.service())?;
         if let Some(p) = self.port {
             write!(f, ":{p}")?;
         }

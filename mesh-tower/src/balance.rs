@@ -168,20 +168,15 @@ impl<R: Resolve> Shared<R> {
         let now = Instant::now();
         let mut backends = self.backends.lock();
         if !backends.contains_key(backend) {
-            let rx = self.resolver.resolve(backend).ok_or_else(|| NoEndpoints {
+            let mut rx = self.resolver.resolve(backend).ok_or_else(|| NoEndpoints {
                 backend: backend.to_string(),
             })?;
-            backends.insert(
-                backend.clone(),
-                BackendState {
-                    rx,
-                    endpoints: Vec::new(),
-                },
-            );
-            // Force the first build below.
-            if let Some(b) = backends.get_mut(backend) {
-                b.rx.mark_changed();
-            }
+            let list = Arc::clone(&rx.borrow_and_update());
+            let endpoints = list
+                .iter()
+                .map(|e| Arc::new(EndpointState::new(e.clone(), self.accrual, self.decay, now)))
+                .collect();
+            backends.insert(backend.clone(), BackendState { rx, endpoints });
         }
         let Some(state) = backends.get_mut(backend) else {
             return Err(NoEndpoints {
@@ -189,6 +184,7 @@ impl<R: Resolve> Shared<R> {
             }
             .into());
         };
+        // A closed source keeps its last endpoints.
         if state.rx.has_changed().unwrap_or(false) {
             let list = Arc::clone(&state.rx.borrow_and_update());
             // Keep the load and health of endpoints that stay.

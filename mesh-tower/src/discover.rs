@@ -104,6 +104,11 @@ impl StaticResolver {
 
 impl Resolve for StaticResolver {
     fn resolve(&self, backend: &BackendRef) -> Option<Endpoints> {
+        // A destination that is an address, not a Service, is its own endpoint.
+        if let (Some(ip), Some(port)) = (backend.ip(), backend.port) {
+            let ep = Endpoint::new(SocketAddr::new(ip, port));
+            return Some(watch::channel(Arc::new(vec![ep])).1);
+        }
         let map = self.services.read();
         let name = format!("{}.{}", backend.name, backend.namespace);
         if let Some(port) = backend.port
