@@ -218,7 +218,9 @@ pub(crate) fn inject_stream(
             match process_document(&mut value, &ctx, &origin, &mut done) {
                 Ok(false) => pieces.push(seg.text.to_owned()),
                 Ok(true) => match serde_norway::to_string(&value) {
-                    Ok(text) => pieces.push(text),
+                    // Comments inside a rewritten document are lost; the ones heading it
+                    // (a licence line, a note) cost nothing to keep.
+                    Ok(text) => pieces.push(format!("{}{text}", leading_comments(seg.text))),
                     Err(e) => errors.push(format!("{origin}: cannot write YAML: {e}")),
                 },
                 Err(e) => errors.push(e),
@@ -443,6 +445,19 @@ fn from_value<T: serde::de::DeserializeOwned>(value: &Value, at: &str) -> Result
         };
         format!("{path}: {}", strip_location(&e.into_inner().to_string()))
     })
+}
+
+/// The comment and blank lines a document starts with.
+fn leading_comments(text: &str) -> &str {
+    let mut end = 0;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim();
+        if !(t.is_empty() || t.starts_with('#')) {
+            break;
+        }
+        end += line.len();
+    }
+    &text[..end]
 }
 
 /// serde_norway appends " at line L column C" relative to the document; we give the line in
