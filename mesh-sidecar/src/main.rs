@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod crds;
 mod inject;
+mod install;
 mod policy;
 
 /// A service mesh in a crate.
@@ -21,6 +23,10 @@ enum Command {
     Policy(policy::PolicyArgs),
     /// Add the mesh to every workload of a YAML stream (files, directories or `-`).
     Inject(inject::InjectArgs),
+    /// Print the control plane (or with --crds its CRDs) for `kubectl apply -f -`.
+    Install(install::InstallArgs),
+    /// Print what `mesh install` created, for `kubectl delete -f -`.
+    Uninstall(install::UninstallArgs),
 }
 
 fn main() -> ExitCode {
@@ -28,5 +34,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Policy(args) => policy::run(args),
         Command::Inject(args) => inject::run(args),
+        Command::Install(args) => install::run_install(args),
+        Command::Uninstall(args) => install::run_uninstall(args),
     }
 }
