@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod crds;
 mod inject;
+mod injector;
 mod install;
 mod policy;
 
@@ -23,6 +24,8 @@ enum Command {
     Policy(policy::PolicyArgs),
     /// Add the mesh to every workload of a YAML stream (files, directories or `-`).
     Inject(inject::InjectArgs),
+    /// Serve the mutating admission webhook that injects pods as they are created.
+    Injector(injector::InjectorArgs),
     /// Print the control plane (or with --crds its CRDs) for `kubectl apply -f -`.
     Install(install::InstallArgs),
     /// Print what `mesh install` created, for `kubectl delete -f -`.
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Policy(args) => policy::run(args),
         Command::Inject(args) => inject::run(args),
+        Command::Injector(args) => injector::run(args),
         Command::Install(args) => install::run_install(args),
         Command::Uninstall(args) => install::run_uninstall(args),
     }
