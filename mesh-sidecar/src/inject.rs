@@ -29,13 +29,10 @@ pub(crate) struct InjectArgs {
     /// YAML files, directories (read recursively: *.yaml, *.yml) or `-` for stdin.
     #[arg(required = true, value_name = "FILE|DIR|-")]
     inputs: Vec<PathBuf>,
-    /// Annotations of namespaces that are not in the stream, KEY=VALUE (repeatable or
-    /// comma-separated), e.g. `mesh.io/inject=disabled`.
-    #[arg(
-        long = "namespace-annotations",
-        value_name = "KEY=VALUE",
-        value_delimiter = ','
-    )]
+    /// Annotations of namespaces that are not in the stream, KEY=VALUE (repeatable, or
+    /// comma-separated), e.g. `mesh.io/inject=disabled`. A value may hold commas
+    /// (`config.mesh.io/skip-inbound-ports=25,443`): a piece without `=` continues the value.
+    #[arg(long = "namespace-annotations", value_name = "KEY=VALUE")]
     namespace_annotations: Vec<String>,
     #[command(flatten)]
     proxy: ProxyArgs,
@@ -111,14 +108,13 @@ pub(crate) fn run(args: InjectArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut ns = BTreeMap::new();
-    for kv in &args.namespace_annotations {
-        let Some((k, v)) = kv.split_once('=') else {
-            eprintln!("error: --namespace-annotations: {kv:?} is not KEY=VALUE");
+    let ns = match parse_annotations(&args.namespace_annotations) {
+        Ok(ns) => ns,
+        Err(e) => {
+            eprintln!("error: --namespace-annotations: {e}");
             return ExitCode::from(2);
-        };
-        ns.insert(k.trim().to_owned(), v.trim().to_owned());
-    }
+        }
+    };
     // The CLI injects what it is given, as `linkerd inject` does; only `disabled` opts out.
     let config = args.proxy.config(true);
     match inject_stream(&inputs, &ns, &config) {
@@ -147,6 +143,31 @@ pub(crate) fn run(args: InjectArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `a=1,b=2`, `c=3,4` → {a: 1, b: 2, c: "3,4"}.
+fn parse_annotations(args: &[String]) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for arg in args {
+        let mut last: Option<String> = None;
+        for piece in arg.split(',') {
+            match (piece.split_once('='), &last) {
+                (Some((k, v)), _) => {
+                    let k = k.trim().to_owned();
+                    out.insert(k.clone(), v.trim().to_owned());
+                    last = Some(k);
+                }
+                (None, Some(k)) => {
+                    if let Some(v) = out.get_mut(k) {
+                        v.push(',');
+                        v.push_str(piece.trim());
+                    }
+                }
+                (None, None) => return Err(format!("{arg:?} is not KEY=VALUE")),
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Injects every workload of the inputs, read as one stream.
@@ -344,6 +365,18 @@ fn process_object(
     };
     let outcome = inject_pod(&metadata, &spec, ns_annotations, ctx.config)
         .map_err(|e| format!("{origin}: {label}: {e}"))?;
+    let run_to_completion = matches!(kind.as_str(), "Job" | "CronJob")
+        || (kind == "Pod" && matches!(spec.restart_policy.as_deref(), Some("Never" | "OnFailure")));
+    if ctx.config.sidecar == SidecarMode::Legacy
+        && run_to_completion
+        && matches!(outcome, Outcome::Injected { .. })
+    {
+        // A regular proxy container never exits, so the pod never completes; native
+        // sidecars are stopped by the kubelet once the app's containers are done.
+        done.warnings.push(format!(
+            "{label} ({origin}): with --legacy-sidecar the proxy keeps it from completing"
+        ));
+    }
     match outcome {
         Outcome::Skipped(why) => {
             done.lines.push(format!("{label} skipped: {why}"));
@@ -596,5 +629,37 @@ impl std::fmt::Display for Origin<'_> {
             write!(f, " item {i}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_annotation_values_may_hold_commas() {
+        let args = [
+            "mesh.io/inject=enabled,config.mesh.io/skip-inbound-ports=25,443".to_owned(),
+            "config.linkerd.io/opaque-ports=5432".to_owned(),
+        ];
+        let got = parse_annotations(&args).unwrap();
+        assert_eq!(got["mesh.io/inject"], "enabled");
+        assert_eq!(got["config.mesh.io/skip-inbound-ports"], "25,443");
+        assert_eq!(got["config.linkerd.io/opaque-ports"], "5432");
+        assert!(parse_annotations(&["nope".to_owned()]).is_err());
+    }
+
+    #[test]
+    fn split_keeps_comment_only_pieces_and_counts_documents() {
+        let s = "# banner\n---\na: 1\n---\n# only a comment\n---\nb: 2\n---\n";
+        let segs = split_documents(s);
+        let seen: Vec<_> = segs.iter().map(|s| (s.line, s.has_content)).collect();
+        assert_eq!(seen, [(1, false), (3, true), (5, false), (7, true)]);
+    }
+
+    #[test]
+    fn leading_comments_are_the_head_only() {
+        assert_eq!(leading_comments("# a\n\n# b\nx: 1\n# c\n"), "# a\n\n# b\n");
+        assert_eq!(leading_comments("x: 1\n"), "");
     }
 }

@@ -278,7 +278,7 @@ pub(crate) fn control_plane(
             namespace,
             "--kube",
         ])),
-        ports: Some(vec![container_port("grpc", IDENTITY_PORT)]),
+        ports: Some(vec![container_port("https", IDENTITY_PORT)]),
         readiness_probe: Some(tcp_probe(IDENTITY_PORT)),
         liveness_probe: Some(tcp_probe(IDENTITY_PORT)),
         volume_mounts: Some(vec![mount(ISSUER_SECRET, ISSUER_DIR)]),

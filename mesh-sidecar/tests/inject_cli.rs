@@ -557,3 +557,32 @@ fn a_workload_without_a_pod_spec_is_an_error() {
         s(&out.stderr)
     );
 }
+
+#[test]
+fn legacy_sidecar_warns_that_jobs_will_not_complete() {
+    let Some(dir) = fixtures() else { return };
+    let f = dir.join("apps/emojivoto-job.yml");
+    let (_, stderr) = inject(&["--legacy-sidecar", f.to_str().unwrap()]);
+    assert!(
+        stderr.contains("warning: job \"web\"") && stderr.contains("keeps it from completing"),
+        "{stderr}"
+    );
+    // Native sidecars do not keep a Job alive: no warning.
+    let (_, stderr) = inject(&[f.to_str().unwrap()]);
+    assert!(!stderr.contains("warning"), "{stderr}");
+}
+
+#[test]
+fn namespace_annotations_flag_values_may_hold_commas() {
+    let (stdout, _) = inject(&[
+        "--namespace-annotations",
+        "config.mesh.io/skip-outbound-ports=3306,5432",
+        &data("workloads.yaml"),
+    ]);
+    let ws = workloads(&stdout);
+    let args = ws[0].2.init_containers.as_ref().unwrap()[0]
+        .args
+        .clone()
+        .unwrap();
+    assert_eq!(args[5..], ["--skip-outbound-ports", "3306,5432"]);
+}

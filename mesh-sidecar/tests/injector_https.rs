@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, ServerName};
 use serde::Deserialize as _;
 use serde_json::{Value, json};
@@ -20,6 +21,7 @@ struct Injector {
     child: Child,
     addr: SocketAddr,
     ca: CertificateDer<'static>,
+    server_name: &'static str,
 }
 
 impl Drop for Injector {
@@ -39,18 +41,33 @@ fn fixtures() -> Option<PathBuf> {
     }
 }
 
+/// Starts an injector with a self-signed certificate for `localhost`.
 fn start(extra: &[&str]) -> Injector {
-    let dir = std::env::temp_dir().join(format!(
-        "mesh-injector-{}-{}",
-        std::process::id(),
-        extra.len()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
     let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
     let cert = params.self_signed(&key).unwrap();
-    std::fs::write(dir.join("tls.crt"), cert.pem()).unwrap();
-    std::fs::write(dir.join("tls.key"), key.serialize_pem()).unwrap();
+    start_with(
+        &cert.pem(),
+        &key.serialize_pem(),
+        cert.der().clone(),
+        "localhost",
+        extra,
+    )
+}
+
+fn start_with(
+    crt: &str,
+    key: &str,
+    ca: CertificateDer<'static>,
+    server_name: &'static str,
+    extra: &[&str],
+) -> Injector {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("mesh-injector-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("tls.crt"), crt).unwrap();
+    std::fs::write(dir.join("tls.key"), key).unwrap();
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_mesh"))
         .args(["injector", "--listen", "127.0.0.1:0", "--tls-dir"])
@@ -73,7 +90,8 @@ fn start(extra: &[&str]) -> Injector {
     Injector {
         child,
         addr,
-        ca: cert.der().clone(),
+        ca,
+        server_name,
     }
 }
 
@@ -90,7 +108,7 @@ async fn call(inj: &Injector, method: &str, path: &str, body: Vec<u8>) -> (Statu
     .with_no_client_auth();
     let tcp = tokio::net::TcpStream::connect(inj.addr).await.unwrap();
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .connect(ServerName::try_from(inj.server_name).unwrap(), tcp)
         .await
         .unwrap();
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
@@ -100,7 +118,7 @@ async fn call(inj: &Injector, method: &str, path: &str, body: Vec<u8>) -> (Statu
     let req = Request::builder()
         .method(method)
         .uri(path)
-        .header("host", "localhost")
+        .header("host", inj.server_name)
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body)))
         .unwrap();
@@ -236,5 +254,40 @@ async fn malformed_and_oversized_requests_get_errors_not_a_crash() {
 
     // Still serving after all that.
     let (status, _) = call(&inj, "GET", "/live", Vec::new()).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// The certificates `mesh install` makes: the webhook's caBundle verifies the serving
+/// certificate in the injector's Secret, for the Service's DNS name.
+#[tokio::test]
+async fn install_certificates_serve_the_webhook() {
+    let out = Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .arg("install")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let docs: Vec<Value> = serde_norway::Deserializer::from_str(&text)
+        .map(|d| serde_json::to_value(serde_norway::Value::deserialize(d).unwrap()).unwrap())
+        .collect();
+    let secret = docs
+        .iter()
+        .find(|d| d["metadata"]["name"] == "mesh-injector-tls")
+        .unwrap();
+    let webhook = docs
+        .iter()
+        .find(|d| d["kind"] == "MutatingWebhookConfiguration")
+        .unwrap();
+    let ca: k8s_openapi::ByteString =
+        serde_json::from_value(webhook["webhooks"][0]["clientConfig"]["caBundle"].clone()).unwrap();
+    let ca = CertificateDer::from_pem_slice(&ca.0).unwrap();
+    let inj = start_with(
+        secret["stringData"]["tls.crt"].as_str().unwrap(),
+        secret["stringData"]["tls.key"].as_str().unwrap(),
+        ca,
+        "mesh-injector.mesh.svc",
+        &[],
+    );
+    let (status, _) = call(&inj, "GET", "/ready", Vec::new()).await;
     assert_eq!(status, StatusCode::OK);
 }
