@@ -360,6 +360,14 @@ pub(crate) mod policy {
         pub(crate) namespace: Option<String>,
     }
 
+    /// The local object a policy applies to (Gateway API's LocalPolicyTargetReference).
+    #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+    pub(crate) struct TargetRef {
+        pub(crate) group: Option<String>,
+        pub(crate) kind: String,
+        pub(crate) name: String,
+    }
+
     /// Authorizes the clients that pass every required authentication to a target.
     #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, CustomResource)]
     #[kube(
@@ -371,7 +379,7 @@ pub(crate) mod policy {
     #[serde(rename_all = "camelCase")]
     #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
     pub(crate) struct AuthorizationPolicySpec {
-        pub(crate) target_ref: PolicyRef,
+        pub(crate) target_ref: TargetRef,
         pub(crate) required_authentication_refs: Vec<PolicyRef>,
     }
 
@@ -414,7 +422,7 @@ pub(crate) mod policy {
     #[serde(rename_all = "camelCase")]
     #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
     pub(crate) struct HTTPLocalRateLimitPolicySpec {
-        pub(crate) target_ref: PolicyRef,
+        pub(crate) target_ref: TargetRef,
         pub(crate) total: Option<Limit>,
         pub(crate) identity: Option<Limit>,
         pub(crate) overrides: Option<Vec<Override>>,
@@ -514,5 +522,155 @@ pub(crate) mod policy {
     pub(crate) struct Timeouts {
         pub(crate) request: Option<String>,
         pub(crate) backend_request: Option<String>,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// The storage version's schema of a CRD, as JSON.
+    fn storage_schema(crd: &Value) -> Value {
+        crd["spec"]["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["storage"] == true)
+            .unwrap()["schema"]["openAPIV3Schema"]
+            .clone()
+    }
+
+    /// Every property path of a schema: `spec.rules[].backendRefs[].weight`.
+    fn paths(schema: &Value, prefix: &str, out: &mut Vec<String>) {
+        if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+            for (k, v) in props {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                out.push(p.clone());
+                paths(v, &p, out);
+            }
+        }
+        if let Some(items) = schema.get("items") {
+            paths(items, &format!("{prefix}[]"), out);
+        }
+    }
+
+    /// Our field names are the published ones: every property path of our storage version
+    /// exists in the CRD Linkerd publishes for that version.
+    #[test]
+    fn field_names_mirror_linkerds_published_crds() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/linkerd/crds");
+        if !dir.is_dir() {
+            println!("note: {} is absent; skipping", dir.display());
+            return;
+        }
+        let cases = [
+            ("server.yaml", policy::Server::crd()),
+            ("serviceprofile.yaml", linkerd::ServiceProfile::crd()),
+            (
+                "authorization-policy.yaml",
+                policy::AuthorizationPolicy::crd(),
+            ),
+            ("httproute.yaml", policy::HTTPRoute::crd()),
+        ];
+        for (file, ours) in cases {
+            let text = std::fs::read_to_string(dir.join(file)).unwrap();
+            let published: Value = serde_norway::from_str(
+                text.trim_start_matches(|c| c != '\n')
+                    .trim_start()
+                    .trim_start_matches("---"),
+            )
+            .unwrap();
+            let ours = serde_json::to_value(&ours).unwrap();
+            let (mut want, mut have) = (Vec::new(), Vec::new());
+            paths(&storage_schema(&ours), "", &mut want);
+            paths(&storage_schema(&published), "", &mut have);
+            assert!(want.len() > 3, "{file}: {want:?}");
+            for p in &want {
+                assert!(
+                    have.contains(p),
+                    "{file}: {p} is not in the published schema"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_crd_has_one_storage_version_and_a_structural_spec() {
+        for crd in all() {
+            let crd = serde_json::to_value(&crd).unwrap();
+            let versions = crd["spec"]["versions"].as_array().unwrap();
+            assert_eq!(versions.iter().filter(|v| v["storage"] == true).count(), 1);
+            let schema = storage_schema(&crd);
+            assert_eq!(schema["type"], "object");
+            // Structural schemas forbid $ref: kube inlines every subschema.
+            assert!(!schema.to_string().contains("$ref"), "{schema}");
+        }
+    }
+
+    /// Every fixture of a kind we define reads as our type: required fields and their types
+    /// agree with what people actually write.
+    #[test]
+    fn policy_fixtures_read_as_our_types() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures");
+        if !dir.is_dir() {
+            println!("note: {} is absent; skipping", dir.display());
+            return;
+        }
+        fn read<T: serde::de::DeserializeOwned>(v: Value) -> Result<(), String> {
+            serde_json::from_value::<T>(v)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
+        let mut seen = 0;
+        for sub in ["linkerd", "smi"] {
+            for entry in std::fs::read_dir(dir.join(sub)).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                for doc in serde_norway::Deserializer::from_str(&text) {
+                    let v: Value = serde::Deserialize::deserialize(doc).unwrap();
+                    let group = v["apiVersion"].as_str().unwrap_or("").split('/').next();
+                    let res = match (group, v["kind"].as_str()) {
+                        (_, Some("TrafficSplit")) => read::<smi::TrafficSplit>(v),
+                        (_, Some("HTTPRouteGroup")) => read::<smi::HTTPRouteGroup>(v),
+                        (_, Some("ServiceProfile")) => read::<linkerd::ServiceProfile>(v),
+                        (_, Some("Server")) => read::<policy::Server>(v),
+                        (_, Some("ServerAuthorization")) => read::<policy::ServerAuthorization>(v),
+                        (_, Some("AuthorizationPolicy")) => read::<policy::AuthorizationPolicy>(v),
+                        (_, Some("MeshTLSAuthentication")) => {
+                            read::<policy::MeshTLSAuthentication>(v)
+                        }
+                        (_, Some("NetworkAuthentication")) => {
+                            read::<policy::NetworkAuthentication>(v)
+                        }
+                        (_, Some("HTTPLocalRateLimitPolicy")) => {
+                            read::<policy::HTTPLocalRateLimitPolicy>(v)
+                        }
+                        (Some("policy.linkerd.io"), Some("HTTPRoute")) => {
+                            read::<policy::HTTPRoute>(v)
+                        }
+                        _ => continue,
+                    };
+                    // The SMI spec text's HTTPRouteGroup keeps `matches` outside `spec`.
+                    if let Err(e) = res {
+                        assert!(
+                            path.ends_with("smi-spec-v1alpha3-matches.yaml") && e.contains("spec"),
+                            "{}: {e}",
+                            path.display()
+                        );
+                    }
+                    seen += 1;
+                }
+            }
+        }
+        assert!(seen > 20, "{seen}");
     }
 }
