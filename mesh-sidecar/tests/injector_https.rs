@@ -69,10 +69,22 @@ fn start_with(
     std::fs::write(dir.join("tls.crt"), crt).unwrap();
     std::fs::write(dir.join("tls.key"), key).unwrap();
 
+    let mut args: Vec<String> = ["injector", "--listen", "127.0.0.1:0", "--tls-dir"]
+        .map(str::to_owned)
+        .to_vec();
+    args.push(dir.display().to_string());
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    run_injector(args, ca, server_name)
+}
+
+/// Runs `mesh <args>` and waits for it to say where it listens.
+fn run_injector(
+    args: Vec<String>,
+    ca: CertificateDer<'static>,
+    server_name: &'static str,
+) -> Injector {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mesh"))
-        .args(["injector", "--listen", "127.0.0.1:0", "--tls-dir"])
-        .arg(&dir)
-        .args(extra)
+        .args(&args)
         .stderr(Stdio::piped())
         .spawn()
         .expect("run mesh injector");
@@ -281,13 +293,29 @@ async fn install_certificates_serve_the_webhook() {
     let ca: k8s_openapi::ByteString =
         serde_json::from_value(webhook["webhooks"][0]["clientConfig"]["caBundle"].clone()).unwrap();
     let ca = CertificateDer::from_pem_slice(&ca.0).unwrap();
-    let inj = start_with(
-        secret["stringData"]["tls.crt"].as_str().unwrap(),
-        secret["stringData"]["tls.key"].as_str().unwrap(),
-        ca,
-        "mesh-injector.mesh.svc",
-        &[],
-    );
+    let dir = std::env::temp_dir().join(format!("mesh-injector-{}-install", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["tls.crt", "tls.key"] {
+        std::fs::write(dir.join(f), secret["stringData"][f].as_str().unwrap()).unwrap();
+    }
+    // The injector runs with the Deployment's own arguments; only where it listens and where
+    // the Secret is mounted differ.
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "mesh-injector")
+        .unwrap();
+    let mut args: Vec<String> = serde_json::from_value(
+        deployment["spec"]["template"]["spec"]["containers"][0]["args"].clone(),
+    )
+    .unwrap();
+    for (flag, value) in [
+        ("--listen", "127.0.0.1:0".to_owned()),
+        ("--tls-dir", dir.display().to_string()),
+    ] {
+        let i = args.iter().position(|a| a == flag).unwrap();
+        args[i + 1] = value;
+    }
+    let inj = run_injector(args, ca, "mesh-injector.mesh.svc");
     let (status, _) = call(&inj, "GET", "/ready", Vec::new()).await;
     assert_eq!(status, StatusCode::OK);
 }

@@ -145,7 +145,7 @@ pub(crate) fn inject_pod(
     if !config.cni {
         init.push(init_container(
             config,
-            &skip_inbound,
+            skip_inbound.as_deref(),
             skip_outbound.as_deref(),
         ));
     }
@@ -227,7 +227,7 @@ fn should_skip(
 
 fn init_container(
     config: &InjectConfig,
-    skip_inbound: &Option<String>,
+    skip_inbound: Option<&str>,
     skip_outbound: Option<&str>,
 ) -> Container {
     // The admin port must stay reachable by the kubelet's probes without the proxy in the way;
