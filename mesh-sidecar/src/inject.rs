@@ -191,7 +191,13 @@ pub(crate) fn inject_stream(
                 continue;
             }
             document += 1;
-            match serde_norway::from_str::<Value>(seg.text) {
+            // Merge keys (`<<: *defaults`) are resolved here: k8s-openapi would otherwise
+            // see a `<<` field, ignore it, and the merged fields would vanish from the output.
+            let parsed = serde_norway::from_str::<Value>(seg.text).and_then(|mut v| {
+                v.apply_merge()?;
+                Ok(v)
+            });
+            match parsed {
                 Ok(v) => docs.push((seg, Some(v), document)),
                 Err(e) => {
                     let at = e
@@ -634,7 +640,22 @@ impl std::fmt::Display for Origin<'_> {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser as _;
+
     use super::*;
+
+    /// The inject flags alone, to build a config the way the CLI does.
+    #[derive(clap::Parser)]
+    struct InjectArgsOnly {
+        #[command(flatten)]
+        args: InjectArgs,
+    }
+
+    impl InjectArgs {
+        fn parse_from<const N: usize>(argv: [&str; N]) -> Self {
+            InjectArgsOnly::parse_from(argv).args
+        }
+    }
 
     #[test]
     fn namespace_annotation_values_may_hold_commas() {
@@ -661,5 +682,19 @@ mod tests {
     fn leading_comments_are_the_head_only() {
         assert_eq!(leading_comments("# a\n\n# b\nx: 1\n# c\n"), "# a\n\n# b\n");
         assert_eq!(leading_comments("x: 1\n"), "");
+    }
+
+    #[test]
+    fn merge_keys_reach_the_pod_spec() {
+        let text = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  \
+                    containers:\n  - &app {name: app, image: app:1}\n  - <<: *app\n    name: two\n";
+        let input = Input {
+            name: "t".to_owned(),
+            text: text.to_owned(),
+        };
+        let config = InjectArgs::parse_from(["inject", "-"]).proxy.config(true);
+        let out = inject_stream(&[input], &BTreeMap::new(), &config).unwrap();
+        let v: Value = serde_norway::from_str(&out.output).unwrap();
+        assert_eq!(v["spec"]["containers"][1]["image"].as_str(), Some("app:1"));
     }
 }
