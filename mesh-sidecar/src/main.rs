@@ -6,6 +6,10 @@ use clap::{Parser, Subcommand};
 
 mod identity;
 mod init;
+mod crds;
+mod inject;
+mod injector;
+mod install;
 mod policy;
 
 /// A service mesh in a crate.
@@ -24,6 +28,14 @@ enum Command {
     Identity(identity::Args),
     /// Install the iptables rules that redirect the pod's TCP through the proxy.
     Init(init::InitArgs),
+    /// Add the mesh to every workload of a YAML stream (files, directories or `-`).
+    Inject(inject::InjectArgs),
+    /// Serve the mutating admission webhook that injects pods as they are created.
+    Injector(injector::InjectorArgs),
+    /// Print the control plane (or with --crds its CRDs) for `kubectl apply -f -`.
+    Install(install::InstallArgs),
+    /// Print what `mesh install` created, for `kubectl delete -f -`.
+    Uninstall(install::UninstallArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,5 +44,9 @@ fn main() -> ExitCode {
         Command::Policy(args) => policy::run(args),
         Command::Identity(args) => identity::run(args),
         Command::Init(args) => init::run(args),
+        Command::Inject(args) => inject::run(args),
+        Command::Injector(args) => injector::run(args),
+        Command::Install(args) => install::run_install(args),
+        Command::Uninstall(args) => install::run_uninstall(args),
     }
 }

@@ -1,0 +1,537 @@
+//! `mesh injector`: the mutating admission webhook that adds the mesh to pods as they are
+//! created, with the same [`inject_pod`] as `mesh inject`.
+//!
+//! Routes (HTTPS only, HTTP/1.1):
+//! - `POST /inject`: inject pods annotated `mesh.io/inject: enabled` (or `linkerd.io/inject`),
+//!   and, with `--default-inject`, every pod not annotated disabled.
+//! - `POST /inject/enabled`: for namespaces `mesh install`'s webhook selects by the label
+//!   `mesh.io/inject=enabled`: inject every pod not annotated disabled. An AdmissionReview
+//!   carries no namespace metadata, so the namespace's choice arrives as the path.
+//! - `GET /ready`, `GET /live`: probes.
+//!
+//! Malformed input: a body that is not an `admission.k8s.io/v1` AdmissionReview with a
+//! request uid gets HTTP 400 and a plain-text message (there is no uid to answer to; the API
+//! server then applies the webhook's failurePolicy, `Ignore`). A well-formed review whose
+//! object cannot be injected (not a Pod, an unreadable spec, a bad annotation) is answered
+//! `allowed: true` with no patch and a warning: the mesh never stops a pod from being created.
+//! Bodies over [`MAX_BODY`] get 413.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Args;
+use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::PodSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::inject::{InjectConfig, Outcome, ProxyArgs, inject_pod};
+
+/// Kubernetes caps objects at ~1.5 MiB in etcd; a review holds the object once more
+/// (managedFields, last-applied annotations), so 4 MiB leaves room without inviting abuse.
+pub(crate) const MAX_BODY: usize = 4 * 1024 * 1024;
+const ADMISSION_V1: &str = "admission.k8s.io/v1";
+/// The API server gives up on a webhook after at most 30 s; a handshake that takes longer
+/// than this is not the API server.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serve the mutating admission webhook that injects pods as they are created.
+#[derive(Debug, Args)]
+pub(crate) struct InjectorArgs {
+    /// The address to listen on; port 0 picks a free one (the address is printed on stderr).
+    #[arg(long, default_value = "0.0.0.0:8443")]
+    listen: SocketAddr,
+    /// A directory holding tls.crt and tls.key (PEM), as a kubernetes.io/tls Secret mounts.
+    #[arg(long, value_name = "DIR")]
+    tls_dir: PathBuf,
+    /// On /inject, inject pods that carry no inject annotation.
+    #[arg(long)]
+    default_inject: bool,
+    #[command(flatten)]
+    proxy: ProxyArgs,
+}
+
+/// What every connection shares.
+#[derive(Debug)]
+struct State {
+    /// With `inject_by_default` from `--default-inject`; /inject/enabled overrides it.
+    config: InjectConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ServeError {
+    #[error("cannot read {path}: {source}")]
+    Pem {
+        path: PathBuf,
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The part of an AdmissionReview the injector reads.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewIn {
+    api_version: Option<String>,
+    kind: Option<String>,
+    request: Option<RequestIn>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestIn {
+    uid: String,
+    kind: Option<GroupVersionKind>,
+    object: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct GroupVersionKind {
+    #[serde(default)]
+    group: String,
+    kind: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewOut {
+    api_version: &'static str,
+    kind: &'static str,
+    response: ResponseOut,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseOut {
+    uid: String,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    /// k8s-openapi's ByteString serialises as base64, as the API server expects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<ByteString>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
+}
+
+pub(crate) fn run(args: InjectorArgs) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build();
+    let res = match runtime {
+        Ok(rt) => rt.block_on(serve(args)),
+        Err(e) => Err(ServeError::Io(e)),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: InjectorArgs) -> Result<(), ServeError> {
+    let tls = tls_config(&args.tls_dir)?;
+    let acceptor = TlsAcceptor::from(Arc::new(tls));
+    let state = Arc::new(State {
+        config: args.proxy.config(args.default_inject),
+    });
+    let listener = TcpListener::bind(args.listen).await?;
+    eprintln!(
+        "mesh injector listening on https://{}",
+        listener.local_addr()?
+    );
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                // Out of file descriptors and the like: keep serving the connections we have.
+                Err(e) => {
+                    eprintln!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return Ok(()),
+        };
+        let acceptor = acceptor.clone();
+        let state = state.clone();
+        tokio::spawn(async move {
+            let Ok(Ok(tls)) =
+                tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+            else {
+                return;
+            };
+            let svc = hyper::service::service_fn(move |req| handle(state.clone(), req));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(tls), svc);
+            if let Err(e) = conn.await {
+                eprintln!("connection: {e}");
+            }
+        });
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn tls_config(dir: &Path) -> Result<rustls::ServerConfig, ServeError> {
+    let crt = dir.join("tls.crt");
+    let key = dir.join("tls.key");
+    let certs = CertificateDer::pem_file_iter(&crt)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|source| ServeError::Pem {
+            path: crt.clone(),
+            source,
+        })?;
+    let key = PrivateKeyDer::from_pem_file(&key).map_err(|source| ServeError::Pem {
+        path: key.clone(),
+        source,
+    })?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let by_default = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/ready" | "/live") => return Ok(text(StatusCode::OK, "ok\n")),
+        (&Method::POST, "/inject") => state.config.inject_by_default,
+        (&Method::POST, "/inject/enabled") => true,
+        (_, "/inject" | "/inject/enabled") => {
+            return Ok(text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "POST an AdmissionReview\n",
+            ));
+        }
+        _ => return Ok(text(StatusCode::NOT_FOUND, "not found\n")),
+    };
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<LengthLimitError>() => {
+            return Ok(text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("an AdmissionReview is at most {MAX_BODY} bytes\n"),
+            ));
+        }
+        Err(e) => {
+            return Ok(text(
+                StatusCode::BAD_REQUEST,
+                &format!("reading the body: {e}\n"),
+            ));
+        }
+    };
+    let config = InjectConfig {
+        inject_by_default: by_default,
+        ..state.config.clone()
+    };
+    Ok(match review(&body, &config) {
+        Ok(json) => Response::builder()
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(json)))
+            .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "response\n")),
+        Err(msg) => text(StatusCode::BAD_REQUEST, &format!("{msg}\n")),
+    })
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_owned())));
+    *r.status_mut() = status;
+    r
+}
+
+/// Answers one AdmissionReview (JSON in, JSON out). `Err` is a body that is not a review
+/// at all, for a 400.
+pub(crate) fn review(body: &[u8], config: &InjectConfig) -> Result<Vec<u8>, String> {
+    let review: ReviewIn =
+        serde_json::from_slice(body).map_err(|e| format!("not an AdmissionReview: {e}"))?;
+    if review.kind.as_deref() != Some("AdmissionReview")
+        || review.api_version.as_deref() != Some(ADMISSION_V1)
+    {
+        return Err(format!(
+            "not an AdmissionReview {ADMISSION_V1}: apiVersion {:?}, kind {:?}",
+            review.api_version.unwrap_or_default(),
+            review.kind.unwrap_or_default()
+        ));
+    }
+    let request = review
+        .request
+        .ok_or_else(|| "an AdmissionReview without a request".to_owned())?;
+    let mut response = ResponseOut {
+        uid: request.uid.clone(),
+        allowed: true,
+        patch_type: None,
+        patch: None,
+        warnings: Vec::new(),
+    };
+    match patch_for(&request, config) {
+        Ok(Some(patch)) => {
+            let bytes = serde_json::to_vec(&patch).map_err(|e| e.to_string())?;
+            response.patch_type = Some("JSONPatch");
+            response.patch = Some(ByteString(bytes));
+        }
+        Ok(None) => {}
+        Err(why) => response.warnings.push(format!("mesh: not injected: {why}")),
+    }
+    serde_json::to_vec(&ReviewOut {
+        api_version: ADMISSION_V1,
+        kind: "AdmissionReview",
+        response,
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// The JSONPatch that injects the review's pod, None when it is to be left alone.
+fn patch_for(request: &RequestIn, config: &InjectConfig) -> Result<Option<Value>, String> {
+    if let Some(k) = &request.kind
+        && !(k.group.is_empty() && k.kind == "Pod")
+    {
+        return Err(format!("a {} is not a Pod", k.kind));
+    }
+    let pod = request.object.as_ref().ok_or("the request has no object")?;
+    let metadata: ObjectMeta = match pod.get("metadata") {
+        None | Some(Value::Null) => ObjectMeta::default(),
+        Some(m) => serde_json::from_value(m.clone()).map_err(|e| format!("metadata: {e}"))?,
+    };
+    let spec: PodSpec = match pod.get("spec") {
+        Some(s) => serde_json::from_value(s.clone()).map_err(|e| format!("spec: {e}"))?,
+        None => return Err("the pod has no spec".to_owned()),
+    };
+    // The namespace's annotations are not in the review; its choice came as the path.
+    let outcome =
+        inject_pod(&metadata, &spec, &BTreeMap::new(), config).map_err(|e| e.to_string())?;
+    let Outcome::Injected {
+        metadata: new_meta,
+        spec: new_spec,
+    } = outcome
+    else {
+        return Ok(None);
+    };
+    // Diff what k8s-openapi read against what injection wrote, not against the raw object:
+    // fields this build does not model appear in neither, so no operation touches them.
+    let json = |r: serde_json::Result<Value>| r.map_err(|e| e.to_string());
+    let mut ops = Vec::new();
+    diff(
+        &json(serde_json::to_value(&metadata))?,
+        &json(serde_json::to_value(&*new_meta))?,
+        "/metadata",
+        &mut ops,
+    );
+    diff(
+        &json(serde_json::to_value(&spec))?,
+        &json(serde_json::to_value(&*new_spec))?,
+        "/spec",
+        &mut ops,
+    );
+    Ok(Some(Value::Array(ops)))
+}
+
+/// JSONPatch operations turning `left` into `right`. Arrays that only grew get `add`s at the
+/// front or the end, so the elements already there are never rewritten in place (a
+/// positional diff would rewrite every element after an insertion at the front).
+fn diff(left: &Value, right: &Value, path: &str, ops: &mut Vec<Value>) {
+    match (left, right) {
+        (Value::Object(l), Value::Object(r)) => {
+            for (k, rv) in r {
+                let p = format!("{path}/{}", escape(k));
+                match l.get(k) {
+                    Some(lv) => diff(lv, rv, &p, ops),
+                    None => ops.push(json!({"op": "add", "path": p, "value": rv})),
+                }
+            }
+            for k in l.keys().filter(|k| !r.contains_key(*k)) {
+                ops.push(json!({"op": "remove", "path": format!("{path}/{}", escape(k))}));
+            }
+        }
+        (Value::Array(l), Value::Array(r)) if l == r => {}
+        (Value::Array(l), Value::Array(r)) if r.len() > l.len() && r.ends_with(l) => {
+            for (i, v) in r[..r.len() - l.len()].iter().enumerate() {
+                ops.push(json!({"op": "add", "path": format!("{path}/{i}"), "value": v}));
+            }
+        }
+        (Value::Array(l), Value::Array(r)) if r.len() > l.len() && r.starts_with(l) => {
+            for v in &r[l.len()..] {
+                ops.push(json!({"op": "add", "path": format!("{path}/-"), "value": v}));
+            }
+        }
+        (l, r) if l == r => {}
+        (_, r) => ops.push(json!({"op": "replace", "path": path, "value": r})),
+    }
+}
+
+/// RFC 6901: `~` and `/` in a key are escaped (annotation keys are full of `/`).
+fn escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inject::SidecarMode;
+
+    fn config(by_default: bool) -> InjectConfig {
+        InjectConfig {
+            image: "mesh:test".to_owned(),
+            sidecar: SidecarMode::Native,
+            cni: false,
+            identity_audience: "identity.mesh.io".to_owned(),
+            identity_addr: "mesh-identity.mesh.svc.cluster.local:8443".to_owned(),
+            inject_by_default: by_default,
+            version: "0.0.0".to_owned(),
+        }
+    }
+
+    fn review_of(object: Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "namespace": "default",
+                "operation": "CREATE",
+                "object": object,
+            }
+        }))
+        .unwrap()
+    }
+
+    fn answer(body: &[u8], by_default: bool) -> Value {
+        serde_json::from_slice(&review(body, &config(by_default)).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn answers_with_the_uid_and_a_base64_json_patch() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p",
+            "annotations": {"mesh.io/inject": "enabled"}},
+            "spec": {"containers": [{"name": "app"}]}});
+        let out = answer(&review_of(pod), false);
+        let r = &out["response"];
+        assert_eq!(out["apiVersion"], "admission.k8s.io/v1");
+        assert_eq!(r["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
+        assert_eq!(r["allowed"], true);
+        assert_eq!(r["patchType"], "JSONPatch");
+        // Base64 of a JSON array.
+        let patch: ByteString = serde_json::from_value(r["patch"].clone()).unwrap();
+        let ops: Vec<Value> = serde_json::from_slice(&patch.0).unwrap();
+        assert!(
+            ops.iter()
+                .any(|o| o["path"] == "/metadata/annotations/mesh.io~1injected")
+        );
+        assert!(ops.iter().any(|o| o["path"] == "/spec/initContainers"));
+    }
+
+    #[test]
+    fn pods_without_an_annotation_follow_the_default() {
+        let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "app"}]}});
+        assert!(answer(&review_of(pod.clone()), false)["response"]["patch"].is_null());
+        assert!(answer(&review_of(pod), true)["response"]["patch"].is_string());
+        let off = json!({"metadata": {"annotations": {"linkerd.io/inject": "disabled"}},
+            "spec": {"containers": [{"name": "app"}]}});
+        assert!(answer(&review_of(off), true)["response"]["patch"].is_null());
+    }
+
+    #[test]
+    fn unreadable_objects_are_allowed_with_a_warning() {
+        for object in [
+            json!({"metadata": {}, "spec": {"containers": "nope"}}),
+            json!({"metadata": {"annotations": {"mesh.io/inject": "maybe"}},
+                "spec": {"containers": []}}),
+            json!({"metadata": {}}),
+        ] {
+            let r = &answer(&review_of(object), true)["response"];
+            assert_eq!(r["allowed"], true);
+            assert!(r["patch"].is_null());
+            assert!(
+                r["warnings"][0]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("mesh: not injected")
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_reviews_are_errors() {
+        for body in [
+            &b"not json"[..],
+            br#"{"apiVersion": "v1", "kind": "Pod"}"#,
+            br#"{"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview", "request": {"uid": "x"}}"#,
+            br#"{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}"#,
+            br#"{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {}}"#,
+        ] {
+            assert!(review(body, &config(true)).is_err(), "{}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
+    fn growing_arrays_become_inserts_not_rewrites() {
+        let mut ops = Vec::new();
+        diff(
+            &json!({"a": [1, 2], "b": [1], "c": {"x/y": 1}}),
+            &json!({"a": [0, 1, 2], "b": [1, 2], "c": {"x/y": 2}}),
+            "",
+            &mut ops,
+        );
+        assert_eq!(
+            ops,
+            [
+                json!({"op": "add", "path": "/a/0", "value": 0}),
+                json!({"op": "add", "path": "/b/-", "value": 2}),
+                json!({"op": "replace", "path": "/c/x~1y", "value": 2}),
+            ]
+        );
+    }
+}

@@ -1,0 +1,704 @@
+//! `mesh install` and `mesh uninstall`: the control plane as manifests for `kubectl apply -f -`.
+//!
+//! The control plane is the identity issuer and the injector webhook, in namespace `mesh`,
+//! with the trust anchors every proxy mounts. Certificates are made here with rcgen (ECDSA
+//! P-256) unless `--identity-dir` gives the ones `mesh identity init` wrote; the injector's
+//! serving certificate is always made here, by a CA whose certificate becomes the webhook's
+//! caBundle (and whose key is then dropped: nothing else is ever signed with it).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference,
+    WebhookClientConfig,
+};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, Container, ContainerPort, HTTPGetAction, Namespace,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
+    Secret, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
+    TCPSocketAction, Volume, VolumeMount,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta,
+};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use serde::Serialize;
+use serde_norway::Value;
+
+use crate::crds;
+use crate::inject::DEFAULT_IMAGE;
+use crate::inject::pod::{INJECT_ANNOTATION, TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_KEY};
+
+const IDENTITY: &str = "mesh-identity";
+const INJECTOR: &str = "mesh-injector";
+const ISSUER_SECRET: &str = "mesh-identity-issuer";
+const INJECTOR_TLS_SECRET: &str = "mesh-injector-tls";
+/// Where the issuer finds issuer.crt/issuer.key, as `mesh identity serve --dir` reads them.
+const ISSUER_DIR: &str = "/var/run/mesh/identity";
+const INJECTOR_TLS_DIR: &str = "/var/run/mesh/injector-tls";
+const IDENTITY_PORT: i32 = 8443;
+const INJECTOR_PORT: i32 = 8443;
+/// Control-plane containers run as a user of their own, never root.
+const CONTROL_PLANE_UID: i64 = 2103;
+
+/// Print the mesh control plane (or its CRDs) for `kubectl apply -f -`.
+#[derive(Debug, Args)]
+pub(crate) struct InstallArgs {
+    /// Print only the CustomResourceDefinitions of the kinds mesh reads (apply them first).
+    #[arg(long)]
+    crds: bool,
+    /// The mesh image the control plane runs (and the injector adds to pods).
+    #[arg(long, default_value = DEFAULT_IMAGE)]
+    image: String,
+    /// The control-plane namespace.
+    #[arg(long, default_value = "mesh")]
+    namespace: String,
+    /// A directory from `mesh identity init` (ca.crt, issuer.crt, issuer.key) to use instead
+    /// of a trust anchor and issuer made now.
+    #[arg(long, value_name = "DIR")]
+    identity_dir: Option<PathBuf>,
+    /// The trust domain of the anchor made when no --identity-dir is given.
+    #[arg(long, default_value = "cluster.local")]
+    trust_domain: String,
+}
+
+/// Print what `mesh install` created, for `kubectl delete -f -`.
+#[derive(Debug, Args)]
+pub(crate) struct UninstallArgs {
+    /// Also delete the CRDs, and with them every policy object of those kinds.
+    #[arg(long)]
+    crds: bool,
+    /// The control-plane namespace.
+    #[arg(long, default_value = "mesh")]
+    namespace: String,
+}
+
+/// The certificates and keys the control plane is installed with, PEM.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Pki {
+    pub(crate) trust_anchors: String,
+    pub(crate) issuer_crt: String,
+    pub(crate) issuer_key: String,
+    pub(crate) webhook_ca: String,
+    pub(crate) webhook_crt: String,
+    pub(crate) webhook_key: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum InstallError {
+    #[error("making certificates: {0}")]
+    Certificate(#[from] rcgen::Error),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("writing YAML: {0}")]
+    Yaml(#[from] serde_norway::Error),
+}
+
+pub(crate) fn run_install(args: InstallArgs) -> ExitCode {
+    let docs = if args.crds {
+        crds::all().iter().map(to_value).collect()
+    } else {
+        Pki::new(
+            args.identity_dir.as_deref(),
+            &args.trust_domain,
+            &args.namespace,
+        )
+        .and_then(|pki| control_plane(&args.namespace, &args.image, &pki))
+    };
+    print(docs)
+}
+
+pub(crate) fn run_uninstall(args: UninstallArgs) -> ExitCode {
+    print(uninstall(&args.namespace, args.crds))
+}
+
+fn print(docs: Result<Vec<Value>, InstallError>) -> ExitCode {
+    let text = docs.and_then(|docs| {
+        docs.iter()
+            .map(|d| serde_norway::to_string(d).map_err(InstallError::from))
+            .collect::<Result<Vec<_>, _>>()
+    });
+    match text {
+        Ok(docs) => {
+            print!("---\n{}", docs.join("---\n"));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The objects to delete, newest first, as bare apiVersion/kind/metadata.
+pub(crate) fn uninstall(namespace: &str, with_crds: bool) -> Result<Vec<Value>, InstallError> {
+    let mut docs = control_plane(namespace, DEFAULT_IMAGE, &Pki::default())?;
+    if with_crds {
+        docs.extend(
+            crds::all()
+                .iter()
+                .map(to_value)
+                .collect::<Result<Vec<_>, _>>()?,
+        );
+    }
+    docs.reverse();
+    let mut out = Vec::new();
+    for d in docs {
+        let mut meta = serde_norway::Mapping::new();
+        for key in ["name", "namespace"] {
+            if let Some(v) = d.get("metadata").and_then(|m| m.get(key)) {
+                meta.insert(Value::from(key), v.clone());
+            }
+        }
+        let mut m = serde_norway::Mapping::new();
+        for key in ["apiVersion", "kind"] {
+            if let Some(v) = d.get(key) {
+                m.insert(Value::from(key), v.clone());
+            }
+        }
+        m.insert(Value::from("metadata"), Value::Mapping(meta));
+        out.push(Value::Mapping(m));
+    }
+    Ok(out)
+}
+
+/// Every object of the control plane, in the order `kubectl apply` should create them.
+pub(crate) fn control_plane(
+    namespace: &str,
+    image: &str,
+    pki: &Pki,
+) -> Result<Vec<Value>, InstallError> {
+    let meta = |name: &str| ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: Some(namespace.to_owned()),
+        labels: Some(labels(name)),
+        ..ObjectMeta::default()
+    };
+    let mut docs = vec![to_value(&Namespace {
+        metadata: ObjectMeta {
+            name: Some(namespace.to_owned()),
+            // The control plane is not meshed: the injector must not wait on the issuer it
+            // serves beside, nor inject itself.
+            labels: Some(
+                [(INJECT_ANNOTATION.to_owned(), "disabled".to_owned())]
+                    .into_iter()
+                    .collect(),
+            ),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    })?];
+
+    // Identity: trust anchors for every proxy, the issuer and what it may do.
+    docs.push(to_value(&ConfigMap {
+        metadata: meta(TRUST_ROOTS_CONFIGMAP),
+        data: Some(
+            [(TRUST_ROOTS_KEY.to_owned(), pki.trust_anchors.clone())]
+                .into_iter()
+                .collect(),
+        ),
+        ..ConfigMap::default()
+    })?);
+    docs.push(to_value(&Secret {
+        metadata: meta(ISSUER_SECRET),
+        type_: Some("Opaque".to_owned()),
+        string_data: Some(
+            [
+                ("ca.crt", &pki.trust_anchors),
+                ("issuer.crt", &pki.issuer_crt),
+                ("issuer.key", &pki.issuer_key),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.clone()))
+            .collect(),
+        ),
+        ..Secret::default()
+    })?);
+    docs.push(to_value(&ServiceAccount {
+        metadata: meta(IDENTITY),
+        ..ServiceAccount::default()
+    })?);
+    let cluster_meta = ObjectMeta {
+        name: Some(format!("{IDENTITY}-{namespace}")),
+        labels: Some(labels(IDENTITY)),
+        ..ObjectMeta::default()
+    };
+    docs.push(to_value(&ClusterRole {
+        metadata: cluster_meta.clone(),
+        // The issuer authenticates a CSR by reviewing the pod's projected token.
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec!["authentication.k8s.io".to_owned()]),
+            resources: Some(vec!["tokenreviews".to_owned()]),
+            verbs: vec!["create".to_owned()],
+            ..PolicyRule::default()
+        }]),
+        ..ClusterRole::default()
+    })?);
+    docs.push(to_value(&ClusterRoleBinding {
+        metadata: cluster_meta.clone(),
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".to_owned()),
+            kind: "ClusterRole".to_owned(),
+            name: cluster_meta.name.clone().unwrap_or_default(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".to_owned(),
+            name: IDENTITY.to_owned(),
+            namespace: Some(namespace.to_owned()),
+            ..Subject::default()
+        }]),
+    })?);
+    let issuer = Container {
+        name: "identity".to_owned(),
+        image: Some(image.to_owned()),
+        // `--kube`: authenticate CSRs with TokenReview (the identity work provides it).
+        args: Some(strings(&[
+            "identity",
+            "serve",
+            "--dir",
+            ISSUER_DIR,
+            "--listen",
+            &format!("0.0.0.0:{IDENTITY_PORT}"),
+            "--control-namespace",
+            namespace,
+            "--kube",
+        ])),
+        ports: Some(vec![container_port("https", IDENTITY_PORT)]),
+        readiness_probe: Some(tcp_probe(IDENTITY_PORT)),
+        liveness_probe: Some(tcp_probe(IDENTITY_PORT)),
+        volume_mounts: Some(vec![mount(ISSUER_SECRET, ISSUER_DIR)]),
+        ..control_plane_container()
+    };
+    docs.push(to_value(&deployment(
+        meta(IDENTITY),
+        IDENTITY,
+        issuer,
+        vec![secret_volume(ISSUER_SECRET)],
+    ))?);
+    docs.push(to_value(&service(
+        meta(IDENTITY),
+        IDENTITY_PORT,
+        IDENTITY_PORT,
+    ))?);
+    docs.push(to_value(&pdb(meta(IDENTITY), IDENTITY))?);
+
+    // The injector: its serving certificate, the webhook and the configuration pointing at it.
+    docs.push(to_value(&ServiceAccount {
+        metadata: meta(INJECTOR),
+        // It calls no API: no token is mounted.
+        automount_service_account_token: Some(false),
+        ..ServiceAccount::default()
+    })?);
+    docs.push(to_value(&Secret {
+        metadata: meta(INJECTOR_TLS_SECRET),
+        type_: Some("kubernetes.io/tls".to_owned()),
+        string_data: Some(
+            [("tls.crt", &pki.webhook_crt), ("tls.key", &pki.webhook_key)]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.clone()))
+                .collect(),
+        ),
+        ..Secret::default()
+    })?);
+    let https_probe = || Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some("/ready".to_owned()),
+            port: IntOrString::Int(INJECTOR_PORT),
+            scheme: Some("HTTPS".to_owned()),
+            ..HTTPGetAction::default()
+        }),
+        ..Probe::default()
+    };
+    let injector = Container {
+        name: "injector".to_owned(),
+        image: Some(image.to_owned()),
+        args: Some(strings(&[
+            "injector",
+            "--listen",
+            &format!("0.0.0.0:{INJECTOR_PORT}"),
+            "--tls-dir",
+            INJECTOR_TLS_DIR,
+            "--image",
+            image,
+            "--identity-addr",
+            &format!("{IDENTITY}.{namespace}.svc.cluster.local:{IDENTITY_PORT}"),
+        ])),
+        ports: Some(vec![container_port("https", INJECTOR_PORT)]),
+        readiness_probe: Some(https_probe()),
+        liveness_probe: Some(https_probe()),
+        volume_mounts: Some(vec![mount(INJECTOR_TLS_SECRET, INJECTOR_TLS_DIR)]),
+        ..control_plane_container()
+    };
+    let mut injector_deploy = deployment(
+        meta(INJECTOR),
+        INJECTOR,
+        injector,
+        vec![secret_volume(INJECTOR_TLS_SECRET)],
+    );
+    if let Some(spec) = injector_deploy.spec.template.spec.as_mut() {
+        spec.service_account_name = Some(INJECTOR.to_owned());
+        spec.automount_service_account_token = Some(false);
+    }
+    docs.push(to_value(&injector_deploy)?);
+    docs.push(to_value(&service(meta(INJECTOR), 443, INJECTOR_PORT))?);
+    docs.push(to_value(&pdb(meta(INJECTOR), INJECTOR))?);
+    docs.push(to_value(&webhook_configuration(namespace, pki))?);
+    Ok(docs)
+}
+
+/// Two webhooks, because selectors see labels only and a review carries no namespace
+/// metadata: one for namespaces labelled `mesh.io/inject=enabled` (path `/inject/enabled`:
+/// inject unless the pod says disabled), one for every other namespace not disabled (path
+/// `/inject`: inject only pods annotated enabled). Pods labelled disabled are never sent.
+fn webhook_configuration(namespace: &str, pki: &Pki) -> MutatingWebhookConfiguration {
+    let expr = |key: &str, op: &str, values: &[&str]| LabelSelectorRequirement {
+        key: key.to_owned(),
+        operator: op.to_owned(),
+        values: Some(strings(values)),
+    };
+    let not_disabled = LabelSelector {
+        match_expressions: Some(vec![expr(INJECT_ANNOTATION, "NotIn", &["disabled"])]),
+        ..LabelSelector::default()
+    };
+    let webhook = |name: &str, path: &str, namespaces: LabelSelector| MutatingWebhook {
+        name: name.to_owned(),
+        admission_review_versions: strings(&["v1"]),
+        client_config: WebhookClientConfig {
+            ca_bundle: Some(ByteString(pki.webhook_ca.clone().into_bytes())),
+            service: Some(ServiceReference {
+                name: INJECTOR.to_owned(),
+                namespace: namespace.to_owned(),
+                path: Some(path.to_owned()),
+                port: Some(443),
+            }),
+            ..WebhookClientConfig::default()
+        },
+        // A down injector must not stop pods from starting; they start unmeshed.
+        failure_policy: Some("Ignore".to_owned()),
+        side_effects: "None".to_owned(),
+        timeout_seconds: Some(10),
+        reinvocation_policy: Some("Never".to_owned()),
+        namespace_selector: Some(namespaces),
+        object_selector: Some(not_disabled.clone()),
+        rules: Some(vec![RuleWithOperations {
+            api_groups: Some(strings(&[""])),
+            api_versions: Some(strings(&["v1"])),
+            operations: Some(strings(&["CREATE"])),
+            resources: Some(strings(&["pods"])),
+            scope: Some("Namespaced".to_owned()),
+        }]),
+        ..MutatingWebhook::default()
+    };
+    MutatingWebhookConfiguration {
+        metadata: ObjectMeta {
+            name: Some(format!("{INJECTOR}-{namespace}")),
+            labels: Some(labels(INJECTOR)),
+            ..ObjectMeta::default()
+        },
+        webhooks: Some(vec![
+            webhook(
+                "namespace.inject.mesh.io",
+                "/inject/enabled",
+                LabelSelector {
+                    match_expressions: Some(vec![expr(INJECT_ANNOTATION, "In", &["enabled"])]),
+                    ..LabelSelector::default()
+                },
+            ),
+            webhook(
+                "pod.inject.mesh.io",
+                "/inject",
+                LabelSelector {
+                    match_expressions: Some(vec![
+                        expr(INJECT_ANNOTATION, "NotIn", &["enabled", "disabled"]),
+                        expr(
+                            "kubernetes.io/metadata.name",
+                            "NotIn",
+                            &["kube-system", "kube-node-lease", namespace],
+                        ),
+                    ]),
+                    ..LabelSelector::default()
+                },
+            ),
+        ]),
+    }
+}
+
+fn labels(name: &str) -> BTreeMap<String, String> {
+    [
+        ("app.kubernetes.io/name", name),
+        ("app.kubernetes.io/part-of", "mesh"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+fn selector(name: &str) -> BTreeMap<String, String> {
+    [("app.kubernetes.io/name".to_owned(), name.to_owned())]
+        .into_iter()
+        .collect()
+}
+
+fn strings(s: &[&str]) -> Vec<String> {
+    s.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn control_plane_container() -> Container {
+    let q = |s: &str| Quantity(s.to_owned());
+    Container {
+        resources: Some(ResourceRequirements {
+            requests: Some(
+                [
+                    ("cpu".to_owned(), q("100m")),
+                    ("memory".to_owned(), q("64Mi")),
+                ]
+                .into(),
+            ),
+            limits: Some([("memory".to_owned(), q("256Mi"))].into()),
+            ..ResourceRequirements::default()
+        }),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(CONTROL_PLANE_UID),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(strings(&["ALL"])),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
+    }
+}
+
+fn deployment(
+    metadata: ObjectMeta,
+    name: &str,
+    container: Container,
+    volumes: Vec<Volume>,
+) -> Deployment {
+    let mut pod_labels = labels(name);
+    // Kept out of the mesh by label, so the webhook is not even asked.
+    pod_labels.insert(INJECT_ANNOTATION.to_owned(), "disabled".to_owned());
+    Deployment {
+        metadata,
+        spec: DeploymentSpec {
+            // Two, so a drain or a rollout never leaves the cluster without one.
+            replicas: Some(2),
+            selector: LabelSelector {
+                match_labels: Some(selector(name)),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(name.to_owned()),
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".to_owned(),
+                            ..SeccompProfile::default()
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        },
+        ..Deployment::default()
+    }
+}
+
+fn service(metadata: ObjectMeta, port: i32, target: i32) -> Service {
+    let name = metadata.name.clone().unwrap_or_default();
+    Service {
+        metadata,
+        spec: Some(ServiceSpec {
+            selector: Some(selector(&name)),
+            ports: Some(vec![ServicePort {
+                name: Some("https".to_owned()),
+                port,
+                target_port: Some(IntOrString::Int(target)),
+                protocol: Some("TCP".to_owned()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+fn pdb(metadata: ObjectMeta, name: &str) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata,
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector(name)),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    }
+}
+
+fn container_port(name: &str, port: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.to_owned()),
+        container_port: port,
+        protocol: Some("TCP".to_owned()),
+        ..ContainerPort::default()
+    }
+}
+
+fn tcp_probe(port: i32) -> Probe {
+    Probe {
+        tcp_socket: Some(TCPSocketAction {
+            port: IntOrString::Int(port),
+            ..TCPSocketAction::default()
+        }),
+        ..Probe::default()
+    }
+}
+
+fn mount(volume: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: volume.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }
+}
+
+fn secret_volume(name: &str) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(name.to_owned()),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+fn to_value<T: Serialize>(o: &T) -> Result<Value, InstallError> {
+    Ok(serde_norway::to_value(o)?)
+}
+
+// === impl Pki ===
+
+impl Pki {
+    /// Reads the identity from `identity_dir`, or makes an anchor and issuer; always makes
+    /// the webhook's CA and serving certificate.
+    pub(crate) fn new(
+        identity_dir: Option<&Path>,
+        trust_domain: &str,
+        namespace: &str,
+    ) -> Result<Self, InstallError> {
+        let now = time::OffsetDateTime::now_utc();
+        let (trust_anchors, issuer_crt, issuer_key) = match identity_dir {
+            Some(dir) => {
+                let read = |f: &str| {
+                    let path = dir.join(f);
+                    std::fs::read_to_string(&path)
+                        .map_err(|source| InstallError::Read { path, source })
+                };
+                (read("ca.crt")?, read("issuer.crt")?, read("issuer.key")?)
+            }
+            None => {
+                let anchor_key = KeyPair::generate()?;
+                let anchor_params = ca_params(&format!("root.{trust_domain}"), now, 365, None);
+                let anchor_crt = anchor_params.self_signed(&anchor_key)?;
+                let anchor = Issuer::new(anchor_params, anchor_key);
+                let issuer_key = KeyPair::generate()?;
+                // The issuer signs only leaves: path length 0.
+                let issuer_crt = ca_params(
+                    &format!("identity.{namespace}.{trust_domain}"),
+                    now,
+                    180,
+                    Some(0),
+                )
+                .signed_by(&issuer_key, &anchor)?;
+                (
+                    anchor_crt.pem(),
+                    issuer_crt.pem(),
+                    issuer_key.serialize_pem(),
+                )
+            }
+        };
+
+        let ca_key = KeyPair::generate()?;
+        let ca_params = ca_params(
+            &format!("{INJECTOR}.{namespace} webhook CA"),
+            now,
+            365,
+            Some(0),
+        );
+        let ca_crt = ca_params.self_signed(&ca_key)?;
+        let ca = Issuer::new(ca_params, ca_key);
+        let host = format!("{INJECTOR}.{namespace}.svc");
+        let mut leaf = CertificateParams::new(vec![host.clone(), format!("{host}.cluster.local")])?;
+        leaf.distinguished_name.push(DnType::CommonName, host);
+        leaf.not_before = now - time::Duration::minutes(5);
+        leaf.not_after = now + time::Duration::days(365);
+        leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let leaf_key = KeyPair::generate()?;
+        let leaf_crt = leaf.signed_by(&leaf_key, &ca)?;
+
+        Ok(Self {
+            trust_anchors,
+            issuer_crt,
+            issuer_key,
+            webhook_ca: ca_crt.pem(),
+            webhook_crt: leaf_crt.pem(),
+            webhook_key: leaf_key.serialize_pem(),
+        })
+    }
+}
+
+fn ca_params(
+    cn: &str,
+    now: time::OffsetDateTime,
+    days: i64,
+    path_len: Option<u8>,
+) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.is_ca = IsCa::Ca(match path_len {
+        Some(n) => BasicConstraints::Constrained(n),
+        None => BasicConstraints::Unconstrained,
+    });
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    // A little slack for clocks that run behind ours.
+    p.not_before = now - time::Duration::minutes(5);
+    p.not_after = now + time::Duration::days(days);
+    p
+}

@@ -1,0 +1,321 @@
+//! `mesh injector` over real HTTPS on 127.0.0.1: the patch it returns, applied to the pod as
+//! the API server would, gives exactly what `mesh inject` writes for the same pod.
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, ServerName};
+use serde::Deserialize as _;
+use serde_json::{Value, json};
+
+/// The injector process, killed however the test ends.
+struct Injector {
+    child: Child,
+    addr: SocketAddr,
+    ca: CertificateDer<'static>,
+    server_name: &'static str,
+}
+
+impl Drop for Injector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn fixtures() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        println!("note: {} is absent; skipping", dir.display());
+        None
+    }
+}
+
+/// Starts an injector with a self-signed certificate for `localhost`.
+fn start(extra: &[&str]) -> Injector {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    start_with(
+        &cert.pem(),
+        &key.serialize_pem(),
+        cert.der().clone(),
+        "localhost",
+        extra,
+    )
+}
+
+fn start_with(
+    crt: &str,
+    key: &str,
+    ca: CertificateDer<'static>,
+    server_name: &'static str,
+    extra: &[&str],
+) -> Injector {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("mesh-injector-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("tls.crt"), crt).unwrap();
+    std::fs::write(dir.join("tls.key"), key).unwrap();
+
+    let mut args: Vec<String> = ["injector", "--listen", "127.0.0.1:0", "--tls-dir"]
+        .map(str::to_owned)
+        .to_vec();
+    args.push(dir.display().to_string());
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    run_injector(args, ca, server_name)
+}
+
+/// Runs `mesh <args>` and waits for it to say where it listens.
+fn run_injector(
+    args: Vec<String>,
+    ca: CertificateDer<'static>,
+    server_name: &'static str,
+) -> Injector {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .args(&args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run mesh injector");
+    let mut line = String::new();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    stderr.read_line(&mut line).unwrap();
+    // Keep draining, so a chatty injector never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    let addr = line
+        .trim()
+        .strip_prefix("mesh injector listening on https://")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .parse()
+        .unwrap();
+    Injector {
+        child,
+        addr,
+        ca,
+        server_name,
+    }
+}
+
+/// One HTTPS request with a client that trusts only the injector's certificate.
+async fn call(inj: &Injector, method: &str, path: &str, body: Vec<u8>) -> (StatusCode, Bytes) {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(inj.ca.clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(inj.addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from(inj.server_name).unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", inj.server_name)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let status = resp.status();
+    (status, resp.into_body().collect().await.unwrap().to_bytes())
+}
+
+fn review(pod: &Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "0c9a8d74-9cb7-44dd-b98e-09fd62def2f4",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "name": pod["metadata"]["name"],
+            "namespace": pod["metadata"]["namespace"],
+            "operation": "CREATE",
+            "userInfo": {"username": "kubernetes-admin"},
+            "object": pod,
+            "oldObject": null,
+            "dryRun": false,
+        }
+    }))
+    .unwrap()
+}
+
+fn yaml_to_json(text: &str) -> Value {
+    let doc = serde_norway::Deserializer::from_str(text)
+        .map(|d| serde_norway::Value::deserialize(d).unwrap())
+        .find(|v| !v.is_null())
+        .unwrap();
+    serde_json::to_value(doc).unwrap()
+}
+
+/// The response's patch, decoded and applied to `pod`.
+fn patched(pod: &Value, answer: &Value) -> Value {
+    let r = &answer["response"];
+    assert_eq!(r["uid"], "0c9a8d74-9cb7-44dd-b98e-09fd62def2f4");
+    assert_eq!(r["allowed"], true);
+    assert_eq!(r["patchType"], "JSONPatch");
+    let bytes: k8s_openapi::ByteString = serde_json::from_value(r["patch"].clone()).unwrap();
+    let patch: json_patch::Patch = serde_json::from_slice(&bytes.0).unwrap();
+    let mut pod = pod.clone();
+    json_patch::patch(&mut pod, &patch).unwrap();
+    pod
+}
+
+#[tokio::test]
+async fn webhook_patch_equals_mesh_inject() {
+    let Some(dir) = fixtures() else { return };
+    let file = dir.join("apps/pod-vote-bot.yaml");
+    let pod = yaml_to_json(&std::fs::read_to_string(&file).unwrap());
+    let out = Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .arg("inject")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let injected = yaml_to_json(&String::from_utf8(out.stdout).unwrap());
+
+    let inj = start(&[]);
+    // The pod has no inject annotation: /inject (no --default-inject) leaves it alone…
+    let (status, body) = call(&inj, "POST", "/inject", review(&pod)).await;
+    assert_eq!(status, StatusCode::OK);
+    let answer: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(answer["response"]["allowed"], true);
+    assert!(answer["response"].get("patch").is_none(), "{answer}");
+
+    // …and a namespace opted in by label (/inject/enabled) gets it injected, as the CLI does.
+    let (status, body) = call(&inj, "POST", "/inject/enabled", review(&pod)).await;
+    assert_eq!(status, StatusCode::OK);
+    let answer: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(answer["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(answer["kind"], "AdmissionReview");
+    assert_eq!(patched(&pod, &answer), injected);
+
+    // An injected pod is left alone.
+    let (_, body) = call(&inj, "POST", "/inject/enabled", review(&injected)).await;
+    let answer: Value = serde_json::from_slice(&body).unwrap();
+    assert!(answer["response"].get("patch").is_none(), "{answer}");
+}
+
+#[tokio::test]
+async fn default_inject_and_the_wrong_apiversion_pod() {
+    let Some(dir) = fixtures() else { return };
+    let file = dir.join("invalid/pod-wrong-apiversion.yaml");
+    let pod = yaml_to_json(&std::fs::read_to_string(&file).unwrap());
+    let out = Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .args(["inject", "--legacy-sidecar"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let injected = yaml_to_json(&String::from_utf8(out.stdout).unwrap());
+
+    let inj = start(&["--default-inject", "--legacy-sidecar"]);
+    let (status, body) = call(&inj, "POST", "/inject", review(&pod)).await;
+    assert_eq!(status, StatusCode::OK);
+    let answer: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(patched(&pod, &answer), injected);
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_requests_get_errors_not_a_crash() {
+    let inj = start(&[]);
+    let (status, body) = call(&inj, "POST", "/inject", b"{not json".to_vec()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&body).contains("not an AdmissionReview"));
+
+    let (status, _) = call(&inj, "POST", "/inject", vec![b' '; 5 * 1024 * 1024]).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+
+    // A review of something that is not a Pod is allowed untouched, with a warning.
+    let mut not_pod: Value = serde_json::from_slice(&review(&json!({"metadata": {}}))).unwrap();
+    not_pod["request"]["kind"]["kind"] = json!("Service");
+    let (status, body) = call(
+        &inj,
+        "POST",
+        "/inject",
+        serde_json::to_vec(&not_pod).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let answer: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(answer["response"]["allowed"], true);
+    assert!(answer["response"]["warnings"][0].is_string(), "{answer}");
+
+    let (status, _) = call(&inj, "GET", "/ready", Vec::new()).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = call(&inj, "GET", "/nope", Vec::new()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Still serving after all that.
+    let (status, _) = call(&inj, "GET", "/live", Vec::new()).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// The certificates `mesh install` makes: the webhook's caBundle verifies the serving
+/// certificate in the injector's Secret, for the Service's DNS name.
+#[tokio::test]
+async fn install_certificates_serve_the_webhook() {
+    let out = Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .arg("install")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let docs: Vec<Value> = serde_norway::Deserializer::from_str(&text)
+        .map(|d| serde_json::to_value(serde_norway::Value::deserialize(d).unwrap()).unwrap())
+        .collect();
+    let secret = docs
+        .iter()
+        .find(|d| d["metadata"]["name"] == "mesh-injector-tls")
+        .unwrap();
+    let webhook = docs
+        .iter()
+        .find(|d| d["kind"] == "MutatingWebhookConfiguration")
+        .unwrap();
+    let ca: k8s_openapi::ByteString =
+        serde_json::from_value(webhook["webhooks"][0]["clientConfig"]["caBundle"].clone()).unwrap();
+    let ca = CertificateDer::from_pem_slice(&ca.0).unwrap();
+    let dir = std::env::temp_dir().join(format!("mesh-injector-{}-install", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["tls.crt", "tls.key"] {
+        std::fs::write(dir.join(f), secret["stringData"][f].as_str().unwrap()).unwrap();
+    }
+    // The injector runs with the Deployment's own arguments; only where it listens and where
+    // the Secret is mounted differ.
+    let deployment = docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "mesh-injector")
+        .unwrap();
+    let mut args: Vec<String> = serde_json::from_value(
+        deployment["spec"]["template"]["spec"]["containers"][0]["args"].clone(),
+    )
+    .unwrap();
+    for (flag, value) in [
+        ("--listen", "127.0.0.1:0".to_owned()),
+        ("--tls-dir", dir.display().to_string()),
+    ] {
+        let i = args.iter().position(|a| a == flag).unwrap();
+        args[i + 1] = value;
+    }
+    let inj = run_injector(args, ca, "mesh-injector.mesh.svc");
+    let (status, _) = call(&inj, "GET", "/ready", Vec::new()).await;
+    assert_eq!(status, StatusCode::OK);
+}

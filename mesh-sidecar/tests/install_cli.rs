@@ -1,0 +1,321 @@
+//! `mesh install` and `mesh uninstall`: every printed document parses as its Kubernetes type.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use serde::Deserialize as _;
+use serde_norway::Value;
+
+fn mesh(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .args(args)
+        .output()
+        .expect("run mesh")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = mesh(args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn docs(stream: &str) -> Vec<Value> {
+    serde_norway::Deserializer::from_str(stream)
+        .map(|d| Value::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn parse<T: serde::de::DeserializeOwned>(v: &Value) -> T {
+    serde_norway::from_value(v.clone()).unwrap_or_else(|e| panic!("{e}: {v:?}"))
+}
+
+fn tmp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mesh-install-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn crds_parse_and_cover_every_kind_mesh_reads() {
+    let out = ok(&["install", "--crds"]);
+    let crds: Vec<CustomResourceDefinition> = docs(&out).iter().map(parse).collect();
+    let names: BTreeSet<_> = crds
+        .iter()
+        .map(|c| c.metadata.name.clone().unwrap())
+        .collect();
+    let want: BTreeSet<_> = [
+        "trafficsplits.split.smi-spec.io",
+        "httproutegroups.specs.smi-spec.io",
+        "serviceprofiles.linkerd.io",
+        "servers.policy.linkerd.io",
+        "serverauthorizations.policy.linkerd.io",
+        "authorizationpolicies.policy.linkerd.io",
+        "meshtlsauthentications.policy.linkerd.io",
+        "networkauthentications.policy.linkerd.io",
+        "httplocalratelimitpolicies.policy.linkerd.io",
+        "httproutes.policy.linkerd.io",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    assert_eq!(names, want);
+    for crd in &crds {
+        let storage: Vec<_> = crd.spec.versions.iter().filter(|v| v.storage).collect();
+        assert_eq!(storage.len(), 1, "{:?}", crd.metadata.name);
+        assert_eq!(crd.spec.scope, "Namespaced");
+        for v in &crd.spec.versions {
+            let schema = v
+                .schema
+                .as_ref()
+                .unwrap()
+                .open_api_v3_schema
+                .as_ref()
+                .unwrap();
+            let spec = &schema.properties.as_ref().unwrap()["spec"];
+            // Fields mesh does not model are kept, not pruned.
+            assert_eq!(spec.x_kubernetes_preserve_unknown_fields, Some(true));
+        }
+    }
+    // The versions the fixtures use are served; the deprecated ones say so.
+    let server = crds.iter().find(|c| c.spec.names.kind == "Server").unwrap();
+    let versions: Vec<_> = server
+        .spec
+        .versions
+        .iter()
+        .map(|v| (v.name.as_str(), v.storage, v.deprecated))
+        .collect();
+    assert_eq!(
+        versions,
+        [
+            ("v1alpha1", false, Some(true)),
+            ("v1beta1", false, Some(true)),
+            ("v1beta2", false, None),
+            ("v1beta3", true, None)
+        ]
+    );
+    // Published field names, camelCase and Linkerd's odd spellings included.
+    for field in [
+        "podSelector",
+        "proxyProtocol",
+        "x-kubernetes-int-or-string",
+        "meshTLS",
+        "unauthenticatedTLS",
+        "requiredAuthenticationRefs",
+        "backendRefs",
+        "backendRequest",
+        "responseClasses",
+        "isRetryable",
+        "requestsPerSecond",
+        "pathRegex",
+    ] {
+        assert!(out.contains(&format!("{field}:")), "{field}");
+    }
+}
+
+#[test]
+fn control_plane_parses_as_kubernetes_types() {
+    let out = ok(&["install", "--image", "example.com/mesh:test"]);
+    let mut kinds = Vec::new();
+    let mut deployments = Vec::new();
+    let mut secrets = Vec::new();
+    let mut webhook = None;
+    let mut trust_roots = None;
+    for d in docs(&out) {
+        let kind = d["kind"].as_str().unwrap().to_owned();
+        match kind.as_str() {
+            "Namespace" => {
+                let ns: Namespace = parse(&d);
+                assert_eq!(ns.metadata.name.as_deref(), Some("mesh"));
+                assert_eq!(ns.metadata.labels.unwrap()["mesh.io/inject"], "disabled");
+            }
+            "ConfigMap" => trust_roots = Some(parse::<ConfigMap>(&d)),
+            "Secret" => secrets.push(parse::<Secret>(&d)),
+            "ServiceAccount" => drop(parse::<ServiceAccount>(&d)),
+            "ClusterRole" => {
+                let r: ClusterRole = parse(&d);
+                let rule = &r.rules.unwrap()[0];
+                assert_eq!(rule.resources.as_deref().unwrap(), ["tokenreviews"]);
+                assert_eq!(rule.verbs, ["create"]);
+            }
+            "ClusterRoleBinding" => drop(parse::<ClusterRoleBinding>(&d)),
+            "Deployment" => deployments.push(parse::<Deployment>(&d)),
+            "Service" => drop(parse::<Service>(&d)),
+            "PodDisruptionBudget" => drop(parse::<PodDisruptionBudget>(&d)),
+            "MutatingWebhookConfiguration" => {
+                webhook = Some(parse::<MutatingWebhookConfiguration>(&d));
+            }
+            other => panic!("unexpected kind {other}"),
+        }
+        kinds.push(kind);
+    }
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "PodDisruptionBudget").count(),
+        2
+    );
+
+    let roots = trust_roots.unwrap();
+    assert_eq!(
+        roots.metadata.name.as_deref(),
+        Some("mesh-identity-trust-roots")
+    );
+    let anchors = &roots.data.unwrap()["ca-bundle.crt"];
+    assert!(anchors.starts_with("-----BEGIN CERTIFICATE-----"));
+
+    let issuer = secrets
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some("mesh-identity-issuer"))
+        .unwrap();
+    let data = issuer.string_data.as_ref().unwrap();
+    assert!(data["issuer.key"].contains("PRIVATE KEY"));
+    assert_eq!(&data["ca.crt"], anchors);
+    let tls = secrets
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some("mesh-injector-tls"))
+        .unwrap();
+    assert_eq!(tls.type_.as_deref(), Some("kubernetes.io/tls"));
+
+    assert_eq!(deployments.len(), 2);
+    for d in &deployments {
+        let pod = d.spec.template.spec.as_ref().unwrap();
+        let psc = pod.security_context.as_ref().unwrap();
+        assert_eq!(psc.run_as_non_root, Some(true));
+        for c in &pod.containers {
+            assert_eq!(c.image.as_deref(), Some("example.com/mesh:test"));
+            let sc = c.security_context.as_ref().unwrap();
+            assert_eq!(sc.run_as_non_root, Some(true));
+            assert_eq!(sc.read_only_root_filesystem, Some(true));
+            assert_eq!(sc.allow_privilege_escalation, Some(false));
+            assert_eq!(
+                sc.capabilities.as_ref().unwrap().drop.as_deref().unwrap(),
+                ["ALL"]
+            );
+            assert!(c.resources.as_ref().unwrap().requests.is_some());
+            assert!(c.readiness_probe.is_some() && c.liveness_probe.is_some());
+        }
+        // The control plane is kept out of the mesh by label.
+        let labels = d
+            .spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap();
+        assert_eq!(labels["mesh.io/inject"], "disabled");
+    }
+
+    let webhook = webhook.unwrap();
+    let hooks = webhook.webhooks.unwrap();
+    assert_eq!(hooks.len(), 2);
+    for h in &hooks {
+        assert_eq!(h.failure_policy.as_deref(), Some("Ignore"));
+        assert_eq!(h.side_effects, "None");
+        let ca = h.client_config.ca_bundle.as_ref().unwrap();
+        let ca = String::from_utf8(ca.0.clone()).unwrap();
+        assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert_ne!(Some(&ca), tls.string_data.as_ref().unwrap().get("tls.crt"));
+        let obj = h.object_selector.as_ref().unwrap();
+        assert_eq!(
+            obj.match_expressions.as_ref().unwrap()[0].key,
+            "mesh.io/inject"
+        );
+        let svc = h.client_config.service.as_ref().unwrap();
+        assert_eq!(svc.name, "mesh-injector");
+    }
+    let paths: Vec<_> = hooks
+        .iter()
+        .map(|h| {
+            h.client_config
+                .service
+                .as_ref()
+                .unwrap()
+                .path
+                .clone()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(paths, ["/inject/enabled", "/inject"]);
+}
+
+#[test]
+fn identity_dir_supplies_anchor_and_issuer() {
+    let dir = tmp_dir("identity");
+    for (f, text) in [
+        ("ca.crt", "ANCHOR PEM\n"),
+        ("ca.key", "MUST NOT BE INSTALLED\n"),
+        ("issuer.crt", "ISSUER PEM\n"),
+        ("issuer.key", "ISSUER KEY\n"),
+    ] {
+        std::fs::write(dir.join(f), text).unwrap();
+    }
+    let out = ok(&["install", "--identity-dir", dir.to_str().unwrap()]);
+    assert!(!out.contains("MUST NOT BE INSTALLED"));
+    let ds = docs(&out);
+    let cm: ConfigMap = parse(ds.iter().find(|d| d["kind"] == "ConfigMap").unwrap());
+    assert_eq!(cm.data.unwrap()["ca-bundle.crt"], "ANCHOR PEM\n");
+    let secret: Secret = parse(
+        ds.iter()
+            .find(|d| d["metadata"]["name"] == "mesh-identity-issuer")
+            .unwrap(),
+    );
+    let data = secret.string_data.unwrap();
+    assert_eq!(data["issuer.crt"], "ISSUER PEM\n");
+    assert_eq!(data["issuer.key"], "ISSUER KEY\n");
+
+    std::fs::remove_file(dir.join("issuer.key")).unwrap();
+    let out = mesh(&["install", "--identity-dir", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("issuer.key"));
+}
+
+#[test]
+fn uninstall_lists_what_install_created() {
+    let installed = docs(&ok(&["install"]));
+    let removed = docs(&ok(&["uninstall"]));
+    assert_eq!(removed.len(), installed.len());
+    for d in &removed {
+        let keys: Vec<_> = d
+            .as_mapping()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str().unwrap())
+            .collect();
+        assert_eq!(keys, ["apiVersion", "kind", "metadata"]);
+        let found = installed.iter().any(|i| {
+            i["kind"] == d["kind"]
+                && i["apiVersion"] == d["apiVersion"]
+                && i["metadata"]["name"] == d["metadata"]["name"]
+        });
+        assert!(found, "{d:?}");
+    }
+    // Newest first: the webhook goes before the injector it calls, the namespace last.
+    assert_eq!(removed[0]["kind"], "MutatingWebhookConfiguration");
+    assert_eq!(removed.last().unwrap()["kind"], "Namespace");
+    assert!(
+        !removed
+            .iter()
+            .any(|d| d["kind"] == "CustomResourceDefinition")
+    );
+
+    let with_crds = docs(&ok(&["uninstall", "--crds"]));
+    let crds = with_crds
+        .iter()
+        .filter(|d| d["kind"] == "CustomResourceDefinition")
+        .count();
+    assert_eq!(crds, 10);
+}
