@@ -4,13 +4,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod crds;
 mod identity;
 mod init;
-mod crds;
 mod inject;
 mod injector;
 mod install;
 mod policy;
+mod proxy;
 
 /// A service mesh in a crate.
 #[derive(Debug, Parser)]
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// Check policy manifests and explain the decisions taken on them.
     Policy(policy::PolicyArgs),
+    /// Run the sidecar proxy (or `mesh proxy await` its readiness).
+    Proxy(Box<proxy::ProxyCommand>),
     /// Trust anchors, the issuer service and workload certificates.
     Identity(identity::Args),
     /// Install the iptables rules that redirect the pod's TCP through the proxy.
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Policy(args) => policy::run(args),
+        Command::Proxy(cmd) => proxy::run(*cmd),
         Command::Identity(args) => identity::run(args),
         Command::Init(args) => init::run(args),
         Command::Inject(args) => inject::run(args),

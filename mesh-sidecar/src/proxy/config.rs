@@ -1,0 +1,253 @@
+//! The proxy's live configuration: policy and static discovery from `--config`, watched and
+//! reloaded; a bad update is refused with its reasons and the last good config keeps serving.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use mesh_core::split::BackendRef;
+use mesh_core::{Identity, MeshPolicy, PolicyConfig};
+use mesh_tower::PolicyHandle;
+use mesh_tower::discover::{Endpoint, Endpoints, Resolve, StaticResolver};
+use mesh_tower::metrics::Registry;
+use tokio::sync::watch;
+
+/// Endpoints from the config, and the identity each address must present.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SidecarResolver {
+    services: StaticResolver,
+    by_ip: Arc<ArcSwap<HashMap<IpAddr, Identity>>>,
+}
+
+/// Loads and reloads `--config`.
+#[derive(Debug)]
+pub(crate) struct ConfigSource {
+    path: Option<PathBuf>,
+    pub(crate) policy: PolicyHandle,
+    pub(crate) resolver: SidecarResolver,
+    pub(crate) loaded: AtomicBool,
+    registry: Registry,
+    stamp: parking_lot::Mutex<Vec<(PathBuf, SystemTime, u64)>>,
+}
+
+// === impl SidecarResolver ===
+
+impl SidecarResolver {
+    /// The identity an address must present, if the config names one.
+    pub(crate) fn identity_of(&self, ip: IpAddr) -> Option<Identity> {
+        self.by_ip.load().get(&ip).cloned()
+    }
+
+    /// Replaces the endpoints with those of `policy`.
+    fn sync(&self, policy: &MeshPolicy) {
+        let td = policy.config().inbound.trust_domain.clone();
+        let mut by_ip = HashMap::new();
+        let mut sets: HashMap<String, Vec<Endpoint>> = HashMap::new();
+        for set in policy.endpoints() {
+            let service = policy.service(&set.service, &set.namespace);
+            for a in &set.addresses {
+                let id = a
+                    .service_account
+                    .as_deref()
+                    .and_then(|sa| Identity::new(&td, &set.namespace, sa).ok());
+                if let Some(id) = &id {
+                    by_ip.insert(a.ip, id.clone());
+                }
+                for (name, port) in &set.ports {
+                    let ep = Endpoint {
+                        addr: SocketAddr::new(a.ip, *port),
+                        identity: id.clone(),
+                    };
+                    // Service port → this endpoint port, by port name, else by number.
+                    let svc_ports: Vec<u16> = service
+                        .map(|s| {
+                            s.ports()
+                                .iter()
+                                .filter(|p| {
+                                    p.name.is_some() && p.name == *name || set.ports.len() == 1
+                                })
+                                .map(|p| p.port)
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let keys = if svc_ports.is_empty() {
+                        vec![*port]
+                    } else {
+                        svc_ports
+                    };
+                    for k in keys {
+                        sets.entry(format!("{}.{}:{k}", set.service, set.namespace))
+                            .or_default()
+                            .push(ep.clone());
+                    }
+                }
+                if set.ports.is_empty() {
+                    let key = format!("{}.{}", set.service, set.namespace);
+                    sets.entry(key).or_default();
+                }
+            }
+        }
+        for (k, v) in sets {
+            self.services.set(&k, v);
+        }
+        self.by_ip.store(Arc::new(by_ip));
+    }
+}
+
+impl Resolve for SidecarResolver {
+    fn resolve(&self, backend: &BackendRef) -> Option<Endpoints> {
+        if let (Some(ip), Some(port)) = (backend.ip(), backend.port) {
+            let ep = Endpoint {
+                addr: SocketAddr::new(ip, port),
+                identity: self.identity_of(ip),
+            };
+            return Some(watch::channel(Arc::new(vec![ep])).1);
+        }
+        self.services.resolve(backend)
+    }
+}
+
+// === impl ConfigSource ===
+
+impl ConfigSource {
+    pub(crate) fn new(path: Option<PathBuf>, config: PolicyConfig, registry: Registry) -> Self {
+        let empty = MeshPolicy::compile("", &config).unwrap_or_else(|_| unreachable_empty());
+        Self {
+            path,
+            policy: PolicyHandle::new(empty),
+            resolver: SidecarResolver::default(),
+            loaded: AtomicBool::new(false),
+            registry,
+            stamp: parking_lot::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Whether a config has been loaded (or none was asked for).
+    pub(crate) fn is_ready(&self) -> bool {
+        self.path.is_none() || self.loaded.load(Ordering::Acquire)
+    }
+
+    fn files(&self) -> std::io::Result<Vec<PathBuf>> {
+        let Some(path) = &self.path else {
+            return Ok(Vec::new());
+        };
+        if path.is_dir() {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(path)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+                .collect();
+            v.sort();
+            Ok(v)
+        } else {
+            Ok(vec![path.clone()])
+        }
+    }
+
+    /// Loads the config if it changed since the last look. Returns whether a new config is
+    /// serving.
+    pub(crate) fn reload(&self) -> bool {
+        let files = match self.files() {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the config; the last good config keeps serving");
+                self.count("read_error");
+                return false;
+            }
+        };
+        let stamps: Vec<_> = files
+            .iter()
+            .filter_map(|f| {
+                std::fs::metadata(f).ok().map(|m| {
+                    (
+                        f.clone(),
+                        m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                        m.len(),
+                    )
+                })
+            })
+            .collect();
+        {
+            let mut last = self.stamp.lock();
+            if *last == stamps && self.loaded.load(Ordering::Acquire) {
+                return false;
+            }
+            *last = stamps;
+        }
+        let mut stream = String::new();
+        for f in &files {
+            match std::fs::read_to_string(f) {
+                Ok(t) => {
+                    stream.push_str("\n---\n");
+                    stream.push_str(&t);
+                }
+                Err(e) => {
+                    tracing::warn!(file = %f.display(), error = %e, "cannot read the config; the last good config keeps serving");
+                    self.count("read_error");
+                    return false;
+                }
+            }
+        }
+        match self.policy.update_yaml(&stream) {
+            Ok(()) => {
+                self.resolver.sync(&self.policy.load());
+                self.loaded.store(true, Ordering::Release);
+                tracing::info!(files = files.len(), "config loaded");
+                self.count("ok");
+                true
+            }
+            Err(errors) => {
+                for e in errors.errors() {
+                    tracing::warn!(error = %e, "config refused");
+                }
+                self.count("invalid");
+                false
+            }
+        }
+    }
+
+    fn count(&self, result: &'static str) {
+        self.registry
+            .counter(
+                "config_reload_total",
+                vec![metrics::Label::new("result", result)],
+            )
+            .increment(1);
+    }
+
+    /// Reloads every `interval` until the process ends.
+    pub(crate) async fn watch(self: Arc<Self>, interval: Duration) {
+        if self.path.is_none() {
+            return;
+        }
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.reload();
+        }
+    }
+}
+
+/// Compiling the empty stream cannot fail; this keeps that promise explicit without a panic
+/// path: an empty stream has no documents to be wrong.
+fn unreachable_empty() -> MeshPolicy {
+    // Falls back to the default config, which compiles the empty stream all the same.
+    match MeshPolicy::from_yaml("") {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(%e, "the empty policy did not compile");
+            std::process::exit(70)
+        }
+    }
+}
+
+/// `path` exists and is a file or directory.
+pub(crate) fn check_path(path: &Path) -> Result<(), String> {
+    std::fs::metadata(path)
+        .map(|_| ())
+        .map_err(|e| format!("--config {}: {e}", path.display()))
+}

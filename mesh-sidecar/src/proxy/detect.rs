@@ -1,0 +1,189 @@
+//! Protocol detection on accepted connections, and an I/O wrapper that replays the bytes
+//! read to decide.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+
+/// What a connection speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    /// HTTP/1.x.
+    Http1,
+    /// HTTP/2 with prior knowledge.
+    Http2,
+    /// Anything else: proxied byte for byte.
+    Opaque,
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const METHODS: &[&[u8]] = &[
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"HEAD ",
+    b"DELETE ",
+    b"OPTIONS ",
+    b"PATCH ",
+    b"CONNECT ",
+    b"TRACE ",
+];
+
+/// An I/O whose first bytes were read for detection and are replayed before the rest.
+#[derive(Debug)]
+pub(crate) struct Prefixed<T> {
+    prefix: BytesMut,
+    io: T,
+}
+
+/// Classifies what has been read so far: `Some` when the bytes decide, `None` when more are
+/// needed.
+pub(crate) fn classify(buf: &[u8]) -> Option<Protocol> {
+    if buf.is_empty() {
+        return None;
+    }
+    let n = buf.len().min(H2_PREFACE.len());
+    if buf[..n] == H2_PREFACE[..n] {
+        return (n == H2_PREFACE.len()).then_some(Protocol::Http2);
+    }
+    let mut undecided = false;
+    for m in METHODS {
+        let n = buf.len().min(m.len());
+        if buf[..n] == m[..n] {
+            if n == m.len() {
+                return Some(Protocol::Http1);
+            }
+            undecided = true;
+        }
+    }
+    if undecided {
+        None
+    } else {
+        Some(Protocol::Opaque)
+    }
+}
+
+/// Reads until the protocol is known, the peer stops sending, or `timeout` passes (then it is
+/// opaque: a server-speaks-first protocol must not stall).
+pub(crate) async fn detect<T: AsyncRead + Unpin>(
+    mut io: T,
+    timeout: Duration,
+) -> io::Result<(Protocol, Prefixed<T>)> {
+    let mut buf = BytesMut::with_capacity(64);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(p) = classify(&buf) {
+            return Ok((p, Prefixed { prefix: buf, io }));
+        }
+        match tokio::time::timeout_at(deadline, io.read_buf(&mut buf)).await {
+            Err(_) => return Ok((Protocol::Opaque, Prefixed { prefix: buf, io })),
+            Ok(Ok(0)) => return Ok((Protocol::Opaque, Prefixed { prefix: buf, io })),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e),
+        }
+        if buf.len() >= 1024 {
+            return Ok((Protocol::Opaque, Prefixed { prefix: buf, io }));
+        }
+    }
+}
+
+impl<T> Prefixed<T> {
+    /// Wraps `io` with nothing to replay.
+    pub(crate) fn new(io: T) -> Self {
+        Self {
+            prefix: BytesMut::new(),
+            io,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_table() {
+        let cases: &[(&[u8], Option<Protocol>)] = &[
+            (b"", None),
+            (b"G", None),
+            (b"GET / HTTP/1.1\r\n", Some(Protocol::Http1)),
+            (b"POST ", Some(Protocol::Http1)),
+            (b"PRI * HTTP/2.0\r\n", None),
+            (H2_PREFACE, Some(Protocol::Http2)),
+            (b"\x16\x03\x01", Some(Protocol::Opaque)),
+            (b"*1\r\n$4\r\nPING\r\n", Some(Protocol::Opaque)),
+            (b"GEX", Some(Protocol::Opaque)),
+        ];
+        for (input, want) in cases {
+            assert_eq!(classify(input), *want, "{input:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn silence_is_opaque_after_the_timeout_and_bytes_are_replayed() {
+        let (client, server) = tokio::io::duplex(64);
+        let (p, _io) = detect(server, Duration::from_millis(20)).await.unwrap();
+        assert_eq!(p, Protocol::Opaque);
+        drop(client);
+
+        let (mut client, server) = tokio::io::duplex(64);
+        tokio::io::AsyncWriteExt::write_all(&mut client, b"GET / HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        let (p, mut io) = detect(server, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(p, Protocol::Http1);
+        let mut first = [0u8; 4];
+        io.read_exact(&mut first).await.unwrap();
+        assert_eq!(&first, b"GET ");
+    }
+}

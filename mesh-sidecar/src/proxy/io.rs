@@ -1,0 +1,120 @@
+//! Connection-level pieces: byte counting for `tcp_*` metrics, and one I/O type for the
+//! streams a listener may end up with.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use mesh_tower::metrics::Registry;
+use metrics::{Counter, Gauge, Label};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Any stream a proxied connection runs over.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+/// A boxed stream.
+pub(crate) type BoxIo = Box<dyn Io>;
+
+/// Linkerd's `tcp_*` metrics for one connection: opened when made, closed when dropped.
+pub(crate) struct ConnMetrics {
+    read: Counter,
+    write: Counter,
+    close: Counter,
+    open: Gauge,
+}
+
+/// Counts the bytes that pass through `io`.
+pub(crate) struct Counted<T> {
+    io: T,
+    metrics: ConnMetrics,
+}
+
+impl ConnMetrics {
+    /// Counts a new connection.
+    pub(crate) fn open(registry: &Registry, direction: &'static str, tls: bool) -> Self {
+        let labels = || {
+            vec![
+                Label::new("direction", direction),
+                Label::new("peer", "src"),
+                Label::new("tls", if tls { "true" } else { "no_identity" }),
+            ]
+        };
+        registry.counter("tcp_open_total", labels()).increment(1);
+        let open = registry.gauge("tcp_open_connections", labels());
+        open.increment(1.0);
+        Self {
+            read: registry.counter("tcp_read_bytes_total", labels()),
+            write: registry.counter("tcp_write_bytes_total", labels()),
+            close: registry.counter("tcp_close_total", labels()),
+            open,
+        }
+    }
+}
+
+impl Drop for ConnMetrics {
+    fn drop(&mut self) {
+        self.close.increment(1);
+        self.open.decrement(1.0);
+    }
+}
+
+impl<T> Counted<T> {
+    pub(crate) fn new(io: T, metrics: ConnMetrics) -> Self {
+        Self { io, metrics }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.io).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.metrics.read.increment(n as u64);
+        }
+        res
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let res = Pin::new(&mut self.io).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &res {
+            self.metrics.write.increment(*n as u64);
+        }
+        res
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let res = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = &res {
+            self.metrics.write.increment(*n as u64);
+        }
+        res
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}

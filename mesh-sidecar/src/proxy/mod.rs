@@ -1,0 +1,469 @@
+//! `mesh proxy`: the sidecar. The same mesh-tower layers as the in-process mesh, behind
+//! transparent (iptables) or explicit redirection, for workloads in any language.
+//!
+//! Listeners, with Linkerd's defaults: inbound `:4143`, outbound `127.0.0.1:4140`, admin
+//! `:4191`. Each accepted connection is detected: mesh mTLS (by ALPN) on inbound, then
+//! HTTP/1.x, HTTP/2 with prior knowledge, or opaque TCP proxied byte for byte. Known
+//! server-speaks-first ports skip detection, and detection gives up after `--detect-timeout`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+use hyper::body::Incoming;
+use mesh_core::{Identity, InboundTarget, PolicyConfig};
+use mesh_identity::{CertStore, TrustBundle, TrustStore};
+use mesh_tower::client::MeshClient;
+use mesh_tower::metrics::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+mod admin;
+mod config;
+mod detect;
+mod inbound;
+mod io;
+mod orig_dst;
+mod outbound;
+
+use config::ConfigSource;
+
+/// Linkerd's default opaque ports: protocols where the server speaks first.
+const DEFAULT_OPAQUE_PORTS: &str = "25,587,3306,4444,5432,6379,9300,11211";
+
+/// Run the sidecar proxy, or wait for one to be ready.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct ProxyCommand {
+    #[command(subcommand)]
+    sub: Option<ProxySub>,
+    #[command(flatten)]
+    args: ProxyArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum ProxySub {
+    /// Wait until the proxy's admin endpoint says ready (for a postStart hook or a script).
+    Await(AwaitArgs),
+}
+
+#[derive(Debug, Args)]
+struct AwaitArgs {
+    /// The proxy's admin address.
+    #[arg(long, env = "MESH_PROXY_ADMIN_ADDR", default_value = "127.0.0.1:4191")]
+    admin_addr: SocketAddr,
+    /// Give up after this long (e.g. 2m).
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    timeout: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// Connections arrive through iptables redirection; their original destination is read
+    /// with SO_ORIGINAL_DST.
+    Transparent,
+    /// Destinations come from the request (HTTP Host) or from flags: no iptables needed.
+    Explicit,
+}
+
+#[derive(Debug, Args)]
+struct ProxyArgs {
+    /// Inbound listener.
+    #[arg(long, env = "MESH_PROXY_INBOUND_ADDR", default_value = "0.0.0.0:4143")]
+    inbound_addr: SocketAddr,
+    /// Outbound listener.
+    #[arg(
+        long,
+        env = "MESH_PROXY_OUTBOUND_ADDR",
+        default_value = "127.0.0.1:4140"
+    )]
+    outbound_addr: SocketAddr,
+    /// Admin listener: /metrics, /ready, /live, POST /shutdown.
+    #[arg(long, env = "MESH_PROXY_ADMIN_ADDR", default_value = "0.0.0.0:4191")]
+    admin_addr: SocketAddr,
+    /// How connections find their destination.
+    #[arg(long, env = "MESH_PROXY_MODE", value_enum, default_value_t = Mode::Transparent)]
+    mode: Mode,
+    /// Explicit mode: the application's address, where inbound traffic goes.
+    #[arg(long, env = "MESH_PROXY_INBOUND_FORWARD", value_name = "ADDR")]
+    inbound_forward: Option<SocketAddr>,
+    /// Explicit mode: where outbound traffic without an HTTP Host goes.
+    #[arg(long, env = "MESH_PROXY_OUTBOUND_DST", value_name = "ADDR")]
+    outbound_dst: Option<SocketAddr>,
+    /// Policy and static discovery (Services, EndpointSlices, Pods) as Kubernetes YAML: a
+    /// file or a directory of *.yaml; watched and reloaded.
+    #[arg(long, env = "MESH_PROXY_CONFIG", value_name = "FILE|DIR")]
+    config: Option<PathBuf>,
+    /// The workload's namespace.
+    #[arg(long, env = "MESH_POD_NAMESPACE", default_value = "default")]
+    namespace: String,
+    /// The workload in the config whose pod template describes this pod (`deployment/web`):
+    /// labels, named ports and probes for inbound policy.
+    #[arg(long, env = "MESH_PROXY_WORKLOAD", value_name = "KIND/NAME")]
+    workload: Option<String>,
+    /// Pod labels, `k=v,k=v`, when no workload in the config describes the pod.
+    #[arg(long, env = "MESH_PROXY_LABELS", value_delimiter = ',')]
+    labels: Vec<String>,
+    /// A directory with tls.crt (leaf, then issuer), tls.key and ca.crt, as
+    /// `mesh identity issue` writes them.
+    #[arg(long, env = "MESH_PROXY_IDENTITY_DIR", value_name = "DIR")]
+    identity_dir: Option<PathBuf>,
+    /// The issuer's URL (https://host:port); certificates are requested and renewed from it.
+    #[arg(long, env = "MESH_IDENTITY_ADDR", value_name = "URL")]
+    identity_issuer: Option<String>,
+    /// The token that entitles this workload to its identity.
+    #[arg(long, env = "MESH_IDENTITY_TOKEN_FILE", value_name = "FILE")]
+    identity_token_file: Option<PathBuf>,
+    /// The trust anchors (PEM), for the issuer and for peers.
+    #[arg(long, env = "MESH_TRUST_ANCHORS_FILE", value_name = "PEM")]
+    trust_anchors: Option<PathBuf>,
+    /// The trust domain.
+    #[arg(long, env = "MESH_TRUST_DOMAIN", default_value = mesh_core::identity::DEFAULT_TRUST_DOMAIN)]
+    trust_domain: String,
+    /// The control-plane namespace in DNS-form identities.
+    #[arg(long, env = "MESH_CONTROL_NAMESPACE", default_value = mesh_core::identity::DEFAULT_CONTROL_NAMESPACE)]
+    control_namespace: String,
+    /// Ports whose traffic is proxied without protocol detection.
+    #[arg(long, env = "MESH_OPAQUE_PORTS", value_delimiter = ',', default_value = DEFAULT_OPAQUE_PORTS)]
+    opaque_ports: Vec<u16>,
+    /// How long to wait for a client's first bytes before treating the connection as opaque.
+    #[arg(long, env = "MESH_PROXY_DETECT_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    detect_timeout: Duration,
+    /// How long a client may take to send a request's headers.
+    #[arg(long, env = "MESH_PROXY_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    header_read_timeout: Duration,
+    /// How long in-flight requests may take to finish after SIGTERM or /shutdown.
+    #[arg(long, env = "MESH_PROXY_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
+    shutdown_grace: Duration,
+    /// Worker threads: 1 runs one single-threaded runtime (the fastest per core).
+    #[arg(long, env = "MESH_PROXY_WORKERS", default_value_t = 1)]
+    workers: usize,
+    /// How often to look for config changes.
+    #[arg(long, env = "MESH_PROXY_CONFIG_POLL", default_value = "1s", value_parser = parse_duration)]
+    config_poll: Duration,
+}
+
+/// Completes once shutdown has begun.
+pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await.map(|_| ());
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    mesh_core::values::parse_duration(s)
+}
+
+/// Everything the listeners share.
+pub(crate) struct Proxy {
+    args: ProxyArgs,
+    pub(crate) registry: Registry,
+    pub(crate) config: Arc<ConfigSource>,
+    pub(crate) tls_server: Option<Arc<rustls::ServerConfig>>,
+    pub(crate) tls_client: Option<Arc<rustls::ClientConfig>>,
+    pub(crate) identity: Option<Identity>,
+    pub(crate) client: MeshClient<Incoming>,
+    pub(crate) shutdown: watch::Sender<bool>,
+    pub(crate) open_opaque: AtomicUsize,
+    labels: std::collections::BTreeMap<String, String>,
+}
+
+impl Proxy {
+    /// What is not ready yet, for `/ready`.
+    pub(crate) fn not_ready(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if !self.config.is_ready() {
+            v.push("config not loaded");
+        }
+        if *self.shutdown.borrow() {
+            v.push("shutting down");
+        }
+        v
+    }
+
+    /// The inbound target for a pod port.
+    pub(crate) fn target(&self, port: u16) -> InboundTarget {
+        let policy = self.config.policy.load();
+        if let Some(w) = &self.args.workload
+            && let Some(t) = policy.workload_target(&self.args.namespace, w, port)
+        {
+            return t;
+        }
+        InboundTarget {
+            namespace: self.args.namespace.clone(),
+            labels: self.labels.clone(),
+            port,
+            ..InboundTarget::default()
+        }
+    }
+
+    fn is_opaque(&self, port: u16) -> bool {
+        self.args.opaque_ports.contains(&port)
+    }
+}
+
+pub(crate) fn run(cmd: ProxyCommand) -> ExitCode {
+    if let Some(ProxySub::Await(a)) = cmd.sub {
+        return await_ready(&a);
+    }
+    let args = cmd.args;
+    let runtime = if args.workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.workers)
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads the workload's certificate: from files, or from the issuer (renewed as it ages).
+async fn identity(
+    args: &ProxyArgs,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<
+    Option<(
+        CertStore,
+        TrustStore,
+        Option<mesh_identity::rotate::Rotation>,
+    )>,
+    String,
+> {
+    if let Some(dir) = &args.identity_dir {
+        let read = |f: &str| {
+            std::fs::read_to_string(dir.join(f))
+                .map_err(|e| format!("{}: {e}", dir.join(f).display()))
+        };
+        let chain = mesh_identity::cert::certs_from_pem(&read("tls.crt")?)
+            .map_err(|e| format!("tls.crt: {e}"))?;
+        let key =
+            rcgen::KeyPair::from_pem(&read("tls.key")?).map_err(|e| format!("tls.key: {e}"))?;
+        let creds = mesh_identity::Credentials::from_key_pair(chain, &key)
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        let trust = TrustBundle::from_pem(&read("ca.crt")?).map_err(|e| format!("ca.crt: {e}"))?;
+        tracing::info!(identity = %creds.identity(), "identity loaded from files");
+        return Ok(Some((CertStore::with(creds), TrustStore::new(trust), None)));
+    }
+    let Some(url) = &args.identity_issuer else {
+        return Ok(None);
+    };
+    let (Some(token_file), Some(anchors)) = (&args.identity_token_file, &args.trust_anchors) else {
+        return Err("--identity-issuer needs --identity-token-file and --trust-anchors".to_owned());
+    };
+    let pem =
+        std::fs::read_to_string(anchors).map_err(|e| format!("{}: {e}", anchors.display()))?;
+    let trust = TrustStore::new(
+        TrustBundle::from_pem(&pem).map_err(|e| format!("{}: {e}", anchors.display()))?,
+    );
+    let issuer_id =
+        mesh_identity::issuer::issuer_identity(&args.trust_domain, &args.control_namespace)
+            .map_err(|e| e.to_string())?;
+    let mut attempt = 0u32;
+    loop {
+        // The token may be rotated by the kubelet: read it for every attempt.
+        let token = std::fs::read_to_string(token_file)
+            .map_err(|e| format!("{}: {e}", token_file.display()))?;
+        let client =
+            mesh_identity::client::IssuerClient::new(url, &issuer_id, trust.clone(), &token)
+                .map_err(|e| e.to_string())?;
+        let config = mesh_identity::rotate::RotationConfig::default();
+        let wait = config.backoff(attempt);
+        match mesh_identity::rotate::Rotation::start(client, config).await {
+            Ok(rotation) => {
+                let store = rotation.store().clone();
+                if let Some(c) = store.current() {
+                    tracing::info!(identity = %c.identity(), "identity issued");
+                }
+                return Ok(Some((store, trust, Some(rotation))));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?wait, "cannot get a certificate from the issuer");
+                attempt += 1;
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = stopped(shutdown) => return Err("shut down before an identity was issued".to_owned()),
+                }
+            }
+        }
+    }
+}
+
+async fn serve(args: ProxyArgs) -> Result<(), String> {
+    if let Some(p) = &args.config {
+        config::check_path(p)?;
+    }
+    let mut labels = std::collections::BTreeMap::new();
+    for l in &args.labels {
+        let (k, v) = l
+            .split_once('=')
+            .ok_or_else(|| format!("--labels: {l:?} is not k=v"))?;
+        labels.insert(k.trim().to_owned(), v.trim().to_owned());
+    }
+    let registry = Registry::new();
+    let mut policy_config = PolicyConfig::default();
+    policy_config.inbound.trust_domain = args.trust_domain.clone();
+    policy_config.inbound.control_namespace = args.control_namespace.clone();
+    let config = Arc::new(ConfigSource::new(
+        args.config.clone(),
+        policy_config,
+        registry.clone(),
+    ));
+    config.reload();
+    let (shutdown, mut shutdown_rx) = watch::channel(false);
+
+    // Admin first, so /live and /ready answer while the rest starts.
+    let admin = TcpListener::bind(args.admin_addr)
+        .await
+        .map_err(|e| format!("admin {}: {e}", args.admin_addr))?;
+    let inbound = TcpListener::bind(args.inbound_addr)
+        .await
+        .map_err(|e| format!("inbound {}: {e}", args.inbound_addr))?;
+    let outbound = TcpListener::bind(args.outbound_addr)
+        .await
+        .map_err(|e| format!("outbound {}: {e}", args.outbound_addr))?;
+    tokio::spawn(signals(shutdown.clone()));
+
+    let id = identity(&args, &mut shutdown_rx).await?;
+    let (tls_server, tls_client, identity, _rotation) = match id {
+        Some((certs, trust, rotation)) => {
+            let server = mesh_identity::tls::server_config(certs.clone(), trust.clone())
+                .map_err(|e| e.to_string())?;
+            let client = mesh_identity::tls::client_config(certs.clone(), trust)
+                .map_err(|e| e.to_string())?;
+            let id = certs.current().map(|c| c.identity().clone());
+            (Some(Arc::new(server)), Some(client), id, rotation)
+        }
+        None => {
+            tracing::warn!(
+                "no identity configured: traffic goes without mTLS (tls=\"no_identity\")"
+            );
+            (None, None, None, None)
+        }
+    };
+    let mut builder = MeshClient::builder(config.policy.clone(), config.resolver.clone())
+        .metrics(registry.clone())
+        .control_namespace(&args.control_namespace);
+    if let Some(c) = &tls_client {
+        builder = builder.mtls(c.clone());
+    }
+    let proxy = Arc::new(Proxy {
+        registry,
+        config: Arc::clone(&config),
+        tls_server,
+        tls_client: tls_client.map(Arc::new),
+        identity,
+        client: builder.build(),
+        shutdown: shutdown.clone(),
+        open_opaque: AtomicUsize::new(0),
+        labels,
+        args,
+    });
+    tokio::spawn(Arc::clone(&config).watch(proxy.args.config_poll));
+    tokio::spawn(admin::serve(Arc::clone(&proxy), admin));
+    let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
+    let inbound_task = tokio::spawn(inbound::serve(
+        Arc::clone(&proxy),
+        inbound,
+        Arc::clone(&graceful),
+    ));
+    let outbound_task = tokio::spawn(outbound::serve(
+        Arc::clone(&proxy),
+        outbound,
+        Arc::clone(&graceful),
+    ));
+    tracing::info!(
+        inbound = %proxy.args.inbound_addr,
+        outbound = %proxy.args.outbound_addr,
+        admin = %proxy.args.admin_addr,
+        mode = ?proxy.args.mode,
+        identity = ?proxy.identity.as_ref().map(ToString::to_string),
+        "proxy ready"
+    );
+
+    stopped(&mut shutdown_rx).await;
+    tracing::info!(grace = ?proxy.args.shutdown_grace, "draining");
+    let _ = inbound_task.await;
+    let _ = outbound_task.await;
+    let grace = proxy.args.shutdown_grace;
+    let drained = tokio::time::timeout(grace, async {
+        if let Ok(g) = Arc::try_unwrap(graceful) {
+            g.shutdown().await;
+        }
+        while proxy.open_opaque.load(Ordering::Acquire) > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            ?grace,
+            "connections still open after the grace period; exiting"
+        );
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn signals(shutdown: watch::Sender<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot listen for signals");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
+    shutdown.send_replace(true);
+}
+
+fn await_ready(a: &AwaitArgs) -> ExitCode {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + a.timeout;
+    loop {
+        let ready = std::net::TcpStream::connect_timeout(&a.admin_addr, Duration::from_secs(1))
+            .and_then(|mut s| {
+                s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                write!(
+                    s,
+                    "GET /ready HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                    a.admin_addr
+                )?;
+                let mut buf = String::new();
+                s.read_to_string(&mut buf)?;
+                Ok(buf.starts_with("HTTP/1.1 200"))
+            });
+        if matches!(ready, Ok(true)) {
+            return ExitCode::SUCCESS;
+        }
+        if std::time::Instant::now() >= deadline {
+            eprintln!(
+                "error: the proxy at {} was not ready within {:?}",
+                a.admin_addr, a.timeout
+            );
+            return ExitCode::FAILURE;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
