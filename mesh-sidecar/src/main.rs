@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod crds;
+mod demo;
 mod identity;
 mod init;
 mod inject;
@@ -23,6 +24,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a local mesh on loopback (issuer, proxies, apps, traffic) and watch it work.
+    Demo(demo::DemoArgs),
     /// Check policy manifests and explain the decisions taken on them.
     Policy(policy::PolicyArgs),
     /// Run the sidecar proxy (or `mesh proxy await` its readiness).
@@ -44,6 +47,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::Policy(args) => policy::run(args),
         Command::Proxy(cmd) => proxy::run(*cmd),
         Command::Identity(args) => identity::run(args),

@@ -1,0 +1,722 @@
+//! `mesh demo`: a local mesh on loopback, no root and no setup.
+//!
+//! An issuer (`mesh identity serve`) signs certificates for four workloads modelled on
+//! emojivoto — `vote-bot` → `web` → `emoji`, and `web` → `voting` split 90/10 between
+//! `voting-v1` and a faulty `voting-v2` — each behind its own real `mesh proxy` in explicit
+//! mode, talking mTLS to each other. The apps run in this process; the proxies and the issuer
+//! are child processes. A table of golden metrics, read from each proxy's `/metrics`, is printed
+//! every second; half-way the canary shifts to 50/50 by rewriting the route file the proxies
+//! watch. Every child is stopped on exit, on Ctrl-C too.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Args;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+/// Run a local mesh on loopback and watch it work.
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// How long to run (the canary shifts half-way).
+    #[arg(long, default_value = "20s", value_parser = mesh_core::values::parse_duration)]
+    duration: Duration,
+    /// Requests per second from the traffic generator.
+    #[arg(long, default_value_t = 50)]
+    rps: u32,
+    /// Share of voting-v2's requests that fail with 500.
+    #[arg(long, default_value_t = 0.25)]
+    fault_rate: f64,
+    /// Keep the generated files (certificates, config, logs) in this directory.
+    #[arg(long)]
+    keep: Option<PathBuf>,
+}
+
+/// Children that are killed when the demo ends, however it ends.
+#[derive(Default)]
+struct Children(Vec<(String, Child)>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.0 {
+            let _ = c.kill();
+        }
+        for (_, c) in &mut self.0 {
+            let _ = c.wait();
+        }
+    }
+}
+
+struct Workload {
+    name: &'static str,
+    sa: &'static str,
+    inbound: SocketAddr,
+    outbound: SocketAddr,
+    admin: SocketAddr,
+    app: SocketAddr,
+}
+
+pub(crate) fn run(args: DemoArgs) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(demo(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn free_port() -> Result<SocketAddr, String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    l.local_addr().map_err(|e| e.to_string())
+}
+
+fn route_yaml(v1: u32, v2: u32) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: voting-canary
+  namespace: emojivoto
+  annotations:
+    retry.linkerd.io/http: 5xx
+    retry.linkerd.io/limit: \"3\"
+spec:
+  parentRefs: [{{ name: voting-svc, kind: Service, group: core, port: 8080 }}]
+  rules:
+  - backendRefs:
+    - {{ name: voting-v1, port: 8080, weight: {v1} }}
+    - {{ name: voting-v2, port: 8080, weight: {v2} }}
+"
+    )
+}
+
+fn discovery_yaml(ws: &[Workload]) -> String {
+    let mut s = String::new();
+    let services = [
+        ("web-svc", "web"),
+        ("emoji-svc", "emoji"),
+        ("voting-v1", "voting-v1"),
+        ("voting-v2", "voting-v2"),
+    ];
+    s.push_str("apiVersion: v1\nkind: Service\nmetadata: { name: voting-svc, namespace: emojivoto }\nspec:\n  ports: [{ name: http, port: 8080 }]\n");
+    for (svc, wl) in services {
+        let Some(w) = ws.iter().find(|w| w.name == wl) else {
+            continue;
+        };
+        let _ = write!(
+            s,
+            "---
+apiVersion: v1
+kind: Service
+metadata: {{ name: {svc}, namespace: emojivoto }}
+spec:
+  ports: [{{ name: http, port: 8080 }}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {svc}-demo
+  namespace: emojivoto
+  labels: {{ kubernetes.io/service-name: {svc} }}
+  annotations: {{ mesh.io/service-account: {sa} }}
+addressType: IPv4
+ports: [{{ name: http, port: {port} }}]
+endpoints: [{{ addresses: [\"{ip}\"] }}]
+",
+            sa = w.sa,
+            port = w.inbound.port(),
+            ip = w.inbound.ip(),
+        );
+    }
+    s
+}
+
+async fn demo(args: DemoArgs) -> Result<(), String> {
+    let tmp = TempDir::new(args.keep.clone())?;
+    let dir = tmp.path().to_owned();
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the mesh binary: {e}"))?;
+    let mut children = Children::default();
+
+    // Trust: an anchor and issuer, then the issuer service, as an operator would run them.
+    let status = Command::new(&exe)
+        .args([
+            "identity",
+            "init",
+            "--trust-domain",
+            "cluster.local",
+            "--out",
+        ])
+        .arg(dir.join("ca"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err("mesh identity init failed".to_owned());
+    }
+    let names = [
+        ("vote-bot", "default"),
+        ("web", "web"),
+        ("emoji", "emoji"),
+        ("voting-v1", "voting"),
+        ("voting-v2", "voting"),
+    ];
+    let mut tokens = String::new();
+    for (name, sa) in names {
+        let _ = writeln!(tokens, "token-{name} emojivoto/{sa}");
+        write(&dir.join(format!("{name}.token")), &format!("token-{name}"))?;
+    }
+    write(&dir.join("tokens"), &tokens)?;
+    let issuer = free_port()?;
+    let log = |name: &str| {
+        std::fs::File::create(dir.join(format!("{name}.log"))).map_err(|e| e.to_string())
+    };
+    children.0.push((
+        "issuer".into(),
+        Command::new(&exe)
+            .args(["identity", "serve", "--dir"])
+            .arg(dir.join("ca"))
+            .args(["--listen", &issuer.to_string(), "--tokens"])
+            .arg(dir.join("tokens"))
+            .stdout(Stdio::null())
+            .stderr(log("issuer")?)
+            .spawn()
+            .map_err(|e| format!("cannot start the issuer: {e}"))?,
+    ));
+
+    let mut ws = Vec::new();
+    for (name, sa) in names {
+        ws.push(Workload {
+            name,
+            sa,
+            inbound: free_port()?,
+            outbound: free_port()?,
+            admin: free_port()?,
+            app: free_port()?,
+        });
+    }
+    let config = dir.join("config");
+    std::fs::create_dir_all(&config).map_err(|e| e.to_string())?;
+    write(&config.join("discovery.yaml"), &discovery_yaml(&ws))?;
+    write(&config.join("voting-route.yaml"), &route_yaml(90, 10))?;
+
+    // The apps, in this process.
+    let stats = Arc::new(AppStats::default());
+    for w in &ws {
+        let listener = TcpListener::bind(w.app)
+            .await
+            .map_err(|e| format!("{}: {e}", w.app))?;
+        let web_out = ws.iter().find(|x| x.name == "web").map(|x| x.outbound);
+        tokio::spawn(serve_app(
+            listener,
+            w.name,
+            web_out,
+            args.fault_rate,
+            Arc::clone(&stats),
+        ));
+    }
+    // A proxy beside each.
+    for w in &ws {
+        let child = Command::new(&exe)
+            .args(["proxy", "--mode", "explicit", "--namespace", "emojivoto"])
+            .args([
+                "--inbound-addr",
+                &w.inbound.to_string(),
+                "--outbound-addr",
+                &w.outbound.to_string(),
+            ])
+            .args([
+                "--admin-addr",
+                &w.admin.to_string(),
+                "--inbound-forward",
+                &w.app.to_string(),
+            ])
+            .arg("--config")
+            .arg(&config)
+            .args([
+                "--identity-issuer",
+                &format!("https://{issuer}"),
+                "--identity-token-file",
+            ])
+            .arg(dir.join(format!("{}.token", w.name)))
+            .arg("--trust-anchors")
+            .arg(dir.join("ca").join("ca.crt"))
+            .args(["--config-poll", "500ms", "--shutdown-grace", "2s"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log(w.name)?)
+            .spawn()
+            .map_err(|e| format!("cannot start the {} proxy: {e}", w.name))?;
+        children.0.push((w.name.to_owned(), child));
+    }
+    wait_ready(&ws, &mut children, &dir).await?;
+    println!(
+        "mesh demo: 5 workloads, each behind its own mesh proxy with an issued identity; traffic for {:?}",
+        args.duration
+    );
+    println!(
+        "  vote-bot → web → emoji, and web → voting-svc = 90% voting-v1 + 10% voting-v2 ({}% of v2's answers are 500s; retries mask them)\n",
+        (args.fault_rate * 100.0).round()
+    );
+
+    // Traffic: vote-bot's app sends through vote-bot's outbound proxy to web.
+    let bot = ws
+        .iter()
+        .find(|w| w.name == "vote-bot")
+        .map(|w| w.outbound)
+        .ok_or("no vote-bot")?;
+    let start = Instant::now();
+    let traffic = tokio::spawn(generate(bot, args.rps, args.duration, Arc::clone(&stats)));
+    let client: Client<HttpConnector, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let mut last: BTreeMap<&str, Snapshot> = BTreeMap::new();
+    let mut shifted = false;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut ctrl_c => { println!("interrupted"); break; }
+        }
+        let elapsed = start.elapsed();
+        if !shifted && elapsed >= args.duration / 2 {
+            write(&config.join("voting-route.yaml"), &route_yaml(50, 50))?;
+            println!(
+                ">>> shifting the canary: voting-v1 50% / voting-v2 50% (route file rewritten; proxies reload it)"
+            );
+            shifted = true;
+        }
+        let mut rows = Vec::new();
+        for w in ws.iter().filter(|w| w.name != "vote-bot") {
+            let Some(text) = scrape(&client, w.admin).await else {
+                continue;
+            };
+            let snap = Snapshot::parse(&text, "inbound");
+            let delta = snap.minus(last.get(w.name));
+            rows.push((w.name, delta));
+            last.insert(w.name, snap);
+        }
+        let bot_snap = scrape(&client, ws[0].admin)
+            .await
+            .map(|t| Snapshot::parse(&t, "outbound"));
+        print_table(
+            elapsed,
+            &rows,
+            bot_snap.as_ref().map(|s| s.minus(last.get("vote-bot/out"))),
+        );
+        if let Some(s) = bot_snap {
+            last.insert("vote-bot/out", s);
+        }
+        if elapsed >= args.duration {
+            break;
+        }
+    }
+    traffic.abort();
+    let sent = stats.sent.load(Ordering::Relaxed);
+    let ok = stats.ok.load(Ordering::Relaxed);
+    println!(
+        "\nvote-bot sent {sent} requests, {ok} succeeded ({:.2}%); voting-v2 failed {} of its answers and retries hid them.",
+        if sent > 0 {
+            ok as f64 * 100.0 / sent as f64
+        } else {
+            0.0
+        },
+        stats.faults.load(Ordering::Relaxed)
+    );
+    println!(
+        "logs and certificates: {}",
+        if args.keep.is_some() {
+            dir.display().to_string()
+        } else {
+            "removed (use --keep DIR to keep them)".to_owned()
+        }
+    );
+    // Proxies drain on SIGTERM; `Children` kills whatever is left.
+    for (_, c) in &children.0 {
+        if let Ok(pid) = i32::try_from(c.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(children);
+    drop(tmp);
+    Ok(())
+}
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    // Write then rename, so a watching proxy never reads half a file.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+async fn wait_ready(ws: &[Workload], children: &mut Children, dir: &Path) -> Result<(), String> {
+    let client: Client<HttpConnector, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for w in ws {
+        loop {
+            let uri = format!("http://{}/ready", w.admin);
+            if let Ok(r) = client
+                .get(
+                    uri.parse()
+                        .map_err(|e: http::uri::InvalidUri| e.to_string())?,
+                )
+                .await
+                && r.status() == StatusCode::OK
+            {
+                break;
+            }
+            for (name, c) in &mut children.0 {
+                if let Ok(Some(status)) = c.try_wait() {
+                    return Err(format!(
+                        "{name} exited ({status}); see {}",
+                        dir.join(format!("{name}.log")).display()
+                    ));
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!("the {} proxy was not ready within 30s", w.name));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Default)]
+struct AppStats {
+    sent: AtomicU64,
+    ok: AtomicU64,
+    faults: AtomicU64,
+}
+
+async fn serve_app(
+    listener: TcpListener,
+    name: &'static str,
+    web_out: Option<SocketAddr>,
+    fault_rate: f64,
+    stats: Arc<AppStats>,
+) {
+    let client: Client<HttpConnector, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let client = client.clone();
+        let stats = Arc::clone(&stats);
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let client = client.clone();
+                let stats = Arc::clone(&stats);
+                async move {
+                    Ok::<_, Infallible>(app(name, req, web_out, fault_rate, client, stats).await)
+                }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+        });
+    }
+}
+
+async fn call(
+    client: &Client<HttpConnector, Empty<Bytes>>,
+    out: SocketAddr,
+    host: &str,
+    path: &str,
+) -> StatusCode {
+    let req = Request::get(format!("http://{out}{path}"))
+        .header(http::header::HOST, host)
+        .body(Empty::new());
+    let Ok(req) = req else {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    };
+    match client.request(req).await {
+        Ok(r) => {
+            let status = r.status();
+            let _ = r.into_body().collect().await;
+            status
+        }
+        Err(_) => StatusCode::BAD_GATEWAY,
+    }
+}
+
+async fn app(
+    name: &str,
+    _req: Request<Incoming>,
+    web_out: Option<SocketAddr>,
+    fault_rate: f64,
+    client: Client<HttpConnector, Empty<Bytes>>,
+    stats: Arc<AppStats>,
+) -> Response<Full<Bytes>> {
+    let (status, body) = match name {
+        "web" => {
+            let Some(out) = web_out else {
+                return text(StatusCode::INTERNAL_SERVER_ERROR, "no outbound");
+            };
+            let emoji = call(&client, out, "emoji-svc.emojivoto:8080", "/list").await;
+            let vote = call(&client, out, "voting-svc.emojivoto:8080", "/vote/doughnut").await;
+            if emoji.is_success() && vote.is_success() {
+                (StatusCode::OK, "voted 🍩")
+            } else {
+                (StatusCode::BAD_GATEWAY, "a backend failed")
+            }
+        }
+        "voting-v2" if fastrand::f64() < fault_rate => {
+            stats.faults.fetch_add(1, Ordering::Relaxed);
+            (StatusCode::INTERNAL_SERVER_ERROR, "injected fault")
+        }
+        _ => (StatusCode::OK, "ok"),
+    };
+    text(status, body)
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r
+}
+
+async fn generate(bot_out: SocketAddr, rps: u32, duration: Duration, stats: Arc<AppStats>) {
+    let client: Client<HttpConnector, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / rps.max(1));
+    let end = Instant::now() + duration;
+    while Instant::now() < end {
+        tick.tick().await;
+        let client = client.clone();
+        let stats = Arc::clone(&stats);
+        tokio::spawn(async move {
+            stats.sent.fetch_add(1, Ordering::Relaxed);
+            if call(&client, bot_out, "web-svc.emojivoto:8080", "/api/vote")
+                .await
+                .is_success()
+            {
+                stats.ok.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+}
+
+async fn scrape(client: &Client<HttpConnector, Empty<Bytes>>, admin: SocketAddr) -> Option<String> {
+    let r = client
+        .get(format!("http://{admin}/metrics").parse().ok()?)
+        .await
+        .ok()?;
+    let b = r.into_body().collect().await.ok()?.to_bytes();
+    String::from_utf8(b.to_vec()).ok()
+}
+
+/// Counters read from one scrape.
+#[derive(Clone, Debug, Default)]
+struct Snapshot {
+    total: f64,
+    success: f64,
+    tls: f64,
+    /// Cumulative latency buckets: (le, count).
+    buckets: Vec<(f64, f64)>,
+}
+
+impl Snapshot {
+    fn parse(text: &str, direction: &str) -> Self {
+        let mut s = Self::default();
+        let dir = format!("direction=\"{direction}\"");
+        let mut buckets: BTreeMap<u64, f64> = BTreeMap::new();
+        for line in text.lines().filter(|l| l.contains(&dir)) {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(v) = value.parse::<f64>() else {
+                continue;
+            };
+            if series.starts_with("response_total{") {
+                s.total += v;
+                if series.contains("classification=\"success\"") {
+                    s.success += v;
+                }
+                if series.contains("tls=\"true\"") {
+                    s.tls += v;
+                }
+            } else if series.starts_with("response_latency_ms_bucket{")
+                && let Some(le) = series
+                    .split("le=\"")
+                    .nth(1)
+                    .and_then(|r| r.split('"').next())
+            {
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().unwrap_or(f64::INFINITY)
+                };
+                *buckets.entry(le.to_bits()).or_default() += v;
+            }
+        }
+        let mut b: Vec<(f64, f64)> = buckets
+            .into_iter()
+            .map(|(k, v)| (f64::from_bits(k), v))
+            .collect();
+        b.sort_by(|x, y| x.0.total_cmp(&y.0));
+        s.buckets = b;
+        s
+    }
+
+    fn minus(&self, prev: Option<&Self>) -> Self {
+        let Some(p) = prev else { return self.clone() };
+        Self {
+            total: self.total - p.total,
+            success: self.success - p.success,
+            tls: self.tls - p.tls,
+            buckets: self
+                .buckets
+                .iter()
+                .map(|(le, c)| {
+                    (
+                        *le,
+                        c - p
+                            .buckets
+                            .iter()
+                            .find(|(l, _)| l == le)
+                            .map_or(0.0, |(_, c)| *c),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// A quantile from the histogram, interpolating within the bucket as Prometheus does.
+    fn quantile(&self, q: f64) -> Option<f64> {
+        let total = self.buckets.last()?.1;
+        if total <= 0.0 {
+            return None;
+        }
+        let rank = q * total;
+        let mut prev = (0.0, 0.0);
+        for (le, c) in &self.buckets {
+            if *c >= rank {
+                if le.is_infinite() {
+                    return Some(prev.0);
+                }
+                let span = c - prev.1;
+                let frac = if span > 0.0 {
+                    (rank - prev.1) / span
+                } else {
+                    1.0
+                };
+                return Some(prev.0 + (le - prev.0) * frac);
+            }
+            prev = (*le, *c);
+        }
+        None
+    }
+}
+
+fn print_table(elapsed: Duration, rows: &[(&str, Snapshot)], bot: Option<Snapshot>) {
+    println!(
+        "t={:>4.1}s  {:<10} {:>8} {:>7} {:>8} {:>8} {:>8} {:>7}",
+        elapsed.as_secs_f64(),
+        "deployment",
+        "success",
+        "rps",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "mTLS"
+    );
+    let fmt_q = |s: &Snapshot, q| s.quantile(q).map_or("-".to_owned(), |v| format!("{v:.1}"));
+    for (name, s) in rows {
+        let sr = if s.total > 0.0 {
+            format!("{:.1}%", s.success * 100.0 / s.total)
+        } else {
+            "-".to_owned()
+        };
+        let tls = if s.total > 0.0 {
+            format!("{:.0}%", s.tls * 100.0 / s.total)
+        } else {
+            "-".to_owned()
+        };
+        println!(
+            "         {:<10} {:>8} {:>7.0} {:>8} {:>8} {:>8} {:>7}",
+            name,
+            sr,
+            s.total,
+            fmt_q(s, 0.5),
+            fmt_q(s, 0.95),
+            fmt_q(s, 0.99),
+            tls
+        );
+    }
+    if let Some(b) = bot
+        && b.total > 0.0
+    {
+        println!(
+            "         {:<10} {:>8} {:>7.0}   (as vote-bot sees web, through the mesh)",
+            "vote-bot→",
+            format!("{:.1}%", b.success * 100.0 / b.total),
+            b.total
+        );
+    }
+}
+
+/// A temporary directory removed on drop (or a kept one).
+struct TempDir {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl TempDir {
+    fn new(keep: Option<PathBuf>) -> Result<Self, String> {
+        let (path, keep) = match keep {
+            Some(p) => (p, true),
+            None => (
+                std::env::temp_dir().join(format!("mesh-demo-{}", std::process::id())),
+                false,
+            ),
+        };
+        std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Self { path, keep })
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
