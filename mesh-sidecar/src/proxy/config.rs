@@ -191,17 +191,24 @@ impl ConfigSource {
                 }
             }
         }
-        match self.policy.update_yaml(&stream) {
+        self.apply_stream(&stream, &format!("{} file(s)", files.len()))
+    }
+
+    /// Compiles `yaml` (policy plus Services, EndpointSlices, Pods) and serves it; on errors,
+    /// logs every reason and keeps the last good config. Any source of configuration — files,
+    /// the Kubernetes API — ends here. Returns whether the new config is serving.
+    pub(crate) fn apply_stream(&self, yaml: &str, from: &str) -> bool {
+        match self.policy.update_yaml(yaml) {
             Ok(()) => {
                 self.resolver.sync(&self.policy.load());
                 self.loaded.store(true, Ordering::Release);
-                tracing::info!(files = files.len(), "config loaded");
+                tracing::info!(from, "config loaded");
                 self.count("ok");
                 true
             }
             Err(errors) => {
                 for e in errors.errors() {
-                    tracing::warn!(error = %e, "config refused");
+                    tracing::warn!(error = %e, from, "config refused; the last good config keeps serving");
                 }
                 self.count("invalid");
                 false
