@@ -266,6 +266,14 @@ impl MeshPolicy {
         &self.endpoints
     }
 
+    /// The default inbound policy a namespace's `config.linkerd.io/default-inbound-policy`
+    /// annotation sets, if the input has that Namespace.
+    pub fn namespace_default_policy(&self, namespace: &str) -> Option<authz::DefaultPolicy> {
+        self.namespaces
+            .get(namespace)
+            .and_then(|n| n.default_policy)
+    }
+
     /// Describes the pod of a workload in the input (`deployment/web` in `namespace`) at one
     /// of its ports, for a proxy that serves it: labels, the port's name, probe paths, its
     /// default policy annotation.

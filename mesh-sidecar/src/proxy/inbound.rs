@@ -69,8 +69,16 @@ pub(crate) async fn serve(
         let layers = layers.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            let registry = proxy.registry.clone();
             if let Err(e) = handle(proxy, layers, tcp, peer, watcher).await {
                 tracing::debug!(%peer, error = %e, "inbound connection ended");
+                // Malformed requests, slow or vanished clients: closed cleanly, and counted.
+                registry
+                    .counter(
+                        "tcp_connection_errors_total",
+                        vec![metrics::Label::new("direction", "inbound")],
+                    )
+                    .increment(1);
             }
         });
     }
@@ -197,6 +205,7 @@ async fn handle(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(args.header_read_timeout)
+        .half_close(true)
         .max_buf_size(64 * 1024);
     builder.http2().timer(TokioTimer::new());
     let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(stack));

@@ -127,6 +127,11 @@ struct ProxyArgs {
     /// The control-plane namespace in DNS-form identities.
     #[arg(long, env = "MESH_CONTROL_NAMESPACE", default_value = mesh_core::identity::DEFAULT_CONTROL_NAMESPACE)]
     control_namespace: String,
+    /// Policy for inbound ports no Server selects (all-unauthenticated, all-authenticated,
+    /// cluster-authenticated, cluster-unauthenticated, deny, audit); a namespace or workload
+    /// annotation in the config takes precedence.
+    #[arg(long, env = "MESH_PROXY_DEFAULT_INBOUND_POLICY", value_parser = parse_policy)]
+    default_inbound_policy: Option<mesh_core::authz::DefaultPolicy>,
     /// Ports whose traffic is proxied without protocol detection.
     #[arg(long, env = "MESH_OPAQUE_PORTS", value_delimiter = ',', default_value = DEFAULT_OPAQUE_PORTS)]
     opaque_ports: Vec<u16>,
@@ -150,6 +155,10 @@ struct ProxyArgs {
 /// Completes once shutdown has begun.
 pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await.map(|_| ());
+}
+
+fn parse_policy(s: &str) -> Result<mesh_core::authz::DefaultPolicy, String> {
+    s.parse()
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -186,17 +195,23 @@ impl Proxy {
     /// The inbound target for a pod port.
     pub(crate) fn target(&self, port: u16) -> InboundTarget {
         let policy = self.config.policy.load();
-        if let Some(w) = &self.args.workload
-            && let Some(t) = policy.workload_target(&self.args.namespace, w, port)
-        {
-            return t;
+        let mut target = self
+            .args
+            .workload
+            .as_ref()
+            .and_then(|w| policy.workload_target(&self.args.namespace, w, port))
+            .unwrap_or_else(|| InboundTarget {
+                namespace: self.args.namespace.clone(),
+                labels: self.labels.clone(),
+                port,
+                ..InboundTarget::default()
+            });
+        if target.default_policy.is_none() {
+            target.default_policy = policy
+                .namespace_default_policy(&self.args.namespace)
+                .or(self.args.default_inbound_policy);
         }
-        InboundTarget {
-            namespace: self.args.namespace.clone(),
-            labels: self.labels.clone(),
-            port,
-            ..InboundTarget::default()
-        }
+        target
     }
 
     fn is_opaque(&self, port: u16) -> bool {

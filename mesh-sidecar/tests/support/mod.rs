@@ -415,6 +415,16 @@ impl ChildGuard {
     pub(crate) fn id(&self) -> u32 {
         self.child.id()
     }
+
+    /// The child's stderr, if it was piped and not taken yet.
+    pub(crate) fn take_stderr(&mut self) -> Option<std::process::ChildStderr> {
+        self.child.stderr.take()
+    }
+
+    /// The child's exit status, if it has exited.
+    pub(crate) fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
 }
 
 impl Drop for ChildGuard {
