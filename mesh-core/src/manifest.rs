@@ -118,17 +118,30 @@ fn expand_list(
     }
 }
 
-/// serde_norway appends " at line L column C" to messages; we print the line ourselves.
-fn strip_location(msg: &str) -> String {
+/// serde_norway appends " at line L column C" to its messages; callers that print the line
+/// themselves strip it.
+pub fn strip_location(msg: &str) -> String {
     match msg.find(" at line ") {
         Some(i) => msg[..i].to_owned(),
         None => msg.to_owned(),
     }
 }
 
-/// Splits a YAML stream on `---` and `...` markers. Returns each document's first line
-/// (1-based) and text, skipping documents that hold only comments and blank lines.
-fn split_documents(input: &str) -> Vec<(usize, &str)> {
+/// One document of a YAML stream, as text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment<'a> {
+    /// 1-based line of the document's first line in the stream.
+    pub line: usize,
+    /// The document's text, markers excluded.
+    pub text: &'a str,
+    /// Whether it holds anything but comments and blank lines.
+    pub has_content: bool,
+}
+
+/// Splits a YAML stream on `---` and `...` markers, as the loader does. Pieces that hold only
+/// comments are kept (with `has_content: false`) for tools that pass a stream through;
+/// whitespace-only pieces are dropped.
+pub fn split_stream(input: &str) -> Vec<Segment<'_>> {
     let mut docs = Vec::new();
     let mut start = 0; // byte offset of the current document
     let mut start_line = 1;
@@ -142,7 +155,7 @@ fn split_documents(input: &str) -> Vec<(usize, &str)> {
                     .is_some_and(|rest| rest.starts_with([' ', '\t']))
         };
         if is_marker("---") || is_marker("...") {
-            push_doc(&mut docs, start_line, &input[start..offset]);
+            push_segment(&mut docs, start_line, &input[start..offset]);
             // Content after `--- ` on the same line belongs to the next document.
             if trimmed.starts_with("---") && trimmed.len() > 3 {
                 start = offset + 3;
@@ -154,18 +167,32 @@ fn split_documents(input: &str) -> Vec<(usize, &str)> {
         }
         offset += line.len();
     }
-    push_doc(&mut docs, start_line, &input[start..]);
+    push_segment(&mut docs, start_line, &input[start..]);
     docs
 }
 
-fn push_doc<'a>(docs: &mut Vec<(usize, &'a str)>, start_line: usize, text: &'a str) {
+fn push_segment<'a>(docs: &mut Vec<Segment<'a>>, line: usize, text: &'a str) {
+    if text.trim().is_empty() {
+        return;
+    }
     let has_content = text.lines().any(|l| {
         let t = l.trim();
         !t.is_empty() && !t.starts_with('#')
     });
-    if has_content {
-        docs.push((start_line, text));
-    }
+    docs.push(Segment {
+        line,
+        text,
+        has_content,
+    });
+}
+
+/// The documents of a stream that hold something: (first line, text).
+fn split_documents(input: &str) -> Vec<(usize, &str)> {
+    split_stream(input)
+        .into_iter()
+        .filter(|s| s.has_content)
+        .map(|s| (s.line, s.text))
+        .collect()
 }
 
 #[cfg(test)]

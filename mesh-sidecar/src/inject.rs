@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
@@ -73,14 +73,6 @@ pub(crate) struct Injected {
     /// One line per resource: `deployment "web" injected`.
     pub(crate) lines: Vec<String>,
     pub(crate) warnings: Vec<String>,
-}
-
-/// A document of the stream: its first line and its text, separators excluded.
-struct Segment<'a> {
-    line: usize,
-    text: &'a str,
-    /// False when it holds only comments and blank lines: passed on, not counted.
-    has_content: bool,
 }
 
 /// Everything the per-object step needs, fixed for a run.
@@ -499,77 +491,10 @@ fn leading_comments(text: &str) -> &str {
     &text[..end]
 }
 
-/// serde_norway appends " at line L column C" relative to the document; we give the line in
-/// the stream ourselves.
-fn strip_location(msg: &str) -> String {
-    match msg.find(" at line ") {
-        Some(i) => msg[..i].to_owned(),
-        None => msg.to_owned(),
-    }
-}
-
-/// Splits a YAML stream on `---` and `...` markers (the rules of mesh-core's loader, whose
-/// splitter is crate-private), keeping comment-only pieces so they can be passed on.
-fn split_documents(input: &str) -> Vec<Segment<'_>> {
-    let mut docs = Vec::new();
-    let mut start = 0;
-    let mut start_line = 1;
-    let mut offset = 0;
-    for (idx, line) in input.split_inclusive('\n').enumerate() {
-        let trimmed = line.trim_end_matches(['\n', '\r']);
-        let is_marker = |m: &str| {
-            trimmed == m
-                || trimmed
-                    .strip_prefix(m)
-                    .is_some_and(|rest| rest.starts_with([' ', '\t']))
-        };
-        if is_marker("---") || is_marker("...") {
-            push_segment(&mut docs, start_line, &input[start..offset]);
-            // Content after `--- ` on the same line belongs to the next document.
-            if trimmed.starts_with("---") && trimmed.len() > 3 {
-                start = offset + 3;
-                start_line = idx + 1;
-            } else {
-                start = offset + line.len();
-                start_line = idx + 2;
-            }
-        }
-        offset += line.len();
-    }
-    push_segment(&mut docs, start_line, &input[start..]);
-    docs
-}
-
-fn push_segment<'a>(docs: &mut Vec<Segment<'a>>, line: usize, text: &'a str) {
-    if text.trim().is_empty() {
-        return;
-    }
-    let has_content = text.lines().any(|l| {
-        let t = l.trim();
-        !t.is_empty() && !t.starts_with('#')
-    });
-    docs.push(Segment {
-        line,
-        text,
-        has_content,
-    });
-}
+use mesh_core::manifest::{split_stream as split_documents, strip_location};
 
 /// Expands directories into their YAML files, sorted, so output order is stable.
 fn read_inputs(paths: &[PathBuf]) -> Result<Vec<Input>, String> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-        entries.sort_by_key(|e| e.path());
-        for e in entries {
-            let p = e.path();
-            if e.file_type()?.is_dir() {
-                walk(&p, out)?;
-            } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
-                out.push(p);
-            }
-        }
-        Ok(())
-    }
     let mut inputs = Vec::new();
     for p in paths {
         if p.as_os_str() == "-" {
@@ -583,14 +508,7 @@ fn read_inputs(paths: &[PathBuf]) -> Result<Vec<Input>, String> {
             });
             continue;
         }
-        let cannot = |e: std::io::Error| format!("cannot read {}: {e}", p.display());
-        let mut files = Vec::new();
-        if std::fs::metadata(p).map_err(cannot)?.is_dir() {
-            walk(p, &mut files).map_err(cannot)?;
-        } else {
-            files.push(p.clone());
-        }
-        for f in files {
+        for f in crate::files::yaml_files(std::slice::from_ref(p))? {
             let text = std::fs::read_to_string(&f)
                 .map_err(|e| format!("cannot read {}: {e}", f.display()))?;
             inputs.push(Input {

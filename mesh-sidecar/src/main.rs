@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod crds;
 mod demo;
+mod files;
 mod identity;
 mod init;
 mod inject;

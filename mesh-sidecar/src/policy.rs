@@ -81,31 +81,9 @@ pub(crate) fn run(args: PolicyArgs) -> ExitCode {
     }
 }
 
-/// Expands directories into their YAML files, sorted, so output is stable.
+/// The YAML files named or found under `paths`; usage errors where a path cannot be read.
 fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Usage> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-        let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-        entries.sort_by_key(|e| e.path());
-        for e in entries {
-            let p = e.path();
-            if e.file_type()?.is_dir() {
-                walk(&p, out)?;
-            } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
-                out.push(p);
-            }
-        }
-        Ok(())
-    }
-    let mut out = Vec::new();
-    for p in paths {
-        let meta =
-            std::fs::metadata(p).map_err(|e| Usage(format!("cannot read {}: {e}", p.display())))?;
-        if meta.is_dir() {
-            walk(p, &mut out).map_err(|e| Usage(format!("cannot read {}: {e}", p.display())))?;
-        } else {
-            out.push(p.clone());
-        }
-    }
+    let out = crate::files::yaml_files(paths).map_err(Usage)?;
     if out.is_empty() {
         return Err(Usage(
             "no YAML files (*.yaml, *.yml) in the paths given".to_owned(),

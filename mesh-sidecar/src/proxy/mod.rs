@@ -152,6 +152,23 @@ struct ProxyArgs {
     config_poll: Duration,
 }
 
+/// The HTTP server both listeners use: HTTP/1 and HTTP/2, a bound on header size and time,
+/// half-closed HTTP/1 connections kept open for their answer.
+fn http_server(
+    args: &ProxyArgs,
+) -> hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor> {
+    use hyper_util::rt::{TokioExecutor, TokioTimer};
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(args.header_read_timeout)
+        .half_close(true)
+        .max_buf_size(64 * 1024);
+    builder.http2().timer(TokioTimer::new());
+    builder
+}
+
 /// Completes once shutdown has begun.
 pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await.map(|_| ());

@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use http::{Request, Uri};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use mesh_tower::BoxError;
@@ -95,14 +94,7 @@ async fn handle(
         proxy: Arc::clone(&proxy),
         dst,
     };
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(args.header_read_timeout)
-        .half_close(true)
-        .max_buf_size(64 * 1024);
-    builder.http2().timer(TokioTimer::new());
+    let builder = super::http_server(args);
     let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(svc));
     watcher
         .watch(conn.into_owned())
