@@ -239,6 +239,9 @@ pub(crate) fn run(cmd: ProxyCommand) -> ExitCode {
     if let Some(ProxySub::Await(a)) = cmd.sub {
         return await_ready(&a);
     }
+    // Refused configs and failing watches are reported only in the log: keep one (stderr,
+    // RUST_LOG, info by default).
+    crate::identity::init_tracing();
     let args = cmd.args;
     let runtime = if args.workers <= 1 {
         tokio::runtime::Builder::new_current_thread()
