@@ -134,7 +134,8 @@ struct ProxyArgs {
     /// `mesh identity issue` writes them.
     #[arg(long, env = "MESH_PROXY_IDENTITY_DIR", value_name = "DIR")]
     identity_dir: Option<PathBuf>,
-    /// The issuer's URL (https://host:port); certificates are requested and renewed from it.
+    /// The issuer, https://host:port or host:port; certificates are requested and renewed
+    /// from it.
     #[arg(long, env = "MESH_IDENTITY_ADDR", value_name = "URL")]
     identity_issuer: Option<String>,
     /// The token that entitles this workload to its identity.
@@ -298,6 +299,12 @@ async fn identity(
     }
     let Some(url) = &args.identity_issuer else {
         return Ok(None);
+    };
+    // `mesh inject` gives the issuer as host:port (MESH_IDENTITY_ADDR); it speaks only https.
+    let url = &if url.contains("://") {
+        url.clone()
+    } else {
+        format!("https://{url}")
     };
     let (Some(token_file), Some(anchors)) = (&args.identity_token_file, &args.trust_anchors) else {
         return Err("--identity-issuer needs --identity-token-file and --trust-anchors".to_owned());
