@@ -403,6 +403,12 @@ fn a_route_change_through_the_api_reaches_the_running_proxy() {
         "the weight change reached the proxy after {:?}",
         start.elapsed()
     );
+    // Requests are counted under the Service they went to, as KUBERNETES.md tells users to look.
+    let m = mesh.metrics();
+    assert!(
+        metric(&m, "response_total", &["dst_service=\"web-v2\""]) > 0.0,
+        "{m}"
+    );
 
     // An invalid route is refused; the last good snapshot keeps serving.
     let invalid_before = metric(
