@@ -516,6 +516,46 @@ fn the_watch_survives_api_server_restarts_and_compaction() {
     assert!(api.gone_served() > 0, "no watch was answered 410 Gone");
 }
 
+#[test]
+fn a_kind_whose_crd_is_installed_later_is_watched_then() {
+    let tmp = TempDir::new("crd-later");
+    let api = ApiServer::start();
+    let mesh = Mesh::start(&api, &tmp);
+    assert!(
+        mesh.routes_to("v1", Duration::from_secs(10)),
+        "{}",
+        mesh.call()
+    );
+
+    // SMI's TrafficSplit is not served when the proxy starts; its CRD arrives, then a split.
+    api.serve_resource(support::apiserver::ApiResource {
+        group: "split.smi-spec.io",
+        version: "v1alpha4",
+        kind: "TrafficSplit",
+        plural: "trafficsplits",
+        namespaced: true,
+    });
+    api.delete("gateway.networking.k8s.io", "httproutes", NS, "web-split");
+    api.apply(&format!(
+        "apiVersion: split.smi-spec.io/v1alpha4
+kind: TrafficSplit
+metadata: {{ name: web-split, namespace: {NS} }}
+spec:
+  service: web
+  backends:
+  - {{ service: web-v1, weight: 0 }}
+  - {{ service: web-v2, weight: 100 }}
+"
+    ));
+    // The watcher looks for a missing kind again with its backoff (at most 30 s apart).
+    assert!(
+        mesh.routes_to("v2", Duration::from_secs(60)),
+        "the TrafficSplit was not picked up: {}\n{}",
+        mesh.call(),
+        mesh.proxy.log()
+    );
+}
+
 /// Starts `mesh identity serve --kube` and returns it with its URL.
 fn issuer(api: &ApiServer, tmp: &TempDir) -> (Proc, String) {
     let ca = tmp.path().join("ca");

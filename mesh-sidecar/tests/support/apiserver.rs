@@ -245,6 +245,11 @@ impl ApiServer {
         self.serve(listener);
     }
 
+    /// Starts serving another kind, as installing its CRD does.
+    pub(crate) fn serve_resource(&self, r: ApiResource) {
+        self.state.lock().resources.push(r);
+    }
+
     /// Forgets the change history: watches from any version before now get 410 Gone.
     pub(crate) fn compact(&self) {
         let mut s = self.state.lock();
