@@ -10,9 +10,11 @@ use anyhow::{Context, bail};
 use clap::{Args as ClapArgs, Subcommand};
 use mesh_identity::ca::{self, InitConfig, Issuer};
 use mesh_identity::client::IssuerClient;
-use mesh_identity::issuer::{IssuerService, TokenFile, issuer_identity, serve};
+use mesh_identity::issuer::{IssuerService, TokenAuthenticator, TokenFile, issuer_identity, serve};
 use mesh_identity::rotate::{LocalSource, Rotation, RotationConfig};
 use mesh_identity::{TrustBundle, TrustStore, cert, tls};
+
+use crate::tokenreview::TokenReviewer;
 
 /// Trust anchors, the issuer service and workload certificates.
 #[derive(Debug, ClapArgs)]
@@ -60,8 +62,15 @@ struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:8443")]
     listen: SocketAddr,
     /// The token file: one `<token> <namespace>/<service-account>` per line, `#` comments.
+    #[arg(long, required_unless_present = "kube", conflicts_with = "kube")]
+    tokens: Option<PathBuf>,
+    /// Authenticate service-account tokens with a TokenReview against the Kubernetes API
+    /// server (in-cluster config or KUBECONFIG) instead of a token file.
     #[arg(long)]
-    tokens: PathBuf,
+    kube: bool,
+    /// With --kube: the audience tokens must be valid for (as `mesh inject` projects them).
+    #[arg(long, default_value = "identity.mesh.io", requires = "kube")]
+    audience: String,
     /// The control-plane namespace: the issuer's own identity is
     /// spiffe://<trust-domain>/ns/<control-namespace>/sa/identity.
     #[arg(long, default_value = mesh_core::identity::DEFAULT_CONTROL_NAMESPACE)]
@@ -140,11 +149,29 @@ async fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
     init_tracing();
     let issuer = Issuer::load_dir(&a.dir)?.with_control_namespace(a.control_namespace.clone());
     let td = issuer.trust_domain().to_owned();
-    let tokens = TokenFile::load(&a.tokens, &td)?;
+    if a.kube {
+        let auth = TokenReviewer::connect(&td, &a.audience)
+            .await
+            .context("--kube: cannot configure a Kubernetes client")?;
+        let how = format!("TokenReview, audience {}", a.audience);
+        return serve_with(a, issuer, auth, how).await;
+    }
+    let path = a.tokens.clone().context("--tokens or --kube is required")?;
+    let tokens = TokenFile::load(&path, &td)?;
     let token_count = tokens.len();
     if tokens.is_empty() {
-        tracing::warn!(file = %a.tokens.display(), "the token file holds no token; every request will be refused");
+        tracing::warn!(file = %path.display(), "the token file holds no token; every request will be refused");
     }
+    serve_with(a, issuer, tokens, format!("tokens: {token_count}")).await
+}
+
+async fn serve_with<A: TokenAuthenticator>(
+    a: ServeArgs,
+    issuer: Issuer,
+    auth: A,
+    how: String,
+) -> anyhow::Result<()> {
+    let td = issuer.trust_domain().to_owned();
     let identity = issuer_identity(&td, &a.control_namespace)?;
     let issuer = Arc::new(issuer);
     // The serving certificate is short-lived like any other and renews itself in-process.
@@ -153,13 +180,13 @@ async fn serve_cmd(a: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("cannot issue the issuer's own serving certificate")?;
     let tls = tls::issuer_server_config(rotation.store().clone())?;
-    let service = Arc::new(IssuerService::new(issuer, tokens).with_lifetime(a.leaf_lifetime));
+    let service = Arc::new(IssuerService::new(issuer, auth).with_lifetime(a.leaf_lifetime));
 
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
         .with_context(|| format!("cannot listen on {}", a.listen))?;
     let addr = listener.local_addr()?;
-    println!("serving https://{addr} as {identity} (tokens: {token_count})");
+    println!("serving https://{addr} as {identity} ({how})");
     tracing::info!(%addr, %identity, "issuer listening");
 
     tokio::select! {
@@ -237,7 +264,7 @@ fn read(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
-fn init_tracing() {
+pub(crate) fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()

@@ -263,6 +263,57 @@ pub(crate) fn control_plane(
             ..Subject::default()
         }]),
     })?);
+    // Injected proxies (`mesh proxy --kube`) read policy and endpoints straight from the API
+    // server with their pod's service account: any service account may read these kinds.
+    let proxy_meta = ObjectMeta {
+        name: Some(format!("mesh-proxy-{namespace}")),
+        labels: Some(labels("mesh-proxy")),
+        ..ObjectMeta::default()
+    };
+    let read = |group: &str, resources: &[&str]| PolicyRule {
+        api_groups: Some(vec![group.to_owned()]),
+        resources: Some(strings(resources)),
+        verbs: strings(&["get", "list", "watch"]),
+        ..PolicyRule::default()
+    };
+    docs.push(to_value(&ClusterRole {
+        metadata: proxy_meta.clone(),
+        rules: Some(vec![
+            read("", &["services", "pods"]),
+            read("discovery.k8s.io", &["endpointslices"]),
+            read("gateway.networking.k8s.io", &["httproutes", "grpcroutes"]),
+            read(
+                "policy.linkerd.io",
+                &[
+                    "servers",
+                    "serverauthorizations",
+                    "authorizationpolicies",
+                    "meshtlsauthentications",
+                    "networkauthentications",
+                    "httplocalratelimitpolicies",
+                    "httproutes",
+                ],
+            ),
+            read("linkerd.io", &["serviceprofiles"]),
+            read("split.smi-spec.io", &["trafficsplits"]),
+            read("specs.smi-spec.io", &["httproutegroups"]),
+        ]),
+        ..ClusterRole::default()
+    })?);
+    docs.push(to_value(&ClusterRoleBinding {
+        metadata: proxy_meta.clone(),
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".to_owned()),
+            kind: "ClusterRole".to_owned(),
+            name: proxy_meta.name.clone().unwrap_or_default(),
+        },
+        subjects: Some(vec![Subject {
+            api_group: Some("rbac.authorization.k8s.io".to_owned()),
+            kind: "Group".to_owned(),
+            name: "system:serviceaccounts".to_owned(),
+            ..Subject::default()
+        }]),
+    })?);
     let issuer = Container {
         name: "identity".to_owned(),
         image: Some(image.to_owned()),

@@ -14,6 +14,7 @@ mod injector;
 mod install;
 mod policy;
 mod proxy;
+mod tokenreview;
 
 /// A service mesh in a crate.
 #[derive(Debug, Parser)]

@@ -146,9 +146,14 @@ fn control_plane_parses_as_kubernetes_types() {
             "ServiceAccount" => drop(parse::<ServiceAccount>(&d)),
             "ClusterRole" => {
                 let r: ClusterRole = parse(&d);
-                let rule = &r.rules.unwrap()[0];
-                assert_eq!(rule.resources.as_deref().unwrap(), ["tokenreviews"]);
-                assert_eq!(rule.verbs, ["create"]);
+                let rules = r.rules.unwrap();
+                if r.metadata.name.as_deref() == Some("mesh-proxy-mesh") {
+                    // Proxies only read.
+                    assert!(rules.iter().all(|r| r.verbs == ["get", "list", "watch"]));
+                } else {
+                    assert_eq!(rules[0].resources.as_deref().unwrap(), ["tokenreviews"]);
+                    assert_eq!(rules[0].verbs, ["create"]);
+                }
             }
             "ClusterRoleBinding" => drop(parse::<ClusterRoleBinding>(&d)),
             "Deployment" => deployments.push(parse::<Deployment>(&d)),

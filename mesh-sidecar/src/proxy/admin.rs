@@ -64,8 +64,18 @@ async fn handle(
         (&Method::GET, "/live") => text(StatusCode::OK, "live\n"),
         (&Method::GET, "/ready") => {
             let missing = proxy.not_ready();
-            if missing.is_empty() {
+            let degraded = proxy.degraded();
+            if missing.is_empty() && degraded.is_empty() {
                 text(StatusCode::OK, "ready\n")
+            } else if missing.is_empty() {
+                // Still ready: the last good snapshot serves while the watches reconnect.
+                text(
+                    StatusCode::OK,
+                    format!(
+                        "ready (kubernetes watch failing, serving the last good snapshot: {})\n",
+                        degraded.join(", ")
+                    ),
+                )
             } else {
                 text(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -27,6 +27,7 @@ mod config;
 mod detect;
 mod inbound;
 mod io;
+mod kube;
 mod orig_dst;
 mod outbound;
 
@@ -34,6 +35,9 @@ use config::ConfigSource;
 
 /// Linkerd's default opaque ports: protocols where the server speaks first.
 const DEFAULT_OPAQUE_PORTS: &str = "25,587,3306,4444,5432,6379,9300,11211";
+
+/// How long `--kube` waits after a change for more before recompiling.
+const KUBE_DEBOUNCE: Duration = Duration::from_millis(50);
 
 /// Run the sidecar proxy, or wait for one to be ready.
 #[derive(Debug, Args)]
@@ -96,8 +100,26 @@ struct ProxyArgs {
     outbound_dst: Option<SocketAddr>,
     /// Policy and static discovery (Services, EndpointSlices, Pods) as Kubernetes YAML: a
     /// file or a directory of *.yaml; watched and reloaded.
-    #[arg(long, env = "MESH_PROXY_CONFIG", value_name = "FILE|DIR")]
+    #[arg(
+        long,
+        env = "MESH_PROXY_CONFIG",
+        value_name = "FILE|DIR",
+        conflicts_with = "kube"
+    )]
     config: Option<PathBuf>,
+    /// Policy and discovery live from the Kubernetes API server (in-cluster config or
+    /// KUBECONFIG): policy kinds in the workload's namespace, routes, Services,
+    /// EndpointSlices and Pods in --kube-namespaces.
+    #[arg(long, env = "MESH_PROXY_KUBE")]
+    kube: bool,
+    /// With --kube: the namespaces whose routes and endpoints to watch (default: all).
+    #[arg(
+        long,
+        env = "MESH_PROXY_KUBE_NAMESPACES",
+        value_delimiter = ',',
+        requires = "kube"
+    )]
+    kube_namespaces: Vec<String>,
     /// The workload's namespace.
     #[arg(long, env = "MESH_POD_NAMESPACE", default_value = "default")]
     namespace: String,
@@ -112,7 +134,8 @@ struct ProxyArgs {
     /// `mesh identity issue` writes them.
     #[arg(long, env = "MESH_PROXY_IDENTITY_DIR", value_name = "DIR")]
     identity_dir: Option<PathBuf>,
-    /// The issuer's URL (https://host:port); certificates are requested and renewed from it.
+    /// The issuer, https://host:port or host:port; certificates are requested and renewed
+    /// from it.
     #[arg(long, env = "MESH_IDENTITY_ADDR", value_name = "URL")]
     identity_issuer: Option<String>,
     /// The token that entitles this workload to its identity.
@@ -187,6 +210,7 @@ pub(crate) struct Proxy {
     args: ProxyArgs,
     pub(crate) registry: Registry,
     pub(crate) config: Arc<ConfigSource>,
+    kube: Option<Arc<kube::KubeSource>>,
     pub(crate) tls_server: Option<Arc<rustls::ServerConfig>>,
     pub(crate) tls_client: Option<Arc<rustls::ClientConfig>>,
     pub(crate) identity: Option<Identity>,
@@ -203,10 +227,18 @@ impl Proxy {
         if !self.config.is_ready() {
             v.push("config not loaded");
         }
+        if let Some(why) = self.kube.as_ref().and_then(|k| k.not_ready()) {
+            v.push(why);
+        }
         if *self.shutdown.borrow() {
             v.push("shutting down");
         }
         v
+    }
+
+    /// Watches that are failing while the last good snapshot serves, for `/ready`.
+    pub(crate) fn degraded(&self) -> Vec<String> {
+        self.kube.as_ref().map(|k| k.degraded()).unwrap_or_default()
     }
 
     /// The inbound target for a pod port.
@@ -240,6 +272,9 @@ pub(crate) fn run(cmd: ProxyCommand) -> ExitCode {
     if let Some(ProxySub::Await(a)) = cmd.sub {
         return await_ready(&a);
     }
+    // Refused configs and failing watches are reported only in the log: keep one (stderr,
+    // RUST_LOG, info by default).
+    crate::identity::init_tracing();
     let args = cmd.args;
     let runtime = if args.workers <= 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -296,6 +331,12 @@ async fn identity(
     }
     let Some(url) = &args.identity_issuer else {
         return Ok(None);
+    };
+    // `mesh inject` gives the issuer as host:port (MESH_IDENTITY_ADDR); it speaks only https.
+    let url = &if url.contains("://") {
+        url.clone()
+    } else {
+        format!("https://{url}")
     };
     let (Some(token_file), Some(anchors)) = (&args.identity_token_file, &args.trust_anchors) else {
         return Err("--identity-issuer needs --identity-token-file and --trust-anchors".to_owned());
@@ -359,6 +400,20 @@ async fn serve(args: ProxyArgs) -> Result<(), String> {
         registry.clone(),
     ));
     config.reload();
+    let kube = if args.kube {
+        Some(
+            kube::KubeSource::start(
+                Arc::clone(&config),
+                registry.clone(),
+                &args.namespace,
+                &args.kube_namespaces,
+                KUBE_DEBOUNCE,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
     let (shutdown, mut shutdown_rx) = watch::channel(false);
 
     // Admin first, so /live and /ready answer while the rest starts.
@@ -399,6 +454,7 @@ async fn serve(args: ProxyArgs) -> Result<(), String> {
     let proxy = Arc::new(Proxy {
         registry,
         config: Arc::clone(&config),
+        kube,
         tls_server,
         tls_client: tls_client.map(Arc::new),
         identity,

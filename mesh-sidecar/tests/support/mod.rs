@@ -34,6 +34,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
+pub(crate) mod apiserver;
+
 /// Every namespace a test makes is named `mesh-test-<pid>-<n>`, so leftovers of a test
 /// process that was killed can be recognised and removed.
 const PREFIX: &str = "mesh-test-";

@@ -1,0 +1,532 @@
+//! `mesh proxy --kube`: policy and discovery live from the Kubernetes API server.
+//!
+//! One kube-runtime [`watcher`] per kind (and per namespace when `--kube-namespaces` names
+//! some) keeps a store of that kind's current objects. The watcher lists, then watches from
+//! the list's resourceVersion, resumes from the last version it saw after a dropped
+//! connection, and lists again when the API server answers 410 Gone (the version was
+//! compacted away); a relist replaces the kind's store as a whole, so deletions missed while
+//! disconnected disappear too. Errors back off (kube-runtime's default: 0.8 s doubling to
+//! 30 s).
+//!
+//! After any change, and a short debounce, every store is written out as one multi-document
+//! stream and handed to [`ConfigSource::apply_stream`], the same door a config file goes
+//! through: an invalid stream is refused with its reasons and the last good snapshot keeps
+//! serving. Nothing is applied before every kind has been listed once, so the proxy never
+//! routes on half a picture; until then `/ready` says "kubernetes watch not synced".
+//!
+//! A kind the API server does not serve (its CRD is not installed: 404) counts as listed and
+//! empty; it is logged once and looked for again with the watcher's backoff.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use kube::api::{Api, ApiResource, DynamicObject};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use mesh_tower::metrics::Registry;
+use serde_json::Value;
+use tokio::sync::Notify;
+
+use super::config::ConfigSource;
+
+/// What the proxy reads from the API server.
+#[derive(Debug)]
+struct Kind {
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+    /// Inbound policy of this workload: only its own namespace matters.
+    workload_namespace: bool,
+}
+
+const fn kind(
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+    workload_namespace: bool,
+) -> Kind {
+    Kind {
+        group,
+        version,
+        kind,
+        plural,
+        workload_namespace,
+    }
+}
+
+/// The kinds `mesh-core` compiles, at the versions `mesh install --crds` serves.
+const KINDS: &[Kind] = &[
+    kind("policy.linkerd.io", "v1beta3", "Server", "servers", true),
+    kind(
+        "policy.linkerd.io",
+        "v1beta1",
+        "ServerAuthorization",
+        "serverauthorizations",
+        true,
+    ),
+    kind(
+        "policy.linkerd.io",
+        "v1alpha1",
+        "AuthorizationPolicy",
+        "authorizationpolicies",
+        true,
+    ),
+    kind(
+        "policy.linkerd.io",
+        "v1alpha1",
+        "MeshTLSAuthentication",
+        "meshtlsauthentications",
+        true,
+    ),
+    kind(
+        "policy.linkerd.io",
+        "v1alpha1",
+        "NetworkAuthentication",
+        "networkauthentications",
+        true,
+    ),
+    kind(
+        "policy.linkerd.io",
+        "v1alpha1",
+        "HTTPLocalRateLimitPolicy",
+        "httplocalratelimitpolicies",
+        true,
+    ),
+    // Linkerd's HTTPRoute may have a Server parent (inbound) or a Service parent (outbound).
+    kind(
+        "policy.linkerd.io",
+        "v1beta3",
+        "HTTPRoute",
+        "httproutes",
+        false,
+    ),
+    kind(
+        "gateway.networking.k8s.io",
+        "v1",
+        "HTTPRoute",
+        "httproutes",
+        false,
+    ),
+    kind(
+        "gateway.networking.k8s.io",
+        "v1",
+        "GRPCRoute",
+        "grpcroutes",
+        false,
+    ),
+    kind(
+        "linkerd.io",
+        "v1alpha2",
+        "ServiceProfile",
+        "serviceprofiles",
+        false,
+    ),
+    kind(
+        "split.smi-spec.io",
+        "v1alpha4",
+        "TrafficSplit",
+        "trafficsplits",
+        false,
+    ),
+    kind(
+        "specs.smi-spec.io",
+        "v1alpha4",
+        "HTTPRouteGroup",
+        "httproutegroups",
+        false,
+    ),
+    kind("", "v1", "Service", "services", false),
+    kind(
+        "discovery.k8s.io",
+        "v1",
+        "EndpointSlice",
+        "endpointslices",
+        false,
+    ),
+    // For the service account behind each endpoint (`targetRef` → `spec.serviceAccountName`).
+    kind("", "v1", "Pod", "pods", false),
+];
+
+/// The live Kubernetes source of the proxy's configuration.
+pub(crate) struct KubeSource {
+    watches: parking_lot::Mutex<BTreeMap<String, WatchState>>,
+    changed: Notify,
+    registry: Registry,
+    /// Whether a snapshot from the API server has ever been served.
+    applied: std::sync::atomic::AtomicBool,
+}
+
+#[derive(Debug)]
+struct WatchState {
+    kind: &'static Kind,
+    /// Objects by (namespace, name).
+    objects: BTreeMap<(String, String), Value>,
+    /// A relist in progress; it replaces `objects` when complete.
+    relisting: Option<BTreeMap<(String, String), Value>>,
+    /// Listed at least once (or not served at all).
+    synced: bool,
+    healthy: bool,
+    /// The API server does not serve this kind; logged once.
+    absent: bool,
+}
+
+// === impl Kind ===
+
+impl Kind {
+    fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_owned()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// The metric label: `HTTPRoute.gateway.networking.k8s.io`, `Service`.
+    fn label(&self) -> String {
+        if self.group.is_empty() {
+            self.kind.to_owned()
+        } else {
+            format!("{}.{}", self.kind, self.group)
+        }
+    }
+
+    fn resource(&self) -> ApiResource {
+        ApiResource {
+            group: self.group.to_owned(),
+            version: self.version.to_owned(),
+            api_version: self.api_version(),
+            kind: self.kind.to_owned(),
+            plural: self.plural.to_owned(),
+        }
+    }
+}
+
+// === impl KubeSource ===
+
+impl KubeSource {
+    /// Connects with the in-cluster config or `KUBECONFIG` and starts watching: policy kinds
+    /// in `namespace` (the workload's), the rest in `namespaces` (all when empty). Changes
+    /// reach `config` after `debounce`.
+    pub(crate) async fn start(
+        config: Arc<ConfigSource>,
+        registry: Registry,
+        namespace: &str,
+        namespaces: &[String],
+        debounce: Duration,
+    ) -> Result<Arc<Self>, String> {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| format!("--kube: cannot configure a Kubernetes client: {e}"))?;
+        let source = Arc::new(Self {
+            watches: parking_lot::Mutex::new(BTreeMap::new()),
+            changed: Notify::new(),
+            registry,
+            applied: std::sync::atomic::AtomicBool::new(false),
+        });
+        let mut tasks = Vec::new();
+        for k in KINDS {
+            let scopes: Vec<Option<String>> = if k.workload_namespace {
+                vec![Some(namespace.to_owned())]
+            } else if namespaces.is_empty() {
+                vec![None]
+            } else {
+                namespaces.iter().cloned().map(Some).collect()
+            };
+            for ns in scopes {
+                let key = format!("{}@{}", k.label(), ns.as_deref().unwrap_or("*"));
+                source.watches.lock().insert(
+                    key.clone(),
+                    WatchState {
+                        kind: k,
+                        objects: BTreeMap::new(),
+                        relisting: None,
+                        synced: false,
+                        healthy: false,
+                        absent: false,
+                    },
+                );
+                source.set_health(k, false);
+                tasks.push((key, k, ns));
+            }
+        }
+        for (key, k, ns) in tasks {
+            let ar = k.resource();
+            let api: Api<DynamicObject> = match &ns {
+                Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+                None => Api::all_with(client.clone(), &ar),
+            };
+            tokio::spawn(Arc::clone(&source).watch(key, api));
+        }
+        tokio::spawn(Arc::clone(&source).apply_loop(config, debounce));
+        tracing::info!(
+            namespace,
+            namespaces = ?namespaces,
+            "watching the Kubernetes API for policy and discovery"
+        );
+        Ok(source)
+    }
+
+    /// What keeps the proxy from being ready, for `/ready`.
+    pub(crate) fn not_ready(&self) -> Option<&'static str> {
+        if !self.watches.lock().values().all(|w| w.synced) {
+            return Some("kubernetes watch not synced");
+        }
+        if !self.applied.load(std::sync::atomic::Ordering::Acquire) {
+            return Some("no valid configuration from kubernetes yet");
+        }
+        None
+    }
+
+    /// Watches whose connection is failing: the proxy serves its last good snapshot.
+    pub(crate) fn degraded(&self) -> Vec<String> {
+        self.watches
+            .lock()
+            .iter()
+            .filter(|(_, w)| w.synced && !w.healthy && !w.absent)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    async fn watch(self: Arc<Self>, key: String, api: Api<DynamicObject>) {
+        let mut events = watcher::watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(e) => self.on_event(&key, e),
+                Err(e) => self.on_error(&key, &e),
+            }
+        }
+    }
+
+    fn on_event(&self, key: &str, event: Event<DynamicObject>) {
+        let mut watches = self.watches.lock();
+        let Some(w) = watches.get_mut(key) else {
+            return;
+        };
+        let mut changed = true;
+        match event {
+            Event::Init => {
+                w.relisting = Some(BTreeMap::new());
+                changed = false;
+            }
+            Event::InitApply(obj) => {
+                let (id, v) = document(w.kind, obj);
+                w.relisting.get_or_insert_with(BTreeMap::new).insert(id, v);
+                changed = false;
+            }
+            Event::InitDone => {
+                w.objects = w.relisting.take().unwrap_or_default();
+                if w.absent {
+                    tracing::info!(watch = key, "the API server serves this kind now");
+                }
+                w.synced = true;
+                w.absent = false;
+                tracing::debug!(watch = key, objects = w.objects.len(), "listed");
+            }
+            Event::Apply(obj) => {
+                let (id, v) = document(w.kind, obj);
+                w.objects.insert(id, v);
+            }
+            Event::Delete(obj) => {
+                let (id, _) = document(w.kind, obj);
+                w.objects.remove(&id);
+            }
+        }
+        let was_healthy = std::mem::replace(&mut w.healthy, true);
+        let k = w.kind;
+        drop(watches);
+        if !was_healthy {
+            self.set_health(k, true);
+        }
+        if changed {
+            self.changed.notify_one();
+        }
+    }
+
+    fn on_error(&self, key: &str, error: &watcher::Error) {
+        let not_served = matches!(
+            error,
+            watcher::Error::InitialListFailed(kube::Error::Api(s)) if s.is_not_found()
+        );
+        let mut watches = self.watches.lock();
+        let Some(w) = watches.get_mut(key) else {
+            return;
+        };
+        let k = w.kind;
+        if not_served {
+            // A CRD that is not installed: nothing of this kind exists, which is a complete
+            // (empty) picture. Look again later, through the watcher's backoff.
+            let first = !w.absent;
+            w.absent = true;
+            w.relisting = None;
+            let had_objects = !std::mem::take(&mut w.objects).is_empty();
+            let was_synced = std::mem::replace(&mut w.synced, true);
+            w.healthy = true;
+            drop(watches);
+            if first {
+                tracing::info!(
+                    watch = key,
+                    "the API server does not serve this kind (CRD not installed?); skipped, looking again later"
+                );
+            }
+            self.set_health(k, true);
+            if had_objects || !was_synced {
+                self.changed.notify_one();
+            }
+            return;
+        }
+        w.healthy = false;
+        drop(watches);
+        tracing::warn!(watch = key, %error, "kubernetes watch failed; the last good snapshot keeps serving");
+        self.registry
+            .counter(
+                "kube_watch_errors_total",
+                vec![metrics::Label::new("kind", k.label())],
+            )
+            .increment(1);
+        self.set_health(k, false);
+    }
+
+    /// `kube_watch_healthy{kind}`: 1 when every watch of the kind is connected or not needed.
+    fn set_health(&self, k: &Kind, hint: bool) {
+        let healthy = hint
+            && self
+                .watches
+                .lock()
+                .values()
+                .filter(|w| std::ptr::eq(w.kind, k))
+                .all(|w| w.healthy);
+        self.registry
+            .gauge(
+                "kube_watch_healthy",
+                vec![metrics::Label::new("kind", k.label())],
+            )
+            .set(if healthy { 1.0 } else { 0.0 });
+    }
+
+    /// Every object of every kind as one stream, once every kind has been listed.
+    fn snapshot(&self) -> Option<String> {
+        let watches = self.watches.lock();
+        if !watches.values().all(|w| w.synced) {
+            return None;
+        }
+        let mut stream = String::new();
+        for w in watches.values() {
+            for v in w.objects.values() {
+                // JSON is YAML; serialising a `Value` cannot fail.
+                if let Ok(doc) = serde_json::to_string(v) {
+                    stream.push_str("---\n");
+                    stream.push_str(&doc);
+                    stream.push('\n');
+                }
+            }
+        }
+        Some(stream)
+    }
+
+    async fn apply_loop(self: Arc<Self>, config: Arc<ConfigSource>, debounce: Duration) {
+        let mut last = None;
+        loop {
+            self.changed.notified().await;
+            // A burst of events (a relist, `kubectl apply -f dir/`) becomes one reload.
+            tokio::time::sleep(debounce).await;
+            let Some(stream) = self.snapshot() else {
+                continue;
+            };
+            if last.as_ref() == Some(&stream) {
+                continue;
+            }
+            if config.apply_stream(&stream, "kubernetes") {
+                self.applied
+                    .store(true, std::sync::atomic::Ordering::Release);
+            }
+            last = Some(stream);
+        }
+    }
+}
+
+impl std::fmt::Debug for KubeSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeSource")
+            .field("watches", &self.watches.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The object as a document `mesh-core` reads, keyed by namespace and name: `apiVersion`
+/// and `kind` restored (list items from the API server carry neither), and what only the
+/// API server needs (status, managedFields, resourceVersion) left out, so that a status
+/// update does not recompile the policy.
+fn document(k: &Kind, obj: DynamicObject) -> ((String, String), Value) {
+    let id = (
+        obj.metadata.namespace.clone().unwrap_or_default(),
+        obj.metadata.name.clone().unwrap_or_default(),
+    );
+    let mut v = serde_json::to_value(&obj).unwrap_or(Value::Null);
+    if let Some(map) = v.as_object_mut() {
+        map.insert("apiVersion".to_owned(), Value::String(k.api_version()));
+        map.insert("kind".to_owned(), Value::String(k.kind.to_owned()));
+        map.remove("status");
+        if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("managedFields");
+            meta.remove("resourceVersion");
+        }
+    }
+    (id, v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_carry_their_type_and_drop_server_fields() {
+        let k = KINDS
+            .iter()
+            .find(|k| k.kind == "Service")
+            .expect("Service is watched");
+        let obj: DynamicObject = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "web", "namespace": "shop", "resourceVersion": "7",
+                "managedFields": [{"manager": "kubectl"}]
+            },
+            "spec": {"ports": [{"port": 80}]},
+            "status": {"loadBalancer": {}}
+        }))
+        .expect("a DynamicObject");
+        let ((ns, name), v) = document(k, obj);
+        assert_eq!((ns.as_str(), name.as_str()), ("shop", "web"));
+        assert_eq!(v["apiVersion"], "v1");
+        assert_eq!(v["kind"], "Service");
+        assert!(v.get("status").is_none());
+        assert!(v["metadata"].get("resourceVersion").is_none());
+        assert!(v["metadata"].get("managedFields").is_none());
+        let policy = mesh_core::MeshPolicy::from_yaml(&serde_json::to_string(&v).expect("json"));
+        assert!(policy.is_ok(), "{policy:?}");
+    }
+
+    #[test]
+    fn kinds_are_ones_the_compiler_reads() {
+        for k in KINDS {
+            let doc = format!(
+                "apiVersion: {}\nkind: {}\nmetadata: {{ name: x, namespace: y }}\n",
+                k.api_version(),
+                k.kind
+            );
+            let notes = match mesh_core::MeshPolicy::from_yaml(&doc) {
+                Ok(p) => format!("{:?}", p.notes()),
+                Err(e) => format!("{e}"),
+            };
+            assert!(
+                !notes.contains("not a kind the mesh reads"),
+                "{}: {notes}",
+                k.label()
+            );
+        }
+    }
+}
