@@ -317,7 +317,10 @@ pub(crate) fn control_plane(
     let issuer = Container {
         name: "identity".to_owned(),
         image: Some(image.to_owned()),
-        // `--kube`: authenticate CSRs with TokenReview (the identity work provides it).
+        // `--kube`: authenticate CSRs with TokenReview. The issuer keeps the default control
+        // namespace in its identity (`…/ns/linkerd/sa/identity`), which is what injected proxies
+        // expect and what Linkerd-style DNS names in existing policies assume, wherever the
+        // control plane itself runs.
         args: Some(strings(&[
             "identity",
             "serve",
@@ -325,8 +328,6 @@ pub(crate) fn control_plane(
             ISSUER_DIR,
             "--listen",
             &format!("0.0.0.0:{IDENTITY_PORT}"),
-            "--control-namespace",
-            namespace,
             "--kube",
         ])),
         ports: Some(vec![container_port("https", IDENTITY_PORT)]),
