@@ -1,0 +1,273 @@
+//! Each layer on its own over `tower_test::mock`, in paused time: timeouts, retries and the
+//! retry budget are deterministic and instant.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use mesh_tower::body::ReplayBody;
+use mesh_tower::errors::{BackendTimeout, RequestTimeout};
+use mesh_tower::retry::RetryLayer;
+use mesh_tower::route::RouteLayer;
+use mesh_tower::timeout::TimeoutLayer;
+use mesh_tower::{BoxError, PolicyHandle, is_caused_by};
+use tokio::time::Instant;
+use tower::{Service, ServiceBuilder, ServiceExt};
+use tower_test::mock;
+
+type Body = Full<Bytes>;
+type Handle = mock::Handle<Request<ReplayBody<Body>>, Response<Body>>;
+
+fn req(method: &str, uri: &str) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(Body::default())
+        .unwrap()
+}
+
+fn status(s: StatusCode) -> Response<Body> {
+    let mut r = Response::new(Body::default());
+    *r.status_mut() = s;
+    r
+}
+
+/// Answers every request the mock gets with `answer(attempt number)`; `None` leaves the
+/// attempt hanging. Returns the attempt counter.
+fn respond(
+    mut handle: Handle,
+    answer: impl Fn(usize, &Request<ReplayBody<Body>>) -> Option<StatusCode> + Send + 'static,
+) -> Arc<AtomicUsize> {
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let n = Arc::clone(&attempts);
+    tokio::spawn(async move {
+        let mut hung = Vec::new();
+        while let Some((req, send)) = handle.next_request().await {
+            let i = n.fetch_add(1, Ordering::SeqCst);
+            match answer(i, &req) {
+                Some(s) => send.send_response(status(s)),
+                None => hung.push(send),
+            }
+        }
+    });
+    attempts
+}
+
+/// Route → Timeout → Retry over a mock, as in the outbound stack.
+fn outbound(
+    yaml: &str,
+) -> (
+    impl Service<Request<Body>, Response = Response<Body>, Error = BoxError> + Clone,
+    Handle,
+) {
+    let (mock, handle) = mock::pair();
+    let svc = ServiceBuilder::new()
+        .layer(RouteLayer::new(PolicyHandle::from_yaml(yaml).unwrap()))
+        .layer(TimeoutLayer::new())
+        .layer(RetryLayer::new())
+        .service(mock);
+    (svc, handle)
+}
+
+const RETRIES: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: web
+  namespace: shop
+  annotations:
+    retry.linkerd.io/http: 5xx
+    retry.linkerd.io/limit: "3"
+    retry.linkerd.io/timeout: 300ms
+spec:
+  parentRefs: [{ name: web, kind: Service }]
+  rules: [{ timeouts: { request: 5s } }]
+"#;
+
+// === timeouts ===
+
+#[tokio::test(start_paused = true)]
+async fn the_route_timeout_ends_the_request_at_its_deadline() {
+    let (svc, handle) = outbound(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: web, namespace: shop }
+spec:
+  parentRefs: [{ name: web, kind: Service }]
+  rules: [{ timeouts: { request: 1s } }]
+"#,
+    );
+    let attempts = respond(handle, |_, _| None);
+    let start = Instant::now();
+    let err = svc
+        .oneshot(req("GET", "http://web.shop/"))
+        .await
+        .unwrap_err();
+    assert!(is_caused_by::<RequestTimeout>(&*err), "{err}");
+    assert_eq!(start.elapsed(), Duration::from_secs(1));
+    assert_eq!(attempts.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_route_timeout_a_request_may_take_as_long_as_it_takes() {
+    let (svc, handle) = outbound("");
+    respond(handle, |_, _| None);
+    let call = svc.oneshot(req("GET", "http://web.shop/"));
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3600), call)
+            .await
+            .is_err(),
+        "nothing may end the request"
+    );
+}
+
+// === retries ===
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_get_is_retried_up_to_the_limit_and_the_last_response_returned() {
+    let (svc, handle) = outbound(RETRIES);
+    let attempts = respond(handle, |_, _| Some(StatusCode::BAD_GATEWAY));
+    let rsp = svc.oneshot(req("GET", "http://web.shop/")).await.unwrap();
+    assert_eq!(rsp.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(attempts.load(Ordering::SeqCst), 1 + 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_that_succeeds_is_what_the_caller_sees() {
+    let (svc, handle) = outbound(RETRIES);
+    let attempts = respond(handle, |i, _| {
+        Some(if i < 2 {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::OK
+        })
+    });
+    let rsp = svc.oneshot(req("PUT", "http://web.shop/x")).await.unwrap();
+    assert_eq!(rsp.status(), StatusCode::OK);
+    assert_eq!(attempts.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_post_is_sent_once_and_a_4xx_is_not_retried() {
+    let (svc, handle) = outbound(RETRIES);
+    let attempts = respond(handle, |_, r| {
+        Some(if r.method() == http::Method::POST {
+            StatusCode::INTERNAL_SERVER_ERROR
+        } else {
+            StatusCode::NOT_FOUND
+        })
+    });
+    let rsp = svc
+        .clone()
+        .oneshot(req("POST", "http://web.shop/orders"))
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(attempts.load(Ordering::SeqCst), 1);
+    let rsp = svc.oneshot(req("GET", "http://web.shop/")).await.unwrap();
+    assert_eq!(rsp.status(), StatusCode::NOT_FOUND);
+    assert_eq!(attempts.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_attempt_is_cut_by_the_per_try_timeout_and_retried() {
+    let (svc, handle) = outbound(RETRIES);
+    let attempts = respond(handle, |i, _| (i >= 2).then_some(StatusCode::OK));
+    let start = Instant::now();
+    let rsp = svc.oneshot(req("GET", "http://web.shop/")).await.unwrap();
+    assert_eq!(rsp.status(), StatusCode::OK);
+    assert_eq!(attempts.load(Ordering::SeqCst), 3);
+    assert_eq!(start.elapsed(), Duration::from_millis(600));
+
+    // When every attempt hangs, the last per-try timeout is the error.
+    let (svc, handle) = outbound(RETRIES);
+    respond(handle, |_, _| None);
+    let err = svc
+        .oneshot(req("GET", "http://web.shop/"))
+        .await
+        .unwrap_err();
+    assert!(is_caused_by::<BackendTimeout>(&*err), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_budget_allows_a_fifth_of_requests_plus_ten_per_second_of_ttl() {
+    let (svc, handle) = outbound(RETRIES);
+    let attempts = respond(handle, |_, _| Some(StatusCode::SERVICE_UNAVAILABLE));
+    let send = |n: usize| {
+        let svc = svc.clone();
+        async move {
+            for _ in 0..n {
+                let rsp = svc
+                    .clone()
+                    .oneshot(req("GET", "http://web.shop/"))
+                    .await
+                    .unwrap();
+                assert_eq!(rsp.status(), StatusCode::SERVICE_UNAVAILABLE);
+            }
+        }
+    };
+    // 50 requests at once against a dead backend: 0.2 × 50 = 10 retries, plus the floor's
+    // reserve of 10/s × 10 s = 100, where the limit alone would allow 150.
+    send(50).await;
+    assert_eq!(attempts.load(Ordering::SeqCst), 50 + 10 + 100);
+
+    // Spent: with no time passing, requests get no retries beyond what they earn.
+    send(10).await;
+    assert_eq!(attempts.load(Ordering::SeqCst), 160 + 10 + 2);
+
+    // A TTL later the window is empty and the reserve is whole again.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    send(10).await;
+    assert_eq!(attempts.load(Ordering::SeqCst), 172 + 10 * 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn under_sustained_failure_retries_stay_within_the_budget_in_every_window() {
+    let (svc, handle) = outbound(RETRIES);
+    let attempts = respond(handle, |_, _| Some(StatusCode::SERVICE_UNAVAILABLE));
+    // 200 requests per second for 30 seconds; per second, count requests and retries.
+    let mut per_second = Vec::new();
+    for _ in 0..30 {
+        let before = attempts.load(Ordering::SeqCst);
+        for _ in 0..200 {
+            svc.clone()
+                .oneshot(req("GET", "http://web.shop/"))
+                .await
+                .unwrap();
+            tokio::time::advance(Duration::from_millis(5)).await;
+        }
+        per_second.push(attempts.load(Ordering::SeqCst) - before - 200);
+    }
+    // Over any ten seconds: at most 0.2 × 2,000 requests + 10/s × 10 s.
+    for w in per_second.windows(10) {
+        let retries: usize = w.iter().sum();
+        assert!(retries <= 400 + 100, "{per_second:?}");
+    }
+    // In the long run: a fifth of the requests plus the 10/s floor.
+    let total: usize = per_second.iter().sum();
+    assert!(
+        total as f64 <= 0.2 * 6000.0 + 10.0 * 30.0,
+        "{total} retries: {per_second:?}"
+    );
+    // And the budget is used: the floor and the ratio are both spent.
+    assert!(total >= 6000 / 5, "{per_second:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_low_traffic_the_floor_lets_every_request_retry() {
+    let (svc, handle) = outbound(RETRIES);
+    let attempts = respond(handle, |_, _| Some(StatusCode::SERVICE_UNAVAILABLE));
+    // 2 requests a second for a minute: 6 retries a second, under the floor of 10.
+    for _ in 0..120 {
+        svc.clone()
+            .oneshot(req("GET", "http://web.shop/"))
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_millis(500)).await;
+    }
+    assert_eq!(attempts.load(Ordering::SeqCst), 120 * 4);
+}
