@@ -1,21 +1,27 @@
-//! Each layer on its own over `tower_test::mock`, in paused time: timeouts, retries and the
-//! retry budget are deterministic and instant.
+//! Each layer on its own over `tower_test::mock`, in paused time: timeouts, retries, the retry
+//! budget, failure accrual and its backoff, rate limits and authorization are deterministic
+//! and instant.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
+use mesh_core::split::BackendRef;
+use mesh_tower::accrual::AccrualConfig;
+use mesh_tower::balance::{BalanceLayer, DEFAULT_DECAY};
 use mesh_tower::body::ReplayBody;
-use mesh_tower::errors::{BackendTimeout, RequestTimeout};
+use mesh_tower::discover::{Endpoint, StaticResolver};
+use mesh_tower::errors::{BackendTimeout, CircuitOpen, RequestTimeout};
 use mesh_tower::retry::RetryLayer;
 use mesh_tower::route::RouteLayer;
+use mesh_tower::split::Backend;
 use mesh_tower::timeout::TimeoutLayer;
 use mesh_tower::{BoxError, PolicyHandle, is_caused_by};
 use tokio::time::Instant;
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_test::mock;
 
 type Body = Full<Bytes>;
@@ -270,4 +276,148 @@ async fn at_low_traffic_the_floor_lets_every_request_retry() {
         tokio::time::advance(Duration::from_millis(500)).await;
     }
     assert_eq!(attempts.load(Ordering::SeqCst), 120 * 4);
+}
+
+// === failure accrual through the balancer ===
+
+fn backend_req() -> Request<()> {
+    let mut r = Request::new(());
+    r.extensions_mut().insert(Backend(BackendRef {
+        name: "web".into(),
+        namespace: "shop".into(),
+        port: Some(80),
+    }));
+    r
+}
+
+const A: &str = "10.0.0.1:80";
+const B: &str = "10.0.0.2:80";
+
+/// A balancer over endpoints A and B (no jitter); B always answers 200, A answers 500 while
+/// `a_down` is set. Returns the balancer and a count of A's attempts.
+fn balancer(
+    a_down: Arc<AtomicBool>,
+) -> (
+    impl Service<Request<()>, Response = Response<()>, Error = BoxError> + Clone,
+    Arc<AtomicUsize>,
+) {
+    let resolver = StaticResolver::new().with(
+        "web.shop",
+        vec![
+            Endpoint::new(A.parse().unwrap()),
+            Endpoint::new(B.parse().unwrap()),
+        ],
+    );
+    let accrual = AccrualConfig {
+        jitter: 0.0,
+        ..AccrualConfig::default()
+    };
+    let (mock, mut handle) = mock::pair::<Request<()>, Response<()>>();
+    let svc = BalanceLayer::with_config(resolver, accrual, DEFAULT_DECAY).layer(mock);
+    let a_hits = Arc::new(AtomicUsize::new(0));
+    let hits = Arc::clone(&a_hits);
+    tokio::spawn(async move {
+        while let Some((req, send)) = handle.next_request().await {
+            let to_a = req.extensions().get::<Endpoint>().unwrap().addr == A.parse().unwrap();
+            let mut rsp = Response::new(());
+            if to_a {
+                hits.fetch_add(1, Ordering::SeqCst);
+                if a_down.load(Ordering::SeqCst) {
+                    *rsp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                }
+            }
+            send.send_response(rsp);
+        }
+    });
+    (svc, a_hits)
+}
+
+async fn send_many<S>(svc: &S, n: usize) -> usize
+where
+    S: Service<Request<()>, Response = Response<()>, Error = BoxError> + Clone,
+{
+    let mut failed = 0;
+    for _ in 0..n {
+        let rsp = svc.clone().oneshot(backend_req()).await.unwrap();
+        if rsp.status() != StatusCode::OK {
+            failed += 1;
+        }
+    }
+    failed
+}
+
+#[tokio::test(start_paused = true)]
+async fn accrual_ejects_after_seven_failures_probes_with_doubling_backoff_and_restores() {
+    let a_down = Arc::new(AtomicBool::new(true));
+    let (svc, a_hits) = balancer(Arc::clone(&a_down));
+    assert_eq!(
+        send_many(&svc, 200).await,
+        7,
+        "seven failures, then A is out"
+    );
+    assert_eq!(a_hits.load(Ordering::SeqCst), 7);
+
+    // After 1 s, one probe; it fails and A is out for 2 s.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(send_many(&svc, 100).await, 1);
+    tokio::time::advance(Duration::from_millis(1999)).await;
+    assert_eq!(send_many(&svc, 100).await, 0);
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(send_many(&svc, 100).await, 1);
+    assert_eq!(a_hits.load(Ordering::SeqCst), 9);
+
+    // A recovers; after the 4 s backoff its probe succeeds and it takes traffic again.
+    a_down.store(false, Ordering::SeqCst);
+    tokio::time::advance(Duration::from_secs(4)).await;
+    assert_eq!(send_many(&svc, 200).await, 0);
+    assert!(
+        a_hits.load(Ordering::SeqCst) > 9 + 20,
+        "A is back in rotation"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_that_never_answers_does_not_leave_the_endpoint_out_for_good() {
+    let resolver = StaticResolver::new().with("web.shop", vec![Endpoint::new(A.parse().unwrap())]);
+    let accrual = AccrualConfig {
+        jitter: 0.0,
+        ..AccrualConfig::default()
+    };
+    let (mock, mut handle) = mock::pair::<Request<()>, Response<()>>();
+    let svc = BalanceLayer::with_config(resolver, accrual, DEFAULT_DECAY).layer(mock);
+    // Seven 500s, then a probe that hangs, then healthy again.
+    tokio::spawn(async move {
+        let mut hung = Vec::new();
+        let mut i = 0;
+        while let Some((_, send)) = handle.next_request().await {
+            let mut rsp = Response::new(());
+            match i {
+                0..7 => {
+                    *rsp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                    send.send_response(rsp);
+                }
+                7 => hung.push(send),
+                _ => send.send_response(rsp),
+            }
+            i += 1;
+        }
+    });
+    assert_eq!(send_many(&svc, 7).await, 7);
+    let err = svc.clone().oneshot(backend_req()).await.unwrap_err();
+    assert!(is_caused_by::<CircuitOpen>(&*err), "{err}");
+
+    // The probe goes out after 1 s, and its caller gives up on it (a timeout above, a client
+    // that went away): the balancer never learns its outcome.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let probe = svc.clone().oneshot(backend_req());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), probe)
+            .await
+            .is_err()
+    );
+
+    // An abandoned probe counts as a failed one: the endpoint backs off and is probed again,
+    // rather than staying out forever.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(send_many(&svc, 10).await, 0);
 }
