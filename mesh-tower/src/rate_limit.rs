@@ -126,19 +126,28 @@ impl<S> RateLimit<S> {
         let mut buckets = self.buckets.lock();
         // The per-identity limit applies first, so that one noisy client does not use up the
         // total for everyone else.
-        if let (Some(id), Some(rps)) = (identity, limit.per_identity_limit(identity)) {
-            let b = buckets
-                .entry((source.clone(), Some(id.clone())))
-                .or_insert_with(|| TokenBucket::new(rps, now));
-            if !b.try_take(now) {
-                return false;
+        let own = match (identity, limit.per_identity_limit(identity)) {
+            (Some(id), Some(rps)) => {
+                let key = (source.clone(), Some(id.clone()));
+                let b = buckets
+                    .entry(key.clone())
+                    .or_insert_with(|| TokenBucket::new(rps, now));
+                if !b.try_take(now) {
+                    return false;
+                }
+                Some(key)
             }
-        }
+            _ => None,
+        };
         if let Some(total) = limit.total {
             let b = buckets
                 .entry((source, None))
                 .or_insert_with(|| TokenBucket::new(total, now));
             if !b.try_take(now) {
+                // Refused for everyone's load: that must not use up this client's own share.
+                if let Some(b) = own.and_then(|k| buckets.get_mut(&k)) {
+                    b.tokens += 1.0;
+                }
                 return false;
             }
         }

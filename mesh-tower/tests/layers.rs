@@ -2,6 +2,7 @@
 //! budget, failure accrual and its backoff, rate limits and authorization are deterministic
 //! and instant.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -10,13 +11,19 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use mesh_core::split::BackendRef;
+use mesh_core::{Identity, InboundTarget};
 use mesh_tower::accrual::AccrualConfig;
+use mesh_tower::authz::{AuthorizeLayer, ClientInfo};
 use mesh_tower::balance::{BalanceLayer, DEFAULT_DECAY};
 use mesh_tower::body::ReplayBody;
 use mesh_tower::discover::{Endpoint, StaticResolver};
-use mesh_tower::errors::{BackendTimeout, CircuitOpen, RequestTimeout};
+use mesh_tower::errors::{
+    BackendTimeout, CircuitOpen, PROXY_ERROR_HEADER, RequestTimeout, RespondLayer,
+};
+use mesh_tower::rate_limit::RateLimitLayer;
 use mesh_tower::retry::RetryLayer;
 use mesh_tower::route::RouteLayer;
+use mesh_tower::server::local_target;
 use mesh_tower::split::Backend;
 use mesh_tower::timeout::TimeoutLayer;
 use mesh_tower::{BoxError, PolicyHandle, is_caused_by};
@@ -420,4 +427,124 @@ async fn a_probe_that_never_answers_does_not_leave_the_endpoint_out_for_good() {
     // rather than staying out forever.
     tokio::time::advance(Duration::from_secs(10)).await;
     assert_eq!(send_many(&svc, 10).await, 0);
+}
+
+// === inbound: authorization and rate limits ===
+
+const INBOUND: &str = r#"
+apiVersion: policy.linkerd.io/v1beta3
+kind: Server
+metadata: { name: web-http, namespace: shop }
+spec:
+  podSelector: { matchLabels: { app: web } }
+  port: 8080
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: MeshTLSAuthentication
+metadata: { name: callers, namespace: shop }
+spec:
+  identities:
+  - "frontend.shop.serviceaccount.identity.linkerd.cluster.local"
+  - "batch.shop.serviceaccount.identity.linkerd.cluster.local"
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: { name: web-callers, namespace: shop }
+spec:
+  targetRef: { group: policy.linkerd.io, kind: Server, name: web-http }
+  requiredAuthenticationRefs: [{ group: policy.linkerd.io, kind: MeshTLSAuthentication, name: callers }]
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: HTTPLocalRateLimitPolicy
+metadata: { name: web-rl, namespace: shop }
+spec:
+  targetRef: { group: policy.linkerd.io, kind: Server, name: web-http }
+  total: { requestsPerSecond: 5 }
+  identity: { requestsPerSecond: 3 }
+"#;
+
+fn id(sa: &str) -> Identity {
+    Identity::new("cluster.local", "shop", sa).unwrap()
+}
+
+fn from(sa: &str) -> Request<()> {
+    let mut r = Request::get("http://web.shop/").body(()).unwrap();
+    let addr: SocketAddr = "10.1.0.7:40000".parse().unwrap();
+    r.extensions_mut().insert(ClientInfo {
+        identity: Some(id(sa)),
+        addr,
+    });
+    let target: InboundTarget = local_target("shop", 8080, &[("app", "web")]);
+    r.extensions_mut().insert(Arc::new(target));
+    r
+}
+
+/// Respond → Authorize → RateLimit over a mock app that answers 200.
+fn inbound() -> (
+    impl Service<
+        Request<()>,
+        Response = Response<mesh_tower::body::ResponseBody<Body>>,
+        Error = std::convert::Infallible,
+    > + Clone,
+    Arc<AtomicUsize>,
+) {
+    let (mock, mut handle) = mock::pair::<Request<()>, Response<Body>>();
+    let svc = ServiceBuilder::new()
+        .layer(RespondLayer::new())
+        .layer(AuthorizeLayer::new(
+            PolicyHandle::from_yaml(INBOUND).unwrap(),
+        ))
+        .layer(RateLimitLayer::new())
+        .service(mock);
+    let seen = Arc::new(AtomicUsize::new(0));
+    let n = Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Some((_, send)) = handle.next_request().await {
+            n.fetch_add(1, Ordering::SeqCst);
+            send.send_response(status(StatusCode::OK));
+        }
+    });
+    (svc, seen)
+}
+
+async fn statuses<S>(svc: &S, sa: &str, n: usize) -> Vec<u16>
+where
+    S: Service<Request<()>, Response = Response<mesh_tower::body::ResponseBody<Body>>> + Clone,
+    S::Error: std::fmt::Debug,
+{
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let rsp = svc.clone().oneshot(from(sa)).await.unwrap();
+        out.push(rsp.status().as_u16());
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_denied_identity_is_answered_403_and_the_app_never_sees_it() {
+    let (svc, seen) = inbound();
+    let rsp = svc.clone().oneshot(from("intruder")).await.unwrap();
+    assert_eq!(rsp.status(), StatusCode::FORBIDDEN);
+    assert!(rsp.headers().contains_key(PROXY_ERROR_HEADER));
+    assert_eq!(seen.load(Ordering::SeqCst), 0);
+    assert_eq!(statuses(&svc, "frontend", 1).await, [200]);
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limits_apply_per_identity_and_in_total_and_refill_over_time() {
+    let (svc, seen) = inbound();
+    // Three a second per identity...
+    assert_eq!(statuses(&svc, "frontend", 4).await, [200, 200, 200, 429]);
+    // ...and five in total: the other caller gets the remaining two.
+    assert_eq!(statuses(&svc, "batch", 3).await, [200, 200, 429]);
+    assert_eq!(seen.load(Ordering::SeqCst), 5);
+    // A second later the buckets are full again.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(statuses(&svc, "batch", 4).await, [200, 200, 200, 429]);
+    // The total has two left; a request it refuses does not count against frontend's own three.
+    assert_eq!(statuses(&svc, "frontend", 3).await, [200, 200, 429]);
+    // 200 ms refill one request of the total.
+    tokio::time::advance(Duration::from_millis(200)).await;
+    assert_eq!(statuses(&svc, "frontend", 2).await, [200, 429]);
 }
