@@ -472,6 +472,8 @@ pin_project! {
         start: Instant,
         authority: Arc<str>,
         route: Option<Arc<str>>,
+        // The route's response classes decide `classification`.
+        policy_route: Option<Arc<mesh_core::policy::Route>>,
         client: Option<ClientInfo>,
         backend: Option<(String, String)>,
     }
@@ -641,15 +643,15 @@ where
             None => crate::route::destination(&req)
                 .map_or_else(|| Arc::from(""), |(h, p)| Arc::from(format!("{h}:{p}"))),
         };
-        let route = target
-            .and_then(|t| t.route.as_ref())
-            .map(|r| Arc::from(r.name()));
+        let policy_route = target.and_then(|t| t.route.clone());
+        let route = policy_route.as_ref().map(|r| Arc::from(r.name()));
         let client = req.extensions().get::<ClientInfo>().cloned();
         ResponseFuture {
             shared: Arc::clone(&self.shared),
             start: Instant::now(),
             authority,
             route,
+            policy_route,
             client,
             backend: None,
             inner: self.inner.call(req),
@@ -682,7 +684,10 @@ where
             ),
             Err(e) => (status_for(&**e).as_u16(), None, None, None),
         };
-        let class = mesh_core::classify::classify(&[], status, grpc);
+        let class = match this.policy_route {
+            Some(r) => r.classify(status, grpc),
+            None => mesh_core::classify::classify(&[], status, grpc),
+        };
         let (peer, target) = match this.shared.direction {
             Direction::Inbound => (this.client.as_ref().and_then(|c| c.identity.clone()), None),
             Direction::Outbound => (

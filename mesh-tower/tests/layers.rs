@@ -20,6 +20,7 @@ use mesh_tower::discover::{Endpoint, StaticResolver};
 use mesh_tower::errors::{
     BackendTimeout, CircuitOpen, PROXY_ERROR_HEADER, RequestTimeout, RespondLayer,
 };
+use mesh_tower::metrics::{Direction, MetricsLayer, Registry};
 use mesh_tower::rate_limit::RateLimitLayer;
 use mesh_tower::retry::RetryLayer;
 use mesh_tower::route::RouteLayer;
@@ -547,4 +548,53 @@ async fn rate_limits_apply_per_identity_and_in_total_and_refill_over_time() {
     // 200 ms refill one request of the total.
     tokio::time::advance(Duration::from_millis(200)).await;
     assert_eq!(statuses(&svc, "frontend", 2).await, [200, 429]);
+}
+
+// === metrics ===
+
+#[tokio::test(start_paused = true)]
+async fn metrics_classify_responses_by_the_routes_response_classes() {
+    let policy = PolicyHandle::from_yaml(
+        r#"
+apiVersion: linkerd.io/v1alpha2
+kind: ServiceProfile
+metadata: { name: web.shop.svc.cluster.local, namespace: shop }
+spec:
+  routes:
+  - name: GET /items
+    condition: { method: GET, pathRegex: /items }
+    responseClasses:
+    - condition: { status: { min: 404, max: 404 } }
+      isFailure: true
+"#,
+    )
+    .unwrap();
+    let registry = Registry::new();
+    let (mock, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let svc = ServiceBuilder::new()
+        .layer(RouteLayer::new(policy))
+        .layer(MetricsLayer::new(registry.clone(), Direction::Outbound))
+        .service(mock);
+    tokio::spawn(async move {
+        while let Some((_, send)) = handle.next_request().await {
+            send.send_response(status(StatusCode::NOT_FOUND));
+        }
+    });
+    let rsp = svc
+        .oneshot(req("GET", "http://web.shop/items"))
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), StatusCode::NOT_FOUND);
+    let text = registry.render();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("response_total{") && l.contains("status_code=\"404\""))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("classification=\"failure\""), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("route_response_total{"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("rt_route=\"GET /items\""), "{text}");
+    assert!(line.contains("classification=\"failure\""), "{text}");
 }
