@@ -52,6 +52,7 @@ use crate::discover::Endpoint;
 use crate::errors::status_for;
 use crate::route::RouteTarget;
 use crate::split::Backend;
+use mesh_core::split::BackendRef;
 
 /// Linkerd's latency histogram bounds, in milliseconds.
 pub const LATENCY_BUCKETS_MS: &[f64] = &[
@@ -440,16 +441,31 @@ struct Shared {
     direction: Direction,
     control_namespace: String,
     series: RwLock<HashMap<SeriesKey, Arc<Series>>>,
+    interned: Interned,
 }
+
+/// Shared copies of the values series keys hold, so that keying a response's series costs no
+/// allocation once a value has been seen. Bounded like the series themselves: by the peers,
+/// backends, routes and authorities that occur.
+#[derive(Debug, Default)]
+struct Interned {
+    identities: RwLock<HashMap<Identity, Arc<Identity>>>,
+    backends: RwLock<HashMap<BackendRef, Arc<BackendRef>>>,
+    routes: RwLock<Names>,
+    /// `host:port` by port, then host.
+    authorities: RwLock<HashMap<u16, Names>>,
+}
+
+type Names = HashMap<Box<str>, Arc<str>>;
 
 /// Everything a response's labels depend on.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct SeriesKey {
     authority: Arc<str>,
     route: Option<Arc<str>>,
-    peer: Option<Identity>,
+    peer: Option<Arc<Identity>>,
     target: Option<std::net::SocketAddr>,
-    backend: Option<(String, String)>,
+    backend: Option<Arc<BackendRef>>,
     status: u16,
     class: Class,
 }
@@ -474,8 +490,7 @@ pin_project! {
         route: Option<Arc<str>>,
         // The route's response classes decide `classification`.
         policy_route: Option<Arc<mesh_core::policy::Route>>,
-        client: Option<ClientInfo>,
-        backend: Option<(String, String)>,
+        client: Option<Arc<Identity>>,
     }
 }
 
@@ -514,6 +529,7 @@ impl MetricsLayer {
                 direction,
                 control_namespace: control_namespace.to_owned(),
                 series: RwLock::new(HashMap::new()),
+                interned: Interned::default(),
             }),
         }
     }
@@ -544,6 +560,49 @@ impl<S> Metrics<S> {
     /// Unwraps the inner service.
     pub fn into_inner(self) -> S {
         self.inner
+    }
+}
+
+impl Interned {
+    fn identity(&self, id: &Identity) -> Arc<Identity> {
+        if let Some(a) = self.identities.read().get(id) {
+            return Arc::clone(a);
+        }
+        let mut map = self.identities.write();
+        Arc::clone(
+            map.entry(id.clone())
+                .or_insert_with(|| Arc::new(id.clone())),
+        )
+    }
+
+    fn backend(&self, b: &BackendRef) -> Arc<BackendRef> {
+        if let Some(a) = self.backends.read().get(b) {
+            return Arc::clone(a);
+        }
+        let mut map = self.backends.write();
+        Arc::clone(map.entry(b.clone()).or_insert_with(|| Arc::new(b.clone())))
+    }
+
+    fn route(&self, name: &str) -> Arc<str> {
+        if let Some(a) = self.routes.read().get(name) {
+            return Arc::clone(a);
+        }
+        let mut map = self.routes.write();
+        Arc::clone(map.entry(name.into()).or_insert_with(|| name.into()))
+    }
+
+    /// `host:port`.
+    fn authority(&self, host: &str, port: u16) -> Arc<str> {
+        if let Some(a) = self.authorities.read().get(&port).and_then(|m| m.get(host)) {
+            return Arc::clone(a);
+        }
+        let mut map = self.authorities.write();
+        let by_host = map.entry(port).or_default();
+        Arc::clone(
+            by_host
+                .entry(host.into())
+                .or_insert_with(|| format!("{host}:{port}").into()),
+        )
     }
 }
 
@@ -586,9 +645,9 @@ impl Shared {
                 ));
             }
         }
-        if let Some((svc, ns)) = &k.backend {
-            base.push(Label::new("dst_service", svc.clone()));
-            base.push(Label::new("dst_namespace", ns.clone()));
+        if let Some(b) = &k.backend {
+            base.push(Label::new("dst_service", b.name.clone()));
+            base.push(Label::new("dst_namespace", b.namespace.clone()));
         }
         let status = Label::new("status_code", k.status.to_string());
         let class = Label::new("classification", k.class.as_str());
@@ -638,14 +697,19 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let target = req.extensions().get::<RouteTarget>();
+        let interned = &self.shared.interned;
         let authority: Arc<str> = match target {
             Some(t) => Arc::clone(&t.authority),
             None => crate::route::destination(&req)
-                .map_or_else(|| Arc::from(""), |(h, p)| Arc::from(format!("{h}:{p}"))),
+                .map_or_else(|| Arc::from(""), |(h, p)| interned.authority(h, p)),
         };
         let policy_route = target.and_then(|t| t.route.clone());
-        let route = policy_route.as_ref().map(|r| Arc::from(r.name()));
-        let client = req.extensions().get::<ClientInfo>().cloned();
+        let route = policy_route.as_ref().map(|r| interned.route(r.name()));
+        let client = req
+            .extensions()
+            .get::<ClientInfo>()
+            .and_then(|c| c.identity.as_ref())
+            .map(|id| interned.identity(id));
         ResponseFuture {
             shared: Arc::clone(&self.shared),
             start: Instant::now(),
@@ -653,7 +717,6 @@ where
             route,
             policy_route,
             client,
-            backend: None,
             inner: self.inner.call(req),
         }
     }
@@ -677,10 +740,8 @@ where
                     .get("grpc-status")
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse().ok()),
-                rsp.extensions().get::<Endpoint>().cloned(),
-                rsp.extensions()
-                    .get::<Backend>()
-                    .map(|b| (b.0.name.clone(), b.0.namespace.clone())),
+                rsp.extensions().get::<Endpoint>(),
+                rsp.extensions().get::<Backend>().map(|b| &b.0),
             ),
             Err(e) => (status_for(&**e).as_u16(), None, None, None),
         };
@@ -688,19 +749,23 @@ where
             Some(r) => r.classify(status, grpc),
             None => mesh_core::classify::classify(&[], status, grpc),
         };
+        let interned = &this.shared.interned;
         let (peer, target) = match this.shared.direction {
-            Direction::Inbound => (this.client.as_ref().and_then(|c| c.identity.clone()), None),
+            Direction::Inbound => (this.client.clone(), None),
             Direction::Outbound => (
-                endpoint.as_ref().and_then(|e| e.identity.clone()),
-                endpoint.as_ref().map(|e| e.addr),
+                endpoint
+                    .and_then(|e| e.identity.as_ref())
+                    .map(|id| interned.identity(id)),
+                endpoint.map(|e| e.addr),
             ),
         };
+        let backend = backend.map(|b| interned.backend(b));
         let series = this.shared.series(SeriesKey {
             authority: Arc::clone(this.authority),
             route: this.route.clone(),
             peer,
             target,
-            backend: backend.or_else(|| this.backend.take()),
+            backend,
             status,
             class,
         });
