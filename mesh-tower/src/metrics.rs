@@ -86,7 +86,12 @@ struct Inner {
     gauges: RwLock<HashMap<Key, Arc<GaugeCell>>>,
     histograms: RwLock<HashMap<Key, Arc<HistogramCell>>>,
     help: RwLock<HashMap<String, String>>,
+    authz: RwLock<AuthzCounters>,
 }
+
+/// Authorization counters by (allowed, target port), then by what decided, then by Server, so
+/// that counting a decision allocates nothing once its label set has been seen.
+type AuthzCounters = HashMap<(bool, u16), HashMap<Box<str>, Vec<(Option<Box<str>>, Counter)>>>;
 
 #[derive(Debug, Default)]
 struct CounterCell(AtomicU64);
@@ -303,6 +308,18 @@ impl Registry {
 
     /// Counts an inbound authorization decision.
     pub fn count_authz(&self, target: &InboundTarget, d: &AuthzDecision) {
+        let server = d.server.as_ref().map(|s| s.name.as_str());
+        let cached = |m: &AuthzCounters| {
+            m.get(&(d.allowed, target.port))?
+                .get(d.by.as_str())?
+                .iter()
+                .find(|(s, _)| s.as_deref() == server)
+                .map(|(_, c)| c.clone())
+        };
+        if let Some(c) = cached(&self.inner.authz.read()) {
+            c.increment(1);
+            return;
+        }
         let (srv_kind, srv_name) = d.server.as_ref().map_or(
             ("default", d.by.trim_start_matches("default:").to_owned()),
             |s| ("server", s.name.clone()),
@@ -331,7 +348,16 @@ impl Registry {
             l.push(Label::new("authz_kind", authz_kind));
             l.push(Label::new("authz_name", authz_name));
         }
-        self.counter(name, l).increment(1);
+        let counter = self.counter(name, l);
+        counter.increment(1);
+        self.inner
+            .authz
+            .write()
+            .entry((d.allowed, target.port))
+            .or_default()
+            .entry(d.by.as_str().into())
+            .or_default()
+            .push((server.map(Into::into), counter));
     }
 }
 
