@@ -3,7 +3,8 @@
 //!
 //! The backend comes from the [`Backend`](crate::split::Backend) extension the split attached;
 //! its endpoints from a [`Resolve`], and may change at run time. The chosen endpoint is attached
-//! as an [`Endpoint`] extension for the connecting service below.
+//! as an [`Endpoint`] extension for the connecting service below; the response carries the
+//! `Endpoint` and the `Backend` (moved from the request) up to the metrics layer.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -361,11 +362,12 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let clone = self.inner.clone();
         let svc = std::mem::replace(&mut self.inner, clone);
-        let chosen = match req.extensions().get::<Backend>() {
+        // Nothing below needs the backend; it moves to the response, for metrics.
+        let backend = req.extensions_mut().remove::<Backend>();
+        let chosen = match &backend {
             Some(Backend(b)) => self.shared.choose(b),
             None => Err("balance: no backend was chosen for the request".into()),
         };
-        let backend = req.extensions().get::<Backend>().cloned();
         Box::pin(async move {
             let ep = chosen?;
             let in_flight = InFlight::new(Arc::clone(&ep));
