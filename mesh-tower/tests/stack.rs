@@ -548,3 +548,68 @@ async fn failure_accrual_shields_an_endpoint_that_only_fails() {
         backend.hits()
     );
 }
+
+#[tokio::test]
+async fn a_trace_is_continued_across_both_hops() {
+    let pki = Pki::new();
+    let backend = Backend::start(&pki, "web-v1").await;
+    let resolver = StaticResolver::new().with("web.shop", vec![backend.endpoint()]);
+    let (client, _) = client(
+        &pki,
+        "frontend",
+        PolicyHandle::from_yaml("").unwrap(),
+        resolver,
+    );
+    let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let req = http::Request::get("http://web.shop/")
+        .header("traceparent", caller)
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(client.request(req).await.status(), StatusCode::OK);
+
+    let seen = backend.seen()[0]
+        .traceparent
+        .clone()
+        .expect("a traceparent");
+    // Same trace, sampled, but a span of the mesh's own: the app's parent is the mesh hop.
+    assert!(
+        seen.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{seen}"
+    );
+    assert!(seen.ends_with("-01"), "{seen}");
+    assert!(!seen.contains("00f067aa0ba902b7"), "{seen}");
+}
+
+#[tokio::test]
+async fn an_endpoint_outside_the_mesh_is_reached_in_plaintext_and_metrics_say_so() {
+    let pki = Pki::new();
+    // A plain hyper server: no TLS, no mesh.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(
+                hyper_util::rt::TokioIo::new(tcp),
+                hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(StatusCode::OK.with_body("plain"))
+                }),
+            ));
+        }
+    });
+    let resolver = StaticResolver::new().with("legacy.shop", vec![Endpoint::new(addr)]);
+    let (client, registry) = client(
+        &pki,
+        "frontend",
+        PolicyHandle::from_yaml("").unwrap(),
+        resolver,
+    );
+    let (status, body) = read(client.request(get("http://legacy.shop/")).await).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "plain"));
+    let text = registry.render();
+    let labels = [
+        ("tls", "no_identity"),
+        ("no_tls_reason", "not_provided_by_service_discovery"),
+    ];
+    assert_eq!(sample(&text, "request_total", &labels), 1.0);
+}

@@ -75,6 +75,7 @@ pub struct Seen {
     pub method: http::Method,
     pub path: String,
     pub request_id: Option<String>,
+    pub traceparent: Option<String>,
     pub at: Instant,
 }
 
@@ -119,11 +120,8 @@ impl Backend {
             log.lock().push(Seen {
                 method: parts.method.clone(),
                 path: parts.uri.path().to_owned(),
-                request_id: parts
-                    .headers
-                    .get("x-request-id")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned),
+                request_id: header(&parts, "x-request-id"),
+                traceparent: header(&parts, "traceparent"),
                 at: Instant::now(),
             });
             let fut = handler(parts);
@@ -150,6 +148,14 @@ impl Backend {
     pub fn endpoint(&self) -> mesh_tower::discover::Endpoint {
         mesh_tower::discover::Endpoint::meshed(self.addr, self.identity.clone())
     }
+}
+
+fn header(parts: &http::request::Parts, name: &str) -> Option<String> {
+    parts
+        .headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// `StatusCode::OK.with_body("...")`.
