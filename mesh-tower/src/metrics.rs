@@ -50,7 +50,7 @@ use crate::BoxError;
 use crate::authz::ClientInfo;
 use crate::discover::Endpoint;
 use crate::errors::status_for;
-use crate::route::RouteTarget;
+use crate::route::{Authorities, RouteTarget};
 use crate::split::Backend;
 use mesh_core::split::BackendRef;
 
@@ -477,12 +477,9 @@ struct Shared {
 struct Interned {
     identities: RwLock<HashMap<Identity, Arc<Identity>>>,
     backends: RwLock<HashMap<BackendRef, Arc<BackendRef>>>,
-    routes: RwLock<Names>,
-    /// `host:port` by port, then host.
-    authorities: RwLock<HashMap<u16, Names>>,
+    routes: RwLock<HashMap<Box<str>, Arc<str>>>,
+    authorities: Authorities,
 }
-
-type Names = HashMap<Box<str>, Arc<str>>;
 
 /// Everything a response's labels depend on.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -616,20 +613,6 @@ impl Interned {
         let mut map = self.routes.write();
         Arc::clone(map.entry(name.into()).or_insert_with(|| name.into()))
     }
-
-    /// `host:port`.
-    fn authority(&self, host: &str, port: u16) -> Arc<str> {
-        if let Some(a) = self.authorities.read().get(&port).and_then(|m| m.get(host)) {
-            return Arc::clone(a);
-        }
-        let mut map = self.authorities.write();
-        let by_host = map.entry(port).or_default();
-        Arc::clone(
-            by_host
-                .entry(host.into())
-                .or_insert_with(|| format!("{host}:{port}").into()),
-        )
-    }
 }
 
 impl Shared {
@@ -727,7 +710,7 @@ where
         let authority: Arc<str> = match target {
             Some(t) => Arc::clone(&t.authority),
             None => crate::route::destination(&req)
-                .map_or_else(|| Arc::from(""), |(h, p)| interned.authority(h, p)),
+                .map_or_else(|| Arc::from(""), |(h, p)| interned.authorities.get(h, p)),
         };
         let policy_route = target.and_then(|t| t.route.clone());
         let route = policy_route.as_ref().map(|r| interned.route(r.name()));
