@@ -368,9 +368,12 @@ where
             Some(Backend(b)) => self.shared.choose(b),
             None => Err("balance: no backend was chosen for the request".into()),
         };
+        // In flight from here, not from the first poll: choosing may have taken the endpoint's
+        // probe, and a future dropped unpolled must still give it back.
+        let in_flight = chosen.map(InFlight::new);
         Box::pin(async move {
-            let ep = chosen?;
-            let in_flight = InFlight::new(Arc::clone(&ep));
+            let in_flight = in_flight?;
+            let ep = Arc::clone(&in_flight.ep);
             req.extensions_mut().insert(ep.endpoint.clone());
             let mut res = svc.oneshot(req).await.map_err(Into::into);
             let ok = matches!(&res, Ok(rsp) if !rsp.status().is_server_error());

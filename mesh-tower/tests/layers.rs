@@ -430,6 +430,41 @@ async fn a_probe_that_never_answers_does_not_leave_the_endpoint_out_for_good() {
     assert_eq!(send_many(&svc, 10).await, 0);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_probe_dropped_before_it_ran_does_not_leave_the_endpoint_out_for_good() {
+    let resolver = StaticResolver::new().with("web.shop", vec![Endpoint::new(A.parse().unwrap())]);
+    let accrual = AccrualConfig {
+        jitter: 0.0,
+        ..AccrualConfig::default()
+    };
+    let (mock, mut handle) = mock::pair::<Request<()>, Response<()>>();
+    let svc = BalanceLayer::with_config(resolver, accrual, DEFAULT_DECAY).layer(mock);
+    // Seven 500s, then healthy.
+    tokio::spawn(async move {
+        let mut i = 0;
+        while let Some((_, send)) = handle.next_request().await {
+            let mut rsp = Response::new(());
+            if i < 7 {
+                *rsp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            }
+            send.send_response(rsp);
+            i += 1;
+        }
+    });
+    assert_eq!(send_many(&svc, 7).await, 7);
+
+    // The backoff is over: the next call takes the probe when it is made, and is dropped
+    // without ever being polled.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let mut s = svc.clone();
+    s.ready().await.unwrap();
+    drop(s.call(backend_req()));
+
+    // Later the endpoint is probed again, answers, and is back.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(send_many(&svc, 10).await, 0);
+}
+
 // === inbound: authorization and rate limits ===
 
 const INBOUND: &str = r#"
