@@ -138,7 +138,6 @@ async fn weights_changed_live_take_effect_without_dropping_a_request() {
     assert!((0.05..=0.15).contains(&v2_share), "{counts:?}");
 
     policy.update_yaml(&split_yaml(0, 100)).unwrap();
-    let v1_before = v1.hits();
     only("web-v2", &spray(&client, 200, 2).await);
 
     stop.store(true, Ordering::Relaxed);
@@ -146,11 +145,10 @@ async fn weights_changed_live_take_effect_without_dropping_a_request() {
         t.await.unwrap();
     }
     assert_eq!(policy.version(), 2);
+    // The background load ran through every change without a failure (it asserts each
+    // response), and both versions served it.
     assert!(sent.load(Ordering::Relaxed) > 0);
-    // Requests of the background load still in flight at the switch may have gone to v1; none
-    // started after the final update did (the foreground spray above saw only v2).
-    assert!(v1.hits() >= v1_before);
-    assert!(v2.hits() > 0);
+    assert!(v1.hits() > 0 && v2.hits() > 0);
 }
 
 const RETRY_ROUTE: &str = r#"
