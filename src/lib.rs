@@ -12,3 +12,8 @@ pub use mesh_tower as tower;
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+// So is mesh-tower's in-process teaser, written with the facade's paths.
+#[cfg(doctest)]
+#[doc = include_str!("../mesh-tower/README.md")]
+struct TowerReadmeDoctests;

@@ -120,22 +120,29 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        // Take the ClientInfo out and put it back after the decision, so that the Peer the
+        // policy needs borrows nothing and copies no identity.
         let (Some(target), Some(client)) = (
             req.extensions().get::<Arc<InboundTarget>>().cloned(),
-            req.extensions().get::<ClientInfo>().cloned(),
+            req.extensions_mut().remove::<ClientInfo>(),
         ) else {
             let e: BoxError =
                 "authorize: the server attached no InboundTarget or ClientInfo".into();
             return Either::Right(std::future::ready(Err(e)));
         };
+        let addr = client.addr;
         let peer = Peer {
             identity: client.identity,
-            ip: Some(client.addr.ip()),
+            ip: Some(addr.ip()),
         };
         let d = self
             .policy
             .load()
             .authorize(&target, &peer, &HttpFacts(&req));
+        req.extensions_mut().insert(ClientInfo {
+            identity: peer.identity,
+            addr,
+        });
         if let Some(m) = &self.metrics {
             m.count_authz(&target, &d);
         }

@@ -3,7 +3,8 @@
 //!
 //! The backend comes from the [`Backend`](crate::split::Backend) extension the split attached;
 //! its endpoints from a [`Resolve`], and may change at run time. The chosen endpoint is attached
-//! as an [`Endpoint`] extension for the connecting service below.
+//! as an [`Endpoint`] extension for the connecting service below; the response carries the
+//! `Endpoint` and the `Backend` (moved from the request) up to the metrics layer.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -276,12 +277,39 @@ impl EndpointState {
     }
 }
 
-/// Decrements an endpoint's pending count however the request ends.
-struct PendingGuard(Arc<EndpointState>);
+/// One request in flight to an endpoint: counted as pending until it ends, and recorded
+/// however it ends.
+struct InFlight {
+    ep: Arc<EndpointState>,
+    start: Instant,
+    done: bool,
+}
 
-impl Drop for PendingGuard {
+impl InFlight {
+    fn new(ep: Arc<EndpointState>) -> Self {
+        ep.pending.fetch_add(1, Ordering::Relaxed);
+        Self {
+            ep,
+            start: Instant::now(),
+            done: false,
+        }
+    }
+
+    fn finish(mut self, success: bool) {
+        self.done = true;
+        self.ep.record(self.start.elapsed(), success);
+    }
+}
+
+impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.pending.fetch_sub(1, Ordering::Relaxed);
+        self.ep.pending.fetch_sub(1, Ordering::Relaxed);
+        if !self.done {
+            // The caller gave up before the endpoint answered (a timeout above, a client that
+            // went away). Count it as a failure: otherwise an abandoned probe would leave the
+            // endpoint ejected for good, and an endpoint that never answers would never be.
+            self.ep.record(self.start.elapsed(), false);
+        }
     }
 }
 
@@ -300,8 +328,13 @@ impl PeakEwma {
         self.stamp = now;
     }
 
-    fn cost(&self, _now: Instant) -> f64 {
-        self.cost_ns
+    /// The estimate decays towards zero while the endpoint is not observed (as tower's
+    /// peak-EWMA does), so that an endpoint that was slow once is tried again: with two
+    /// endpoints, power of two choices compares both on every request, and a stale high cost
+    /// would keep one out of rotation for good.
+    fn cost(&self, now: Instant) -> f64 {
+        let idle = now.saturating_duration_since(self.stamp).as_nanos() as f64;
+        self.cost_ns * (-idle / self.decay_ns).exp()
     }
 }
 
@@ -325,17 +358,19 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let clone = self.inner.clone();
         let svc = std::mem::replace(&mut self.inner, clone);
-        let chosen = match req.extensions().get::<Backend>() {
+        // Nothing below needs the backend; it moves to the response, for metrics.
+        let backend = req.extensions_mut().remove::<Backend>();
+        let chosen = match &backend {
             Some(Backend(b)) => self.shared.choose(b),
             None => Err("balance: no backend was chosen for the request".into()),
         };
-        let backend = req.extensions().get::<Backend>().cloned();
+        // In flight from here, not from the first poll: choosing may have taken the endpoint's
+        // probe, and a future dropped unpolled must still give it back.
+        let in_flight = chosen.map(InFlight::new);
         Box::pin(async move {
-            let ep = chosen?;
-            ep.pending.fetch_add(1, Ordering::Relaxed);
-            let guard = PendingGuard(Arc::clone(&ep));
+            let in_flight = in_flight?;
+            let ep = Arc::clone(&in_flight.ep);
             req.extensions_mut().insert(ep.endpoint.clone());
-            let start = Instant::now();
             let mut res = svc.oneshot(req).await.map_err(Into::into);
             let ok = matches!(&res, Ok(rsp) if !rsp.status().is_server_error());
             // Metrics above read where the request went from the response.
@@ -345,8 +380,7 @@ where
                     rsp.extensions_mut().insert(b);
                 }
             }
-            ep.record(start.elapsed(), ok);
-            drop(guard);
+            in_flight.finish(ok);
             res
         })
     }

@@ -28,7 +28,8 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::BoxError;
-use crate::balance::BalanceLayer;
+use crate::accrual::AccrualConfig;
+use crate::balance::{BalanceLayer, DEFAULT_DECAY};
 use crate::body::{ReplayBody, ResponseBody};
 use crate::connect::Connect;
 use crate::discover::Resolve;
@@ -58,6 +59,7 @@ pub struct MeshClientBuilder<R> {
     registry: Registry,
     control_namespace: String,
     retry: RetryLayer,
+    accrual: AccrualConfig,
 }
 
 // === impl MeshClient ===
@@ -72,6 +74,7 @@ impl MeshClient<()> {
             registry: Registry::new(),
             control_namespace: mesh_core::identity::DEFAULT_CONTROL_NAMESPACE.to_owned(),
             retry: RetryLayer::new(),
+            accrual: AccrualConfig::default(),
         }
     }
 }
@@ -138,6 +141,14 @@ impl<R: Resolve> MeshClientBuilder<R> {
         self
     }
 
+    /// Sets when failure accrual ejects an endpoint (default: seven consecutive failures,
+    /// backing off from 1 s to 1 min).
+    #[must_use]
+    pub fn failure_accrual(mut self, accrual: AccrualConfig) -> Self {
+        self.accrual = accrual;
+        self
+    }
+
     /// The registry the client records into.
     pub fn registry(&self) -> &Registry {
         &self.registry
@@ -150,7 +161,8 @@ impl<R: Resolve> MeshClientBuilder<R> {
         B::Error: Into<BoxError>,
     {
         let connect = Connect::<ReplayBody<B>>::new(self.tls);
-        let balanced = BalanceLayer::new(self.resolver).layer(connect);
+        let balanced =
+            BalanceLayer::with_config(self.resolver, self.accrual, DEFAULT_DECAY).layer(connect);
         let svc = tower::ServiceBuilder::new()
             .layer(RespondLayer::new())
             .layer(RouteLayer::new(self.policy))

@@ -50,8 +50,9 @@ use crate::BoxError;
 use crate::authz::ClientInfo;
 use crate::discover::Endpoint;
 use crate::errors::status_for;
-use crate::route::RouteTarget;
+use crate::route::{Authorities, RouteTarget};
 use crate::split::Backend;
+use mesh_core::split::BackendRef;
 
 /// Linkerd's latency histogram bounds, in milliseconds.
 pub const LATENCY_BUCKETS_MS: &[f64] = &[
@@ -85,7 +86,12 @@ struct Inner {
     gauges: RwLock<HashMap<Key, Arc<GaugeCell>>>,
     histograms: RwLock<HashMap<Key, Arc<HistogramCell>>>,
     help: RwLock<HashMap<String, String>>,
+    authz: RwLock<AuthzCounters>,
 }
+
+/// Authorization counters by (allowed, target port), then by what decided, then by Server, so
+/// that counting a decision allocates nothing once its label set has been seen.
+type AuthzCounters = HashMap<(bool, u16), HashMap<Box<str>, Vec<(Option<Box<str>>, Counter)>>>;
 
 #[derive(Debug, Default)]
 struct CounterCell(AtomicU64);
@@ -302,6 +308,18 @@ impl Registry {
 
     /// Counts an inbound authorization decision.
     pub fn count_authz(&self, target: &InboundTarget, d: &AuthzDecision) {
+        let server = d.server.as_ref().map(|s| s.name.as_str());
+        let cached = |m: &AuthzCounters| {
+            m.get(&(d.allowed, target.port))?
+                .get(d.by.as_str())?
+                .iter()
+                .find(|(s, _)| s.as_deref() == server)
+                .map(|(_, c)| c.clone())
+        };
+        if let Some(c) = cached(&self.inner.authz.read()) {
+            c.increment(1);
+            return;
+        }
         let (srv_kind, srv_name) = d.server.as_ref().map_or(
             ("default", d.by.trim_start_matches("default:").to_owned()),
             |s| ("server", s.name.clone()),
@@ -330,7 +348,16 @@ impl Registry {
             l.push(Label::new("authz_kind", authz_kind));
             l.push(Label::new("authz_name", authz_name));
         }
-        self.counter(name, l).increment(1);
+        let counter = self.counter(name, l);
+        counter.increment(1);
+        self.inner
+            .authz
+            .write()
+            .entry((d.allowed, target.port))
+            .or_default()
+            .entry(d.by.as_str().into())
+            .or_default()
+            .push((server.map(Into::into), counter));
     }
 }
 
@@ -440,6 +467,18 @@ struct Shared {
     direction: Direction,
     control_namespace: String,
     series: RwLock<HashMap<SeriesKey, Arc<Series>>>,
+    interned: Interned,
+}
+
+/// Shared copies of the values series keys hold, so that keying a response's series costs no
+/// allocation once a value has been seen. Bounded like the series themselves: by the peers,
+/// backends, routes and authorities that occur.
+#[derive(Debug, Default)]
+struct Interned {
+    identities: RwLock<HashMap<Identity, Arc<Identity>>>,
+    backends: RwLock<HashMap<BackendRef, Arc<BackendRef>>>,
+    routes: RwLock<HashMap<Box<str>, Arc<str>>>,
+    authorities: Authorities,
 }
 
 /// Everything a response's labels depend on.
@@ -447,9 +486,9 @@ struct Shared {
 struct SeriesKey {
     authority: Arc<str>,
     route: Option<Arc<str>>,
-    peer: Option<Identity>,
+    peer: Option<Arc<Identity>>,
     target: Option<std::net::SocketAddr>,
-    backend: Option<(String, String)>,
+    backend: Option<Arc<BackendRef>>,
     status: u16,
     class: Class,
 }
@@ -472,8 +511,9 @@ pin_project! {
         start: Instant,
         authority: Arc<str>,
         route: Option<Arc<str>>,
-        client: Option<ClientInfo>,
-        backend: Option<(String, String)>,
+        // The route's response classes decide `classification`.
+        policy_route: Option<Arc<mesh_core::policy::Route>>,
+        client: Option<Arc<Identity>>,
     }
 }
 
@@ -512,6 +552,7 @@ impl MetricsLayer {
                 direction,
                 control_namespace: control_namespace.to_owned(),
                 series: RwLock::new(HashMap::new()),
+                interned: Interned::default(),
             }),
         }
     }
@@ -542,6 +583,35 @@ impl<S> Metrics<S> {
     /// Unwraps the inner service.
     pub fn into_inner(self) -> S {
         self.inner
+    }
+}
+
+impl Interned {
+    fn identity(&self, id: &Identity) -> Arc<Identity> {
+        if let Some(a) = self.identities.read().get(id) {
+            return Arc::clone(a);
+        }
+        let mut map = self.identities.write();
+        Arc::clone(
+            map.entry(id.clone())
+                .or_insert_with(|| Arc::new(id.clone())),
+        )
+    }
+
+    fn backend(&self, b: &BackendRef) -> Arc<BackendRef> {
+        if let Some(a) = self.backends.read().get(b) {
+            return Arc::clone(a);
+        }
+        let mut map = self.backends.write();
+        Arc::clone(map.entry(b.clone()).or_insert_with(|| Arc::new(b.clone())))
+    }
+
+    fn route(&self, name: &str) -> Arc<str> {
+        if let Some(a) = self.routes.read().get(name) {
+            return Arc::clone(a);
+        }
+        let mut map = self.routes.write();
+        Arc::clone(map.entry(name.into()).or_insert_with(|| name.into()))
     }
 }
 
@@ -584,9 +654,9 @@ impl Shared {
                 ));
             }
         }
-        if let Some((svc, ns)) = &k.backend {
-            base.push(Label::new("dst_service", svc.clone()));
-            base.push(Label::new("dst_namespace", ns.clone()));
+        if let Some(b) = &k.backend {
+            base.push(Label::new("dst_service", b.name.clone()));
+            base.push(Label::new("dst_namespace", b.namespace.clone()));
         }
         let status = Label::new("status_code", k.status.to_string());
         let class = Label::new("classification", k.class.as_str());
@@ -636,22 +706,26 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let target = req.extensions().get::<RouteTarget>();
+        let interned = &self.shared.interned;
         let authority: Arc<str> = match target {
             Some(t) => Arc::clone(&t.authority),
             None => crate::route::destination(&req)
-                .map_or_else(|| Arc::from(""), |(h, p)| Arc::from(format!("{h}:{p}"))),
+                .map_or_else(|| Arc::from(""), |(h, p)| interned.authorities.get(h, p)),
         };
-        let route = target
-            .and_then(|t| t.route.as_ref())
-            .map(|r| Arc::from(r.name()));
-        let client = req.extensions().get::<ClientInfo>().cloned();
+        let policy_route = target.and_then(|t| t.route.clone());
+        let route = policy_route.as_ref().map(|r| interned.route(r.name()));
+        let client = req
+            .extensions()
+            .get::<ClientInfo>()
+            .and_then(|c| c.identity.as_ref())
+            .map(|id| interned.identity(id));
         ResponseFuture {
             shared: Arc::clone(&self.shared),
             start: Instant::now(),
             authority,
             route,
+            policy_route,
             client,
-            backend: None,
             inner: self.inner.call(req),
         }
     }
@@ -675,27 +749,32 @@ where
                     .get("grpc-status")
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse().ok()),
-                rsp.extensions().get::<Endpoint>().cloned(),
-                rsp.extensions()
-                    .get::<Backend>()
-                    .map(|b| (b.0.name.clone(), b.0.namespace.clone())),
+                rsp.extensions().get::<Endpoint>(),
+                rsp.extensions().get::<Backend>().map(|b| &b.0),
             ),
             Err(e) => (status_for(&**e).as_u16(), None, None, None),
         };
-        let class = mesh_core::classify::classify(&[], status, grpc);
+        let class = match this.policy_route {
+            Some(r) => r.classify(status, grpc),
+            None => mesh_core::classify::classify(&[], status, grpc),
+        };
+        let interned = &this.shared.interned;
         let (peer, target) = match this.shared.direction {
-            Direction::Inbound => (this.client.as_ref().and_then(|c| c.identity.clone()), None),
+            Direction::Inbound => (this.client.clone(), None),
             Direction::Outbound => (
-                endpoint.as_ref().and_then(|e| e.identity.clone()),
-                endpoint.as_ref().map(|e| e.addr),
+                endpoint
+                    .and_then(|e| e.identity.as_ref())
+                    .map(|id| interned.identity(id)),
+                endpoint.map(|e| e.addr),
             ),
         };
+        let backend = backend.map(|b| interned.backend(b));
         let series = this.shared.series(SeriesKey {
             authority: Arc::clone(this.authority),
             route: this.route.clone(),
             peer,
             target,
-            backend: backend.or_else(|| this.backend.take()),
+            backend,
             status,
             class,
         });

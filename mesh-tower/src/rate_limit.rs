@@ -12,6 +12,7 @@ use std::time::Duration;
 use futures_util::future::Either;
 use http::Request;
 use mesh_core::Identity;
+use mesh_core::authz::ResourceId;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 use tower_layer::Layer;
@@ -30,8 +31,16 @@ pub struct TokenBucket {
     stamp: Instant,
 }
 
-/// Buckets by policy and client identity (`None`: the policy's total).
-type Buckets = Arc<Mutex<HashMap<(String, Option<Identity>), TokenBucket>>>;
+/// Buckets by policy, looked up by reference so that admitting a request allocates nothing
+/// once its client has been seen.
+type Buckets = Arc<Mutex<HashMap<ResourceId, PolicyBuckets>>>;
+
+/// The buckets of one policy: its total, and one per client identity.
+#[derive(Debug, Default)]
+struct PolicyBuckets {
+    total: Option<TokenBucket>,
+    per_identity: HashMap<Identity, TokenBucket>,
+}
 
 /// See the [module docs](self).
 #[derive(Clone, Debug, Default)]
@@ -122,23 +131,38 @@ impl<S> RateLimit<S> {
 
     fn admit(&self, limit: &mesh_core::authz::RateLimit, identity: Option<&Identity>) -> bool {
         let now = Instant::now();
-        let source = limit.source.to_string();
         let mut buckets = self.buckets.lock();
+        let policy = match buckets.get_mut(&limit.source) {
+            Some(p) => p,
+            None => buckets.entry(limit.source.clone()).or_default(),
+        };
         // The per-identity limit applies first, so that one noisy client does not use up the
         // total for everyone else.
-        if let (Some(id), Some(rps)) = (identity, limit.per_identity_limit(identity)) {
-            let b = buckets
-                .entry((source.clone(), Some(id.clone())))
-                .or_insert_with(|| TokenBucket::new(rps, now));
-            if !b.try_take(now) {
-                return false;
+        let own = match (identity, limit.per_identity_limit(identity)) {
+            (Some(id), Some(rps)) => {
+                let b = match policy.per_identity.get_mut(id) {
+                    Some(b) => b,
+                    None => policy
+                        .per_identity
+                        .entry(id.clone())
+                        .or_insert_with(|| TokenBucket::new(rps, now)),
+                };
+                if !b.try_take(now) {
+                    return false;
+                }
+                Some(id)
             }
-        }
+            _ => None,
+        };
         if let Some(total) = limit.total {
-            let b = buckets
-                .entry((source, None))
-                .or_insert_with(|| TokenBucket::new(total, now));
+            let b = policy
+                .total
+                .get_or_insert_with(|| TokenBucket::new(total, now));
             if !b.try_take(now) {
+                // Refused for everyone's load: that must not use up this client's own share.
+                if let Some(b) = own.and_then(|id| policy.per_identity.get_mut(id)) {
+                    b.tokens += 1.0;
+                }
                 return false;
             }
         }

@@ -20,6 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
+use mesh_core::authz::ResourceId;
 use mesh_core::policy::Route as PolicyRoute;
 use mesh_core::retry::{RetryBudget, RetryBudgetConfig};
 use parking_lot::Mutex;
@@ -54,7 +55,24 @@ pub struct Retry<S> {
 #[derive(Debug)]
 pub struct Budgets {
     epoch: tokio::time::Instant,
-    by_route: Mutex<HashMap<String, RetryBudget>>,
+    by_route: Mutex<RouteBudgets>,
+}
+
+/// Budgets looked up by reference, so that a request finds its route's budget without
+/// building a key: routes from a resource by the resource and rule, default routes by
+/// authority.
+#[derive(Debug, Default)]
+struct RouteBudgets {
+    by_rule: HashMap<ResourceId, HashMap<usize, RetryBudget>>,
+    by_authority: HashMap<Box<str>, RetryBudget>,
+}
+
+/// Which budget a request draws on; prints as `Kind/namespace/name#rule` or
+/// `default/host:port`.
+#[derive(Clone, Copy, Debug)]
+enum BudgetKey<'a> {
+    Rule(&'a ResourceId, usize),
+    Default(&'a str),
 }
 
 /// The response future of [`Retry`].
@@ -108,7 +126,7 @@ impl Budgets {
     fn new() -> Self {
         Self {
             epoch: tokio::time::Instant::now(),
-            by_route: Mutex::new(HashMap::new()),
+            by_route: Mutex::new(RouteBudgets::default()),
         }
     }
 
@@ -118,32 +136,76 @@ impl Budgets {
 
     fn with<T>(
         &self,
-        key: &str,
+        key: BudgetKey<'_>,
         cfg: RetryBudgetConfig,
         f: impl FnOnce(&mut RetryBudget, Duration) -> T,
     ) -> T {
         let now = self.now();
         let mut map = self.by_route.lock();
-        if let Some(b) = map.get_mut(key) {
-            return f(b, now);
-        }
-        let b = map
-            .entry(key.to_owned())
-            .or_insert_with(|| RetryBudget::new(cfg));
-        f(b, now)
+        let budget = match key {
+            BudgetKey::Rule(id, rule) => {
+                let rules = match map.by_rule.get_mut(id) {
+                    Some(r) => r,
+                    None => map.by_rule.entry(id.clone()).or_default(),
+                };
+                rules.entry(rule).or_insert_with(|| RetryBudget::new(cfg))
+            }
+            BudgetKey::Default(authority) => match map.by_authority.get_mut(authority) {
+                Some(b) => b,
+                None => map
+                    .by_authority
+                    .entry(authority.into())
+                    .or_insert_with(|| RetryBudget::new(cfg)),
+            },
+        };
+        f(budget, now)
     }
 
-    /// Retries the budget of a route would allow now.
+    /// Retries the budget of a route would allow now. `key` is `Kind/namespace/name#rule` for
+    /// a route from a resource, `default/host:port` for a Service's default route.
     pub fn available(&self, key: &str, cfg: RetryBudgetConfig) -> u64 {
-        self.with(key, cfg, |b, now| b.available(now))
+        let parsed = key
+            .strip_prefix("default/")
+            .map(|a| (None, a, 0))
+            .or_else(|| {
+                let (id, rule) = key.rsplit_once('#')?;
+                let mut parts = id.splitn(3, '/');
+                let id = ResourceId {
+                    kind: parts.next()?.to_owned(),
+                    namespace: parts.next()?.to_owned(),
+                    name: parts.next()?.to_owned(),
+                };
+                Some((Some(id), "", rule.parse().ok()?))
+            });
+        match parsed {
+            Some((Some(id), _, rule)) => {
+                self.with(BudgetKey::Rule(&id, rule), cfg, |b, now| b.available(now))
+            }
+            Some((None, authority, _)) => {
+                self.with(BudgetKey::Default(authority), cfg, |b, now| {
+                    b.available(now)
+                })
+            }
+            // A key no route could have: a budget nobody has drawn on yet.
+            None => RetryBudget::new(cfg).available(Duration::ZERO),
+        }
     }
 }
 
-/// The key of a route's budget: its resource and rule.
-fn budget_key(route: &PolicyRoute, authority: &str) -> String {
+/// The budget of a route: its resource and rule, or its authority for a default route.
+fn budget_key<'a>(route: &'a PolicyRoute, authority: &'a str) -> BudgetKey<'a> {
     match route.source() {
-        Some(s) => format!("{s}#{}", route.rule().unwrap_or(0)),
-        None => format!("default/{authority}"),
+        Some(s) => BudgetKey::Rule(s, route.rule().unwrap_or(0)),
+        None => BudgetKey::Default(authority),
+    }
+}
+
+impl std::fmt::Display for BudgetKey<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Rule(id, rule) => write!(f, "{id}#{rule}"),
+            Self::Default(authority) => write!(f, "default/{authority}"),
+        }
     }
 }
 
@@ -244,7 +306,7 @@ where
             let (parts, body) = req.into_parts();
             let body = ReplayBody::buffer(body, limit).await?;
             let key = budget_key(route, &target.authority);
-            budgets.with(&key, policy.budget, |b, now| b.deposit(now));
+            budgets.with(key, policy.budget, |b, now| b.deposit(now));
 
             let mut body = Some(body);
             let mut retries = 0u32;
@@ -270,7 +332,7 @@ where
                 if !retryable || retries >= policy.limit || next.is_none() {
                     return result;
                 }
-                if !budgets.with(&key, policy.budget, |b, now| b.withdraw(now)) {
+                if !budgets.with(key, policy.budget, |b, now| b.withdraw(now)) {
                     tracing::debug!(route = %key, "retry budget exhausted; not retrying");
                     return result;
                 }
@@ -280,5 +342,34 @@ where
                 body = next;
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn available_reads_a_budget_by_its_printed_key() {
+        let budgets = Budgets::new();
+        let cfg = RetryBudgetConfig::default();
+        let id = ResourceId {
+            kind: "HTTPRoute".into(),
+            namespace: "shop".into(),
+            name: "web".into(),
+        };
+        let key = BudgetKey::Rule(&id, 1);
+        assert_eq!(key.to_string(), "HTTPRoute/shop/web#1");
+        for _ in 0..50 {
+            budgets.with(key, cfg, |b, now| b.deposit(now));
+        }
+        assert_eq!(budgets.available("HTTPRoute/shop/web#1", cfg), 110);
+        assert_eq!(budgets.available("HTTPRoute/shop/web#0", cfg), 100);
+        assert!(
+            budgets.with(BudgetKey::Default("web.shop:80"), cfg, |b, now| b
+                .withdraw(now))
+        );
+        assert_eq!(budgets.available("default/web.shop:80", cfg), 99);
+        assert_eq!(budgets.available("nonsense", cfg), 100);
     }
 }

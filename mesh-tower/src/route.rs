@@ -26,6 +26,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -36,6 +37,7 @@ use http::Request;
 use mesh_core::RequestFacts;
 use mesh_core::policy::Route as PolicyRoute;
 use mesh_core::split::Backends;
+use parking_lot::RwLock;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -65,6 +67,7 @@ pub struct HttpFacts<'a, B>(pub &'a Request<B>);
 #[derive(Clone, Debug)]
 pub struct RouteLayer {
     policy: PolicyHandle,
+    authorities: Arc<Authorities>,
 }
 
 /// See the [module docs](self).
@@ -72,7 +75,16 @@ pub struct RouteLayer {
 pub struct Route<S> {
     inner: S,
     policy: PolicyHandle,
+    authorities: Arc<Authorities>,
 }
+
+/// Shared `host:port` strings, so that naming a request's authority allocates nothing once
+/// it has been seen. Grows with the authorities that occur, as metrics series do.
+#[derive(Debug, Default)]
+pub(crate) struct Authorities(RwLock<HashMap<u16, HostNames>>);
+
+/// `host:port` by host, for one port.
+type HostNames = HashMap<Box<str>, Arc<str>>;
 
 // === impl RouteTarget ===
 
@@ -120,12 +132,33 @@ pub fn destination<B>(req: &Request<B>) -> Option<(&str, u16)> {
     Some((h, a.port_u16().unwrap_or(default_port)))
 }
 
+// === impl Authorities ===
+
+impl Authorities {
+    /// `host:port`.
+    pub(crate) fn get(&self, host: &str, port: u16) -> Arc<str> {
+        if let Some(a) = self.0.read().get(&port).and_then(|m| m.get(host)) {
+            return Arc::clone(a);
+        }
+        let mut map = self.0.write();
+        Arc::clone(
+            map.entry(port)
+                .or_default()
+                .entry(host.into())
+                .or_insert_with(|| format!("{host}:{port}").into()),
+        )
+    }
+}
+
 // === impl RouteLayer ===
 
 impl RouteLayer {
     /// Routes by the policy behind `policy`.
     pub fn new(policy: PolicyHandle) -> Self {
-        Self { policy }
+        Self {
+            policy,
+            authorities: Arc::default(),
+        }
     }
 }
 
@@ -136,6 +169,7 @@ impl<S> Layer<S> for RouteLayer {
         Route {
             inner,
             policy: self.policy.clone(),
+            authorities: Arc::clone(&self.authorities),
         }
     }
 }
@@ -145,7 +179,11 @@ impl<S> Layer<S> for RouteLayer {
 impl<S> Route<S> {
     /// Wraps `inner`.
     pub fn new(inner: S, policy: PolicyHandle) -> Self {
-        Self { inner, policy }
+        Self {
+            inner,
+            policy,
+            authorities: Arc::default(),
+        }
     }
 
     /// The layer.
@@ -199,7 +237,7 @@ where
                 return Either::Right(std::future::ready(Err(e.into())));
             }
             RouteTarget {
-                authority: format!("{host}:{port}").into(),
+                authority: self.authorities.get(host, port),
                 port,
                 route: d.route_arc(),
                 backends: d.backends_arc(),
