@@ -7,6 +7,7 @@
 # crates.io where missing. Prints a table; nothing is asserted (speed lives here, not in tests).
 #
 #   sudo bash benches/proxy/run.sh            # ROUNDS=3 DURATION=10s WARMUP=3s RATE=2000
+#   SKIP_OHA=1 sudo bash benches/proxy/run.sh # closed loop only, when oha cannot be installed
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -27,7 +28,7 @@ if ((${#missing[@]})); then
 fi
 OHA=$(command -v oha || true)
 if [ -z "$OHA" ] && [ -x "${OHA_ROOT:-/tmp/oha-root}/bin/oha" ]; then OHA=${OHA_ROOT:-/tmp/oha-root}/bin/oha; fi
-if [ -z "$OHA" ]; then
+if [ -z "$OHA" ] && [ -z "${SKIP_OHA:-}" ]; then
   echo "installing oha (about 4 minutes; plain 'cargo install oha' fails on this toolchain, --locked works)"
   cargo install oha --locked --root "${OHA_ROOT:-/tmp/oha-root}" >/dev/null 2>&1 && OHA=${OHA_ROOT:-/tmp/oha-root}/bin/oha || echo "oha unavailable: skipping the fixed-rate column"
 fi
