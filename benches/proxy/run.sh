@@ -48,6 +48,9 @@ trap cleanup EXIT
 ip netns add "$NS"
 ip -n "$NS" link set lo up
 nsx() { ip netns exec "$NS" "$@"; }
+# Backgrounds a command in the namespace so that $! is its own pid (`ip netns exec` execs it),
+# not a subshell's: CPU and memory are read from /proc/$!.
+nsbg() { ip netns exec "$NS" "$@" & }
 
 # --- upstream and nginx reverse proxy, one worker each --------------------------------------
 cat >"$work/upstream.conf" <<EOF
@@ -63,14 +66,14 @@ http { access_log off; keepalive_requests 10000000;
   upstream up { server 127.0.0.1:8080; keepalive 64; }
   server { listen 127.0.0.1:8081; location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
 EOF
-nsx nginx -c "$work/upstream.conf" & pids+=($!)
-nsx nginx -c "$work/nginx-proxy.conf" & pids+=($!)
+nsbg nginx -c "$work/upstream.conf"; pids+=($!)
+nsbg nginx -c "$work/nginx-proxy.conf"; pids+=($!)
 
 # --- identities from a real issuer ----------------------------------------------------------
 "$MESH" identity init --trust-domain cluster.local --out "$work/ca" >/dev/null
 printf 'tok-client default/client\ntok-server default/server\n' >"$work/tokens"
 echo tok-client >"$work/client.tok"; echo tok-server >"$work/server.tok"
-nsx "$MESH" identity serve --dir "$work/ca" --listen 127.0.0.1:8443 --tokens "$work/tokens" 2>/dev/null & pids+=($!)
+nsbg "$MESH" identity serve --dir "$work/ca" --listen 127.0.0.1:8443 --tokens "$work/tokens" 2>/dev/null; pids+=($!)
 for who in client server; do
   for _ in $(seq 50); do
     nsx "$MESH" identity issue --issuer https://127.0.0.1:8443 --token-file "$work/$who.tok" \
@@ -131,16 +134,16 @@ ports: [{ name: http, port: 4243 }]
 endpoints: [{ addresses: ["127.0.0.1"] }]
 EOF
 # (2) one inbound proxy in front of the app, plaintext, as a kubelet-probed sidecar sees it.
-nsx "$MESH" proxy --mode explicit --workers 1 --config "$work/server.yaml" \
+nsbg "$MESH" proxy --mode explicit --workers 1 --config "$work/server.yaml" \
   --inbound-addr 127.0.0.1:4143 --outbound-addr 127.0.0.1:4140 --admin-addr 127.0.0.1:4191 \
-  --inbound-forward 127.0.0.1:8080 2>"$work/inbound.log" & pids+=($!); P_IN=$!
+  --inbound-forward 127.0.0.1:8080 2>"$work/inbound.log"; pids+=($!); P_IN=$!
 # (3) outbound proxy → mTLS → inbound proxy → app.
-nsx "$MESH" proxy --mode explicit --workers 1 --config "$work/server.yaml" --identity-dir "$work/server" \
+nsbg "$MESH" proxy --mode explicit --workers 1 --config "$work/server.yaml" --identity-dir "$work/server" \
   --inbound-addr 127.0.0.1:4243 --outbound-addr 127.0.0.1:4240 --admin-addr 127.0.0.1:4291 \
-  --inbound-forward 127.0.0.1:8080 2>"$work/server.log" & pids+=($!); P_SRV=$!
-nsx "$MESH" proxy --mode explicit --workers 1 --config "$work/client.yaml" --identity-dir "$work/client" \
+  --inbound-forward 127.0.0.1:8080 2>"$work/server.log"; pids+=($!); P_SRV=$!
+nsbg "$MESH" proxy --mode explicit --workers 1 --config "$work/client.yaml" --identity-dir "$work/client" \
   --inbound-addr 127.0.0.1:4343 --outbound-addr 127.0.0.1:4340 --admin-addr 127.0.0.1:4391 \
-  2>"$work/client.log" & pids+=($!); P_CLI=$!
+  2>"$work/client.log"; pids+=($!); P_CLI=$!
 for port in 4191 4291 4391; do
   for _ in $(seq 100); do nsx python3 -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$port/ready',timeout=1)" 2>/dev/null && break; sleep 0.1; done
 done
@@ -168,9 +171,14 @@ for round in $(seq "$ROUNDS"); do
   for t in "${targets[@]}"; do IFS='|' read -r name url host p <<<"$t"
     nsx wrk -t2 -c"$CONNS" -d"$WARMUP" -H "Host: $host" "$url" >/dev/null
     before=$(cpu_ticks "$p")
-    out=$(nsx wrk -t2 -c"$CONNS" -d"$DURATION" --latency -H "Host: $host" "$url")
-    after=$(cpu_ticks "$p")
+    nsx wrk -t2 -c"$CONNS" -d"$DURATION" --latency -H "Host: $host" "$url" >"$work/wrk.out" &
+    wrk_pid=$!
+    # Half-way through: how many connections reach the app (no target should be churning).
+    sleep "$(( ${DURATION%s} / 2 ))"
     upstream_conns=$(nsx ss -tnH state established '( dport = :8080 )' | wc -l)
+    wait "$wrk_pid"
+    out=$(cat "$work/wrk.out")
+    after=$(cpu_ticks "$p")
     rps=$(awk '/Requests\/sec/{print $2}' <<<"$out")
     reqs=$(awk '/requests in/{print $1}' <<<"$out")
     p50=$(awk '$1=="50%"{print $2}' <<<"$out"); p99=$(awk '$1=="99%"{print $2}' <<<"$out")
