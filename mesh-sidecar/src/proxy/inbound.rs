@@ -40,7 +40,6 @@ pub(crate) async fn serve(
     listener: TcpListener,
     graceful: Arc<GracefulShutdown>,
 ) {
-    let mut shutdown = proxy.shutdown.subscribe();
     let layers = Layers {
         metrics: MetricsLayer::with_control_namespace(
             proxy.registry.clone(),
@@ -51,36 +50,17 @@ pub(crate) async fn serve(
             .with_metrics(proxy.registry.clone()),
         rate: RateLimitLayer::new(),
     };
-    loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "inbound accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-            () = super::stopped(&mut shutdown) => return,
-        };
-        let _ = tcp.set_nodelay(true);
-        let proxy = Arc::clone(&proxy);
-        let layers = layers.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let registry = proxy.registry.clone();
-            if let Err(e) = handle(proxy, layers, tcp, peer, watcher).await {
-                tracing::debug!(%peer, error = %e, "inbound connection ended");
-                // Malformed requests, slow or vanished clients: closed cleanly, and counted.
-                registry
-                    .counter(
-                        "tcp_connection_errors_total",
-                        vec![metrics::Label::new("direction", "inbound")],
-                    )
-                    .increment(1);
-            }
-        });
-    }
+    let p = Arc::clone(&proxy);
+    super::accept_loop(proxy, listener, "inbound", move |tcp, peer| {
+        handle(
+            Arc::clone(&p),
+            layers.clone(),
+            tcp,
+            peer,
+            graceful.watcher(),
+        )
+    })
+    .await;
 }
 
 #[derive(Clone)]

@@ -175,6 +175,48 @@ struct ProxyArgs {
     config_poll: Duration,
 }
 
+/// Accepts connections until shutdown and hands each to `handle` on a task of its own. A
+/// connection that ends in an error (a malformed request, a slow or vanished client) is closed,
+/// logged and counted in `tcp_connection_errors_total`.
+async fn accept_loop<F, Fut>(
+    proxy: Arc<Proxy>,
+    listener: TcpListener,
+    direction: &'static str,
+    handle: F,
+) where
+    F: Fn(tokio::net::TcpStream, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = Result<(), mesh_tower::BoxError>> + Send + 'static,
+{
+    let mut shutdown = proxy.shutdown.subscribe();
+    let errors = proxy.registry.counter(
+        "tcp_connection_errors_total",
+        vec![metrics::Label::new("direction", direction)],
+    );
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %e, direction, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut shutdown) => return,
+        };
+        let _ = tcp.set_nodelay(true);
+        let conn = handle(tcp, peer);
+        let errors = errors.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, direction, "connection ended");
+                errors.increment(1);
+            }
+        });
+    }
+}
+
 /// The HTTP server both listeners use: HTTP/1 and HTTP/2, a bound on header size and time,
 /// half-closed HTTP/1 connections kept open for their answer.
 fn http_server(

@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use http::{Request, Uri};
 use hyper::body::Incoming;
@@ -31,36 +30,11 @@ pub(crate) async fn serve(
     listener: TcpListener,
     graceful: Arc<GracefulShutdown>,
 ) {
-    let mut shutdown = proxy.shutdown.subscribe();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "outbound accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-            () = super::stopped(&mut shutdown) => return,
-        };
-        let _ = tcp.set_nodelay(true);
-        let proxy = Arc::clone(&proxy);
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let registry = proxy.registry.clone();
-            if let Err(e) = handle(proxy, tcp, watcher).await {
-                tracing::debug!(%peer, error = %e, "outbound connection ended");
-                // Malformed requests, slow or vanished clients: closed cleanly, and counted.
-                registry
-                    .counter(
-                        "tcp_connection_errors_total",
-                        vec![metrics::Label::new("direction", "outbound")],
-                    )
-                    .increment(1);
-            }
-        });
-    }
+    let p = Arc::clone(&proxy);
+    super::accept_loop(proxy, listener, "outbound", move |tcp, _| {
+        handle(Arc::clone(&p), tcp, graceful.watcher())
+    })
+    .await;
 }
 
 async fn handle(
