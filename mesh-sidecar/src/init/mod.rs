@@ -12,11 +12,13 @@ use std::process::ExitCode;
 
 use clap::{ArgAction, Args};
 
-use self::plan::{Family, Mode, PortList, RulesConfig};
+use self::plan::{Family, Mode, RulesConfig};
+use self::ports::{PortList, PortRange};
 
 mod cmd;
 mod exec;
 mod plan;
+mod ports;
 mod state;
 
 /// Install (or remove) the iptables rules that redirect the pod's TCP through the proxy.
@@ -121,6 +123,6 @@ fn init(args: &InitArgs) -> Result<(), exec::Error> {
     Ok(())
 }
 
-fn flatten(lists: &[PortList]) -> Vec<plan::PortRange> {
+fn flatten(lists: &[PortList]) -> Vec<PortRange> {
     lists.iter().flat_map(|l| l.0.iter().copied()).collect()
 }
