@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::Output;
 
@@ -41,6 +42,32 @@ impl Mode {
     }
 }
 
+/// One `#[test]` per backend, `nft::NAME` and `legacy::NAME`, for each scenario
+/// `fn NAME(mode: Mode)`.
+macro_rules! per_backend {
+    ($($scenario:ident),+ $(,)?) => {
+        mod nft {
+            $(#[test]
+            fn $scenario() {
+                super::$scenario(super::Mode::Nft);
+            })+
+        }
+        mod legacy {
+            $(#[test]
+            fn $scenario() {
+                super::$scenario(super::Mode::Legacy);
+            })+
+        }
+    };
+}
+
+per_backend!(
+    install_idempotent_and_uninstall_restores,
+    uninstall_restores_a_fresh_namespace,
+    a_rule_added_after_init_survives_uninstall,
+    redirects_real_connections,
+);
+
 /// Runs `mesh init args` inside `ns`.
 fn mesh_init(ns: &Netns, args: &[&str]) -> Output {
     ns.command(support::mesh_bin())
@@ -60,14 +87,20 @@ fn mesh_init_ok(ns: &Netns, args: &[&str]) -> String {
     stdout(&out)
 }
 
-/// Every table of both families, as `iptables-save` prints them, without the timestamps and
-/// counters that differ between two otherwise equal dumps.
-///
-/// A table without rules whose built-in chains all ACCEPT is left out: it filters nothing,
-/// exactly as if it were absent, and iptables has no command that removes a table once
-/// something (such as `ip6tables-nft -t nat -N`) brought it into being.
-fn ruleset(ns: &Netns, mode: Mode) -> String {
-    let mut all = String::new();
+/// A namespace's whole ruleset as the tools print it: every table of both families from the
+/// backend's `iptables-save`/`ip6tables-save`, and `nft list ruleset` where `nft` is
+/// installed (it shows what iptables-nft-save cannot: whether a table's built-in chains
+/// exist). Timestamps and counters, which differ between two otherwise equal dumps, are left
+/// out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Ruleset {
+    /// `"iptables nat"` → the table's lines, from `*nat` to `COMMIT`.
+    tables: BTreeMap<String, Vec<String>>,
+    nft: Option<String>,
+}
+
+fn ruleset(ns: &Netns, mode: Mode) -> Ruleset {
+    let mut tables = BTreeMap::new();
     for family in ["iptables", "ip6tables"] {
         let save = format!("{family}-{}-save", mode.name());
         if support::which(&save).is_none() {
@@ -82,22 +115,69 @@ fn ruleset(ns: &Netns, mode: Mode) -> String {
                 None => line.to_owned(),
             };
             let done = line == "COMMIT";
-            table.push(format!("{family} {line}"));
+            table.push(line);
             if done {
-                let empty = table.iter().all(|l| {
-                    let l = l.split_once(' ').map_or("", |(_, l)| l);
-                    l.starts_with('*')
-                        || l == "COMMIT"
-                        || (l.starts_with(':') && l.ends_with(" ACCEPT"))
-                });
-                if !empty {
-                    all.extend(table.iter().map(|l| format!("{l}\n")));
-                }
-                table.clear();
+                let name = table[0].trim_start_matches('*');
+                tables.insert(format!("{family} {name}"), std::mem::take(&mut table));
             }
         }
     }
-    all
+    let nft = support::which("nft").map(|_| {
+        let dump = ns.run_ok("nft", &["list", "ruleset"]);
+        dump.lines()
+            .map(without_counters)
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    Ruleset { tables, nft }
+}
+
+/// `nft`'s `counter packets 12 bytes 720` as `counter packets _ bytes _`.
+fn without_counters(line: &str) -> String {
+    let mut words: Vec<&str> = line.split(' ').collect();
+    for i in 1..words.len() {
+        if matches!(words[i - 1], "packets" | "bytes") {
+            words[i] = "_";
+        }
+    }
+    words.join(" ")
+}
+
+// === impl Ruleset ===
+
+impl Ruleset {
+    /// Every table's lines, each after its family (`iptables -A OUTPUT ...`).
+    fn text(&self) -> String {
+        let mut all = String::new();
+        for (name, lines) in &self.tables {
+            let family = name.split(' ').next().unwrap_or_default();
+            for line in lines {
+                all.push_str(&format!("{family} {line}\n"));
+            }
+        }
+        all
+    }
+
+    /// Asserts that `self` is `before` again.
+    ///
+    /// Under the legacy backend one difference is the kernel's, not ours: a legacy table,
+    /// once something asks for it, stays until its namespace goes away, and no command
+    /// deletes it. So a table that was not there before may remain, provided it holds no
+    /// rule and every chain ACCEPTs: it filters nothing, exactly as if it were absent.
+    fn assert_restored(&self, before: &Self, mode: Mode, what: &str) {
+        let mut after = self.clone();
+        if let Mode::Legacy = mode {
+            after.tables.retain(|name, lines| {
+                before.tables.contains_key(name)
+                    || !lines.iter().all(|l| {
+                        l.starts_with('*')
+                            || l == "COMMIT"
+                            || (l.starts_with(':') && l.ends_with(" ACCEPT"))
+                    })
+            });
+        }
+        assert_eq!(after, *before, "{what}");
+    }
 }
 
 fn install_idempotent_and_uninstall_restores(mode: Mode) {
@@ -106,7 +186,10 @@ fn install_idempotent_and_uninstall_restores(mode: Mode) {
     }
     let ns = Netns::new();
     let ipt = mode.iptables();
-    // Someone else's rules, which init and uninstall must leave alone.
+    let ip6t = format!("ip6tables-{}", mode.name());
+    // Someone else's rules, which init and uninstall must leave alone: a nat table with a
+    // rule in OUTPUT (one of the chains init jumps from), a filter rule and, in IPv6, a nat
+    // table whose only rule is in a chain init does not use.
     ns.run_ok(&ipt, &["-t", "nat", "-N", "OTHER"]);
     ns.run_ok(
         &ipt,
@@ -116,6 +199,22 @@ fn install_idempotent_and_uninstall_restores(mode: Mode) {
         &ipt,
         &["-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"],
     );
+    let v6 = support::which(&ip6t).is_some();
+    if v6 {
+        ns.run_ok(
+            &ip6t,
+            &[
+                "-t",
+                "nat",
+                "-A",
+                "POSTROUTING",
+                "-p",
+                "udp",
+                "-j",
+                "ACCEPT",
+            ],
+        );
+    }
     let before = ruleset(&ns, mode);
 
     let args = [
@@ -134,16 +233,18 @@ fn install_idempotent_and_uninstall_restores(mode: Mode) {
     assert!(
         script
             .lines()
-            .all(|l| l.starts_with(&ipt) || l.starts_with("ip6tables-"))
+            .all(|l| l.starts_with(&ipt) || l.starts_with(&ip6t)),
+        "{script}"
     );
     ns.run_ok("sh", &["-ec", &script]);
     let by_script = ruleset(&ns, mode);
     mesh_init_ok(&ns, &["--uninstall", "--iptables-mode", mode.name()]);
-    assert_eq!(ruleset(&ns, mode), before);
+    ruleset(&ns, mode).assert_restored(&before, mode, "uninstall after the dry run's script");
 
     mesh_init_ok(&ns, &args);
     let installed = ruleset(&ns, mode);
     assert_eq!(installed, by_script, "the dry run printed other commands");
+    let text = installed.text();
     for want in [
         "iptables :MESH_INIT_REDIRECT",
         "iptables :MESH_INIT_OUTPUT",
@@ -156,11 +257,18 @@ fn install_idempotent_and_uninstall_restores(mode: Mode) {
         "iptables -A MESH_INIT_OUTPUT -p tcp -m multiport --dports 3306 -j RETURN",
         "iptables -A MESH_INIT_OUTPUT -p tcp -j REDIRECT --to-ports 4140",
     ] {
-        assert!(installed.contains(want), "missing {want:?} in\n{installed}");
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
     }
-    if support::which(&format!("ip6tables-{}", mode.name())).is_some() {
-        assert!(installed.contains("ip6tables -A MESH_INIT_OUTPUT -d ::1/128 -o lo -j RETURN"));
-        assert!(installed.contains("ip6tables -A OUTPUT -j MESH_INIT_OUTPUT"));
+    if v6 {
+        assert!(text.contains("ip6tables -A MESH_INIT_OUTPUT -d ::1/128 -o lo -j RETURN"));
+        assert!(text.contains("ip6tables -A OUTPUT -j MESH_INIT_OUTPUT"));
+    }
+    // The IPv4 table was there, and OUTPUT held a rule: neither is recorded as ours. Whether
+    // PREROUTING was there only `nft` can tell; without it nothing is claimed.
+    let marker = "iptables -A MESH_INIT_OUTPUT -m comment --comment \"mesh-init-created:";
+    match (mode, installed.nft.is_some()) {
+        (Mode::Nft, true) => assert!(text.contains(&format!("{marker}PREROUTING\"")), "{text}"),
+        _ => assert!(!text.contains(&format!("\n{marker}")), "{text}"),
     }
 
     mesh_init_ok(&ns, &args);
@@ -171,20 +279,82 @@ fn install_idempotent_and_uninstall_restores(mode: Mode) {
     );
 
     mesh_init_ok(&ns, &["--uninstall", "--iptables-mode", mode.name()]);
-    assert_eq!(ruleset(&ns, mode), before, "uninstall left a difference");
+    ruleset(&ns, mode).assert_restored(&before, mode, "uninstall left a difference");
     let again = mesh_init_ok(&ns, &["--uninstall", "--iptables-mode", mode.name()]);
     assert_eq!(again, "", "a second uninstall had something to do");
-    assert_eq!(ruleset(&ns, mode), before);
+    ruleset(&ns, mode).assert_restored(&before, mode, "a second uninstall changed the rules");
 }
 
-#[test]
-fn nft_install_is_idempotent_and_uninstall_restores() {
-    install_idempotent_and_uninstall_restores(Mode::Nft);
+/// In a namespace with no rules at all, `init` creates the nat tables (and their built-in
+/// chains); `--uninstall` deletes them again, however often the two alternate.
+fn uninstall_restores_a_fresh_namespace(mode: Mode) {
+    if !mode.available() {
+        return;
+    }
+    let ns = Netns::new();
+    let before = ruleset(&ns, mode);
+    let args = ["--iptables-mode", mode.name()];
+    let uninstall = ["--uninstall", "--iptables-mode", mode.name()];
+
+    let script = mesh_init_ok(&ns, &[&args[..], &["--dry-run"]].concat());
+    assert!(script.contains("MESH_INIT_OUTPUT"), "{script}");
+    // Not even the legacy table, which merely reading it would have brought into being.
+    assert_eq!(ruleset(&ns, mode), before, "--dry-run changed the rules");
+
+    for round in 1..=2 {
+        mesh_init_ok(&ns, &args);
+        let installed = ruleset(&ns, mode).text();
+        assert!(
+            installed.contains("-A OUTPUT -j MESH_INIT_OUTPUT"),
+            "{installed}"
+        );
+        if let Mode::Nft = mode {
+            // The record of what init created, in the ruleset itself.
+            assert!(
+                installed.contains(
+                    "iptables -A MESH_INIT_OUTPUT -m comment \
+                     --comment \"mesh-init-created:nat,PREROUTING,OUTPUT\""
+                ),
+                "{installed}"
+            );
+        }
+        let dry = mesh_init_ok(&ns, &[&uninstall[..], &["--dry-run"]].concat());
+        assert_ne!(dry, "", "round {round}: the uninstall plan is empty");
+        // The second time, the printed plan does the uninstall: it is what would run.
+        if round == 1 {
+            mesh_init_ok(&ns, &uninstall);
+        } else {
+            ns.run_ok("sh", &["-ec", &dry]);
+        }
+        ruleset(&ns, mode).assert_restored(&before, mode, &format!("round {round}"));
+        assert_eq!(mesh_init_ok(&ns, &uninstall), "", "round {round}: again");
+    }
 }
 
-#[test]
-fn legacy_install_is_idempotent_and_uninstall_restores() {
-    install_idempotent_and_uninstall_restores(Mode::Legacy);
+/// A rule someone adds to the nat table after `init` keeps the table, and the chain it sits
+/// in, through `--uninstall`; what init created and left empty still goes.
+fn a_rule_added_after_init_survives_uninstall(mode: Mode) {
+    if !mode.available() {
+        return;
+    }
+    let ipt = mode.iptables();
+    let theirs = ["-t", "nat", "-A", "OUTPUT", "-p", "udp", "-j", "ACCEPT"];
+    // What the namespace would hold had init never run.
+    let expected = Netns::new();
+    expected.run_ok(&ipt, &theirs);
+    let want = ruleset(&expected, mode);
+
+    let ns = Netns::new();
+    mesh_init_ok(&ns, &["--iptables-mode", mode.name()]);
+    ns.run_ok(&ipt, &theirs);
+    mesh_init_ok(&ns, &["--uninstall", "--iptables-mode", mode.name()]);
+    let got = ruleset(&ns, mode);
+    assert!(
+        got.text().contains("iptables -A OUTPUT -p udp -j ACCEPT"),
+        "{}",
+        got.text()
+    );
+    got.assert_restored(&want, mode, "uninstall after a foreign rule arrived");
 }
 
 /// A pod namespace joined to a peer namespace, with listeners standing in for the proxy's
@@ -308,16 +478,6 @@ fn redirects_real_connections(mode: Mode) {
 }
 
 #[test]
-fn nft_redirects_real_connections() {
-    redirects_real_connections(Mode::Nft);
-}
-
-#[test]
-fn legacy_redirects_real_connections() {
-    redirects_real_connections(Mode::Legacy);
-}
-
-#[test]
 fn auto_detect_follows_the_backend_that_has_rules() {
     if !(Mode::Nft.available() && Mode::Legacy.available()) {
         return;
@@ -332,8 +492,12 @@ fn auto_detect_follows_the_backend_that_has_rules() {
         out.lines().all(|l| l.starts_with("iptables-legacy ")),
         "{out}"
     );
-    assert!(ruleset(&ns, Mode::Legacy).contains("-A OUTPUT -j MESH_INIT_OUTPUT"));
-    assert!(!ruleset(&ns, Mode::Nft).contains("MESH_INIT"));
+    assert!(
+        ruleset(&ns, Mode::Legacy)
+            .text()
+            .contains("-A OUTPUT -j MESH_INIT_OUTPUT")
+    );
+    assert!(!ruleset(&ns, Mode::Nft).text().contains("MESH_INIT"));
 
     // With no rules anywhere, nft wins.
     let fresh = Netns::new();

@@ -1,21 +1,12 @@
 //! Running iptables: finding the binaries, choosing a backend, reading the nat table and
 //! executing a plan's commands.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus};
+use std::process::{Command, ExitStatus, Stdio};
 
-use clap::ValueEnum;
-
-use super::plan::{Cmd, Family, NatState};
-
-/// Which iptables backend programs the kernel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub(crate) enum Mode {
-    /// nf_tables, through `iptables-nft` / `ip6tables-nft`.
-    Nft,
-    /// The legacy xtables interface, through `iptables-legacy` / `ip6tables-legacy`.
-    Legacy,
-}
+use super::plan::{Cmd, Family, Mode};
+use super::state::{self, NatState};
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum Error {
@@ -51,15 +42,11 @@ const SBIN: [&str; 3] = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
 pub(crate) fn detect() -> Mode {
     let rules = |mode: Mode| -> usize {
         let save = mode.save(Family::V4);
-        if which(save).is_none() {
+        if which(&save).is_none() {
             return 0;
         }
         // Unreadable (e.g. not root) counts as empty: the later commands report the error.
-        run(&Cmd {
-            program: save.to_owned(),
-            args: Vec::new(),
-        })
-        .map_or(0, |out| {
+        run(&Cmd::new(&save, &[])).map_or(0, |out| {
             out.lines().filter(|l| l.starts_with("-A ")).count()
         })
     };
@@ -74,27 +61,29 @@ pub(crate) fn detect() -> Mode {
 
 /// Reads what the nat table holds of ours.
 pub(crate) fn read_state(mode: Mode, family: Family) -> Result<NatState, Error> {
-    // Asking legacy iptables for its nat table creates the table in this namespace; when the
-    // kernel lists no such table there is nothing of ours in it, and a dry run or an
-    // uninstall should not leave one behind.
-    if mode == Mode::Legacy && !legacy_nat_exists(family) {
-        return Ok(NatState::default());
+    // Not `-t nat`: asked for one table, iptables-nft-save prints it even where it does not
+    // exist, and iptables-legacy-save brings it into being. Without `-t`, both print the
+    // tables that exist and nothing else.
+    let out = run(&Cmd::new(&mode.save(family), &[]))?;
+    let mut state = NatState::parse(&out);
+    match mode {
+        // A legacy table always holds all of its built-in chains.
+        Mode::Legacy => state.settle_builtins(|_| true),
+        Mode::Nft => {
+            if let Some(chains) = nft_chains(family) {
+                state.settle_builtins(|chain| chains.contains(chain));
+            }
+        }
     }
-    let out = run(&Cmd {
-        program: mode.save(family).to_owned(),
-        args: vec!["-t".to_owned(), "nat".to_owned()],
-    })?;
-    Ok(NatState::parse(&out))
+    Ok(state)
 }
 
-/// Whether the kernel holds a legacy nat table for `family` in this namespace.
-fn legacy_nat_exists(family: Family) -> bool {
-    let names = match family {
-        Family::V4 => "/proc/net/ip_tables_names",
-        Family::V6 => "/proc/net/ip6_tables_names",
-    };
-    // Unreadable means the legacy modules are not loaded, so no table exists either.
-    std::fs::read_to_string(names).is_ok_and(|s| s.lines().any(|t| t.trim() == "nat"))
+/// The chains nf_tables holds in `family`'s nat table, asked of `nft` because
+/// iptables-nft-save prints a table's built-in chains whether they exist or not. `None`
+/// when `nft` is not installed or cannot tell; then those chains count as existing.
+fn nft_chains(family: Family) -> Option<std::collections::BTreeSet<String>> {
+    let listing = run(&Cmd::new("nft", &["list", "table", family.nft(), "nat"])).ok()?;
+    Some(state::nft_chains(&listing))
 }
 
 /// Runs `cmd` to completion and returns its stdout.
@@ -102,13 +91,30 @@ pub(crate) fn run(cmd: &Cmd) -> Result<String, Error> {
     let path = which(&cmd.program).ok_or_else(|| Error::NotInstalled {
         program: cmd.program.clone(),
     })?;
-    let out = Command::new(path)
+    let spawn_error = |source| Error::Spawn {
+        command: cmd.to_string(),
+        source,
+    };
+    let stdin = if cmd.stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    };
+    let mut child = Command::new(path)
         .args(&cmd.args)
-        .output()
-        .map_err(|source| Error::Spawn {
-            command: cmd.to_string(),
-            source,
-        })?;
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(spawn_error)?;
+    // Dropping the pipe after writing closes it, so the program sees the end of input. A
+    // program that fails before reading it all says more than the broken pipe would, so
+    // its status is looked at first.
+    let written = match (&cmd.stdin, child.stdin.take()) {
+        (Some(input), Some(mut pipe)) => pipe.write_all(input.as_bytes()),
+        _ => Ok(()),
+    };
+    let out = child.wait_with_output().map_err(spawn_error)?;
     if !out.status.success() {
         return Err(Error::Failed {
             command: cmd.to_string(),
@@ -116,6 +122,7 @@ pub(crate) fn run(cmd: &Cmd) -> Result<String, Error> {
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         });
     }
+    written.map_err(spawn_error)?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
@@ -137,39 +144,13 @@ fn is_executable(path: &Path) -> bool {
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-// === impl Mode ===
-
-impl Mode {
-    pub(crate) fn iptables(self, family: Family) -> &'static str {
-        match (self, family) {
-            (Self::Nft, Family::V4) => "iptables-nft",
-            (Self::Nft, Family::V6) => "ip6tables-nft",
-            (Self::Legacy, Family::V4) => "iptables-legacy",
-            (Self::Legacy, Family::V6) => "ip6tables-legacy",
-        }
-    }
-
-    fn save(self, family: Family) -> &'static str {
-        match (self, family) {
-            (Self::Nft, Family::V4) => "iptables-nft-save",
-            (Self::Nft, Family::V6) => "ip6tables-nft-save",
-            (Self::Legacy, Family::V4) => "iptables-legacy-save",
-            (Self::Legacy, Family::V6) => "ip6tables-legacy-save",
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn a_missing_binary_names_the_package() {
-        let err = run(&Cmd {
-            program: "iptables-mesh-test-absent".to_owned(),
-            args: Vec::new(),
-        })
-        .unwrap_err();
+        let err = run(&Cmd::new("iptables-mesh-test-absent", &[])).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, Error::NotInstalled { .. }), "{msg}");
         assert!(
@@ -181,17 +162,17 @@ mod tests {
 
     #[test]
     fn a_failing_command_carries_its_line_and_stderr() {
-        let err = run(&Cmd {
-            program: "sh".to_owned(),
-            args: ["-c", "echo nope >&2; exit 3", "it's"]
-                .map(str::to_owned)
-                .to_vec(),
-        })
-        .unwrap_err();
+        let err = run(&Cmd::new("sh", &["-c", "echo nope >&2; exit 3", "it's"])).unwrap_err();
         assert!(matches!(err, Error::Failed { .. }));
         assert_eq!(
             err.to_string(),
             r#"`sh -c 'echo nope >&2; exit 3' 'it'\''s'` failed (exit status: 3): nope"#
         );
+    }
+
+    #[test]
+    fn stdin_reaches_the_program() {
+        let cmd = Cmd::new("sh", &["-c", "tr a-z A-Z"]).with_stdin("*nat\nCOMMIT\n");
+        assert_eq!(run(&cmd).unwrap(), "*NAT\nCOMMIT\n");
     }
 }

@@ -4,18 +4,22 @@
 //! Inbound TCP is redirected from `PREROUTING` (chain `MESH_INIT_REDIRECT`) to the proxy's
 //! inbound port; outbound TCP from `OUTPUT` (chain `MESH_INIT_OUTPUT`) to its outbound port,
 //! except the proxy's own connections (by UID) and loopback destinations. The plan is built
-//! by pure functions in [`plan`]; [`exec`] reads the table and runs it.
+//! by pure functions in [`plan`] over what [`state`] reads back from the ruleset; [`exec`]
+//! reads the table and runs the plan.
 
 use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::{ArgAction, Args};
 
-use self::exec::Mode;
-use self::plan::{Family, PortList, RulesConfig};
+use self::plan::{Family, Mode, RulesConfig};
+use self::ports::{PortList, PortRange};
 
+mod cmd;
 mod exec;
 mod plan;
+mod ports;
+mod state;
 
 /// Install (or remove) the iptables rules that redirect the pod's TCP through the proxy.
 #[derive(Debug, Args)]
@@ -49,7 +53,8 @@ pub(crate) struct InitArgs {
     /// Print the commands, one per line and shell-quoted, without changing anything.
     #[arg(long, env = "MESH_INIT_DRY_RUN")]
     dry_run: bool,
-    /// Remove the rules `mesh init` added (our chains and the jumps to them), nothing else.
+    /// Remove what `mesh init` added (our chains, the jumps to them, and the nat table and
+    /// built-in chains it created once they are empty), nothing else.
     #[arg(long, env = "MESH_INIT_UNINSTALL")]
     uninstall: bool,
 }
@@ -93,7 +98,6 @@ fn init(args: &InitArgs) -> Result<(), exec::Error> {
 
     let mut stdout = std::io::stdout().lock();
     for family in families {
-        let program = mode.iptables(family);
         let state = match exec::read_state(mode, family) {
             Ok(state) => state,
             // A dry run is for reading the plan, often without root or iptables at hand.
@@ -104,9 +108,9 @@ fn init(args: &InitArgs) -> Result<(), exec::Error> {
             Err(e) => return Err(e),
         };
         let cmds = if args.uninstall {
-            plan::uninstall(program, &state)
+            plan::uninstall(family, mode, &state)
         } else {
-            plan::install(&config, family, program, &state)
+            plan::install(&config, family, mode, &state)
         };
         for cmd in cmds {
             // Printing is best effort: a closed stdout must not stop the rules going in.
@@ -119,6 +123,6 @@ fn init(args: &InitArgs) -> Result<(), exec::Error> {
     Ok(())
 }
 
-fn flatten(lists: &[PortList]) -> Vec<plan::PortRange> {
+fn flatten(lists: &[PortList]) -> Vec<PortRange> {
     lists.iter().flat_map(|l| l.0.iter().copied()).collect()
 }

@@ -1,10 +1,13 @@
 //! The rule plan: which iptables commands bring a nat table from what it holds now to what
 //! the mesh needs. Pure, so the rules are tested as tables of cases without root.
 
-use std::borrow::Cow;
 use std::collections::BTreeSet;
-use std::fmt;
-use std::str::FromStr;
+
+use clap::ValueEnum;
+
+pub(crate) use super::cmd::Cmd;
+use super::ports::PortRange;
+use super::state::{Created, NatState, Presence};
 
 /// Inbound TCP arriving at the pod jumps here from `PREROUTING`.
 pub(crate) const REDIRECT_CHAIN: &str = "MESH_INIT_REDIRECT";
@@ -15,7 +18,8 @@ pub(crate) const OUTPUT_CHAIN: &str = "MESH_INIT_OUTPUT";
 const MULTIPORT_LIMIT: usize = 15;
 
 /// The built-in chain each of our chains hangs from.
-const JUMPS: [(&str, &str); 2] = [("PREROUTING", REDIRECT_CHAIN), ("OUTPUT", OUTPUT_CHAIN)];
+pub(crate) const JUMPS: [(&str, &str); 2] =
+    [("PREROUTING", REDIRECT_CHAIN), ("OUTPUT", OUTPUT_CHAIN)];
 
 /// What `mesh init` redirects where, and what it leaves alone.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,20 +32,14 @@ pub(crate) struct RulesConfig {
     pub(crate) skip_outbound: Vec<PortRange>,
 }
 
-/// A port or an inclusive range of ports, written `80` or `4000-5000`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct PortRange {
-    first: u16,
-    last: u16,
+/// Which iptables backend programs the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Mode {
+    /// nf_tables, through `iptables-nft` / `ip6tables-nft`.
+    Nft,
+    /// The legacy xtables interface, through `iptables-legacy` / `ip6tables-legacy`.
+    Legacy,
 }
-
-/// A comma-separated list of ports and ranges, as given on the command line.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct PortList(pub(crate) Vec<PortRange>);
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("invalid port or range {0:?}: expected a port 1-65535 or a range like 4000-5000")]
-pub(crate) struct InvalidPort(String);
 
 /// IPv4 or IPv6: which loopback network stays off the redirect.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,23 +48,7 @@ pub(crate) enum Family {
     V6,
 }
 
-/// One command line: a program and its arguments, never passed through a shell.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Cmd {
-    pub(crate) program: String,
-    pub(crate) args: Vec<String>,
-}
-
-/// What the nat table holds that concerns us, read from `iptables-save -t nat`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct NatState {
-    chains: BTreeSet<String>,
-    /// How many times each of our jump rules (`-A PREROUTING -j MESH_INIT_REDIRECT`, ...)
-    /// appears, in the order of `JUMPS`.
-    jumps: [usize; 2],
-}
-
-/// The commands that install our rules over `state`, with `program` (e.g. `iptables-nft`).
+/// The commands that install our rules over `state`, with `mode`'s iptables for `family`.
 ///
 /// Our chains are created, or flushed when they exist, then filled; the jumps into them are
 /// added only when absent. Running it twice thus leaves the same rules as running it once,
@@ -74,24 +56,12 @@ pub(crate) struct NatState {
 pub(crate) fn install(
     config: &RulesConfig,
     family: Family,
-    program: &str,
+    mode: Mode,
     state: &NatState,
 ) -> Vec<Cmd> {
+    let program = mode.iptables(family);
     let nat = |args: &[&str]| Cmd::nat(program, args);
-    let mut cmds = Vec::new();
-
-    // Chains are filled before anything jumps to them, so a fresh pod never sees a
-    // half-built chain. Re-running over existing chains flushes them first; the jump then
-    // already exists, so for that instant the pod's traffic is not redirected, which is the
-    // state it was in before the first run anyway.
-    for (_, chain) in JUMPS {
-        let verb = if state.chains.contains(chain) {
-            "-F"
-        } else {
-            "-N"
-        };
-        cmds.push(nat(&[verb, chain]));
-    }
+    let mut cmds = our_chains(program, mode, state);
 
     // Inbound: connections to the proxy's own ports reach the proxy as they are; redirecting
     // them would hand the inbound proxy a connection "to" itself (or to the outbound proxy).
@@ -142,9 +112,71 @@ pub(crate) fn install(
     cmds
 }
 
+/// Creates our chains, or flushes them when they exist, and records in the output chain what
+/// the first install created (see [`created`]).
+///
+/// Chains are filled before anything jumps to them, so a fresh pod never sees a half-built
+/// chain. Re-running over existing chains flushes them first; the jump then already exists,
+/// so for that instant the pod's traffic is not redirected, which is the state it was in
+/// before the first run anyway.
+fn our_chains(program: &str, mode: Mode, state: &NatState) -> Vec<Cmd> {
+    let mut cmds: Vec<Cmd> = JUMPS
+        .iter()
+        .map(|(_, chain)| {
+            let verb = if state.chains.contains(*chain) {
+                "-F"
+            } else {
+                "-N"
+            };
+            Cmd::nat(program, &[verb, chain])
+        })
+        .collect();
+    let created = created(mode, state);
+    if !created.is_empty() {
+        // A rule with no target only counts packets: the marker changes no verdict.
+        let comment = created.comment();
+        let args = ["-A", OUTPUT_CHAIN, "-m", "comment", "--comment", &comment];
+        cmds.push(Cmd::nat(program, &args));
+    }
+    cmds
+}
+
+/// What the install over `state` brings into being that was not there before `mesh init`
+/// first ran, and that `--uninstall` can take away again.
+fn created(mode: Mode, state: &NatState) -> Created {
+    // Reinstalling: our chain holds what the first install recorded, and the table and
+    // built-in chains now exist because of it.
+    if state.chains.contains(OUTPUT_CHAIN) {
+        return state.created;
+    }
+    match mode {
+        // The kernel keeps a legacy table, built-in chains and all, until the namespace
+        // goes away: no command removes it, so there is nothing to record.
+        Mode::Legacy => Created::default(),
+        Mode::Nft => Created {
+            table: !state.table,
+            // An existence `iptables-save` could not settle counts as existing: never
+            // remove what may have been there before.
+            chains: state.builtins.map(|p| p == Presence::Absent),
+        },
+    }
+}
+
 /// The commands that remove exactly what [`install`] added: our jumps (every copy) and our
-/// chains. Nothing else in the table is touched; over a table without our rules it is empty.
-pub(crate) fn uninstall(program: &str, state: &NatState) -> Vec<Cmd> {
+/// chains, then the table and built-in chains the install created, when nothing else is in
+/// them. Nothing else in the table is touched; over a table without our rules it is empty.
+pub(crate) fn uninstall(family: Family, mode: Mode, state: &NatState) -> Vec<Cmd> {
+    let created = match mode {
+        Mode::Nft => state.created,
+        // Legacy tables and built-in chains cannot be deleted (see `created`).
+        Mode::Legacy => Created::default(),
+    };
+    if created.table && !state.foreign {
+        // iptables-nft-restore replaces each table it reads by deleting it first, so a nat
+        // section with nothing in it deletes the table: ours, all at once.
+        return vec![Cmd::new(&mode.restore(family), &[]).with_stdin("*nat\nCOMMIT\n")];
+    }
+    let program = mode.iptables(family);
     let nat = |args: &[&str]| Cmd::nat(program, args);
     let mut cmds = Vec::new();
     // A chain can only be deleted once nothing jumps to it.
@@ -157,6 +189,12 @@ pub(crate) fn uninstall(program: &str, state: &NatState) -> Vec<Cmd> {
         if state.chains.contains(chain) {
             cmds.push(nat(&["-F", chain]));
             cmds.push(nat(&["-X", chain]));
+        }
+    }
+    // iptables-nft deletes an empty built-in chain as it does any other.
+    for (((from, _), created), busy) in JUMPS.iter().zip(created.chains).zip(state.busy) {
+        if created && !busy {
+            cmds.push(nat(&["-X", from]));
         }
     }
     cmds
@@ -224,82 +262,38 @@ fn redirect(program: &str, chain: &str, port: u16) -> Cmd {
     )
 }
 
-/// Quotes `arg` for a POSIX shell, leaving plain words as they are so output stays readable.
-fn shell_quote(arg: &str) -> Cow<'_, str> {
-    let plain = |b: u8| b.is_ascii_alphanumeric() || b"-_./:=,+@%".contains(&b);
-    if !arg.is_empty() && arg.bytes().all(plain) {
-        Cow::Borrowed(arg)
-    } else {
-        Cow::Owned(format!("'{}'", arg.replace('\'', r"'\''")))
-    }
-}
+// === impl Mode ===
 
-// === impl PortRange ===
-
-impl PortRange {
-    pub(crate) fn single(port: u16) -> Self {
-        Self {
-            first: port,
-            last: port,
+impl Mode {
+    pub(crate) fn iptables(self, family: Family) -> &'static str {
+        match (self, family) {
+            (Self::Nft, Family::V4) => "iptables-nft",
+            (Self::Nft, Family::V6) => "ip6tables-nft",
+            (Self::Legacy, Family::V4) => "iptables-legacy",
+            (Self::Legacy, Family::V6) => "ip6tables-legacy",
         }
     }
 
-    /// How many of the multiport match's 15 slots this takes.
-    fn weight(self) -> usize {
-        if self.first == self.last { 1 } else { 2 }
+    pub(crate) fn save(self, family: Family) -> String {
+        format!("{}-save", self.iptables(family))
     }
-}
 
-impl FromStr for PortRange {
-    type Err = InvalidPort;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let invalid = || InvalidPort(s.to_owned());
-        let port = |p: &str| match p.trim().parse::<u16>() {
-            Ok(0) | Err(_) => Err(invalid()),
-            Ok(p) => Ok(p),
-        };
-        let (first, last) = match s.split_once('-') {
-            Some((a, b)) => (port(a)?, port(b)?),
-            None => (port(s)?, port(s)?),
-        };
-        if first > last {
-            return Err(invalid());
-        }
-        Ok(Self { first, last })
-    }
-}
-
-/// iptables' own syntax, `4000:5000`.
-impl fmt::Display for PortRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.first == self.last {
-            write!(f, "{}", self.first)
-        } else {
-            write!(f, "{}:{}", self.first, self.last)
-        }
-    }
-}
-
-// === impl PortList ===
-
-impl FromStr for PortList {
-    type Err = InvalidPort;
-
-    /// Empty items are allowed, so `""` and `"80,"` (as templates tend to produce) parse.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        s.split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .map(str::parse)
-            .collect::<Result<_, _>>()
-            .map(Self)
+    fn restore(self, family: Family) -> String {
+        format!("{}-restore", self.iptables(family))
     }
 }
 
 // === impl Family ===
 
 impl Family {
+    /// The nf_tables family of this family's tables, as `nft` names it.
+    pub(crate) fn nft(self) -> &'static str {
+        match self {
+            Self::V4 => "ip",
+            Self::V6 => "ip6",
+        }
+    }
+
     fn loopback(self) -> &'static str {
         match self {
             Self::V4 => "127.0.0.0/8",
@@ -308,65 +302,11 @@ impl Family {
     }
 }
 
-// === impl Cmd ===
-
-impl Cmd {
-    fn nat(program: &str, args: &[&str]) -> Self {
-        Self {
-            program: program.to_owned(),
-            args: ["-t", "nat"]
-                .iter()
-                .chain(args)
-                .map(|a| (*a).to_owned())
-                .collect(),
-        }
-    }
-}
-
-/// The command as a shell would take it, one line.
-impl fmt::Display for Cmd {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&shell_quote(&self.program))?;
-        for a in &self.args {
-            write!(f, " {}", shell_quote(a))?;
-        }
-        Ok(())
-    }
-}
-
-// === impl NatState ===
-
-impl NatState {
-    /// Reads the output of `iptables-save -t nat` (any backend, IPv4 or IPv6).
-    pub(crate) fn parse(save: &str) -> Self {
-        let mut state = Self::default();
-        let mut in_nat = false;
-        for line in save.lines().map(str::trim_end) {
-            if let Some(table) = line.strip_prefix('*') {
-                in_nat = table == "nat";
-            } else if !in_nat {
-                continue;
-            } else if let Some(decl) = line.strip_prefix(':') {
-                if let Some(name) = decl.split_whitespace().next()
-                    && JUMPS.iter().any(|(_, c)| *c == name)
-                {
-                    state.chains.insert(name.to_owned());
-                }
-            } else {
-                for (i, (from, chain)) in JUMPS.into_iter().enumerate() {
-                    if line == format!("-A {from} -j {chain}") {
-                        state.jumps[i] += 1;
-                    }
-                }
-            }
-        }
-        state
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::init::ports::PortList;
+    use crate::init::state::fixtures::{INSTALLED, OURS_ALONE};
 
     fn config() -> RulesConfig {
         RulesConfig {
@@ -390,6 +330,7 @@ mod tests {
     const FRESH_V4: &[&str] = &[
         "iptables-nft -t nat -N MESH_INIT_REDIRECT",
         "iptables-nft -t nat -N MESH_INIT_OUTPUT",
+        "iptables-nft -t nat -A MESH_INIT_OUTPUT -m comment --comment mesh-init-created:nat,PREROUTING,OUTPUT",
         "iptables-nft -t nat -A MESH_INIT_REDIRECT -p tcp -m multiport --dports 4143,4140,4191 -j RETURN",
         "iptables-nft -t nat -A MESH_INIT_REDIRECT -p tcp -j REDIRECT --to-ports 4143",
         "iptables-nft -t nat -A MESH_INIT_OUTPUT -m owner --uid-owner 2102 -j RETURN",
@@ -401,20 +342,17 @@ mod tests {
 
     #[test]
     fn defaults_on_an_empty_table() {
-        let cmds = install(&config(), Family::V4, "iptables-nft", &NatState::default());
+        let cmds = install(&config(), Family::V4, Mode::Nft, &NatState::default());
         assert_eq!(lines(&cmds), FRESH_V4);
     }
 
     #[test]
     fn ipv6_keeps_only_its_loopback_off_the_redirect() {
-        let cmds = install(
-            &config(),
-            Family::V6,
-            "ip6tables-legacy",
-            &NatState::default(),
-        );
+        let cmds = install(&config(), Family::V6, Mode::Legacy, &NatState::default());
+        // Nothing a legacy install creates can be removed again, so nothing is recorded.
         let want: Vec<String> = FRESH_V4
             .iter()
+            .filter(|l| !l.contains("mesh-init-created"))
             .map(|l| {
                 l.replace("iptables-nft", "ip6tables-legacy")
                     .replace("127.0.0.0/8", "::1/128")
@@ -435,19 +373,28 @@ mod tests {
         let cmds = lines(&install(
             &config,
             Family::V4,
-            "iptables",
+            Mode::Legacy,
             &NatState::default(),
         ));
-        assert!(cmds.contains(&"iptables -t nat -A MESH_INIT_REDIRECT -p tcp -m multiport --dports 5143,5140,5191 -j RETURN".to_owned()));
-        assert!(cmds.contains(
-            &"iptables -t nat -A MESH_INIT_REDIRECT -p tcp -j REDIRECT --to-ports 5143".to_owned()
-        ));
-        assert!(cmds.contains(
-            &"iptables -t nat -A MESH_INIT_OUTPUT -m owner --uid-owner 0 -j RETURN".to_owned()
-        ));
-        assert!(cmds.contains(
-            &"iptables -t nat -A MESH_INIT_OUTPUT -p tcp -j REDIRECT --to-ports 5140".to_owned()
-        ));
+        assert!(cmds.contains(&"iptables-legacy -t nat -A MESH_INIT_REDIRECT -p tcp -m multiport --dports 5143,5140,5191 -j RETURN".to_owned()));
+        assert!(
+            cmds.contains(
+                &"iptables-legacy -t nat -A MESH_INIT_REDIRECT -p tcp -j REDIRECT --to-ports 5143"
+                    .to_owned()
+            )
+        );
+        assert!(
+            cmds.contains(
+                &"iptables-legacy -t nat -A MESH_INIT_OUTPUT -m owner --uid-owner 0 -j RETURN"
+                    .to_owned()
+            )
+        );
+        assert!(
+            cmds.contains(
+                &"iptables-legacy -t nat -A MESH_INIT_OUTPUT -p tcp -j REDIRECT --to-ports 5140"
+                    .to_owned()
+            )
+        );
     }
 
     #[test]
@@ -495,7 +442,7 @@ mod tests {
             let cmds = lines(&install(
                 &config,
                 Family::V4,
-                "iptables",
+                Mode::Legacy,
                 &NatState::default(),
             ));
             for (chain, want, redirect) in [
@@ -506,7 +453,7 @@ mod tests {
                     .iter()
                     .filter_map(|l| {
                         l.strip_prefix(&format!(
-                            "iptables -t nat -A {chain} -p tcp -m multiport --dports "
+                            "iptables-legacy -t nat -A {chain} -p tcp -m multiport --dports "
                         ))?
                         .strip_suffix(" -j RETURN")
                     })
@@ -517,8 +464,9 @@ mod tests {
                     case.inbound, case.outbound
                 );
                 // Every skip comes before the chain's redirect.
-                let redirect =
-                    format!("iptables -t nat -A {chain} -p tcp -j REDIRECT --to-ports {redirect}");
+                let redirect = format!(
+                    "iptables-legacy -t nat -A {chain} -p tcp -j REDIRECT --to-ports {redirect}"
+                );
                 let at = cmds.iter().position(|l| *l == redirect).unwrap();
                 assert!(
                     cmds.iter()
@@ -530,95 +478,46 @@ mod tests {
     }
 
     #[test]
-    fn port_ranges_parse() {
-        let ok = [
-            ("80", "80"),
-            ("4000-5000", "4000:5000"),
-            (" 7 - 7 ", "7"),
-            ("65535", "65535"),
-        ];
-        for (input, shown) in ok {
-            assert_eq!(
-                input.parse::<PortRange>().unwrap().to_string(),
-                shown,
-                "{input}"
-            );
-        }
-        for bad in [
-            "0",
-            "65536",
-            "5000-4000",
-            "http",
-            "1-2-3",
-            "",
-            "-5",
-            "80:90",
-        ] {
-            assert_eq!(
-                bad.parse::<PortRange>(),
-                Err(InvalidPort(bad.to_owned())),
-                "{bad}"
-            );
-        }
-        assert_eq!(ports(""), vec![]);
-        assert_eq!(ports("80,"), vec![PortRange::single(80)]);
-        assert!("80,x".parse::<PortList>().is_err());
-    }
-
-    const INSTALLED: &str = "\
-# Generated by iptables-save v1.8.9 on Sun Nov 22 04:39:11 2026
-*filter
-:MESH_INIT_OUTPUT - [0:0]
--A OUTPUT -j MESH_INIT_OUTPUT
-COMMIT
-*nat
-:PREROUTING ACCEPT [0:0]
-:INPUT ACCEPT [0:0]
-:OUTPUT ACCEPT [0:0]
-:POSTROUTING ACCEPT [0:0]
-:MESH_INIT_OUTPUT - [0:0]
-:MESH_INIT_REDIRECT - [0:0]
-:OTHER - [0:0]
--A PREROUTING -j MESH_INIT_REDIRECT
--A PREROUTING -s 10.0.0.0/8 -j MESH_INIT_REDIRECT
--A OUTPUT -j MESH_INIT_OUTPUT
--A OUTPUT -j MESH_INIT_OUTPUT
--A OUTPUT -j OTHER
-COMMIT
-";
-
-    #[test]
-    fn state_counts_only_our_chains_and_exact_jumps_in_nat() {
+    fn reinstall_flushes_our_chains_keeps_the_record_and_adds_no_jump() {
         let state = NatState::parse(INSTALLED);
-        assert_eq!(
-            state.chains,
-            BTreeSet::from([OUTPUT_CHAIN.to_owned(), REDIRECT_CHAIN.to_owned()])
-        );
-        assert_eq!(state.jumps, [1, 2]);
-        let empty = NatState::default();
-        assert_eq!(
-            NatState::parse("*nat\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"),
-            empty
-        );
-        assert_eq!(NatState::parse(""), empty);
-    }
-
-    #[test]
-    fn reinstall_flushes_our_chains_and_adds_no_jump() {
-        let state = NatState::parse(INSTALLED);
-        let cmds = lines(&install(&config(), Family::V4, "iptables-nft", &state));
+        let cmds = lines(&install(&config(), Family::V4, Mode::Nft, &state));
         let want: Vec<String> = FRESH_V4[..FRESH_V4.len() - 2]
             .iter()
-            .map(|l| l.replace(" -N ", " -F "))
+            .map(|l| {
+                l.replace(" -N ", " -F ")
+                    .replace("created:nat,PREROUTING,OUTPUT", "created:OUTPUT")
+            })
             .collect();
         assert_eq!(cmds, want);
     }
 
     #[test]
+    fn install_records_only_what_was_not_there() {
+        let marker = |cmds: &[Cmd]| {
+            lines(cmds)
+                .into_iter()
+                .find_map(|l| l.split_once("--comment ").map(|(_, c)| c.to_owned()))
+        };
+        let mut existing = NatState::parse("*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n");
+        // Without `nft` to ask, an empty built-in chain may have been there: not ours.
+        let cmds = install(&config(), Family::V4, Mode::Nft, &existing);
+        assert_eq!(marker(&cmds), None);
+        existing.settle_builtins(|chain| chain == "OUTPUT");
+        let cmds = install(&config(), Family::V4, Mode::Nft, &existing);
+        assert_eq!(
+            marker(&cmds).as_deref(),
+            Some("mesh-init-created:PREROUTING")
+        );
+        let cmds = install(&config(), Family::V4, Mode::Legacy, &NatState::default());
+        assert_eq!(marker(&cmds), None);
+    }
+
+    #[test]
     fn uninstall_removes_every_jump_then_the_chains() {
         let state = NatState::parse(INSTALLED);
+        // The recorded OUTPUT chain stays: someone else's rule is in it.
         assert_eq!(
-            lines(&uninstall("iptables-legacy", &state)),
+            lines(&uninstall(Family::V4, Mode::Legacy, &state)),
             [
                 "iptables-legacy -t nat -D PREROUTING -j MESH_INIT_REDIRECT",
                 "iptables-legacy -t nat -D OUTPUT -j MESH_INIT_OUTPUT",
@@ -629,28 +528,34 @@ COMMIT
                 "iptables-legacy -t nat -X MESH_INIT_OUTPUT",
             ]
         );
-        assert!(uninstall("iptables", &NatState::default()).is_empty());
+        for mode in [Mode::Nft, Mode::Legacy] {
+            assert!(uninstall(Family::V6, mode, &NatState::default()).is_empty());
+        }
     }
 
     #[test]
-    fn commands_print_shell_quoted() {
-        let cmd = Cmd {
-            program: "/usr/sbin/iptables".to_owned(),
-            args: [
-                "-m",
-                "comment",
-                "--comment",
-                "it's mesh",
-                "",
-                "a$b",
-                "4000:5000",
-            ]
-            .map(str::to_owned)
-            .to_vec(),
-        };
+    fn uninstall_deletes_a_table_it_created_when_only_ours_is_in_it() {
+        let state = NatState::parse(OURS_ALONE);
         assert_eq!(
-            cmd.to_string(),
-            r#"/usr/sbin/iptables -m comment --comment 'it'\''s mesh' '' 'a$b' 4000:5000"#
+            lines(&uninstall(Family::V6, Mode::Nft, &state)),
+            [r"printf '*nat\nCOMMIT\n' | ip6tables-nft-restore"]
+        );
+
+        // Someone else's rule arrived after init: the table stays, and so does the chain
+        // holding their rule; the built-in chain init created and left empty goes.
+        let theirs = OURS_ALONE.replace("COMMIT", "-A OUTPUT -p udp -j ACCEPT\nCOMMIT");
+        let state = NatState::parse(&theirs);
+        assert_eq!(
+            lines(&uninstall(Family::V4, Mode::Nft, &state)),
+            [
+                "iptables-nft -t nat -D PREROUTING -j MESH_INIT_REDIRECT",
+                "iptables-nft -t nat -D OUTPUT -j MESH_INIT_OUTPUT",
+                "iptables-nft -t nat -F MESH_INIT_REDIRECT",
+                "iptables-nft -t nat -X MESH_INIT_REDIRECT",
+                "iptables-nft -t nat -F MESH_INIT_OUTPUT",
+                "iptables-nft -t nat -X MESH_INIT_OUTPUT",
+                "iptables-nft -t nat -X PREROUTING",
+            ]
         );
     }
 }
