@@ -162,12 +162,17 @@ impl Authorities {
             return authority;
         }
         let mut map = self.map.write();
-        let hosts = map.entry(port).or_default();
-        if let Some(a) = hosts.get(host) {
+        if let Some(a) = map.get(&port).and_then(|m| m.get(host)) {
             return Arc::clone(a);
         }
+        // Again under the lock, which every insert holds: the check above may be stale.
+        if self.len.load(Ordering::Relaxed) >= self.limit {
+            return authority;
+        }
         self.len.fetch_add(1, Ordering::Relaxed);
-        hosts.insert(host.into(), Arc::clone(&authority));
+        map.entry(port)
+            .or_default()
+            .insert(host.into(), Arc::clone(&authority));
         authority
     }
 }

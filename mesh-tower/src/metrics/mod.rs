@@ -10,7 +10,9 @@
 //! [`Registry::series_limit`] label sets (default [`DEFAULT_SERIES_LIMIT`]). Past that, a new
 //! label set records into an overflow series of the family whose labels read `other` (all but
 //! the few whose values are a fixed enumeration: `direction`, `tls`, `no_tls_reason`,
-//! `classification`, `peer`), and [`SERIES_DROPPED`]`{family}` counts what was folded.
+//! `classification`, `peer`), and [`SERIES_DROPPED`]`{family}` counts each registration
+//! that was folded: once the layers' own bounded caches are full too, that is about one per
+//! request (or connection) recorded into `other`.
 //!
 //! [`MetricsLayer`] records, per response: `request_total`, `response_total` (with
 //! `status_code` and `classification`), `response_latency_ms`; and per route:
