@@ -163,6 +163,14 @@ where
 
 impl Counters {
     fn new(registry: &Registry, direction: &'static str) -> Self {
+        registry.describe(
+            "tcp_connections_refused_total",
+            "Connections closed on accept because their listener held its limit.",
+        );
+        registry.describe(
+            "tcp_accept_errors_total",
+            "Failed accepts (out of file descriptors and the like); each backs off.",
+        );
         let by_direction = || vec![Label::new("direction", direction)];
         let mut refused = by_direction();
         refused.push(Label::new("reason", "connection_limit"));

@@ -193,7 +193,11 @@ impl Default for Inner {
             counters: RwLock::default(),
             gauges: RwLock::default(),
             histograms: RwLock::default(),
-            help: RwLock::default(),
+            help: RwLock::new(HashMap::from([(
+                SERIES_DROPPED.to_owned(),
+                "Label sets recorded into a family's `other` series because the family was full."
+                    .to_owned(),
+            )])),
             authz: RwLock::default(),
             limit: DEFAULT_SERIES_LIMIT,
         }
