@@ -5,125 +5,24 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-struct Proxy {
-    child: Child,
-    inbound: SocketAddr,
-    outbound: SocketAddr,
-    admin: SocketAddr,
-}
+use support::loopback::{LoopbackProxy, app, exchange, get};
 
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-/// A plain HTTP/1.1 app that answers "ok" to every request, on its own threads.
-fn app() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut s = s;
-                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let Ok(n) = s.read(&mut chunk) else { return };
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        buf.drain(..end + 4);
-                        if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
-fn start(app: SocketAddr) -> Proxy {
-    let (inbound, outbound, admin) = (free_port(), free_port(), free_port());
-    let child = Command::new(support::mesh_bin())
-        .args([
-            "proxy",
-            "--mode",
-            "explicit",
+fn start(app: SocketAddr) -> LoopbackProxy {
+    LoopbackProxy::start(
+        app,
+        &[
             "--header-read-timeout",
             "500ms",
             "--detect-timeout",
             "300ms",
-        ])
-        .args([
-            "--inbound-addr",
-            &inbound.to_string(),
-            "--outbound-addr",
-            &outbound.to_string(),
-        ])
-        .args([
-            "--admin-addr",
-            &admin.to_string(),
-            "--inbound-forward",
-            &app.to_string(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let p = Proxy {
-        child,
-        inbound,
-        outbound,
-        admin,
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !get(p.admin, "/ready").starts_with("HTTP/1.1 200") {
-        assert!(Instant::now() < deadline, "proxy not ready");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    p
-}
-
-/// One request on a fresh connection; the whole response as text.
-fn get(addr: SocketAddr, path: &str) -> String {
-    exchange(
-        addr,
-        format!("GET {path} HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n").as_bytes(),
+        ],
     )
 }
 
-fn exchange(addr: SocketAddr, bytes: &[u8]) -> String {
-    let Ok(mut s) = TcpStream::connect(addr) else {
-        return String::new();
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = s.write_all(bytes);
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn served(p: &Proxy) {
+fn served(p: &LoopbackProxy) {
     let r = get(p.inbound, "/");
     assert!(
         r.starts_with("HTTP/1.1 200") && r.ends_with("ok"),

@@ -37,6 +37,8 @@ pub struct Authorized {
     pub by: Arc<str>,
     /// The Server that applies.
     pub server: Option<ResourceId>,
+    /// The inbound route that matched, if the Server has routes.
+    pub route: Option<ResourceId>,
     /// The Server's rate limit.
     pub rate_limit: Option<RateLimit>,
 }
@@ -157,6 +159,7 @@ where
         req.extensions_mut().insert(Authorized {
             by: d.by.into(),
             server: d.server,
+            route: d.route,
             rate_limit: d.rate_limit,
         });
         Either::Left(map_err(self.inner.call(req)))

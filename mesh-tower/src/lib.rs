@@ -1,7 +1,7 @@
 //! The mesh as composable Tower layers, for in-process use and for the sidecar.
 //!
 //! Outbound, a request goes `route → metrics → timeout → retry → split → balance → connect`;
-//! inbound, `authorize → rate limit → metrics → the application`; and one edge layer,
+//! inbound, `authorize → metrics → rate limit → the application`; and one edge layer,
 //! [`errors::RespondLayer`], answers every failure with the right status and an
 //! `l5d-proxy-error` header. Each layer is usable on its own; [`client::MeshClient`] and
 //! [`server::MeshServer`] stack them with mTLS from `mesh-identity` for a Rust service that

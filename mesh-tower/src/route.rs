@@ -30,6 +30,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 use futures_util::future::Either;
@@ -79,9 +80,14 @@ pub struct Route<S> {
 }
 
 /// Shared `host:port` strings, so that naming a request's authority allocates nothing once
-/// it has been seen. Grows with the authorities that occur, as metrics series do.
-#[derive(Debug, Default)]
-pub(crate) struct Authorities(RwLock<HashMap<u16, HostNames>>);
+/// it has been seen. Authorities come from the network, so at most `limit` are kept; past
+/// that, each is made afresh for its request.
+#[derive(Debug)]
+pub(crate) struct Authorities {
+    map: RwLock<HashMap<u16, HostNames>>,
+    len: AtomicUsize,
+    limit: usize,
+}
 
 /// `host:port` by host, for one port.
 type HostNames = HashMap<Box<str>, Arc<str>>;
@@ -135,18 +141,45 @@ pub fn destination<B>(req: &Request<B>) -> Option<(&str, u16)> {
 // === impl Authorities ===
 
 impl Authorities {
+    /// A table that keeps at most `limit` authorities.
+    pub(crate) fn new(limit: usize) -> Self {
+        Self {
+            map: RwLock::default(),
+            len: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
     /// `host:port`.
     pub(crate) fn get(&self, host: &str, port: u16) -> Arc<str> {
-        if let Some(a) = self.0.read().get(&port).and_then(|m| m.get(host)) {
+        if let Some(a) = self.map.read().get(&port).and_then(|m| m.get(host)) {
             return Arc::clone(a);
         }
-        let mut map = self.0.write();
-        Arc::clone(
-            map.entry(port)
-                .or_default()
-                .entry(host.into())
-                .or_insert_with(|| format!("{host}:{port}").into()),
-        )
+        let authority: Arc<str> = format!("{host}:{port}").into();
+        // Two levels (port, then host) let a lookup borrow the host, so the bound is kept
+        // here rather than in a `BoundedMap`.
+        if self.len.load(Ordering::Relaxed) >= self.limit {
+            return authority;
+        }
+        let mut map = self.map.write();
+        if let Some(a) = map.get(&port).and_then(|m| m.get(host)) {
+            return Arc::clone(a);
+        }
+        // Again under the lock, which every insert holds: the check above may be stale.
+        if self.len.load(Ordering::Relaxed) >= self.limit {
+            return authority;
+        }
+        self.len.fetch_add(1, Ordering::Relaxed);
+        map.entry(port)
+            .or_default()
+            .insert(host.into(), Arc::clone(&authority));
+        authority
+    }
+}
+
+impl Default for Authorities {
+    fn default() -> Self {
+        Self::new(crate::metrics::DEFAULT_SERIES_LIMIT)
     }
 }
 
@@ -270,5 +303,22 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.project().f.poll(cx).map_err(Into::into)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorities_stop_being_kept_at_the_limit() {
+        let a = Authorities::new(3);
+        for i in 0..100 {
+            assert_eq!(&*a.get(&format!("h{i}"), 80), format!("h{i}:80"));
+        }
+        let kept: usize = a.map.read().values().map(HashMap::len).sum();
+        assert_eq!(kept, 3);
+        // A kept authority is shared, not made again.
+        assert!(Arc::ptr_eq(&a.get("h0", 80), &a.get("h0", 80)));
     }
 }

@@ -103,12 +103,14 @@ impl MeshServer {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let stack = tower::ServiceBuilder::new()
             .layer(RespondLayer::new())
+            // Metrics after authorization, so series carry the Server and route that admitted
+            // the request; denials are counted in `inbound_http_authz_deny_total`.
+            .layer(AuthorizeLayer::new(self.policy.clone()).with_metrics(self.registry.clone()))
             .layer(MetricsLayer::with_control_namespace(
                 self.registry.clone(),
                 Direction::Inbound,
                 &self.control_namespace,
             ))
-            .layer(AuthorizeLayer::new(self.policy.clone()).with_metrics(self.registry.clone()))
             .layer(RateLimitLayer::new())
             .layer(TraceLayer::new())
             .service(app);

@@ -408,14 +408,17 @@ async fn metrics_carry_linkerd_names_and_labels() {
     inf.push(("le", "+Inf"));
     assert_eq!(sample(&out, "response_latency_ms_bucket", &inf), 3.0);
 
+    // Inbound series name what admitted the request, not the Host the client chose.
     let inbound = v1.registry.render();
     let labels = [
         ("direction", "inbound"),
-        ("authority", "web.shop:80"),
         ("tls", "true"),
         ("client_id", &dns("frontend")),
+        ("srv_kind", "default"),
+        ("srv_name", "all-unauthenticated"),
     ];
     assert_eq!(sample(&inbound, "request_total", &labels), 3.0);
+    assert!(!inbound.contains("authority=\"web.shop:80\""), "{inbound}");
     let mut rsp = labels.to_vec();
     rsp.extend([("status_code", "200"), ("classification", "success")]);
     assert_eq!(sample(&inbound, "response_total", &rsp), 3.0);

@@ -20,7 +20,7 @@ use mesh_identity::PeerIdentity;
 use mesh_tower::BoxError;
 use mesh_tower::authz::{AuthorizeLayer, ClientInfo};
 use mesh_tower::errors::{ConnectFailed, RespondLayer};
-use mesh_tower::metrics::{Direction, MetricsLayer};
+use mesh_tower::metrics::{Direction, MetricsLayer, TargetAddr};
 use mesh_tower::rate_limit::RateLimitLayer;
 use mesh_tower::trace::TraceLayer;
 use parking_lot::Mutex;
@@ -51,15 +51,20 @@ pub(crate) async fn serve(
         rate: RateLimitLayer::new(),
     };
     let p = Arc::clone(&proxy);
-    super::accept_loop(proxy, listener, "inbound", move |tcp, peer| {
-        handle(
-            Arc::clone(&p),
-            layers.clone(),
-            tcp,
-            peer,
-            graceful.watcher(),
-        )
-    })
+    super::accept_loop(
+        proxy,
+        listener,
+        super::Listener::Inbound,
+        move |tcp, peer| {
+            handle(
+                Arc::clone(&p),
+                layers.clone(),
+                tcp,
+                peer,
+                graceful.watcher(),
+            )
+        },
+    )
     .await;
 }
 
@@ -131,6 +136,7 @@ async fn handle(
             .ok_or("explicit mode needs --inbound-forward to know where the application is")?,
     };
     let port = app.port();
+    let target_addr = TargetAddr(target_addr(&tcp, port));
     let is_opaque = proxy.is_opaque(port);
     // Server-speaks-first ports must not wait long for a ClientHello that will not come.
     let tls_wait = if is_opaque {
@@ -169,14 +175,17 @@ async fn handle(
     let forward = AppForward::new(app);
     let stack = tower::ServiceBuilder::new()
         .layer(RespondLayer::new())
-        .layer(layers.metrics)
+        // Metrics after authorization: series carry the Server and route that admitted a
+        // request (denials are counted by authz), never the client's Host.
         .layer(layers.authz)
+        .layer(layers.metrics)
         .layer(layers.rate)
         .layer(TraceLayer::new())
         .service(forward)
         .map_request(move |mut req: Request<Incoming>| {
             req.extensions_mut().insert(client.clone());
             req.extensions_mut().insert(Arc::clone(&target));
+            req.extensions_mut().insert(target_addr);
             req
         });
     let builder = super::http_server(args);
@@ -186,6 +195,15 @@ async fn handle(
         .await
         .map_err(|e| -> BoxError { e })?;
     Ok(())
+}
+
+/// Where a connection arrived, for `target_addr`: the pod's address and the application's
+/// port (the listener's own port in transparent mode is the redirect's, not the target's).
+fn target_addr(tcp: &TcpStream, port: u16) -> SocketAddr {
+    let ip = tcp
+        .local_addr()
+        .map_or(Ipv4Addr::UNSPECIFIED.into(), |a| a.ip());
+    SocketAddr::new(ip, port)
 }
 
 /// Opaque TCP: authorized as a connection, then copied byte for byte to the application.

@@ -22,15 +22,18 @@ use mesh_tower::metrics::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+mod accept;
 mod admin;
 mod config;
 mod detect;
 mod inbound;
 mod io;
 mod kube;
+mod limits;
 mod orig_dst;
 mod outbound;
 
+use accept::Listener;
 use config::ConfigSource;
 
 /// Linkerd's default opaque ports: protocols where the server speaks first.
@@ -38,6 +41,21 @@ const DEFAULT_OPAQUE_PORTS: &str = "25,587,3306,4444,5432,6379,9300,11211";
 
 /// How long `--kube` waits after a change for more before recompiling.
 const KUBE_DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// A workload certificate with its trust anchors, and its rotation when an issuer renews it.
+type LoadedIdentity = (
+    CertStore,
+    TrustStore,
+    Option<mesh_identity::rotate::Rotation>,
+);
+
+/// Server and client TLS configs, the workload's identity, and the rotation to keep alive.
+type TlsConfigs = (
+    Option<Arc<rustls::ServerConfig>>,
+    Option<rustls::ClientConfig>,
+    Option<Identity>,
+    Option<mesh_identity::rotate::Rotation>,
+);
 
 /// Run the sidecar proxy, or wait for one to be ready.
 #[derive(Debug, Args)]
@@ -173,48 +191,23 @@ struct ProxyArgs {
     /// How often to look for config changes.
     #[arg(long, env = "MESH_PROXY_CONFIG_POLL", default_value = "1s", value_parser = parse_duration)]
     config_poll: Duration,
+    #[command(flatten)]
+    limits: limits::LimitArgs,
 }
 
-/// Accepts connections until shutdown and hands each to `handle` on a task of its own. A
-/// connection that ends in an error (a malformed request, a slow or vanished client) is closed,
-/// logged and counted in `tcp_connection_errors_total`.
-async fn accept_loop<F, Fut>(
-    proxy: Arc<Proxy>,
-    listener: TcpListener,
-    direction: &'static str,
-    handle: F,
-) where
+/// Serves `listener` with the one accept loop (see `accept`), bounded by its flags.
+async fn accept_loop<F, Fut>(proxy: Arc<Proxy>, listener: TcpListener, which: Listener, handle: F)
+where
     F: Fn(tokio::net::TcpStream, SocketAddr) -> Fut,
     Fut: std::future::Future<Output = Result<(), mesh_tower::BoxError>> + Send + 'static,
 {
-    let mut shutdown = proxy.shutdown.subscribe();
-    let errors = proxy.registry.counter(
-        "tcp_connection_errors_total",
-        vec![metrics::Label::new("direction", direction)],
-    );
-    loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, keep serving.
-                    tracing::warn!(error = %e, direction, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-            () = stopped(&mut shutdown) => return,
-        };
-        let _ = tcp.set_nodelay(true);
-        let conn = handle(tcp, peer);
-        let errors = errors.clone();
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, direction, "connection ended");
-                errors.increment(1);
-            }
-        });
-    }
+    let config = accept::Config {
+        listener: which,
+        max_connections: proxy.args.limits.max_connections(which),
+        registry: proxy.registry.clone(),
+        shutdown: proxy.shutdown.subscribe(),
+    };
+    accept::serve(listener, config, handle).await;
 }
 
 /// The HTTP server both listeners use: HTTP/1 and HTTP/2, a bound on header size and time,
@@ -252,7 +245,6 @@ pub(crate) struct Proxy {
     args: ProxyArgs,
     pub(crate) registry: Registry,
     pub(crate) config: Arc<ConfigSource>,
-    kube: Option<Arc<kube::KubeSource>>,
     pub(crate) tls_server: Option<Arc<rustls::ServerConfig>>,
     pub(crate) tls_client: Option<Arc<rustls::ClientConfig>>,
     pub(crate) identity: Option<Identity>,
@@ -263,26 +255,6 @@ pub(crate) struct Proxy {
 }
 
 impl Proxy {
-    /// What is not ready yet, for `/ready`.
-    pub(crate) fn not_ready(&self) -> Vec<&'static str> {
-        let mut v = Vec::new();
-        if !self.config.is_ready() {
-            v.push("config not loaded");
-        }
-        if let Some(why) = self.kube.as_ref().and_then(|k| k.not_ready()) {
-            v.push(why);
-        }
-        if *self.shutdown.borrow() {
-            v.push("shutting down");
-        }
-        v
-    }
-
-    /// Watches that are failing while the last good snapshot serves, for `/ready`.
-    pub(crate) fn degraded(&self) -> Vec<String> {
-        self.kube.as_ref().map(|k| k.degraded()).unwrap_or_default()
-    }
-
     /// The inbound target for a pod port.
     pub(crate) fn target(&self, port: u16) -> InboundTarget {
         let policy = self.config.policy.load();
@@ -312,7 +284,7 @@ impl Proxy {
 
 pub(crate) fn run(cmd: ProxyCommand) -> ExitCode {
     if let Some(ProxySub::Await(a)) = cmd.sub {
-        return await_ready(&a);
+        return admin::await_ready(a.admin_addr, a.timeout);
     }
     // Refused configs and failing watches are reported only in the log: keep one (stderr,
     // RUST_LOG, info by default).
@@ -348,14 +320,7 @@ pub(crate) fn run(cmd: ProxyCommand) -> ExitCode {
 async fn identity(
     args: &ProxyArgs,
     shutdown: &mut watch::Receiver<bool>,
-) -> Result<
-    Option<(
-        CertStore,
-        TrustStore,
-        Option<mesh_identity::rotate::Rotation>,
-    )>,
-    String,
-> {
+) -> Result<Option<LoadedIdentity>, String> {
     if let Some(dir) = &args.identity_dir {
         let read = |f: &str| {
             std::fs::read_to_string(dir.join(f))
@@ -425,14 +390,8 @@ async fn serve(args: ProxyArgs) -> Result<(), String> {
     if let Some(p) = &args.config {
         config::check_path(p)?;
     }
-    let mut labels = std::collections::BTreeMap::new();
-    for l in &args.labels {
-        let (k, v) = l
-            .split_once('=')
-            .ok_or_else(|| format!("--labels: {l:?} is not k=v"))?;
-        labels.insert(k.trim().to_owned(), v.trim().to_owned());
-    }
-    let registry = Registry::new();
+    let labels = parse_labels(&args.labels)?;
+    let registry = Registry::with_series_limit(args.limits.metrics_series_limit);
     let mut policy_config = PolicyConfig::default();
     policy_config.inbound.trust_domain = args.trust_domain.clone();
     policy_config.inbound.control_namespace = args.control_namespace.clone();
@@ -441,52 +400,35 @@ async fn serve(args: ProxyArgs) -> Result<(), String> {
         policy_config,
         registry.clone(),
     ));
-    config.reload();
-    let kube = if args.kube {
-        Some(
-            kube::KubeSource::start(
-                Arc::clone(&config),
-                registry.clone(),
-                &args.namespace,
-                &args.kube_namespaces,
-                KUBE_DEBOUNCE,
-            )
-            .await?,
-        )
-    } else {
-        None
-    };
     let (shutdown, mut shutdown_rx) = watch::channel(false);
+    tokio::spawn(signals(shutdown.clone()));
 
-    // Admin first, so /live and /ready answer while the rest starts.
-    let admin = TcpListener::bind(args.admin_addr)
-        .await
-        .map_err(|e| format!("admin {}: {e}", args.admin_addr))?;
+    // Admin first, so /live answers and /ready says what is missing while the rest starts:
+    // a restarted proxy whose issuer is away is alive, only not ready.
+    let admin = start_admin(&args, &registry, &config, &shutdown).await?;
+    config.reload();
+    tokio::spawn(Arc::clone(&config).watch(args.config_poll));
+    if args.kube {
+        let kube = kube::KubeSource::start(
+            Arc::clone(&config),
+            registry.clone(),
+            &args.namespace,
+            &args.kube_namespaces,
+            KUBE_DEBOUNCE,
+        )
+        .await?;
+        admin.readiness().kube_started(kube);
+    }
     let inbound = TcpListener::bind(args.inbound_addr)
         .await
         .map_err(|e| format!("inbound {}: {e}", args.inbound_addr))?;
     let outbound = TcpListener::bind(args.outbound_addr)
         .await
         .map_err(|e| format!("outbound {}: {e}", args.outbound_addr))?;
-    tokio::spawn(signals(shutdown.clone()));
 
     let id = identity(&args, &mut shutdown_rx).await?;
-    let (tls_server, tls_client, identity, _rotation) = match id {
-        Some((certs, trust, rotation)) => {
-            let server = mesh_identity::tls::server_config(certs.clone(), trust.clone())
-                .map_err(|e| e.to_string())?;
-            let client = mesh_identity::tls::client_config(certs.clone(), trust)
-                .map_err(|e| e.to_string())?;
-            let id = certs.current().map(|c| c.identity().clone());
-            (Some(Arc::new(server)), Some(client), id, rotation)
-        }
-        None => {
-            tracing::warn!(
-                "no identity configured: traffic goes without mTLS (tls=\"no_identity\")"
-            );
-            (None, None, None, None)
-        }
-    };
+    admin.readiness().identity_ready();
+    let (tls_server, tls_client, identity, _rotation) = tls_configs(id)?;
     let mut builder = MeshClient::builder(config.policy.clone(), config.resolver.clone())
         .metrics(registry.clone())
         .control_namespace(&args.control_namespace);
@@ -496,7 +438,6 @@ async fn serve(args: ProxyArgs) -> Result<(), String> {
     let proxy = Arc::new(Proxy {
         registry,
         config: Arc::clone(&config),
-        kube,
         tls_server,
         tls_client: tls_client.map(Arc::new),
         identity,
@@ -506,8 +447,6 @@ async fn serve(args: ProxyArgs) -> Result<(), String> {
         labels,
         args,
     });
-    tokio::spawn(Arc::clone(&config).watch(proxy.args.config_poll));
-    tokio::spawn(admin::serve(Arc::clone(&proxy), admin));
     let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
     let inbound_task = tokio::spawn(inbound::serve(
         Arc::clone(&proxy),
@@ -519,6 +458,7 @@ async fn serve(args: ProxyArgs) -> Result<(), String> {
         outbound,
         Arc::clone(&graceful),
     ));
+    admin.readiness().serving();
     tracing::info!(
         inbound = %proxy.args.inbound_addr,
         outbound = %proxy.args.outbound_addr,
@@ -529,9 +469,22 @@ async fn serve(args: ProxyArgs) -> Result<(), String> {
     );
 
     stopped(&mut shutdown_rx).await;
+    drain(&proxy, graceful, [inbound_task, outbound_task]).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// After shutdown began: lets the listeners stop, then waits up to the grace period for
+/// open connections to finish.
+async fn drain(
+    proxy: &Proxy,
+    graceful: Arc<hyper_util::server::graceful::GracefulShutdown>,
+    listeners: [tokio::task::JoinHandle<()>; 2],
+) {
     tracing::info!(grace = ?proxy.args.shutdown_grace, "draining");
-    let _ = inbound_task.await;
-    let _ = outbound_task.await;
+    for t in listeners {
+        let _ = t.await;
+    }
     let grace = proxy.args.shutdown_grace;
     let drained = tokio::time::timeout(grace, async {
         if let Ok(g) = Arc::try_unwrap(graceful) {
@@ -548,8 +501,72 @@ async fn serve(args: ProxyArgs) -> Result<(), String> {
             "connections still open after the grace period; exiting"
         );
     }
-    tracing::info!("stopped");
-    Ok(())
+}
+
+/// The TLS configs and identity a loaded certificate gives (none without one).
+fn tls_configs(id: Option<LoadedIdentity>) -> Result<TlsConfigs, String> {
+    Ok(match id {
+        Some((certs, trust, rotation)) => {
+            let server = mesh_identity::tls::server_config(certs.clone(), trust.clone())
+                .map_err(|e| e.to_string())?;
+            let client = mesh_identity::tls::client_config(certs.clone(), trust)
+                .map_err(|e| e.to_string())?;
+            let id = certs.current().map(|c| c.identity().clone());
+            (Some(Arc::new(server)), Some(client), id, rotation)
+        }
+        None => {
+            tracing::warn!(
+                "no identity configured: traffic goes without mTLS (tls=\"no_identity\")"
+            );
+            (None, None, None, None)
+        }
+    })
+}
+
+/// `--labels k=v,k=v`.
+fn parse_labels(labels: &[String]) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for l in labels {
+        let (k, v) = l
+            .split_once('=')
+            .ok_or_else(|| format!("--labels: {l:?} is not k=v"))?;
+        out.insert(k.trim().to_owned(), v.trim().to_owned());
+    }
+    Ok(out)
+}
+
+/// Binds the admin listener and serves it from now on.
+async fn start_admin(
+    args: &ProxyArgs,
+    registry: &Registry,
+    config: &Arc<ConfigSource>,
+    shutdown: &watch::Sender<bool>,
+) -> Result<Arc<admin::Admin>, String> {
+    let listener = TcpListener::bind(args.admin_addr)
+        .await
+        .map_err(|e| format!("admin {}: {e}", args.admin_addr))?;
+    let identity_wanted = args.identity_dir.is_some() || args.identity_issuer.is_some();
+    let readiness = admin::Readiness::new(
+        Arc::clone(config),
+        args.kube,
+        identity_wanted,
+        shutdown.clone(),
+    );
+    let limits = &args.limits;
+    let admin = Arc::new(admin::Admin::new(
+        registry.clone(),
+        readiness,
+        limits.admin_header_read_timeout,
+        limits.admin_idle_timeout,
+    ));
+    let accept = accept::Config {
+        listener: Listener::Admin,
+        max_connections: limits.max_connections(Listener::Admin),
+        registry: registry.clone(),
+        shutdown: shutdown.subscribe(),
+    };
+    tokio::spawn(admin::serve(Arc::clone(&admin), listener, accept));
+    Ok(admin)
 }
 
 async fn signals(shutdown: watch::Sender<bool>) {
@@ -566,34 +583,4 @@ async fn signals(shutdown: watch::Sender<bool>) {
         _ = int.recv() => tracing::info!("SIGINT"),
     }
     shutdown.send_replace(true);
-}
-
-fn await_ready(a: &AwaitArgs) -> ExitCode {
-    use std::io::{Read, Write};
-    let deadline = std::time::Instant::now() + a.timeout;
-    loop {
-        let ready = std::net::TcpStream::connect_timeout(&a.admin_addr, Duration::from_secs(1))
-            .and_then(|mut s| {
-                s.set_read_timeout(Some(Duration::from_secs(2)))?;
-                write!(
-                    s,
-                    "GET /ready HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-                    a.admin_addr
-                )?;
-                let mut buf = String::new();
-                s.read_to_string(&mut buf)?;
-                Ok(buf.starts_with("HTTP/1.1 200"))
-            });
-        if matches!(ready, Ok(true)) {
-            return ExitCode::SUCCESS;
-        }
-        if std::time::Instant::now() >= deadline {
-            eprintln!(
-                "error: the proxy at {} was not ready within {:?}",
-                a.admin_addr, a.timeout
-            );
-            return ExitCode::FAILURE;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }

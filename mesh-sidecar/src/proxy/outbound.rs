@@ -31,7 +31,7 @@ pub(crate) async fn serve(
     graceful: Arc<GracefulShutdown>,
 ) {
     let p = Arc::clone(&proxy);
-    super::accept_loop(proxy, listener, "outbound", move |tcp, _| {
+    super::accept_loop(proxy, listener, super::Listener::Outbound, move |tcp, _| {
         handle(Arc::clone(&p), tcp, graceful.watcher())
     })
     .await;

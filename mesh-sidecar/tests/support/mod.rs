@@ -35,6 +35,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 pub(crate) mod apiserver;
+pub(crate) mod loopback;
 pub(crate) mod pods;
 
 /// Every namespace a test makes is named `mesh-test-<pid>-<n>`, so leftovers of a test

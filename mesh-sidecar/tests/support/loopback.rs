@@ -1,0 +1,128 @@
+//! A `mesh proxy` in explicit mode on loopback, in front of a tiny HTTP/1.1 app: no root,
+//! no namespaces. Killed and reaped on drop.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The proxy under test and its three listeners.
+pub(crate) struct LoopbackProxy {
+    child: Child,
+    pub(crate) inbound: SocketAddr,
+    pub(crate) outbound: SocketAddr,
+    pub(crate) admin: SocketAddr,
+}
+
+impl Drop for LoopbackProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl LoopbackProxy {
+    /// Starts `mesh proxy --mode explicit` forwarding inbound to `app`, with `extra` flags,
+    /// and waits until it is ready (its listeners serve).
+    pub(crate) fn start(app: SocketAddr, extra: &[&str]) -> Self {
+        Self::start_until(app, extra, "/ready")
+    }
+
+    /// As [`LoopbackProxy::start`], waiting only until `/live` answers.
+    pub(crate) fn start_live(app: SocketAddr, extra: &[&str]) -> Self {
+        Self::start_until(app, extra, "/live")
+    }
+
+    fn start_until(app: SocketAddr, extra: &[&str], path: &str) -> Self {
+        let (inbound, outbound, admin) = (free_port(), free_port(), free_port());
+        let child = Command::new(super::mesh_bin())
+            .args(["proxy", "--mode", "explicit"])
+            .args(["--inbound-addr", &inbound.to_string()])
+            .args(["--outbound-addr", &outbound.to_string()])
+            .args(["--admin-addr", &admin.to_string()])
+            .args(["--inbound-forward", &app.to_string()])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the mesh binary starts");
+        let p = Self {
+            child,
+            inbound,
+            outbound,
+            admin,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !get(p.admin, path).starts_with("HTTP/1.1 200") {
+            assert!(Instant::now() < deadline, "proxy: no 200 from {path}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        p
+    }
+
+    /// The proxy's process id, for /proc.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// A loopback address nothing listens on (yet).
+pub(crate) fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+}
+
+/// A plain HTTP/1.1 app that answers "ok" to every request (pipelined or not), a thread per
+/// connection, reading at most 10 s of silence.
+pub(crate) fn app() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind the app");
+    let addr = l.local_addr().expect("the app's address");
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || answer_ok(s));
+        }
+    });
+    addr
+}
+
+fn answer_ok(mut s: TcpStream) {
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let Ok(n) = s.read(&mut chunk) else { return };
+        if n == 0 {
+            return;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut out = Vec::new();
+        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            buf.drain(..end + 4);
+            out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        }
+        if !out.is_empty() && s.write_all(&out).is_err() {
+            return;
+        }
+    }
+}
+
+/// One request on a fresh connection; the whole response as text.
+pub(crate) fn get(addr: SocketAddr, path: &str) -> String {
+    exchange(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+/// Sends `bytes` on a fresh connection and reads until the peer closes (at most 5 s).
+pub(crate) fn exchange(addr: SocketAddr, bytes: &[u8]) -> String {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = s.write_all(bytes);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
