@@ -1,12 +1,18 @@
 //! Bad input never crashes the proxy: malformed HTTP, oversized headers, slow clients,
 //! half-closed TCP and peers that reset mid-body are each answered or closed cleanly, counted,
-//! and the next client is served. Explicit mode on loopback: no root needed.
+//! and the next client is served; and no way of sending the bytes (slowly, with an unknown
+//! method, as something that is not HTTP) gets a request around route-level authorization.
+//! Explicit mode on loopback: no root needed.
 
 mod support;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 struct Proxy {
@@ -32,10 +38,18 @@ fn free_port() -> SocketAddr {
 
 /// A plain HTTP/1.1 app that answers "ok" to every request, on its own threads.
 fn app() -> SocketAddr {
+    recording_app().0
+}
+
+/// [`app`], which also keeps the request line of every request it was sent.
+fn recording_app() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
     std::thread::spawn(move || {
         for s in l.incoming().flatten() {
+            let log = Arc::clone(&log);
             std::thread::spawn(move || {
                 let mut s = s;
                 let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
@@ -48,6 +62,9 @@ fn app() -> SocketAddr {
                     }
                     buf.extend_from_slice(&chunk[..n]);
                     while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                        log.lock()
+                            .push(head.lines().next().unwrap_or_default().to_owned());
                         buf.drain(..end + 4);
                         if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                             .is_err()
@@ -59,21 +76,27 @@ fn app() -> SocketAddr {
             });
         }
     });
-    addr
+    (addr, seen)
 }
 
 fn start(app: SocketAddr) -> Proxy {
-    let (inbound, outbound, admin) = (free_port(), free_port(), free_port());
-    let child = Command::new(support::mesh_bin())
-        .args([
-            "proxy",
-            "--mode",
-            "explicit",
+    start_with(
+        app,
+        &[
             "--header-read-timeout",
             "500ms",
             "--detect-timeout",
             "300ms",
-        ])
+        ],
+    )
+}
+
+/// A proxy in explicit mode in front of `app`, with more `mesh proxy` arguments.
+fn start_with(app: SocketAddr, args: &[&str]) -> Proxy {
+    let (inbound, outbound, admin) = (free_port(), free_port(), free_port());
+    let child = Command::new(support::mesh_bin())
+        .args(["proxy", "--mode", "explicit"])
+        .args(args)
         .args([
             "--inbound-addr",
             &inbound.to_string(),
@@ -113,11 +136,18 @@ fn get(addr: SocketAddr, path: &str) -> String {
 }
 
 fn exchange(addr: SocketAddr, bytes: &[u8]) -> String {
+    slow_exchange(addr, b"", Duration::ZERO, bytes)
+}
+
+/// Sends `first`, waits `pause`, sends `rest`; the whole answer as text.
+fn slow_exchange(addr: SocketAddr, first: &[u8], pause: Duration, rest: &[u8]) -> String {
     let Ok(mut s) = TcpStream::connect(addr) else {
         return String::new();
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = s.write_all(bytes);
+    let _ = s.write_all(first);
+    std::thread::sleep(pause);
+    let _ = s.write_all(rest);
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     String::from_utf8_lossy(&out).into_owned()
@@ -204,4 +234,142 @@ fn bad_clients_are_answered_or_closed_and_the_proxy_keeps_serving() {
         metrics.contains("tcp_open_total{direction=\"inbound\""),
         "{metrics}"
     );
+}
+
+/// The issue's policy: the Server on the app's port denies by default; `/` is open to every
+/// network, `/admin` only to the mesh identity `web` (which a loopback client cannot have).
+fn route_policy(dir: &Path, app: SocketAddr, proxy_protocol: Option<&str>) -> std::path::PathBuf {
+    let protocol = proxy_protocol.map_or(String::new(), |p| format!(", proxyProtocol: {p}"));
+    let yaml = format!(
+        r#"
+apiVersion: policy.linkerd.io/v1beta3
+kind: Server
+metadata: {{ name: app, namespace: default }}
+spec: {{ podSelector: {{}}, port: {port}, accessPolicy: deny{protocol} }}
+---
+apiVersion: policy.linkerd.io/v1beta1
+kind: HTTPRoute
+metadata: {{ name: open, namespace: default }}
+spec:
+  parentRefs: [{{ name: app, kind: Server, group: policy.linkerd.io }}]
+  rules: [{{ matches: [{{ path: {{ type: PathPrefix, value: / }} }}] }}]
+---
+apiVersion: policy.linkerd.io/v1beta1
+kind: HTTPRoute
+metadata: {{ name: admin, namespace: default }}
+spec:
+  parentRefs: [{{ name: app, kind: Server, group: policy.linkerd.io }}]
+  rules: [{{ matches: [{{ path: {{ type: PathPrefix, value: /admin }} }}] }}]
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: NetworkAuthentication
+metadata: {{ name: everyone, namespace: default }}
+spec: {{ networks: [{{ cidr: 0.0.0.0/0 }}, {{ cidr: "::/0" }}] }}
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {{ name: open, namespace: default }}
+spec:
+  targetRef: {{ group: policy.linkerd.io, kind: HTTPRoute, name: open }}
+  requiredAuthenticationRefs: [{{ group: policy.linkerd.io, kind: NetworkAuthentication, name: everyone }}]
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: MeshTLSAuthentication
+metadata: {{ name: web, namespace: default }}
+spec: {{ identities: [web.default.serviceaccount.identity.linkerd.cluster.local] }}
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {{ name: admin, namespace: default }}
+spec:
+  targetRef: {{ group: policy.linkerd.io, kind: HTTPRoute, name: admin }}
+  requiredAuthenticationRefs: [{{ group: policy.linkerd.io, kind: MeshTLSAuthentication, name: web }}]
+"#,
+        port = app.port()
+    );
+    let path = dir.join(format!(
+        "policy-{}.yaml",
+        proxy_protocol.map_or("detect", |_| "http")
+    ));
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+fn counter_sum(metrics: &str, name: &str, parts: &[&str]) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && parts.iter().all(|p| l.contains(p)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+const ADMIN: &[u8] = b" /admin/secret HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+
+fn request(method: &str) -> Vec<u8> {
+    [method.as_bytes(), ADMIN].concat()
+}
+
+#[test]
+fn route_authorization_cannot_be_sidestepped_by_how_the_bytes_arrive() {
+    let dir = std::env::temp_dir().join(format!("mesh-bypass-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (app, seen) = recording_app();
+    // The first byte comes after the detect timeout, well within the header timeout.
+    let timeouts = ["--detect-timeout", "200ms", "--header-read-timeout", "5s"];
+    let slow = Duration::from_millis(600);
+    let not_http = b"\x00\x01\x02 not http /admin/secret\r\n\r\n";
+
+    // 1. The Server says HTTP/1: the port is HTTP whatever the bytes, every request is
+    //    authorized by its route and counted as a request.
+    let policy = route_policy(&dir, app, Some("HTTP/1"));
+    let config = ["--config", policy.to_str().unwrap()];
+    let p = start_with(app, &[&timeouts[..], &config].concat());
+    served(&p);
+    for bytes in [request("GET"), request("PROPFIND"), request("PURGE")] {
+        let r = exchange(p.inbound, &bytes);
+        assert!(r.starts_with("HTTP/1.1 403"), "{r:?}");
+    }
+    let r = slow_exchange(p.inbound, b"G", slow, &request("ET"));
+    assert!(r.starts_with("HTTP/1.1 403"), "slow first byte: {r:?}");
+    let r = exchange(p.inbound, not_http);
+    assert!(r.starts_with("HTTP/1.1 400"), "not HTTP: {r:?}");
+    served(&p);
+    let m = get(p.admin, "/metrics");
+    let denied = counter_sum(&m, "inbound_http_authz_deny_total", &["srv_name=\"app\""]);
+    assert_eq!(denied, 4, "{m}");
+    assert!(
+        counter_sum(&m, "request_total", &["direction=\"inbound\""]) >= 6,
+        "{m}"
+    );
+    drop(p);
+
+    // 2. No proxyProtocol: the bytes are detected. Any token is a method, so PROPFIND and
+    //    PURGE are HTTP; what stays unclassified is a connection that could carry /admin,
+    //    which an unauthenticated client may not reach, so it is refused and counted.
+    let policy = route_policy(&dir, app, None);
+    let config = ["--config", policy.to_str().unwrap()];
+    let p = start_with(app, &[&timeouts[..], &config].concat());
+    served(&p);
+    for bytes in [request("PROPFIND"), request("PURGE")] {
+        let r = exchange(p.inbound, &bytes);
+        assert!(r.starts_with("HTTP/1.1 403"), "{r:?}");
+    }
+    let r = slow_exchange(p.inbound, b"G", slow, &request("ET"));
+    assert!(r.is_empty(), "slow first byte: {r:?}");
+    let r = exchange(p.inbound, not_http);
+    assert!(r.is_empty(), "not HTTP: {r:?}");
+    served(&p);
+    let m = get(p.admin, "/metrics");
+    let tcp_denied = counter_sum(&m, "inbound_tcp_authz_deny_total", &["srv_name=\"app\""]);
+    assert_eq!(tcp_denied, 2, "{m}");
+    let denied = counter_sum(&m, "inbound_http_authz_deny_total", &["srv_name=\"app\""]);
+    assert_eq!(denied, 2, "{m}");
+
+    // Whatever was tried, the app saw only the open route.
+    let seen = seen.lock().clone();
+    assert!(
+        seen.iter().all(|l| l == "GET / HTTP/1.1"),
+        "the app was sent: {seen:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 mod admin;
+mod app;
 mod config;
 mod detect;
 mod inbound;
