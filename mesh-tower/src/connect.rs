@@ -245,3 +245,60 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use http_body_util::{BodyExt, Empty, Full};
+    use hyper_util::server::conn::auto;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A plaintext server outside the mesh, HTTP/1 and HTTP/2, that answers with the version
+    /// the request arrived in and whether it carried the mesh's marker.
+    async fn version_echo() -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                    let marked = req.headers().contains_key(ORIG_PROTO_HEADER);
+                    let text = format!("{:?} marked={marked}", req.version());
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
+                });
+                tokio::spawn(async move {
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn an_unmeshed_endpoint_is_spoken_to_in_the_clients_protocol() {
+        let addr = version_echo().await;
+        let mut connect = Connect::<Empty<Bytes>>::new(None);
+        let cases = [
+            (http::Version::HTTP_11, "HTTP/1.1 marked=false"),
+            (http::Version::HTTP_2, "HTTP/2.0 marked=false"),
+            (http::Version::HTTP_2, "HTTP/2.0 marked=false"),
+            (http::Version::HTTP_11, "HTTP/1.1 marked=false"),
+        ];
+        for (version, want) in cases {
+            let mut req = Request::get("http://svc.ns:8080/x")
+                .version(version)
+                .body(Empty::new())
+                .unwrap();
+            req.extensions_mut().insert(Endpoint::new(addr));
+            let rsp = connect.call(req).await.unwrap();
+            let body = rsp.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(body, want.as_bytes(), "{version:?}");
+        }
+        // One HTTP/2 connection serves every HTTP/2 request to the endpoint.
+        assert_eq!(connect.shared.h2.lock().len(), 1);
+    }
+}
