@@ -199,6 +199,11 @@ mod tests {
         ];
         for (input, want) in cases {
             assert_eq!(classify(input), *want, "{input:?}");
+            // Detection stops at the first decision, so no prefix may decide otherwise.
+            for n in 0..input.len() {
+                let early = classify(&input[..n]);
+                assert!(early.is_none() || early == *want, "{input:?} at {n}: {early:?}");
+            }
         }
     }
 
