@@ -202,7 +202,10 @@ mod tests {
             // Detection stops at the first decision, so no prefix may decide otherwise.
             for n in 0..input.len() {
                 let early = classify(&input[..n]);
-                assert!(early.is_none() || early == *want, "{input:?} at {n}: {early:?}");
+                assert!(
+                    early.is_none() || early == *want,
+                    "{input:?} at {n}: {early:?}"
+                );
             }
         }
     }

@@ -128,17 +128,12 @@ async fn offers_mesh_tls(tcp: &TcpStream, timeout: Duration) -> bool {
     }
 }
 
-async fn handle(
-    proxy: Arc<Proxy>,
-    layers: Layers,
-    tcp: TcpStream,
-    peer: SocketAddr,
-    watcher: hyper_util::server::graceful::Watcher,
-) -> Result<(), BoxError> {
-    let args = &proxy.args;
-    let app = match args.mode {
+/// Where the application is: the original destination's port on loopback, or
+/// `--inbound-forward` in explicit mode.
+fn app_addr(args: &super::ProxyArgs, tcp: &TcpStream) -> Result<SocketAddr, BoxError> {
+    Ok(match args.mode {
         Mode::Transparent => {
-            let dst = super::orig_dst::original_dst(&tcp)?;
+            let dst = super::orig_dst::original_dst(tcp)?;
             if dst.port() == args.inbound_addr.port() {
                 return Err(
                     "refusing a connection addressed to the inbound port itself (a redirect loop)"
@@ -150,7 +145,37 @@ async fn handle(
         Mode::Explicit => args
             .inbound_forward
             .ok_or("explicit mode needs --inbound-forward to know where the application is")?,
-    };
+    })
+}
+
+/// Completes mesh mTLS when the client offers it (waiting at most `tls_wait` for its
+/// ClientHello), with the peer's verified identity; else the plain stream.
+async fn accept_tls(
+    proxy: &Proxy,
+    tcp: TcpStream,
+    tls_wait: Duration,
+) -> Result<(BoxIo, Option<mesh_core::Identity>), BoxError> {
+    Ok(match &proxy.tls_server {
+        Some(cfg) if offers_mesh_tls(&tcp, tls_wait).await => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(cfg));
+            let timeout = proxy.args.detect_timeout * 10;
+            let tls = tokio::time::timeout(timeout, acceptor.accept(tcp)).await??;
+            let id = tls.get_ref().1.peer_identity();
+            (Box::new(tls), id)
+        }
+        _ => (Box::new(tcp), None),
+    })
+}
+
+async fn handle(
+    proxy: Arc<Proxy>,
+    layers: Layers,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    watcher: hyper_util::server::graceful::Watcher,
+) -> Result<(), BoxError> {
+    let args = &proxy.args;
+    let app = app_addr(args, &tcp)?;
     let port = app.port();
     let target = Arc::new(proxy.target(port));
     let declared = server_protocol(proxy.config.policy.load().servers(), &target);
@@ -161,16 +186,7 @@ async fn handle(
     } else {
         args.detect_timeout
     };
-    let (io, identity): (BoxIo, _) = match &proxy.tls_server {
-        Some(cfg) if offers_mesh_tls(&tcp, tls_wait).await => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(cfg));
-            let tls =
-                tokio::time::timeout(args.detect_timeout * 10, acceptor.accept(tcp)).await??;
-            let id = tls.get_ref().1.peer_identity();
-            (Box::new(tls), id)
-        }
-        _ => (Box::new(tcp), None),
-    };
+    let (io, identity) = accept_tls(&proxy, tcp, tls_wait).await?;
     let io = Counted::new(
         io,
         ConnMetrics::accepted(&proxy.registry, identity.as_ref(), &args.control_namespace),
