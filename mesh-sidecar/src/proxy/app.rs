@@ -89,6 +89,10 @@ impl AppProtocol {
 
 impl AppClients {
     pub(crate) fn new(registry: &Registry) -> Self {
+        registry.describe(
+            "inbound_app_connection_limit_total",
+            "Times a bound on connections to the application was hit: a request waited for an HTTP/1 connection, or a shared HTTP/2 connection was let go.",
+        );
         let limited = |protocol: &'static str| {
             registry.counter(
                 "inbound_app_connection_limit_total",
