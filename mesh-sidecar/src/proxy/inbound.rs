@@ -1,5 +1,7 @@
-//! The inbound side: mesh TLS accept (peer identity), protocol detection, then authorization,
-//! rate limits and metrics in front of the application on `127.0.0.1:<original port>`.
+//! The inbound side: mesh TLS accept (peer identity), protocol detection (unless the port's
+//! Server declares its protocol), then authorization, rate limits and metrics in front of the
+//! application on `127.0.0.1:<original port>`, spoken to in the client's protocol (`app`).
+//! What is not HTTP is authorized as a connection that could carry any request.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
