@@ -1,7 +1,8 @@
 //! Protocols survive both sidecars: a gRPC server that speaks only HTTP/2 (tonic) sits behind
 //! pod b's `mesh proxy`, and a gRPC client in pod a calls it through pod a's proxy, the mesh's
 //! mTLS hop and pod b's proxy. Unary and server-streaming calls succeed, trailers arrive intact
-//! and an error status reaches the client exactly as the server sent it.
+//! and an error status reaches the client exactly as the server sent it. Beside it, an HTTP/1
+//! request through the same proxies reaches an HTTP/1-only app as HTTP/1.1.
 //!
 //! The server and client run on threads of this test that enter the pods' network namespaces
 //! (`setns`); a socket stays in the namespace it was made in. Needs root, `ip netns`,
@@ -23,6 +24,7 @@ use support::pods::{Trust, link, metric_line, start_pod, write_config};
 use support::{Netns, python3, skip_unless_root_and_netns};
 
 const GRPC_PORT: u16 = 50051;
+const H1_PORT: u16 = 8080;
 /// Every call, and the whole conversation, ends within this.
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -112,23 +114,33 @@ where
     })
 }
 
-/// The gRPC server on 127.0.0.1:50051 inside `ns` (where pod b's proxy forwards to), HTTP/2
-/// only, until `stop` fires.
-fn serve_grpc(
+/// An HTTP/1-only app: answers with the version the request arrived in and whether the mesh's
+/// `l5d-orig-proto` marker reached it.
+async fn h1_app(req: http::Request<Incoming>) -> Result<http::Response<String>, Infallible> {
+    let marked = req.headers().contains_key("l5d-orig-proto");
+    Ok(http::Response::new(format!(
+        "{:?} marked={marked}",
+        req.version()
+    )))
+}
+
+/// Inside `ns`, where pod b's proxy forwards to: the gRPC server on 127.0.0.1:50051 (HTTP/2
+/// only) and [`h1_app`] on 127.0.0.1:8080 (HTTP/1 only), until `stop` fires.
+fn serve_apps(
     ns: &str,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) -> (std::thread::JoinHandle<()>, std::sync::mpsc::Receiver<()>) {
     let (ready_tx, ready) = std::sync::mpsc::channel();
     let server = in_netns(ns, move || async move {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", GRPC_PORT))
+        let grpc = tokio::net::TcpListener::bind(("127.0.0.1", GRPC_PORT))
+            .await
+            .unwrap();
+        let h1 = tokio::net::TcpListener::bind(("127.0.0.1", H1_PORT))
             .await
             .unwrap();
         ready_tx.send(()).unwrap();
-        let accept = async {
-            loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
-                };
+        let grpc = async {
+            while let Ok((tcp, _)) = grpc.accept().await {
                 tokio::spawn(async move {
                     let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(tcp), hyper::service::service_fn(grpc_app))
@@ -136,12 +148,36 @@ fn serve_grpc(
                 });
             }
         };
+        let h1 = async {
+            while let Ok((tcp, _)) = h1.accept().await {
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), hyper::service::service_fn(h1_app))
+                        .await;
+                });
+            }
+        };
         tokio::select! {
-            () = accept => {}
+            () = grpc => {}
+            () = h1 => {}
             _ = stop => {}
         }
     });
     (server, ready)
+}
+
+/// One HTTP/1.1 request from inside pod a (as root: redirected to its outbound proxy) to
+/// [`h1_app`] in pod b; the answer's body.
+async fn call_h1(dst: String) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect((dst.as_str(), H1_PORT))
+        .await
+        .unwrap();
+    let req = format!("GET /v HTTP/1.1\r\nHost: {dst}:{H1_PORT}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).await.unwrap();
+    out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned()
 }
 
 /// A status as the client received it: code, message and the `x-detail` metadata.
@@ -225,7 +261,7 @@ async fn call_all(dst: String) -> Seen {
 }
 
 #[test]
-fn grpc_through_both_sidecars_keeps_http2_and_trailers() {
+fn grpc_and_http1_through_both_sidecars_keep_their_protocols() {
     if !skip_unless_root_and_netns() || !support::require(&["setpriv"]) || python3().is_none() {
         return;
     }
@@ -243,7 +279,7 @@ fn grpc_through_both_sidecars_keeps_http2_and_trailers() {
 apiVersion: v1
 kind: Service
 metadata: {{ name: grpc, namespace: default }}
-spec: {{ ports: [{{ name: grpc, port: {GRPC_PORT} }}] }}
+spec: {{ ports: [{{ name: grpc, port: {GRPC_PORT} }}, {{ name: http, port: {H1_PORT} }}] }}
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
@@ -253,7 +289,7 @@ metadata:
   labels: {{ kubernetes.io/service-name: grpc }}
   annotations: {{ mesh.io/service-account: grpc }}
 addressType: IPv4
-ports: [{{ name: grpc, port: {GRPC_PORT} }}]
+ports: [{{ name: grpc, port: {GRPC_PORT} }}, {{ name: http, port: {H1_PORT} }}]
 endpoints: [{{ addresses: ["{ip_b}"] }}]
 "#
         ),
@@ -266,7 +302,7 @@ endpoints: [{{ addresses: ["{ip_b}"] }}]
     );
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-    let (server, ready) = serve_grpc(b.name(), stop_rx);
+    let (server, ready) = serve_apps(b.name(), stop_rx);
     ready
         .recv_timeout(DEADLINE)
         .expect("the gRPC server did not start");
@@ -274,12 +310,15 @@ endpoints: [{{ addresses: ["{ip_b}"] }}]
     let pod_a = start_pod(a, ip_a, &trust.certs("client"), &client_cfg, None);
 
     let dst = ip_b.clone();
-    let seen = in_netns(pod_a.ns.name(), move || async move {
-        tokio::time::timeout(DEADLINE, call_all(dst)).await
+    let (seen, h1) = in_netns(pod_a.ns.name(), move || async move {
+        let grpc = tokio::time::timeout(DEADLINE, call_all(dst.clone())).await;
+        let h1 = tokio::time::timeout(DEADLINE, call_h1(dst)).await;
+        (grpc, h1)
     })
     .join()
-    .unwrap()
-    .expect("the gRPC calls did not finish in time");
+    .unwrap();
+    let seen = seen.expect("the gRPC calls did not finish in time");
+    let h1 = h1.expect("the HTTP/1 call did not finish in time");
     let _ = stop_tx.send(());
     server.join().unwrap();
 
@@ -309,17 +348,23 @@ endpoints: [{{ addresses: ["{ip_b}"] }}]
         "{seen:?}"
     );
 
+    // HTTP/1 crossed the mesh over HTTP/2 and reached its app as HTTP/1.1, unmarked.
+    assert_eq!(h1, "HTTP/1.1 marked=false");
+
     // Pod b saw every call over mTLS from `client`, on connections labelled with it.
     let client_id = "client_id=\"client.default.serviceaccount.identity.linkerd.cluster.local\"";
     let m = pod_b.metrics();
-    let line = metric_line(
-        &m,
-        "request_total",
-        &["direction=\"inbound\"", "tls=\"true\"", client_id],
-    )
-    .unwrap_or_else(|| panic!("pod b's inbound metrics:\n{m}"));
-    let n: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
-    assert_eq!(n, 4, "{line}");
+    let calls: u64 = m
+        .lines()
+        .filter(|l| {
+            l.starts_with("request_total{")
+                && ["direction=\"inbound\"", "tls=\"true\"", client_id]
+                    .iter()
+                    .all(|p| l.contains(p))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(calls, 5, "pod b's inbound metrics:\n{m}");
     assert!(
         metric_line(
             &m,
