@@ -14,6 +14,12 @@ use std::str::FromStr;
 use crate::identity::Identity;
 use crate::route::{HttpMatch, RequestFacts};
 
+mod connection;
+
+pub use connection::{
+    ConnectionDecision, ConnectionScope, ProxyProtocol, authorize_connection, server_protocol,
+};
+
 /// A resource named as `Kind/namespace/name`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ResourceId {
@@ -124,8 +130,8 @@ pub struct Server {
     pub selector: Selector,
     /// The port it selects.
     pub port: ServerPort,
-    /// `proxyProtocol` as written (`HTTP/1`, `gRPC`, `opaque`, …), if any.
-    pub proxy_protocol: Option<String>,
+    /// `proxyProtocol`: what the port speaks (`unknown`, the default, means detect it).
+    pub proxy_protocol: ProxyProtocol,
     /// What happens to requests no authorization admits (`accessPolicy`, default `deny`).
     pub access_policy: DefaultPolicy,
     /// Authorizations that target the whole Server (or its namespace).
@@ -472,7 +478,6 @@ pub(crate) fn authorize(
     peer: &Peer,
     req: &impl RequestFacts,
 ) -> AuthzDecision {
-    let control_ns = config.control_namespace.as_str();
     let is_probe = req.method() == "GET" && target.probe_paths.iter().any(|p| p == req.path());
     let Some(server) = servers.iter().find(|s| s.selects(target)) else {
         let policy = target.default_policy.unwrap_or(config.default_policy);
@@ -512,10 +517,23 @@ pub(crate) fn authorize(
         };
     }
 
+    decide(server, route_auths, route_id, peer, config)
+}
+
+/// The decision once the route (if the Server has routes) is known: the route's and the
+/// Server's authorizations, then the Server's access policy.
+fn decide(
+    server: &Server,
+    route_auths: &[Authorization],
+    route_id: Option<ResourceId>,
+    peer: &Peer,
+    config: &InboundConfig,
+) -> AuthzDecision {
+    let server_id = Some(server.id.clone());
     if let Some(a) = route_auths
         .iter()
         .chain(&server.authorizations)
-        .find(|a| a.admits(peer, control_ns))
+        .find(|a| a.admits(peer, &config.control_namespace))
     {
         return AuthzDecision {
             allowed: true,

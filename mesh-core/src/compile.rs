@@ -9,8 +9,8 @@ use serde::de::DeserializeOwned;
 use serde_norway::Value;
 
 use crate::authz::{
-    Authorization, Cidr, DefaultPolicy, IdentityMatch, InboundRoute, NetworkMatch, RateLimit,
-    Requirement, ResourceId, Selector, SelectorExpr, Server, ServerPort,
+    Authorization, Cidr, DefaultPolicy, IdentityMatch, InboundRoute, NetworkMatch, ProxyProtocol,
+    RateLimit, Requirement, ResourceId, Selector, SelectorExpr, Server, ServerPort,
 };
 use crate::classify::{ResponseClass, ResponseMatch};
 use crate::error::{LoadError, LoadErrors, Note};
@@ -1115,16 +1115,14 @@ impl<'c> Builder<'c> {
                 }
             },
         };
-        if let Some(p) = &spec.proxy_protocol {
-            const KNOWN: &[&str] = &["unknown", "HTTP/1", "HTTP/2", "gRPC", "opaque", "TLS"];
-            if !KNOWN.contains(&p.as_str()) {
-                cx.err(
-                    doc,
-                    "spec.proxyProtocol",
-                    format!("{p:?} is not one of {}", KNOWN.join(", ")),
-                );
+        let proxy_protocol = match spec.proxy_protocol.as_deref().map(str::parse) {
+            None => Some(ProxyProtocol::Unknown),
+            Some(Ok(p)) => Some(p),
+            Some(Err(e)) => {
+                cx.err(doc, "spec.proxyProtocol", e);
+                None
             }
-        }
+        };
         let access_policy = match spec.access_policy.as_deref() {
             None => Some(DefaultPolicy::Deny),
             Some(p) => match p.parse() {
@@ -1135,12 +1133,14 @@ impl<'c> Builder<'c> {
                 }
             },
         };
-        if let (Some(selector), Some(port), Some(access_policy)) = (selector, port, access_policy) {
+        if let (Some(selector), Some(port), Some(access_policy), Some(proxy_protocol)) =
+            (selector, port, access_policy, proxy_protocol)
+        {
             self.servers.push(Server {
                 id: doc.id(),
                 selector,
                 port,
-                proxy_protocol: spec.proxy_protocol,
+                proxy_protocol,
                 access_policy,
                 authorizations: Vec::new(),
                 routes: Vec::new(),

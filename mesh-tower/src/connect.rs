@@ -1,9 +1,12 @@
 //! The bottom of the outbound stack: sends a request to the [`Endpoint`] the balancer chose.
 //!
 //! A meshed endpoint (one with an expected identity) is reached over mutual TLS that must prove
-//! exactly that identity, with HTTP/2 multiplexed on one connection per endpoint. An endpoint
-//! outside the mesh is reached in plaintext HTTP/1.1 from a connection pool — and metrics say
-//! `tls="no_identity"`, never silently.
+//! exactly that identity, with HTTP/2 multiplexed on one connection per endpoint; an HTTP/1
+//! request crosses it marked with [`ORIG_PROTO_HEADER`], so the peer's proxy hands it to its
+//! application as HTTP/1 again (Linkerd's `l5d-orig-proto`). An endpoint outside the mesh is
+//! reached in plaintext in the client's own protocol: HTTP/2 (gRPC) on one connection per
+//! endpoint, HTTP/1.1 from a connection pool — and metrics say `tls="no_identity"`, never
+//! silently.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -26,6 +29,14 @@ use tower_service::Service;
 use crate::BoxError;
 use crate::discover::Endpoint;
 use crate::errors::ConnectFailed;
+
+/// The header that carries an HTTP/1 request's version across the mesh's HTTP/2 connection;
+/// the receiving proxy removes it.
+pub const ORIG_PROTO_HEADER: &str = "l5d-orig-proto";
+
+/// At most this many endpoints keep an HTTP/2 connection; beyond it the oldest is let go (its
+/// requests in flight finish first).
+const MAX_H2_ENDPOINTS: usize = 1024;
 
 /// Sends requests to their chosen endpoint. Cheap to clone: clones share connections.
 pub struct Connect<B> {
@@ -85,11 +96,12 @@ where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
-    /// An HTTP/2 connection over mesh mTLS to `ep`, reused while it lives.
+    /// An HTTP/2 connection to `ep`, reused while it lives: over mesh mTLS proving the
+    /// endpoint's identity when `tls` is given, else in plaintext with prior knowledge.
     async fn h2(
         &self,
         ep: &Endpoint,
-        tls: &Arc<rustls::ClientConfig>,
+        tls: Option<&Arc<rustls::ClientConfig>>,
     ) -> Result<SendRequest<B>, BoxError> {
         if let Some(s) = self.h2.lock().get(ep)
             && !s.is_closed()
@@ -102,31 +114,73 @@ where
                 source,
             })
         };
-        let Some(identity) = &ep.identity else {
-            return Err(fail("endpoint has no identity".into()));
-        };
         let tcp = TcpStream::connect(ep.addr)
             .await
             .map_err(|e| fail(e.into()))?;
         let _ = tcp.set_nodelay(true);
-        let name = mesh_identity::tls::server_name(identity).map_err(|e| fail(e.into()))?;
-        let tls = tokio_rustls::TlsConnector::from(Arc::clone(tls))
-            .connect(name, tcp)
-            .await
-            .map_err(|e| fail(e.into()))?;
-        let (send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| fail(e.into()))?;
+        let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+        let (send, conn) = match tls {
+            Some(tls) => {
+                let Some(identity) = &ep.identity else {
+                    return Err(fail("endpoint has no identity".into()));
+                };
+                let name = mesh_identity::tls::server_name(identity).map_err(|e| fail(e.into()))?;
+                let tls = tokio_rustls::TlsConnector::from(Arc::clone(tls))
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| fail(e.into()))?;
+                let (send, conn) = handshake
+                    .handshake(TokioIo::new(tls))
+                    .await
+                    .map_err(|e| fail(e.into()))?;
+                (send, Box::pin(conn) as H2Conn)
+            }
+            None => {
+                let (send, conn) = handshake
+                    .handshake(TokioIo::new(tcp))
+                    .await
+                    .map_err(|e| fail(e.into()))?;
+                (send, Box::pin(conn) as H2Conn)
+            }
+        };
         tokio::spawn(async move {
             if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "mesh connection closed");
+                tracing::debug!(error = %e, "HTTP/2 connection to an endpoint closed");
             }
         });
-        self.h2.lock().insert(ep.clone(), send.clone());
+        let mut map = self.h2.lock();
+        map.retain(|_, s| !s.is_closed());
+        if map.len() >= MAX_H2_ENDPOINTS
+            && let Some(k) = map.keys().next().cloned()
+        {
+            tracing::debug!(endpoint = %k.addr, "too many HTTP/2 endpoints: letting one go");
+            map.remove(&k);
+        }
+        map.insert(ep.clone(), send.clone());
         Ok(send)
     }
+
+    /// Sends `req` on an HTTP/2 connection to `ep`.
+    async fn send_h2(
+        &self,
+        ep: &Endpoint,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+        mut req: Request<B>,
+    ) -> Result<Response<Incoming>, BoxError> {
+        let mut send = self.h2(ep, tls).await?;
+        *req.version_mut() = http::Version::HTTP_2;
+        send.ready().await.map_err(|e| -> BoxError {
+            Box::new(ConnectFailed {
+                addr: ep.addr,
+                source: e.into(),
+            })
+        })?;
+        send.send_request(req).await.map_err(Into::into)
+    }
 }
+
+/// A spawned HTTP/2 connection driver, over TLS or not.
+type H2Conn = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
 
 impl<B> Service<Request<B>> for Connect<B>
 where
@@ -149,8 +203,10 @@ where
                 .get::<Endpoint>()
                 .cloned()
                 .ok_or("connect: no endpoint was chosen for the request")?;
+            let http1 = req.version() < http::Version::HTTP_2;
             // Keep the logical authority for the server's routing.
-            if !req.headers().contains_key(http::header::HOST)
+            if http1
+                && !req.headers().contains_key(http::header::HOST)
                 && let Some(a) = req.uri().authority()
                 && let Ok(v) = http::HeaderValue::from_str(a.as_str())
             {
@@ -158,16 +214,17 @@ where
             }
             match (&ep.identity, &shared.tls) {
                 (Some(_), Some(tls)) => {
-                    let mut send = shared.h2(&ep, tls).await?;
-                    *req.version_mut() = http::Version::HTTP_2;
-                    send.ready().await.map_err(|e| -> BoxError {
-                        Box::new(ConnectFailed {
-                            addr: ep.addr,
-                            source: e.into(),
-                        })
-                    })?;
-                    send.send_request(req).await.map_err(Into::into)
+                    if http1 {
+                        req.headers_mut().insert(
+                            ORIG_PROTO_HEADER,
+                            http::HeaderValue::from_static("HTTP/1.1"),
+                        );
+                    }
+                    shared.send_h2(&ep, Some(tls), req).await
                 }
+                // The client spoke HTTP/2 with prior knowledge to the original destination:
+                // so does the proxy.
+                _ if !http1 => shared.send_h2(&ep, None, req).await,
                 _ => {
                     let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
                     let uri: Uri = format!("http://{}{pq}", ep.addr).parse()?;
@@ -186,5 +243,62 @@ where
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use http_body_util::{BodyExt, Empty, Full};
+    use hyper_util::server::conn::auto;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A plaintext server outside the mesh, HTTP/1 and HTTP/2, that answers with the version
+    /// the request arrived in and whether it carried the mesh's marker.
+    async fn version_echo() -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                    let marked = req.headers().contains_key(ORIG_PROTO_HEADER);
+                    let text = format!("{:?} marked={marked}", req.version());
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
+                });
+                tokio::spawn(async move {
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn an_unmeshed_endpoint_is_spoken_to_in_the_clients_protocol() {
+        let addr = version_echo().await;
+        let mut connect = Connect::<Empty<Bytes>>::new(None);
+        let cases = [
+            (http::Version::HTTP_11, "HTTP/1.1 marked=false"),
+            (http::Version::HTTP_2, "HTTP/2.0 marked=false"),
+            (http::Version::HTTP_2, "HTTP/2.0 marked=false"),
+            (http::Version::HTTP_11, "HTTP/1.1 marked=false"),
+        ];
+        for (version, want) in cases {
+            let mut req = Request::get("http://svc.ns:8080/x")
+                .version(version)
+                .body(Empty::new())
+                .unwrap();
+            req.extensions_mut().insert(Endpoint::new(addr));
+            let rsp = connect.call(req).await.unwrap();
+            let body = rsp.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(body, want.as_bytes(), "{version:?}");
+        }
+        // One HTTP/2 connection serves every HTTP/2 request to the endpoint.
+        assert_eq!(connect.shared.h2.lock().len(), 1);
     }
 }

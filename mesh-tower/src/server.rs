@@ -143,6 +143,8 @@ impl MeshServer {
                 let client = ClientInfo { identity, addr };
                 let target = Arc::clone(&this.target);
                 let svc = stack.map_request(move |mut req: Request<Incoming>| {
+                    // The mesh's own marker (see `connect`) is not the application's business.
+                    req.headers_mut().remove(crate::connect::ORIG_PROTO_HEADER);
                     req.extensions_mut().insert(client.clone());
                     req.extensions_mut().insert(Arc::clone(&target));
                     req

@@ -21,17 +21,12 @@ pub(crate) enum Protocol {
 }
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-const METHODS: &[&[u8]] = &[
-    b"GET ",
-    b"POST ",
-    b"PUT ",
-    b"HEAD ",
-    b"DELETE ",
-    b"OPTIONS ",
-    b"PATCH ",
-    b"CONNECT ",
-    b"TRACE ",
-];
+/// What follows the request target of an HTTP/1 request line.
+const H1_VERSION: &[u8] = b"HTTP/1.";
+/// Detection reads at most this much before calling the bytes opaque: a request line longer
+/// than this (hyper's own header limit is larger) is rare, and its connection is then
+/// authorized as opaque, never more loosely than its requests.
+const MAX_DETECT: usize = 16 * 1024;
 
 /// An I/O whose first bytes were read for detection and are replayed before the rest.
 #[derive(Debug)]
@@ -50,21 +45,40 @@ pub(crate) fn classify(buf: &[u8]) -> Option<Protocol> {
     if buf[..n] == H2_PREFACE[..n] {
         return (n == H2_PREFACE.len()).then_some(Protocol::Http2);
     }
-    let mut undecided = false;
-    for m in METHODS {
-        let n = buf.len().min(m.len());
-        if buf[..n] == m[..n] {
-            if n == m.len() {
-                return Some(Protocol::Http1);
-            }
-            undecided = true;
-        }
+    request_line(buf)
+}
+
+/// Whether `buf` opens an HTTP/1 request line, `token SP request-target SP "HTTP/1."` (RFC 9112
+/// section 3): any token is a method (hyper serves extension methods such as PROPFIND), so
+/// detection must not fall back to opaque for a method it does not know.
+fn request_line(buf: &[u8]) -> Option<Protocol> {
+    let method = buf.iter().take_while(|b| is_tchar(**b)).count();
+    let rest = &buf[method..];
+    // Undecided until the byte after the method has arrived.
+    let (&sp, rest) = rest.split_first()?;
+    if method == 0 || sp != b' ' {
+        return Some(Protocol::Opaque);
     }
-    if undecided {
-        None
-    } else {
-        Some(Protocol::Opaque)
+    // The target: anything visible. hyper judges it once the port is HTTP.
+    let target = rest
+        .iter()
+        .take_while(|b| **b > b' ' && **b != 0x7f)
+        .count();
+    let rest = &rest[target..];
+    let (&sp, version) = rest.split_first()?;
+    if target == 0 || sp != b' ' {
+        return Some(Protocol::Opaque);
     }
+    let n = version.len().min(H1_VERSION.len());
+    if version[..n] != H1_VERSION[..n] {
+        return Some(Protocol::Opaque);
+    }
+    (n == H1_VERSION.len()).then_some(Protocol::Http1)
+}
+
+/// RFC 9110 `tchar`: the characters of a token such as a method.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// Reads until the protocol is known, the peer stops sending, or `timeout` passes (then it is
@@ -85,7 +99,7 @@ pub(crate) async fn detect<T: AsyncRead + Unpin>(
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(e),
         }
-        if buf.len() >= 1024 {
+        if buf.len() >= MAX_DETECT {
             return Ok((Protocol::Opaque, Prefixed { prefix: buf, io }));
         }
     }
@@ -157,15 +171,42 @@ mod tests {
             (b"", None),
             (b"G", None),
             (b"GET / HTTP/1.1\r\n", Some(Protocol::Http1)),
-            (b"POST ", Some(Protocol::Http1)),
+            (b"GET /x HTTP/1.0\r\n", Some(Protocol::Http1)),
+            (b"POST ", None),
+            (b"POST /api HTTP/1.", Some(Protocol::Http1)),
+            // Any token is a method: WebDAV, cache purges, whatever a client makes up.
+            (
+                b"PROPFIND /admin/secret HTTP/1.1\r\n",
+                Some(Protocol::Http1),
+            ),
+            (b"PURGE /admin/secret HTTP/1.1\r\n", Some(Protocol::Http1)),
+            (b"GEX / HTTP/1.1", Some(Protocol::Http1)),
+            (b"GEX", None),
+            (b"M-SEARCH * HTTP/1.1", Some(Protocol::Http1)),
+            (
+                b"GET http://a.example/x?y=1 HTTP/1.1",
+                Some(Protocol::Http1),
+            ),
             (b"PRI * HTTP/2.0\r\n", None),
             (H2_PREFACE, Some(Protocol::Http2)),
             (b"\x16\x03\x01", Some(Protocol::Opaque)),
             (b"*1\r\n$4\r\nPING\r\n", Some(Protocol::Opaque)),
-            (b"GEX", Some(Protocol::Opaque)),
+            (b"SSH-2.0-OpenSSH_9.6\r\n", Some(Protocol::Opaque)),
+            (b"GET  / HTTP/1.1", Some(Protocol::Opaque)),
+            (b"GET / HTTP/2.0", Some(Protocol::Opaque)),
+            (b"GET /\r\n", Some(Protocol::Opaque)),
+            (b"G\x00", Some(Protocol::Opaque)),
         ];
         for (input, want) in cases {
             assert_eq!(classify(input), *want, "{input:?}");
+            // Detection stops at the first decision, so no prefix may decide otherwise.
+            for n in 0..input.len() {
+                let early = classify(&input[..n]);
+                assert!(
+                    early.is_none() || early == *want,
+                    "{input:?} at {n}: {early:?}"
+                );
+            }
         }
     }
 

@@ -1,39 +1,46 @@
-//! The inbound side: mesh TLS accept (peer identity), protocol detection, then authorization,
-//! rate limits and metrics in front of the application on `127.0.0.1:<original port>`.
+//! The inbound side: mesh TLS accept (peer identity), protocol detection (unless the port's
+//! Server declares its protocol), then authorization, rate limits and metrics in front of the
+//! application on `127.0.0.1:<original port>`, spoken to in the client's protocol (`app`).
+//! What is not HTTP is authorized as a connection that could carry any request.
 
-use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::Request;
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use mesh_core::{InboundTarget, Peer, Request as FactsRequest};
+use mesh_core::authz::{ConnectionDecision, ProxyProtocol, authorize_connection, server_protocol};
+use mesh_core::{InboundTarget, Peer};
 use mesh_identity::PeerIdentity;
 use mesh_tower::BoxError;
 use mesh_tower::authz::{AuthorizeLayer, ClientInfo};
 use mesh_tower::errors::{ConnectFailed, RespondLayer};
-use mesh_tower::metrics::{Direction, MetricsLayer, TargetAddr};
+use mesh_tower::metrics::{Direction, MetricsLayer, Registry, TargetAddr};
 use mesh_tower::rate_limit::RateLimitLayer;
 use mesh_tower::trace::TraceLayer;
-use parking_lot::Mutex;
+use metrics::Label;
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
-use tower_service::Service;
 
+use super::app::{AppClients, AppForward};
 use super::detect::{Prefixed, Protocol, detect};
 use super::io::{BoxIo, ConnMetrics, Counted};
 use super::{Mode, Proxy};
 
-/// At most this many idle upstream connections per client connection.
-const MAX_IDLE_UPSTREAM: usize = 16;
+/// How a connection's first bytes are read, by what its port is known to speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expect {
+    /// Classify the first bytes (HTTP/1, HTTP/2, else opaque) within `--detect-timeout`.
+    Detect,
+    /// HTTP whatever the bytes: a Server says so. Slow bytes wait for the header timeout.
+    Http,
+    /// Bytes, without detection: an opaque port (server-speaks-first protocols).
+    Opaque,
+}
 
 pub(crate) async fn serve(
     proxy: Arc<Proxy>,
@@ -49,6 +56,7 @@ pub(crate) async fn serve(
         authz: AuthorizeLayer::new(proxy.config.policy.clone())
             .with_metrics(proxy.registry.clone()),
         rate: RateLimitLayer::new(),
+        app: AppClients::new(&proxy.registry),
     };
     let p = Arc::clone(&proxy);
     super::accept_loop(
@@ -73,6 +81,21 @@ struct Layers {
     metrics: MetricsLayer,
     authz: AuthorizeLayer,
     rate: RateLimitLayer,
+    app: AppClients,
+}
+
+// === impl Expect ===
+
+impl Expect {
+    /// A Server's `proxyProtocol` decides; without one, the opaque ports skip detection.
+    fn for_port(declared: ProxyProtocol, opaque_port: bool) -> Self {
+        match declared {
+            p if p.is_http() => Self::Http,
+            ProxyProtocol::Opaque | ProxyProtocol::Tls => Self::Opaque,
+            _ if opaque_port => Self::Opaque,
+            _ => Self::Detect,
+        }
+    }
 }
 
 /// Whether the client opens with a TLS ClientHello that offers the mesh ALPN. Peeks, so the
@@ -112,17 +135,12 @@ async fn offers_mesh_tls(tcp: &TcpStream, timeout: Duration) -> bool {
     }
 }
 
-async fn handle(
-    proxy: Arc<Proxy>,
-    layers: Layers,
-    tcp: TcpStream,
-    peer: SocketAddr,
-    watcher: hyper_util::server::graceful::Watcher,
-) -> Result<(), BoxError> {
-    let args = &proxy.args;
-    let app = match args.mode {
+/// Where the application is: the original destination's port on loopback, or
+/// `--inbound-forward` in explicit mode.
+fn app_addr(args: &super::ProxyArgs, tcp: &TcpStream) -> Result<SocketAddr, BoxError> {
+    Ok(match args.mode {
         Mode::Transparent => {
-            let dst = super::orig_dst::original_dst(&tcp)?;
+            let dst = super::orig_dst::original_dst(tcp)?;
             if dst.port() == args.inbound_addr.port() {
                 return Err(
                     "refusing a connection addressed to the inbound port itself (a redirect loop)"
@@ -134,45 +152,71 @@ async fn handle(
         Mode::Explicit => args
             .inbound_forward
             .ok_or("explicit mode needs --inbound-forward to know where the application is")?,
-    };
-    let port = app.port();
-    let target_addr = TargetAddr(target_addr(&tcp, port));
-    let is_opaque = proxy.is_opaque(port);
-    // Server-speaks-first ports must not wait long for a ClientHello that will not come.
-    let tls_wait = if is_opaque {
-        args.detect_timeout.min(Duration::from_millis(100))
-    } else {
-        args.detect_timeout
-    };
-    let (io, identity): (BoxIo, _) = match &proxy.tls_server {
+    })
+}
+
+/// Completes mesh mTLS when the client offers it (waiting at most `tls_wait` for its
+/// ClientHello), with the peer's verified identity; else the plain stream.
+async fn accept_tls(
+    proxy: &Proxy,
+    tcp: TcpStream,
+    tls_wait: Duration,
+) -> Result<(BoxIo, Option<mesh_core::Identity>), BoxError> {
+    Ok(match &proxy.tls_server {
         Some(cfg) if offers_mesh_tls(&tcp, tls_wait).await => {
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(cfg));
-            let tls =
-                tokio::time::timeout(args.detect_timeout * 10, acceptor.accept(tcp)).await??;
+            let timeout = proxy.args.detect_timeout * 10;
+            let tls = tokio::time::timeout(timeout, acceptor.accept(tcp)).await??;
             let id = tls.get_ref().1.peer_identity();
             (Box::new(tls), id)
         }
         _ => (Box::new(tcp), None),
+    })
+}
+
+async fn handle(
+    proxy: Arc<Proxy>,
+    layers: Layers,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    watcher: hyper_util::server::graceful::Watcher,
+) -> Result<(), BoxError> {
+    let args = &proxy.args;
+    let app = app_addr(args, &tcp)?;
+    let port = app.port();
+    let target_addr = TargetAddr(target_addr(&tcp, port));
+    let target = Arc::new(proxy.target(port));
+    let declared = server_protocol(proxy.config.policy.load().servers(), &target);
+    let expect = Expect::for_port(declared, proxy.is_opaque(port));
+    // Server-speaks-first ports must not wait long for a ClientHello that will not come.
+    let tls_wait = if expect == Expect::Opaque {
+        args.detect_timeout.min(Duration::from_millis(100))
+    } else {
+        args.detect_timeout
     };
+    let (io, identity) = accept_tls(&proxy, tcp, tls_wait).await?;
     let io = Counted::new(
         io,
-        ConnMetrics::open(&proxy.registry, "inbound", identity.is_some()),
+        ConnMetrics::accepted(&proxy.registry, identity.as_ref(), &args.control_namespace),
     );
-    let target = Arc::new(proxy.target(port));
     let client = ClientInfo {
         identity,
         addr: peer,
     };
-    let (proto, io) = if is_opaque {
-        (Protocol::Opaque, Prefixed::new(io))
-    } else {
-        detect(io, args.detect_timeout).await?
+    let (proto, io) = match expect {
+        Expect::Opaque => (Protocol::Opaque, Prefixed::new(io)),
+        Expect::Detect => detect(io, args.detect_timeout).await?,
+        Expect::Http => match detect(io, args.header_read_timeout).await? {
+            // Not HTTP/1 or HTTP/2 (or too slow to say): hyper's HTTP/1 parser answers it.
+            (Protocol::Opaque, io) => (Protocol::Http1, io),
+            decided => decided,
+        },
     };
     if proto == Protocol::Opaque {
         return opaque(&proxy, io, app, &target, &client).await;
     }
 
-    let forward = AppForward::new(app);
+    let forward = AppForward::new(app, layers.app);
     let stack = tower::ServiceBuilder::new()
         .layer(RespondLayer::new())
         // Metrics after authorization: series carry the Server and route that admitted a
@@ -188,7 +232,12 @@ async fn handle(
             req.extensions_mut().insert(target_addr);
             req
         });
-    let builder = super::http_server(args);
+    // Served in the protocol detected, so that slow or odd bytes meet HTTP/1's header timeout
+    // and parser rather than waiting on HTTP/2 preface detection.
+    let builder = match proto {
+        Protocol::Http2 => super::http_server(args).http2_only(),
+        _ => super::http_server(args).http1_only(),
+    };
     let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(stack));
     watcher
         .watch(conn.into_owned())
@@ -206,7 +255,8 @@ fn target_addr(tcp: &TcpStream, port: u16) -> SocketAddr {
     SocketAddr::new(ip, port)
 }
 
-/// Opaque TCP: authorized as a connection, then copied byte for byte to the application.
+/// Opaque TCP: authorized as a connection that could carry any request (so never more
+/// loosely than its requests would be), then copied byte for byte to the application.
 async fn opaque(
     proxy: &Proxy,
     mut io: Prefixed<Counted<BoxIo>>,
@@ -214,15 +264,17 @@ async fn opaque(
     target: &InboundTarget,
     client: &ClientInfo,
 ) -> Result<(), BoxError> {
-    let facts = FactsRequest::new("CONNECT", &format!("http://{app}/"))?;
     let peer = Peer {
         identity: client.identity.clone(),
         ip: Some(client.addr.ip()),
     };
-    let d = proxy.config.policy.load().authorize(target, &peer, &facts);
-    proxy.registry.count_authz(target, &d);
-    if !d.allowed {
-        tracing::info!(by = %d.by, reason = %d.reason, "TCP connection denied");
+    let d = {
+        let policy = proxy.config.policy.load();
+        authorize_connection(policy.servers(), &policy.config().inbound, target, &peer)
+    };
+    count_tcp_authz(&proxy.registry, target, &d);
+    if !d.allowed() {
+        tracing::info!(by = %d.authz.by, scope = ?d.scope, reason = %d.authz.reason, "TCP connection refused");
         return Ok(());
     }
     let _guard = OpaqueGuard::new(proxy);
@@ -233,6 +285,28 @@ async fn opaque(
     let _ = upstream.set_nodelay(true);
     tokio::io::copy_bidirectional(&mut io, &mut upstream).await?;
     Ok(())
+}
+
+/// Counts a connection decision as Linkerd does: `inbound_tcp_authz_allow_total` or
+/// `inbound_tcp_authz_deny_total`, by port and Server (labels that come from policy only).
+fn count_tcp_authz(registry: &Registry, target: &InboundTarget, d: &ConnectionDecision) {
+    let a = &d.authz;
+    let (srv_kind, srv_name) = a.server.as_ref().map_or_else(
+        || ("default", a.by.trim_start_matches("default:").to_owned()),
+        |s| ("server", s.name.clone()),
+    );
+    let mut labels = vec![
+        Label::new("target_port", target.port.to_string()),
+        Label::new("srv_kind", srv_kind),
+        Label::new("srv_name", srv_name),
+    ];
+    let name = if a.allowed {
+        labels.push(Label::new("authz_name", a.by.clone()));
+        "inbound_tcp_authz_allow_total"
+    } else {
+        "inbound_tcp_authz_deny_total"
+    };
+    registry.counter(name, labels).increment(1);
 }
 
 /// Counts open opaque connections, so shutdown can wait for them.
@@ -248,101 +322,5 @@ impl<'a> OpaqueGuard<'a> {
 impl Drop for OpaqueGuard<'_> {
     fn drop(&mut self) {
         self.0.open_opaque.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Forwards requests to the application over HTTP/1.1, reusing this client connection's own
-/// upstream connections (no shared pool on the hot path).
-#[derive(Clone)]
-struct AppForward {
-    addr: SocketAddr,
-    idle: Arc<Mutex<Vec<SendRequest<Incoming>>>>,
-}
-
-impl AppForward {
-    fn new(addr: SocketAddr) -> Self {
-        Self {
-            addr,
-            idle: Arc::new(Mutex::new(Vec::new())),
-        }
-    }
-
-    fn take_ready(&self) -> Option<SendRequest<Incoming>> {
-        let mut idle = self.idle.lock();
-        while let Some(s) = idle.pop() {
-            if s.is_ready() {
-                return Some(s);
-            }
-            if !s.is_closed() {
-                // Busy with a response body: keep it for later, try another.
-                idle.insert(0, s);
-                if idle.iter().all(|s| !s.is_ready()) {
-                    return None;
-                }
-            }
-        }
-        None
-    }
-
-    async fn connect(addr: SocketAddr) -> Result<SendRequest<Incoming>, BoxError> {
-        let fail = |e: BoxError| -> BoxError { Box::new(ConnectFailed { addr, source: e }) };
-        let tcp = TcpStream::connect(addr).await.map_err(|e| fail(e.into()))?;
-        let _ = tcp.set_nodelay(true);
-        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-            .await
-            .map_err(|e| fail(e.into()))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "application connection closed");
-            }
-        });
-        Ok(send)
-    }
-}
-
-impl Service<Request<Incoming>> for AppForward {
-    type Response = Response<Incoming>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Incoming>, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            // The application speaks HTTP/1.1 in origin form, whatever the client spoke.
-            if let Some(a) = req.uri().authority().cloned()
-                && !req.headers().contains_key(http::header::HOST)
-                && let Ok(v) = http::HeaderValue::from_str(a.as_str())
-            {
-                req.headers_mut().insert(http::header::HOST, v);
-            }
-            if req.uri().scheme().is_some() {
-                let pq = req
-                    .uri()
-                    .path_and_query()
-                    .map_or("/", |p| p.as_str())
-                    .to_owned();
-                *req.uri_mut() = pq.parse()?;
-            }
-            *req.version_mut() = http::Version::HTTP_11;
-            let mut sender = match this.take_ready() {
-                Some(s) => s,
-                None => Self::connect(this.addr).await?,
-            };
-            if sender.ready().await.is_err() {
-                sender = Self::connect(this.addr).await?;
-            }
-            let fut = sender.send_request(req);
-            {
-                let mut idle = this.idle.lock();
-                if idle.len() < MAX_IDLE_UPSTREAM {
-                    idle.push(sender);
-                }
-            }
-            fut.await.map_err(Into::into)
-        })
     }
 }

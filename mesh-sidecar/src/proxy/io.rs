@@ -5,6 +5,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use mesh_core::Identity;
 use mesh_tower::metrics::Registry;
 use metrics::{Counter, Gauge, Label};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -33,20 +34,48 @@ pub(crate) struct Counted<T> {
 impl ConnMetrics {
     /// Counts a new connection.
     pub(crate) fn open(registry: &Registry, direction: &'static str, tls: bool) -> Self {
-        let labels = || {
+        let tls = if tls { "true" } else { "no_identity" };
+        Self::with_labels(
+            registry,
             vec![
                 Label::new("direction", direction),
                 Label::new("peer", "src"),
-                Label::new("tls", if tls { "true" } else { "no_identity" }),
-            ]
-        };
-        registry.counter("tcp_open_total", labels()).increment(1);
-        let open = registry.gauge("tcp_open_connections", labels());
+                Label::new("tls", tls),
+            ],
+        )
+    }
+
+    /// Counts a connection the inbound listener accepted, labelled with the client's verified
+    /// identity in DNS form as Linkerd does (`client_id`, with `tls="true"`).
+    pub(crate) fn accepted(
+        registry: &Registry,
+        client: Option<&Identity>,
+        control_namespace: &str,
+    ) -> Self {
+        let mut labels = vec![
+            Label::new("direction", "inbound"),
+            Label::new("peer", "src"),
+        ];
+        match client {
+            Some(id) => {
+                labels.push(Label::new("tls", "true"));
+                labels.push(Label::new("client_id", id.to_dns(control_namespace)));
+            }
+            None => labels.push(Label::new("tls", "no_identity")),
+        }
+        Self::with_labels(registry, labels)
+    }
+
+    fn with_labels(registry: &Registry, labels: Vec<Label>) -> Self {
+        registry
+            .counter("tcp_open_total", labels.clone())
+            .increment(1);
+        let open = registry.gauge("tcp_open_connections", labels.clone());
         open.increment(1.0);
         Self {
-            read: registry.counter("tcp_read_bytes_total", labels()),
-            write: registry.counter("tcp_write_bytes_total", labels()),
-            close: registry.counter("tcp_close_total", labels()),
+            read: registry.counter("tcp_read_bytes_total", labels.clone()),
+            write: registry.counter("tcp_write_bytes_total", labels.clone()),
+            close: registry.counter("tcp_close_total", labels),
             open,
         }
     }

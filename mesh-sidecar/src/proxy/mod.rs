@@ -24,6 +24,7 @@ use tokio::sync::watch;
 
 mod accept;
 mod admin;
+mod app;
 mod config;
 mod detect;
 mod inbound;

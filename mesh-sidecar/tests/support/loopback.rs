@@ -4,7 +4,13 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+/// The request lines an app was sent, in order.
+pub(crate) type Seen = Arc<Mutex<Vec<String>>>;
 
 /// The proxy under test and its three listeners.
 pub(crate) struct LoopbackProxy {
@@ -76,17 +82,25 @@ pub(crate) fn free_port() -> SocketAddr {
 /// A plain HTTP/1.1 app that answers "ok" to every request (pipelined or not), a thread per
 /// connection, reading at most 10 s of silence.
 pub(crate) fn app() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind the app");
-    let addr = l.local_addr().expect("the app's address");
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            std::thread::spawn(move || answer_ok(s));
-        }
-    });
-    addr
+    recording_app().0
 }
 
-fn answer_ok(mut s: TcpStream) {
+/// [`app`], which also keeps the request line of every request it was sent.
+pub(crate) fn recording_app() -> (SocketAddr, Seen) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind the app");
+    let addr = l.local_addr().expect("the app's address");
+    let seen = Seen::default();
+    let log = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || answer_ok(s, &log));
+        }
+    });
+    (addr, seen)
+}
+
+fn answer_ok(mut s: TcpStream, log: &Mutex<Vec<String>>) {
     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
@@ -98,6 +112,9 @@ fn answer_ok(mut s: TcpStream) {
         buf.extend_from_slice(&chunk[..n]);
         let mut out = Vec::new();
         while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]);
+            log.lock()
+                .push(head.lines().next().unwrap_or_default().to_owned());
             buf.drain(..end + 4);
             out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
         }
@@ -117,11 +134,23 @@ pub(crate) fn get(addr: SocketAddr, path: &str) -> String {
 
 /// Sends `bytes` on a fresh connection and reads until the peer closes (at most 5 s).
 pub(crate) fn exchange(addr: SocketAddr, bytes: &[u8]) -> String {
+    slow_exchange(addr, b"", Duration::ZERO, bytes)
+}
+
+/// Sends `first`, waits `pause`, sends `rest`; the whole answer as text (at most 5 s after).
+pub(crate) fn slow_exchange(
+    addr: SocketAddr,
+    first: &[u8],
+    pause: Duration,
+    rest: &[u8],
+) -> String {
     let Ok(mut s) = TcpStream::connect(addr) else {
         return String::new();
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let _ = s.write_all(bytes);
+    let _ = s.write_all(first);
+    std::thread::sleep(pause);
+    let _ = s.write_all(rest);
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     String::from_utf8_lossy(&out).into_owned()
