@@ -22,6 +22,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
+use mesh_core::NameContext;
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 use tower_layer::Layer;
@@ -34,6 +35,7 @@ use crate::body::{ReplayBody, ResponseBody};
 use crate::connect::Connect;
 use crate::discover::Resolve;
 use crate::errors::RespondLayer;
+use crate::listeners::{OwnListeners, RefuseOwnLayer};
 use crate::metrics::{Direction, MetricsLayer, Registry};
 use crate::policy::PolicyHandle;
 use crate::retry::RetryLayer;
@@ -60,6 +62,8 @@ pub struct MeshClientBuilder<R> {
     control_namespace: String,
     retry: RetryLayer,
     accrual: AccrualConfig,
+    names: NameContext,
+    own: OwnListeners,
 }
 
 // === impl MeshClient ===
@@ -75,6 +79,8 @@ impl MeshClient<()> {
             control_namespace: mesh_core::identity::DEFAULT_CONTROL_NAMESPACE.to_owned(),
             retry: RetryLayer::new(),
             accrual: AccrualConfig::default(),
+            names: NameContext::default(),
+            own: OwnListeners::default(),
         }
     }
 }
@@ -149,6 +155,29 @@ impl<R: Resolve> MeshClientBuilder<R> {
         self
     }
 
+    /// The caller's namespace: short names (`web`, `web.shop`) resolve from it, as Kubernetes
+    /// DNS does for a pod there (default `default`).
+    #[must_use]
+    pub fn namespace(mut self, ns: &str) -> Self {
+        self.names = NameContext::new(ns).with_cluster_domain(self.names.cluster_domain());
+        self
+    }
+
+    /// The cluster domain of full Service names (default `cluster.local`).
+    #[must_use]
+    pub fn cluster_domain(mut self, domain: &str) -> Self {
+        self.names = self.names.with_cluster_domain(domain);
+        self
+    }
+
+    /// Addresses this client must never connect to (a proxy's own listeners): requests that
+    /// would are answered 502 instead of looping.
+    #[must_use]
+    pub fn refuse(mut self, own: OwnListeners) -> Self {
+        self.own = own;
+        self
+    }
+
     /// The registry the client records into.
     pub fn registry(&self) -> &Registry {
         &self.registry
@@ -161,11 +190,12 @@ impl<R: Resolve> MeshClientBuilder<R> {
         B::Error: Into<BoxError>,
     {
         let connect = Connect::<ReplayBody<B>>::new(self.tls);
+        let connect = RefuseOwnLayer::new(self.own).layer(connect);
         let balanced =
             BalanceLayer::with_config(self.resolver, self.accrual, DEFAULT_DECAY).layer(connect);
         let svc = tower::ServiceBuilder::new()
             .layer(RespondLayer::new())
-            .layer(RouteLayer::new(self.policy))
+            .layer(RouteLayer::new(self.policy).with_names(self.names))
             .layer(MetricsLayer::with_control_namespace(
                 self.registry,
                 Direction::Outbound,

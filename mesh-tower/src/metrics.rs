@@ -50,7 +50,7 @@ use crate::BoxError;
 use crate::authz::ClientInfo;
 use crate::discover::Endpoint;
 use crate::errors::status_for;
-use crate::route::{Authorities, RouteTarget};
+use crate::route::{Authorities, DstPod, RouteTarget};
 use crate::split::Backend;
 use mesh_core::split::BackendRef;
 
@@ -489,6 +489,8 @@ struct SeriesKey {
     peer: Option<Arc<Identity>>,
     target: Option<std::net::SocketAddr>,
     backend: Option<Arc<BackendRef>>,
+    /// A pod called by its address labels `dst_*` in place of the backend.
+    pod: Option<Arc<DstPod>>,
     status: u16,
     class: Class,
 }
@@ -514,6 +516,7 @@ pin_project! {
         // The route's response classes decide `classification`.
         policy_route: Option<Arc<mesh_core::policy::Route>>,
         client: Option<Arc<Identity>>,
+        pod: Option<Arc<DstPod>>,
     }
 }
 
@@ -654,9 +657,20 @@ impl Shared {
                 ));
             }
         }
-        if let Some(b) = &k.backend {
-            base.push(Label::new("dst_service", b.name.clone()));
-            base.push(Label::new("dst_namespace", b.namespace.clone()));
+        match (&k.pod, &k.backend) {
+            (Some(p), _) => {
+                base.push(Label::new("dst_service", p.service.clone()));
+                base.push(Label::new("dst_namespace", p.namespace.clone()));
+                if let Some(pod) = &p.pod {
+                    base.push(Label::new("dst_pod", pod.clone()));
+                }
+            }
+            // An address the mesh does not know is no Service: `target_addr` says where.
+            (None, Some(b)) if b.ip().is_none() => {
+                base.push(Label::new("dst_service", b.name.clone()));
+                base.push(Label::new("dst_namespace", b.namespace.clone()));
+            }
+            (None, _) => {}
         }
         let status = Label::new("status_code", k.status.to_string());
         let class = Label::new("classification", k.class.as_str());
@@ -713,6 +727,7 @@ where
                 .map_or_else(|| Arc::from(""), |(h, p)| interned.authorities.get(h, p)),
         };
         let policy_route = target.and_then(|t| t.route.clone());
+        let pod = target.and_then(|t| t.pod.clone());
         let route = policy_route.as_ref().map(|r| interned.route(r.name()));
         let client = req
             .extensions()
@@ -726,6 +741,7 @@ where
             route,
             policy_route,
             client,
+            pod,
             inner: self.inner.call(req),
         }
     }
@@ -775,6 +791,7 @@ where
             peer,
             target,
             backend,
+            pod: this.pod.clone(),
             status,
             class,
         });
