@@ -199,6 +199,18 @@ impl MeshPolicy {
         self.services.get(std::str::from_utf8(key).ok()?)
     }
 
+    /// The namespaces that have a Service called `name`, sorted.
+    pub fn namespaces_with_service(&self, name: &str) -> Vec<&str> {
+        let mut v: Vec<&str> = self
+            .services
+            .values()
+            .filter(|s| s.name == name)
+            .map(|s| s.namespace.as_str())
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
     /// What a destination address is: a Service's ClusterIP and port, a known pod, or
     /// unknown.
     pub fn lookup_addr(&self, addr: SocketAddr) -> Destination<'_> {
