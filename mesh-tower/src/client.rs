@@ -190,7 +190,8 @@ impl<R: Resolve> MeshClientBuilder<R> {
         B::Error: Into<BoxError>,
     {
         let connect = Connect::<ReplayBody<B>>::new(self.tls);
-        let connect = RefuseOwnLayer::new(self.own).layer(connect);
+        let refuse = RefuseOwnLayer::new(self.own);
+        let connect = refuse.layer(connect);
         let balanced =
             BalanceLayer::with_config(self.resolver, self.accrual, DEFAULT_DECAY).layer(connect);
         let svc = tower::ServiceBuilder::new()
@@ -205,6 +206,7 @@ impl<R: Resolve> MeshClientBuilder<R> {
             .layer(TimeoutLayer::new())
             .layer(self.retry)
             .layer(SplitLayer::new())
+            .layer(refuse)
             .service(balanced);
         MeshClient {
             inner: BoxCloneSyncService::new(svc),

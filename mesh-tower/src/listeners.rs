@@ -3,8 +3,10 @@
 //! itself) would otherwise come back in, be forwarded again, and repeat until the process
 //! runs out of file descriptors.
 //!
-//! The check sits just above the connector, on the [`Endpoint`] the balancer chose, so no
-//! route, split or discovery answer can lead around it.
+//! The check reads the [`Endpoint`] the balancer chose, or else the [`Backend`] the split
+//! chose when that is an address: stacked above the balancer, it refuses before failure
+//! accrual counts anything (a refusal is no sign the destination is sick); stacked above the
+//! connector, no discovery answer can lead around it.
 //!
 //! ```
 //! use mesh_tower::listeners::OwnListeners;
@@ -30,6 +32,7 @@ use crate::BoxError;
 use crate::discover::Endpoint;
 use crate::errors::ProxyLoop;
 use crate::route::MapErr;
+use crate::split::Backend;
 
 /// The addresses the proxy listens on, and the host's own addresses that a wildcard listener
 /// (`0.0.0.0`, `::`) answers on.
@@ -153,10 +156,13 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        if let Some(ep) = req.extensions().get::<Endpoint>()
-            && self.own.contains(ep.addr)
-        {
-            let e = ProxyLoop { addr: ep.addr };
+        let ext = req.extensions();
+        let addr = ext.get::<Endpoint>().map(|e| e.addr).or_else(|| {
+            let b = &ext.get::<Backend>()?.0;
+            Some(SocketAddr::new(b.ip()?, b.port?))
+        });
+        if let Some(addr) = addr.filter(|a| self.own.contains(*a)) {
+            let e = ProxyLoop { addr };
             return Either::Right(std::future::ready(Err(e.into())));
         }
         Either::Left(crate::route::map_err(self.inner.call(req)))
@@ -166,6 +172,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mesh_core::split::BackendRef;
     use tower::ServiceExt;
 
     fn own() -> OwnListeners {
@@ -206,6 +213,16 @@ mod tests {
         let mut req = Request::new(());
         req.extensions_mut()
             .insert(Endpoint::new("127.0.0.1:4140".parse().unwrap()));
+        let err = svc.clone().oneshot(req).await.unwrap_err();
+        assert!(crate::is_caused_by::<ProxyLoop>(&*err), "{err}");
+
+        // Above the balancer: the split's choice, when it is an address.
+        let mut req = Request::new(());
+        req.extensions_mut().insert(Backend(BackendRef {
+            name: "10.1.0.7".into(),
+            namespace: String::new(),
+            port: Some(4143),
+        }));
         let err = svc.clone().oneshot(req).await.unwrap_err();
         assert!(crate::is_caused_by::<ProxyLoop>(&*err), "{err}");
 
