@@ -59,18 +59,18 @@ impl Outbound {
     }
 
     /// Logs, once per destination and for a bounded number of them, that a meshed proxy sends
-    /// to `dst` in plaintext because discovery gives it no identity.
-    fn note_plaintext(&self, dst: SocketAddr, why: &'static str) {
+    /// to `dst` in plaintext because discovery gives it no identity. Returns whether it did.
+    fn note_plaintext(&self, dst: SocketAddr, why: &'static str) -> bool {
         let mut noted = self.plaintext_noted.lock();
         if noted.len() > PLAINTEXT_NOTED_MAX || !noted.insert(dst) {
-            return;
+            return false;
         }
         if noted.len() > PLAINTEXT_NOTED_MAX {
             tracing::info!(
                 max = PLAINTEXT_NOTED_MAX,
                 "more destinations without an identity; no longer logging each"
             );
-            return;
+            return false;
         }
         tracing::info!(
             %dst,
@@ -78,6 +78,7 @@ impl Outbound {
             no_tls_reason = "not_provided_by_service_discovery",
             "sending in plaintext: service discovery gives this destination no identity"
         );
+        true
     }
 }
 
@@ -273,5 +274,23 @@ impl Service<Request<Incoming>> for OutboundHttp {
             }
             Ok(proxy.client.request(req).await)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plaintext_is_noted_once_per_destination_for_a_bounded_set() {
+        let out = Outbound::new(Vec::new());
+        let addr = |i: usize| SocketAddr::from(([10, 213, (i / 256) as u8, (i % 256) as u8], 80));
+        assert!(out.note_plaintext(addr(0), "test"));
+        assert!(!out.note_plaintext(addr(0), "test"));
+        let logged = (1..PLAINTEXT_NOTED_MAX * 2)
+            .filter(|&i| out.note_plaintext(addr(i), "test"))
+            .count();
+        assert_eq!(logged, PLAINTEXT_NOTED_MAX - 1);
+        assert_eq!(out.plaintext_noted.lock().len(), PLAINTEXT_NOTED_MAX + 1);
     }
 }
