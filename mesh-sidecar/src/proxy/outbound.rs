@@ -260,16 +260,17 @@ impl Service<Request<Incoming>> for OutboundHttp {
         Box::pin(async move {
             // The authority names the request for metrics and for the peer; in transparent
             // mode it routes nothing.
+            // A Host that makes no URI does not stop a request the original destination
+            // can carry.
             if req.uri().authority().is_none() {
-                let host = req
+                let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+                let absolute = |host: &str| format!("http://{host}{pq}").parse::<Uri>().ok();
+                let uri = req
                     .headers()
                     .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_owned)
-                    .or_else(|| dst.map(|d| d.to_string()))
-                    .ok_or("the request names no destination (no Host header)")?;
-                let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
-                let uri: Uri = format!("http://{host}{pq}").parse()?;
+                    .and_then(|h| absolute(h.to_str().ok()?))
+                    .or_else(|| absolute(&dst?.to_string()))
+                    .ok_or("the request names no destination (no usable Host header)")?;
                 *req.uri_mut() = uri;
             }
             Ok(proxy.client.request(req).await)
