@@ -2,6 +2,10 @@
 //! retries with a budget, timeouts, load balancing with failure accrual, metrics, trace
 //! propagation and mTLS to the destination's expected identity — with no sidecar.
 //!
+//! Requests are addressed by name as in Kubernetes: `http://web/` is `web` in the namespace
+//! given to [`MeshClientBuilder::namespace`] (`default` unless set), `http://web.shop/` and
+//! `http://web.shop.svc.cluster.local/` are `web` in `shop`.
+//!
 //! ```no_run
 //! use mesh_tower::{client::MeshClient, discover::{Endpoint, StaticResolver}, PolicyHandle};
 //! use http_body_util::Empty;

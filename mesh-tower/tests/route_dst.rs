@@ -2,8 +2,13 @@
 //! (the Host chooses nothing), `l5d-dst-override`, and names relative to the caller's
 //! namespace otherwise.
 
+mod support;
+
+use http::StatusCode;
 use mesh_core::NameContext;
 use mesh_tower::PolicyHandle;
+use mesh_tower::client::MeshClient;
+use mesh_tower::discover::StaticResolver;
 use mesh_tower::route::{DST_OVERRIDE, OrigDst, RouteLayer, RouteTarget};
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 
@@ -129,4 +134,33 @@ async fn names_resolve_from_the_callers_namespace() {
         routed(layer(), get("http://web/")).await.0,
         ["web.default:80"]
     );
+}
+
+#[tokio::test]
+async fn mesh_client_resolves_short_names_in_its_namespace() {
+    let pki = support::Pki::new();
+    let web = support::Backend::start(&pki, "web").await;
+    let resolver = StaticResolver::new().with("web.shop", vec![web.endpoint()]);
+    let client = |ns: &str| {
+        MeshClient::builder(
+            PolicyHandle::from_yaml("").expect("policy"),
+            resolver.clone(),
+        )
+        .mtls(pki.client_tls(&support::id("client")))
+        .namespace(ns)
+        .build()
+    };
+    let shop = client("shop");
+    for uri in [
+        "http://web/",
+        "http://web.shop/",
+        "http://web.shop.svc.cluster.local/",
+    ] {
+        let (status, body) = support::read(shop.request(support::get(uri)).await).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "web"), "{uri}");
+    }
+    // From `default`, `web` is web.default, which has no endpoints.
+    let rsp = client("default").request(support::get("http://web/")).await;
+    assert_eq!(rsp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(web.hits(), 3);
 }
