@@ -1,5 +1,6 @@
 //! One outbound decision (route + split + classify) on a snapshot compiled from 1,000
-//! HTTPRoutes over 100 Services, and the compile of that stream.
+//! HTTPRoutes over 100 Services — by name, and by original destination (a ClusterIP) as a
+//! transparent proxy decides — and the compile of that stream.
 //!
 //! `cargo bench --bench policy`
 
@@ -7,7 +8,7 @@ use std::fmt::Write as _;
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use mesh::core::{MeshPolicy, Request};
+use mesh::core::{Destination, MeshPolicy, Request};
 
 /// 100 Services × 10 HTTPRoutes, each with a path match, some with header or method matches,
 /// each splitting between two backends.
@@ -66,5 +67,46 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+/// The same Services, each with a ClusterIP, as a transparent proxy looks them up.
+fn cluster_ips() -> String {
+    let mut s = String::new();
+    for svc in 0..100 {
+        let _ = write!(
+            s,
+            "---
+apiVersion: v1
+kind: Service
+metadata: {{ name: svc{svc}, namespace: bench }}
+spec: {{ clusterIP: 10.96.0.{svc}, ports: [{{ port: 80 }}] }}
+"
+        );
+    }
+    s
+}
+
+/// Transparent mode: the original destination (a ClusterIP) finds the Service, then the same
+/// route, split and classify.
+fn bench_by_address(c: &mut Criterion) {
+    let policy = MeshPolicy::from_yaml(&(stream() + &cluster_ips())).expect("valid stream");
+    let req = Request::new("GET", "http://10.96.0.57/api/v8/items?page=2")
+        .expect("valid URL")
+        .header("x-tenant", "silver");
+    let dst: std::net::SocketAddr = "10.96.0.57:80".parse().expect("address");
+    let mut sample = 0x9E37_79B9_7F4A_7C15u64;
+    c.bench_function("outbound decision by original destination", |b| {
+        b.iter(|| {
+            sample = sample
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            let Destination::Service { service, port } = policy.lookup_addr(black_box(dst)) else {
+                return None;
+            };
+            let d = service.decide(port, black_box(&req));
+            let backend = d.pick(sample).map(|b| b.name.len());
+            Some((backend, d.classify(black_box(503), None)))
+        })
+    });
+}
+
+criterion_group!(benches, bench, bench_by_address);
 criterion_main!(benches);

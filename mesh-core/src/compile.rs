@@ -166,6 +166,7 @@ pub(crate) fn compile(input: &str, config: &PolicyConfig) -> Result<MeshPolicy, 
         return Err(LoadErrors(cx.errors));
     }
     Ok(MeshPolicy {
+        addresses: crate::destination::AddressIndex::build(&b.services, &b.endpoints),
         services: b.services,
         servers: b.servers,
         workloads: b.workloads,
@@ -601,6 +602,8 @@ impl<'c> Builder<'c> {
                 name: name.to_owned(),
                 namespace: namespace.to_owned(),
                 ports: Vec::new(),
+                cluster_ips: Vec::new(),
+                headless: false,
                 selector: None,
                 annotations: BTreeMap::new(),
                 routes: Vec::new(),
@@ -1389,10 +1392,13 @@ impl<'c> Builder<'c> {
                 target,
             });
         }
+        let (cluster_ips, headless) = cluster_ips(cx, doc, &spec);
         // Check the annotations here, where errors can name the Service.
         annotated(cx, doc, false);
         let svc = self.service_mut(&doc.name, &doc.namespace);
         svc.ports = ports;
+        svc.cluster_ips = cluster_ips;
+        svc.headless = headless;
         svc.selector = spec.selector;
         svc.annotations = doc.meta.annotations.clone();
     }
@@ -1436,6 +1442,7 @@ impl<'c> Builder<'c> {
                         addresses.push(EndpointAddress {
                             ip,
                             service_account: slice_sa.clone(),
+                            pod: pod.clone(),
                         });
                         if let Some(pod) = &pod {
                             self.endpoint_pods.push((
@@ -2565,6 +2572,34 @@ fn compile_response_match(m: &kinds::SpResponseMatch) -> Option<ResponseMatch> {
         1 => parts.pop(),
         _ => Some(ResponseMatch::All(parts)),
     }
+}
+
+/// A Service's `spec.clusterIP` and `spec.clusterIPs` (which repeats the first), and whether
+/// it is headless (`None`). A value that is no address is an error naming the field.
+fn cluster_ips(
+    cx: &mut Cx,
+    doc: &Doc,
+    spec: &k8s_openapi::api::core::v1::ServiceSpec,
+) -> (Vec<std::net::IpAddr>, bool) {
+    let listed = spec.cluster_ips.iter().flatten().enumerate();
+    let fields = spec
+        .cluster_ip
+        .iter()
+        .map(|ip| ("spec.clusterIP".to_owned(), ip))
+        .chain(listed.map(|(i, ip)| (format!("spec.clusterIPs[{i}]"), ip)));
+    let (mut ips, mut headless) = (Vec::new(), false);
+    for (field, value) in fields {
+        match value.as_str() {
+            "None" => headless = true,
+            "" => {}
+            v => match v.parse() {
+                Ok(ip) if !ips.contains(&ip) => ips.push(ip),
+                Ok(_) => {}
+                Err(_) => cx.err(doc, field, format!("{v:?} is not an IP address or None")),
+            },
+        }
+    }
+    (ips, headless)
 }
 
 /// Checks `retry.linkerd.io/*` and `timeout.linkerd.io/*` annotations of a document, naming

@@ -41,6 +41,7 @@
 pub mod authz;
 pub mod classify;
 mod compile;
+pub mod destination;
 pub mod error;
 pub mod identity;
 mod kinds;
@@ -52,6 +53,7 @@ pub mod split;
 pub mod values;
 
 pub use authz::{AuthzDecision, InboundTarget, Peer};
+pub use destination::{Destination, NameContext};
 pub use error::{LoadError, LoadErrors, Note};
 pub use identity::Identity;
 pub use policy::{MeshPolicy, OutboundDecision, PolicyConfig, Samples};

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::authz::{self, AuthzDecision, InboundConfig, InboundTarget, Peer, ResourceId, Server};
 use crate::classify::{self, Class, ResponseClass};
 use crate::compile;
+use crate::destination::{AddressIndex, DEFAULT_CLUSTER_DOMAIN, ServiceName, service_name};
 use crate::error::{LoadErrors, Note};
 use crate::retry::RetryPolicy;
 use crate::route::{HttpMatch, Request, RequestFacts};
@@ -31,6 +32,7 @@ pub struct MeshPolicy {
     pub(crate) servers: Vec<Server>,
     pub(crate) workloads: Vec<Workload>,
     pub(crate) endpoints: Vec<EndpointSet>,
+    pub(crate) addresses: AddressIndex,
     pub(crate) namespaces: BTreeMap<String, NamespaceInfo>,
     pub(crate) config: PolicyConfig,
     pub(crate) notes: Vec<Note>,
@@ -43,6 +45,10 @@ pub struct ServicePolicy {
     pub(crate) name: String,
     pub(crate) namespace: String,
     pub(crate) ports: Vec<ServicePort>,
+    /// `spec.clusterIP`/`clusterIPs`.
+    pub(crate) cluster_ips: Vec<std::net::IpAddr>,
+    /// `clusterIP: None`.
+    pub(crate) headless: bool,
     pub(crate) selector: Option<BTreeMap<String, String>>,
     pub(crate) annotations: BTreeMap<String, String>,
     pub(crate) routes: Vec<Arc<Route>>,
@@ -197,6 +203,8 @@ pub struct EndpointAddress {
     /// The service account of the pod behind it, from the endpoint's `targetRef` Pod in the
     /// input or the slice's `mesh.io/service-account` annotation: the identity it must present.
     pub service_account: Option<String>,
+    /// The pod behind it, from the endpoint's `targetRef`.
+    pub pod: Option<String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -319,45 +327,52 @@ impl MeshPolicy {
         self.route(req.host(), req.port(), req)
     }
 
-    /// Routes an outbound request to `host:port`. `host` is a Service name in any of the forms
-    /// Kubernetes DNS resolves (`web`, `web.ns`, `web.ns.svc`, `web.ns.svc.cluster.local`);
-    /// a bare name means the `default` namespace. This is the hot path: no allocation when the
-    /// Service is known and the host is written with its namespace.
+    /// Routes an outbound request to `host:port` as a caller in the `default` namespace would
+    /// (see [`MeshPolicy::route_from`] for any other). `host` is a Service name in any of the
+    /// forms Kubernetes DNS resolves (`web`, `web.ns`, `web.ns.svc`,
+    /// `web.ns.svc.cluster.local`). This is the hot path: no allocation when the Service is
+    /// known.
     pub fn route<'a>(
         &'a self,
         host: &str,
         port: u16,
         req: &impl RequestFacts,
     ) -> OutboundDecision<'a> {
-        let Some(svc) = self.lookup_service(host) else {
+        self.route_in(host, "default", DEFAULT_CLUSTER_DOMAIN, port, req)
+    }
+
+    pub(crate) fn route_in<'a>(
+        &'a self,
+        host: &str,
+        namespace: &str,
+        domain: &str,
+        port: u16,
+        req: &impl RequestFacts,
+    ) -> OutboundDecision<'a> {
+        let name = service_name(host, namespace, domain);
+        match name.and_then(|n| self.lookup_service_name(n)) {
+            Some(svc) => svc.decide(port, req),
             // Not a Service we know: straight through, to the host itself.
-            let (name, namespace) = split_service_host(host);
-            let backends = Backends::new(vec![WeightedBackend {
-                backend: BackendRef {
-                    name: name.to_owned(),
-                    namespace: namespace.to_owned(),
+            None => OutboundDecision::to_backend(match name {
+                Some(n) => BackendRef {
+                    name: n.name.to_owned(),
+                    namespace: n.namespace.to_owned(),
                     port: Some(port),
                 },
-                weight: 1,
-            }]);
-            return OutboundDecision {
-                service: None,
-                route: None,
-                backends: Cow::Owned(Arc::new(backends)),
-                port,
-                no_route: false,
-            };
-        };
-        svc.decide(port, req)
+                None => BackendRef {
+                    name: host
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_owned(),
+                    namespace: String::new(),
+                    port: Some(port),
+                },
+            }),
+        }
     }
 
     fn lookup_service(&self, host: &str) -> Option<&ServicePolicy> {
-        let short = short_host(host);
-        if short.contains('.') {
-            self.services.get(short)
-        } else {
-            self.services.get(&format!("{short}.default"))
-        }
+        self.lookup_service_name(service_name(host, "default", DEFAULT_CLUSTER_DOMAIN)?)
     }
 
     /// Simulates `n` requests like `req` with a seeded generator and counts the backends
@@ -467,22 +482,14 @@ impl MeshPolicy {
     }
 }
 
-/// `web.ns.svc.cluster.local` → `web.ns`.
-fn short_host(host: &str) -> &str {
-    let h = host.trim_end_matches('.');
-    let h = h.strip_suffix(".cluster.local").unwrap_or(h);
-    h.strip_suffix(".svc").unwrap_or(h)
-}
-
-/// `web.ns.svc.cluster.local` → (`web`, `ns`); a bare name is in `default`. An IP address is
-/// no Service: it comes back whole, with an empty namespace.
+/// `web.ns.svc.cluster.local` → (`web`, `ns`); a bare name is in `default`. Anything else
+/// (an IP address, an outside name) is no Service: it comes back whole, with an empty
+/// namespace.
 fn split_service_host(host: &str) -> (&str, &str) {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    if bare.parse::<std::net::IpAddr>().is_ok() {
-        return (bare, "");
+    match service_name(host, "default", DEFAULT_CLUSTER_DOMAIN) {
+        Some(ServiceName { name, namespace }) => (name, namespace),
+        None => (host.trim_start_matches('[').trim_end_matches(']'), ""),
     }
-    let short = short_host(host);
-    short.split_once('.').unwrap_or((short, "default"))
 }
 
 // === impl ServicePolicy ===
@@ -513,7 +520,8 @@ impl ServicePolicy {
         &self.routes
     }
 
-    fn decide(&self, port: u16, req: &impl RequestFacts) -> OutboundDecision<'_> {
+    /// Routes a request to this Service's `port`: its routes, split and profile.
+    pub fn decide(&self, port: u16, req: &impl RequestFacts) -> OutboundDecision<'_> {
         if self.profile.is_some() {
             if let Some((_, i)) = self.profile_routes.iter().find(|(m, _)| m.matches(req)) {
                 // Profile routes classify and time out; the split still picks the backend.
@@ -645,6 +653,30 @@ impl Route {
 // === impl OutboundDecision ===
 
 impl<'a> OutboundDecision<'a> {
+    /// Straight to `addr`, with no Service's policy: an address the mesh does not know, or a
+    /// pod called by its own IP.
+    pub fn forward(addr: std::net::SocketAddr) -> Self {
+        Self::to_backend(BackendRef {
+            name: addr.ip().to_string(),
+            namespace: String::new(),
+            port: Some(addr.port()),
+        })
+    }
+
+    fn to_backend(backend: BackendRef) -> Self {
+        let port = backend.port.unwrap_or_default();
+        OutboundDecision {
+            service: None,
+            route: None,
+            backends: Cow::Owned(Arc::new(Backends::new(vec![WeightedBackend {
+                backend,
+                weight: 1,
+            }]))),
+            port,
+            no_route: false,
+        }
+    }
+
     /// The Service the request is addressed to, when the input describes it.
     pub fn service(&self) -> Option<&'a ServicePolicy> {
         self.service

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
-use mesh_core::{Identity, MeshPolicy, Peer, Request, RequestFacts};
+use mesh_core::policy::OutboundDecision;
+use mesh_core::{Destination, Identity, MeshPolicy, NameContext, Peer, Request, RequestFacts};
 use serde_json::{Value, json};
 
 /// Check manifests and explain the decisions the mesh takes on them.
@@ -32,9 +33,15 @@ struct ExplainArgs {
     /// YAML files or directories (read recursively: *.yaml, *.yml).
     #[arg(required = true)]
     paths: Vec<PathBuf>,
-    /// The request, as "METHOD URL" (e.g. "GET http://web-svc.emojivoto:80/api/vote").
+    /// The request, as "METHOD URL" (e.g. "GET http://web-svc.emojivoto:80/api/vote"). The
+    /// host may be a short name (`web`, `web.shop`) or an address (a Service's ClusterIP, a
+    /// pod's IP), as a transparent proxy sees it.
     #[arg(long)]
     request: String,
+    /// The caller's namespace, from which short names resolve (default: the namespace of the
+    /// Service the name means, when only one namespace has it; else `default`).
+    #[arg(long, value_name = "NS")]
+    from_namespace: Option<String>,
     /// A request header, "Name: value" (repeatable).
     #[arg(long = "header", value_name = "K:V")]
     headers: Vec<String>,
@@ -216,7 +223,13 @@ fn explain(a: &ExplainArgs) -> Result<ExitCode, Usage> {
         if from.is_some() || a.client_ip.is_some() {
             eprintln!("note: --from and --client-ip matter for --inbound only");
         }
-        outbound(&policy, &req, a.samples, a.seed)
+        outbound(
+            &policy,
+            &req,
+            a.from_namespace.as_deref(),
+            a.samples,
+            a.seed,
+        )
     };
     match a.output {
         Output::Json => println!(
@@ -233,8 +246,54 @@ fn ms(d: Option<std::time::Duration>) -> Value {
     d.map_or(Value::Null, |d| json!(d.as_millis() as u64))
 }
 
-fn outbound(policy: &MeshPolicy, req: &Request, samples: Option<u64>, seed: u64) -> Value {
-    let d = policy.outbound(req);
+/// The decision for `req`, and how its destination was found: by address as a transparent
+/// proxy does, or by name from a namespace (given or assumed).
+fn decide<'a>(
+    policy: &'a MeshPolicy,
+    req: &Request,
+    from: Option<&str>,
+) -> (OutboundDecision<'a>, Value) {
+    let host = req.host().trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = host.parse() {
+        let addr = std::net::SocketAddr::new(ip, req.port());
+        return match policy.lookup_addr(addr) {
+            Destination::Service { service, port } => (
+                service.decide(port, req),
+                json!({"by": "address", "kind": "service ClusterIP"}),
+            ),
+            Destination::Endpoint(p) => (
+                OutboundDecision::forward(addr),
+                json!({"by": "address", "kind": "pod", "service": format!("{}.{}", p.service, p.namespace), "pod": p.pod}),
+            ),
+            Destination::Unknown => (
+                OutboundDecision::forward(addr),
+                json!({"by": "address", "kind": "unknown: forwarded as addressed"}),
+            ),
+        };
+    }
+    let (ns, assumed) = match from {
+        Some(ns) => (ns.to_owned(), false),
+        None => match policy.namespaces_with_service(host).as_slice() {
+            [only] => ((*only).to_owned(), true),
+            _ => ("default".to_owned(), true),
+        },
+    };
+    let cx = NameContext::new(&ns);
+    let d = policy.route_from(&cx, host, req.port(), req);
+    (
+        d,
+        json!({"by": "name", "from_namespace": ns, "assumed": assumed}),
+    )
+}
+
+fn outbound(
+    policy: &MeshPolicy,
+    req: &Request,
+    from: Option<&str>,
+    samples: Option<u64>,
+    seed: u64,
+) -> Value {
+    let (d, destination) = decide(policy, req, from);
     let route = d.route().and_then(|r| r.source().map(|s| (r, s))).map_or(
         Value::Null,
         |(r, s)| json!({"name": r.name(), "source": s.to_string(), "rule": r.rule()}),
@@ -250,6 +309,7 @@ fn outbound(policy: &MeshPolicy, req: &Request, samples: Option<u64>, seed: u64)
     let retryable = retry.is_some_and(|r| r.method_allowed(req.method()));
     let mut out = json!({
         "request": {"method": req.method(), "authority": req.authority(), "path": req.path()},
+        "destination": destination,
         "service": d.service().map(|s| format!("{}.{}", s.name(), s.namespace())),
         "route": route,
         "no_route": d.is_no_route(),
@@ -339,6 +399,28 @@ fn inbound(
     })
 }
 
+/// How the destination was found, in words.
+fn describe_destination(d: &Value) -> String {
+    let text = |k: &str| d[k].as_str().unwrap_or("").to_owned();
+    match d["by"].as_str() {
+        Some("name") => format!(
+            "by name, from namespace {}{}",
+            text("from_namespace"),
+            if d["assumed"] == json!(true) {
+                " (assumed; set --from-namespace)"
+            } else {
+                ""
+            }
+        ),
+        _ if d["kind"] == json!("pod") => format!(
+            "by address: pod {} of {}",
+            d["pod"].as_str().unwrap_or("(unnamed)"),
+            text("service")
+        ),
+        _ => format!("by address: {}", text("kind")),
+    }
+}
+
 /// The human form of the same object.
 fn table(req: &Request, v: &Value) -> String {
     let mut s = String::new();
@@ -373,6 +455,11 @@ fn table(req: &Request, v: &Value) -> String {
                 .to_owned(),
         );
     } else {
+        line(
+            &mut s,
+            "destination",
+            describe_destination(&v["destination"]),
+        );
         line(
             &mut s,
             "service",

@@ -283,3 +283,98 @@ fn explain_refuses_invalid_input_naming_the_file() {
         "{err}"
     );
 }
+
+/// A Service with a ClusterIP in `shop`, a 90/10 HTTPRoute on it, and a namesake in `default`.
+const SHOP: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: { name: web, namespace: shop }
+spec: { clusterIP: 10.96.7.10, ports: [{ name: http, port: 80 }] }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: web-split, namespace: shop }
+spec:
+  parentRefs: [{ name: web, kind: Service, group: core, port: 80 }]
+  rules:
+  - backendRefs:
+    - { name: web-v1, port: 80, weight: 90 }
+    - { name: web-v2, port: 80, weight: 10 }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: api, namespace: shop }
+spec: { ports: [{ port: 80 }] }
+---
+apiVersion: v1
+kind: Service
+metadata: { name: api, namespace: default }
+spec: { ports: [{ port: 80 }] }
+"#;
+
+fn explain_json(file: &Path, request: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "policy",
+        "explain",
+        file.to_str().unwrap(),
+        "--request",
+        request,
+        "--samples",
+        "10000",
+        "-o",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    let out = mesh(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", s(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn explain_a_cluster_ip_and_short_names_as_the_full_name() {
+    let f = tmp_yaml("shop.yaml", SHOP);
+    let full = explain_json(&f, "GET http://web.shop.svc.cluster.local/", &[]);
+    assert_eq!(full["service"], "web.shop", "{full}");
+    assert_eq!(full["route"]["name"], "web-split", "{full}");
+    let same = |v: &serde_json::Value| {
+        assert_eq!(v["service"], full["service"], "{v}");
+        assert_eq!(v["route"], full["route"], "{v}");
+        assert_eq!(v["backends"], full["backends"], "{v}");
+        assert_eq!(v["samples"], full["samples"], "{v}");
+    };
+    let by_ip = explain_json(&f, "GET http://10.96.7.10/", &[]);
+    same(&by_ip);
+    assert_eq!(by_ip["destination"]["by"], "address", "{by_ip}");
+    let short = explain_json(&f, "GET http://web/", &["--from-namespace", "shop"]);
+    same(&short);
+    assert_eq!(short["destination"]["from_namespace"], "shop");
+    assert_eq!(short["destination"]["assumed"], false);
+    same(&explain_json(&f, "GET http://web.shop/", &[]));
+    // Without --from-namespace, a name only one namespace has is assumed to be there, and the
+    // table says so.
+    let assumed = explain_json(&f, "GET http://web/", &[]);
+    same(&assumed);
+    assert_eq!(assumed["destination"]["assumed"], true);
+    let out = mesh(&[
+        "policy",
+        "explain",
+        f.to_str().unwrap(),
+        "--request",
+        "GET http://web/",
+    ]);
+    let table = s(&out.stdout);
+    assert!(
+        table.contains("by name, from namespace shop (assumed"),
+        "{table}"
+    );
+    // From another namespace, `web` is no Service; `api` is each namespace's own.
+    let other = explain_json(&f, "GET http://web/", &["--from-namespace", "other"]);
+    assert!(other["service"].is_null(), "{other}");
+    let api = explain_json(&f, "GET http://api/", &["--from-namespace", "shop"]);
+    assert_eq!(api["service"], "api.shop");
+    // An address nobody knows goes where it was addressed.
+    let unknown = explain_json(&f, "GET http://10.96.7.99:8080/", &[]);
+    assert!(unknown["service"].is_null(), "{unknown}");
+    assert_eq!(unknown["backends"][0]["service"], "10.96.7.99");
+    assert_eq!(unknown["backends"][0]["port"], 8080);
+}

@@ -167,6 +167,9 @@ impl<R: Resolve> Shared<R> {
     /// Chooses an endpoint of `backend` by power of two choices.
     fn choose(&self, backend: &BackendRef) -> Result<Arc<EndpointState>, BoxError> {
         let now = Instant::now();
+        if backend.ip().is_some() {
+            return self.address(backend, now);
+        }
         let mut backends = self.backends.lock();
         if !backends.contains_key(backend) {
             let mut rx = self.resolver.resolve(backend).ok_or_else(|| NoEndpoints {
@@ -248,6 +251,26 @@ impl<R: Resolve> Shared<R> {
             .into());
         }
         Ok(Arc::clone(chosen))
+    }
+}
+
+impl<R: Resolve> Shared<R> {
+    /// A backend that is an address (a pod by its IP, a destination the mesh does not know)
+    /// is its own one endpoint: nothing to balance, and no state kept. Kept, its state would
+    /// grow with every address an application calls, and failure accrual would answer
+    /// "circuit open" for a server that is not the mesh's to judge.
+    fn address(&self, backend: &BackendRef, now: Instant) -> Result<Arc<EndpointState>, BoxError> {
+        let none = || NoEndpoints {
+            backend: backend.to_string(),
+        };
+        let rx = self.resolver.resolve(backend).ok_or_else(none)?;
+        let ep = rx.borrow().first().cloned().ok_or_else(none)?;
+        Ok(Arc::new(EndpointState::new(
+            ep,
+            self.accrual,
+            self.decay,
+            now,
+        )))
     }
 }
 
@@ -418,6 +441,23 @@ mod tests {
             let e = shared.choose(&backend()).unwrap();
             assert_ne!(e.endpoint.addr, slow);
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_address_is_its_own_endpoint_and_keeps_no_state() {
+        let layer = BalanceLayer::new(StaticResolver::new());
+        let addr = BackendRef {
+            name: "10.9.0.1".into(),
+            namespace: String::new(),
+            port: Some(8080),
+        };
+        for _ in 0..20 {
+            let e = layer.shared.choose(&addr).unwrap();
+            assert_eq!(e.endpoint.addr, "10.9.0.1:8080".parse().unwrap());
+            // Failures of a server the mesh does not know never open a circuit.
+            e.record(Duration::from_millis(1), false);
+        }
+        assert!(layer.shared.backends.lock().is_empty());
     }
 
     #[tokio::test(start_paused = true)]

@@ -2,6 +2,10 @@
 //! retries with a budget, timeouts, load balancing with failure accrual, metrics, trace
 //! propagation and mTLS to the destination's expected identity — with no sidecar.
 //!
+//! Requests are addressed by name as in Kubernetes: `http://web/` is `web` in the namespace
+//! given to [`MeshClientBuilder::namespace`] (`default` unless set), `http://web.shop/` and
+//! `http://web.shop.svc.cluster.local/` are `web` in `shop`.
+//!
 //! ```no_run
 //! use mesh_tower::{client::MeshClient, discover::{Endpoint, StaticResolver}, PolicyHandle};
 //! use http_body_util::Empty;
@@ -22,6 +26,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
+use mesh_core::NameContext;
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 use tower_layer::Layer;
@@ -34,6 +39,7 @@ use crate::body::{ReplayBody, ResponseBody};
 use crate::connect::Connect;
 use crate::discover::Resolve;
 use crate::errors::RespondLayer;
+use crate::listeners::{OwnListeners, RefuseOwnLayer};
 use crate::metrics::{Direction, MetricsLayer, Registry};
 use crate::policy::PolicyHandle;
 use crate::retry::RetryLayer;
@@ -60,6 +66,8 @@ pub struct MeshClientBuilder<R> {
     control_namespace: String,
     retry: RetryLayer,
     accrual: AccrualConfig,
+    names: NameContext,
+    own: OwnListeners,
 }
 
 // === impl MeshClient ===
@@ -75,6 +83,8 @@ impl MeshClient<()> {
             control_namespace: mesh_core::identity::DEFAULT_CONTROL_NAMESPACE.to_owned(),
             retry: RetryLayer::new(),
             accrual: AccrualConfig::default(),
+            names: NameContext::default(),
+            own: OwnListeners::default(),
         }
     }
 }
@@ -149,6 +159,29 @@ impl<R: Resolve> MeshClientBuilder<R> {
         self
     }
 
+    /// The caller's namespace: short names (`web`, `web.shop`) resolve from it, as Kubernetes
+    /// DNS does for a pod there (default `default`).
+    #[must_use]
+    pub fn namespace(mut self, ns: &str) -> Self {
+        self.names = NameContext::new(ns).with_cluster_domain(self.names.cluster_domain());
+        self
+    }
+
+    /// The cluster domain of full Service names (default `cluster.local`).
+    #[must_use]
+    pub fn cluster_domain(mut self, domain: &str) -> Self {
+        self.names = self.names.with_cluster_domain(domain);
+        self
+    }
+
+    /// Addresses this client must never connect to (a proxy's own listeners): requests that
+    /// would are answered 502 instead of looping.
+    #[must_use]
+    pub fn refuse(mut self, own: OwnListeners) -> Self {
+        self.own = own;
+        self
+    }
+
     /// The registry the client records into.
     pub fn registry(&self) -> &Registry {
         &self.registry
@@ -161,11 +194,13 @@ impl<R: Resolve> MeshClientBuilder<R> {
         B::Error: Into<BoxError>,
     {
         let connect = Connect::<ReplayBody<B>>::new(self.tls);
+        let refuse = RefuseOwnLayer::new(self.own);
+        let connect = refuse.layer(connect);
         let balanced =
             BalanceLayer::with_config(self.resolver, self.accrual, DEFAULT_DECAY).layer(connect);
         let svc = tower::ServiceBuilder::new()
             .layer(RespondLayer::new())
-            .layer(RouteLayer::new(self.policy))
+            .layer(RouteLayer::new(self.policy).with_names(self.names))
             .layer(MetricsLayer::with_control_namespace(
                 self.registry,
                 Direction::Outbound,
@@ -175,6 +210,7 @@ impl<R: Resolve> MeshClientBuilder<R> {
             .layer(TimeoutLayer::new())
             .layer(self.retry)
             .layer(SplitLayer::new())
+            .layer(refuse)
             .service(balanced);
         MeshClient {
             inner: BoxCloneSyncService::new(svc),

@@ -49,6 +49,14 @@ pub struct NoEndpoints {
     pub backend: String,
 }
 
+/// The destination is one of the proxy's own listeners: connecting would loop (502).
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("refusing to connect to {addr}: it is the proxy's own listener (a loop)")]
+pub struct ProxyLoop {
+    /// The destination.
+    pub addr: std::net::SocketAddr,
+}
+
 /// Every endpoint of the backend is ejected by failure accrual.
 #[derive(Clone, Debug, thiserror::Error)]
 #[error("backend {backend} is unavailable: every endpoint failed repeatedly (circuit open)")]

@@ -16,6 +16,7 @@ pub mod client;
 pub mod connect;
 pub mod discover;
 pub mod errors;
+pub mod listeners;
 pub mod metrics;
 pub mod policy;
 pub mod rate_limit;

@@ -1,6 +1,14 @@
 //! Route classification: finds the route of each outbound request in the live policy and
 //! attaches it, with the route's weighted backends, as a [`RouteTarget`] extension.
 //!
+//! What decides where a request goes:
+//! - an [`OrigDst`] extension (a transparent proxy's `SO_ORIGINAL_DST`): a Service's
+//!   ClusterIP and port get that Service's policy, a known pod's address goes to that pod,
+//!   anything else goes where it was addressed, unchanged. The Host header chooses nothing;
+//!   only Linkerd's [`DST_OVERRIDE`] header may name a known Service instead;
+//! - otherwise the URI's authority or the Host, named as Kubernetes DNS resolves names from
+//!   the caller's namespace ([`RouteLayer::with_names`]; `default` unless set).
+//!
 //! ```
 //! use mesh_tower::{policy::PolicyHandle, route::{RouteLayer, RouteTarget}};
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
@@ -28,6 +36,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,7 +45,8 @@ use std::task::{Context, Poll};
 use futures_util::future::Either;
 use http::Request;
 use mesh_core::RequestFacts;
-use mesh_core::policy::Route as PolicyRoute;
+use mesh_core::destination::{Destination, NameContext};
+use mesh_core::policy::{MeshPolicy, OutboundDecision, Route as PolicyRoute};
 use mesh_core::split::Backends;
 use parking_lot::RwLock;
 use tower_layer::Layer;
@@ -45,6 +55,26 @@ use tower_service::Service;
 use crate::BoxError;
 use crate::errors::NoRoute;
 use crate::policy::PolicyHandle;
+
+/// Linkerd's header by which an ingress-like caller names the Service (`web.shop.svc.cluster.local:80`)
+/// a transparently proxied request is for.
+pub const DST_OVERRIDE: &str = "l5d-dst-override";
+
+/// The address a connection was sent to before a transparent proxy took it over. On a request,
+/// it, not the Host, decides where the request goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct OrigDst(pub SocketAddr);
+
+/// A pod called by its own address, for the `dst_*` labels Linkerd gives such calls.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct DstPod {
+    /// The Service whose endpoint it is.
+    pub service: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// The pod's name, where discovery knows it.
+    pub pod: Option<String>,
+}
 
 /// The route decision carried with a request.
 #[derive(Clone, Debug)]
@@ -58,6 +88,8 @@ pub struct RouteTarget {
     pub route: Option<Arc<PolicyRoute>>,
     /// The weighted backends to choose from.
     pub backends: Arc<Backends>,
+    /// The pod, when the request goes to a known pod by its address.
+    pub pod: Option<Arc<DstPod>>,
 }
 
 /// Request facts read straight from an `http::Request`, without copying.
@@ -69,6 +101,7 @@ pub struct HttpFacts<'a, B>(pub &'a Request<B>);
 pub struct RouteLayer {
     policy: PolicyHandle,
     authorities: Arc<Authorities>,
+    names: Arc<NameContext>,
 }
 
 /// See the [module docs](self).
@@ -77,6 +110,7 @@ pub struct Route<S> {
     inner: S,
     policy: PolicyHandle,
     authorities: Arc<Authorities>,
+    names: Arc<NameContext>,
 }
 
 /// Shared `host:port` strings, so that naming a request's authority allocates nothing once
@@ -191,7 +225,15 @@ impl RouteLayer {
         Self {
             policy,
             authorities: Arc::default(),
+            names: Arc::default(),
         }
+    }
+
+    /// Resolves names (`web`, `web.shop`, …) from this namespace and cluster domain.
+    #[must_use]
+    pub fn with_names(mut self, names: NameContext) -> Self {
+        self.names = Arc::new(names);
+        self
     }
 }
 
@@ -203,6 +245,7 @@ impl<S> Layer<S> for RouteLayer {
             inner,
             policy: self.policy.clone(),
             authorities: Arc::clone(&self.authorities),
+            names: Arc::clone(&self.names),
         }
     }
 }
@@ -216,6 +259,7 @@ impl<S> Route<S> {
             inner,
             policy,
             authorities: Arc::default(),
+            names: Arc::default(),
         }
     }
 
@@ -257,28 +301,112 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let snapshot = self.policy.load();
-        let target = {
-            let Some((host, port)) = destination(&req) else {
-                let e: BoxError = "the request names no destination (no authority, no Host)".into();
-                return Either::Right(std::future::ready(Err(e)));
-            };
-            let d = snapshot.route(host, port, &HttpFacts(&req));
-            if d.is_no_route() {
-                let e = NoRoute {
-                    authority: format!("{host}:{port}"),
-                };
-                return Either::Right(std::future::ready(Err(e.into())));
-            }
-            RouteTarget {
-                authority: self.authorities.get(host, port),
-                port,
-                route: d.route_arc(),
-                backends: d.backends_arc(),
-            }
+        let target = match req.extensions().get::<OrigDst>() {
+            Some(&OrigDst(addr)) => Ok(self.by_addr(&snapshot, addr, &req)),
+            None => self.by_name(&snapshot, &req),
         };
-        req.extensions_mut().insert(target);
-        Either::Left(map_err(self.inner.call(req)))
+        match target.and_then(|t| t.check()) {
+            Ok(t) => {
+                req.extensions_mut().insert(t.target);
+                Either::Left(map_err(self.inner.call(req)))
+            }
+            Err(e) => Either::Right(std::future::ready(Err(e))),
+        }
     }
+}
+
+/// A decision on its way to becoming a [`RouteTarget`].
+struct Decided<'a> {
+    decision: OutboundDecision<'a>,
+    target: RouteTarget,
+}
+
+impl Decided<'_> {
+    /// Routes are attached to the Service and none matches: refused, as Gateway API says.
+    fn check(self) -> Result<Self, BoxError> {
+        if self.decision.is_no_route() {
+            let authority = self.target.authority.to_string();
+            return Err(NoRoute { authority }.into());
+        }
+        Ok(self)
+    }
+}
+
+impl<S> Route<S> {
+    fn decided<'a>(
+        &self,
+        authority: Arc<str>,
+        port: u16,
+        decision: OutboundDecision<'a>,
+        pod: Option<Arc<DstPod>>,
+    ) -> Decided<'a> {
+        let target = RouteTarget {
+            authority,
+            port,
+            route: decision.route_arc(),
+            backends: decision.backends_arc(),
+            pod,
+        };
+        Decided { decision, target }
+    }
+
+    /// Explicit mode and in-process: the authority (or Host) names the destination.
+    fn by_name<'a, B>(
+        &self,
+        snapshot: &'a MeshPolicy,
+        req: &Request<B>,
+    ) -> Result<Decided<'a>, BoxError> {
+        let (host, port) =
+            destination(req).ok_or("the request names no destination (no authority, no Host)")?;
+        let d = snapshot.route_from(&self.names, host, port, &HttpFacts(req));
+        Ok(self.decided(self.authorities.get(host, port), port, d, None))
+    }
+
+    /// Transparent mode: the original destination decides, or an `l5d-dst-override` naming a
+    /// known Service. The Host only labels metrics.
+    fn by_addr<'a, B>(
+        &self,
+        snapshot: &'a MeshPolicy,
+        addr: SocketAddr,
+        req: &Request<B>,
+    ) -> Decided<'a> {
+        let facts = HttpFacts(req);
+        if let Some((host, port)) = dst_override(req)
+            && let Some(svc) = snapshot.lookup_name(&self.names, host)
+        {
+            let d = svc.decide(port, &facts);
+            return self.decided(self.authorities.get(host, port), port, d, None);
+        }
+        let authority = match destination(req) {
+            Some((host, port)) => self.authorities.get(host, port),
+            None => self.authorities.get(&addr.ip().to_string(), addr.port()),
+        };
+        let port = addr.port();
+        match snapshot.lookup_addr(addr) {
+            Destination::Service { service, port } => {
+                self.decided(authority, port, service.decide(port, &facts), None)
+            }
+            Destination::Endpoint(p) => {
+                let pod = DstPod {
+                    service: p.service.clone(),
+                    namespace: p.namespace.clone(),
+                    pod: p.pod.clone(),
+                };
+                let d = OutboundDecision::forward(addr);
+                self.decided(authority, port, d, Some(Arc::new(pod)))
+            }
+            Destination::Unknown => {
+                self.decided(authority, port, OutboundDecision::forward(addr), None)
+            }
+        }
+    }
+}
+
+/// The `host` and `port` of an `l5d-dst-override` header (the port defaults to 80).
+fn dst_override<B>(req: &Request<B>) -> Option<(&str, u16)> {
+    let v = req.headers().get(DST_OVERRIDE)?.to_str().ok()?;
+    let a: http::uri::Authority = v.parse().ok()?;
+    Some((v.get(..a.host().len())?, a.port_u16().unwrap_or(80)))
 }
 
 pin_project_lite::pin_project! {

@@ -42,13 +42,28 @@ impl SidecarResolver {
         self.by_ip.load().get(&ip).cloned()
     }
 
-    /// Replaces the endpoints with those of `policy`.
+    /// Replaces the endpoints with those of `policy`: each Service port is keyed
+    /// (`name.namespace:port`) to its endpoints at the port behind it, a named `targetPort`
+    /// resolved through the slice's port names.
     fn sync(&self, policy: &MeshPolicy) {
         let td = policy.config().inbound.trust_domain.clone();
         let mut by_ip = HashMap::new();
         let mut sets: HashMap<String, Vec<Endpoint>> = HashMap::new();
         for set in policy.endpoints() {
             let service = policy.service(&set.service, &set.namespace);
+            // (Service port, endpoint port); without a Service, the slice's own ports.
+            let ports: Vec<(u16, u16)> = match service {
+                Some(s) if !s.ports().is_empty() => s
+                    .ports()
+                    .iter()
+                    .filter_map(|p| Some((p.port, s.endpoint_port(p.port, &set.ports)?)))
+                    .collect(),
+                _ => set.ports.iter().map(|&(_, p)| (p, p)).collect(),
+            };
+            let name = format!("{}.{}", set.service, set.namespace);
+            if ports.is_empty() {
+                sets.entry(name.clone()).or_default();
+            }
             for a in &set.addresses {
                 let id = a
                     .service_account
@@ -57,37 +72,13 @@ impl SidecarResolver {
                 if let Some(id) = &id {
                     by_ip.insert(a.ip, id.clone());
                 }
-                for (name, port) in &set.ports {
-                    let ep = Endpoint {
-                        addr: SocketAddr::new(a.ip, *port),
-                        identity: id.clone(),
-                    };
-                    // Service port → this endpoint port, by port name, else by number.
-                    let svc_ports: Vec<u16> = service
-                        .map(|s| {
-                            s.ports()
-                                .iter()
-                                .filter(|p| {
-                                    p.name.is_some() && p.name == *name || set.ports.len() == 1
-                                })
-                                .map(|p| p.port)
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    let keys = if svc_ports.is_empty() {
-                        vec![*port]
-                    } else {
-                        svc_ports
-                    };
-                    for k in keys {
-                        sets.entry(format!("{}.{}:{k}", set.service, set.namespace))
-                            .or_default()
-                            .push(ep.clone());
-                    }
-                }
-                if set.ports.is_empty() {
-                    let key = format!("{}.{}", set.service, set.namespace);
-                    sets.entry(key).or_default();
+                for &(svc_port, ep_port) in &ports {
+                    sets.entry(format!("{name}:{svc_port}"))
+                        .or_default()
+                        .push(Endpoint {
+                            addr: SocketAddr::new(a.ip, ep_port),
+                            identity: id.clone(),
+                        });
                 }
             }
         }

@@ -139,9 +139,12 @@ struct ProxyArgs {
         requires = "kube"
     )]
     kube_namespaces: Vec<String>,
-    /// The workload's namespace.
+    /// The workload's namespace: short names (`web`) resolve in it, as Kubernetes DNS does.
     #[arg(long, env = "MESH_POD_NAMESPACE", default_value = "default")]
     namespace: String,
+    /// The cluster domain of full Service names (`web.shop.svc.<domain>`).
+    #[arg(long, env = "MESH_CLUSTER_DOMAIN", default_value = mesh_core::destination::DEFAULT_CLUSTER_DOMAIN)]
+    cluster_domain: String,
     /// The workload in the config whose pod template describes this pod (`deployment/web`):
     /// labels, named ports and probes for inbound policy.
     #[arg(long, env = "MESH_PROXY_WORKLOAD", value_name = "KIND/NAME")]
@@ -252,6 +255,7 @@ pub(crate) struct Proxy {
     pub(crate) client: MeshClient<Incoming>,
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) open_opaque: AtomicUsize,
+    pub(crate) outbound: outbound::Outbound,
     labels: std::collections::BTreeMap<String, String>,
 }
 
@@ -430,9 +434,13 @@ async fn serve(args: ProxyArgs) -> Result<(), String> {
     let id = identity(&args, &mut shutdown_rx).await?;
     admin.readiness().identity_ready();
     let (tls_server, tls_client, identity, _rotation) = tls_configs(id)?;
+    let own = outbound::Outbound::new(vec![args.inbound_addr, args.outbound_addr, args.admin_addr]);
     let mut builder = MeshClient::builder(config.policy.clone(), config.resolver.clone())
         .metrics(registry.clone())
-        .control_namespace(&args.control_namespace);
+        .control_namespace(&args.control_namespace)
+        .namespace(&args.namespace)
+        .cluster_domain(&args.cluster_domain)
+        .refuse(own.own.clone());
     if let Some(c) = &tls_client {
         builder = builder.mtls(c.clone());
     }
@@ -445,6 +453,7 @@ async fn serve(args: ProxyArgs) -> Result<(), String> {
         client: builder.build(),
         shutdown: shutdown.clone(),
         open_opaque: AtomicUsize::new(0),
+        outbound: own,
         labels,
         args,
     });

@@ -207,6 +207,17 @@ pub(crate) fn link(a: &Netns, a_if: &str, b: &Netns, b_if: &str, subnet: u8) -> 
     (ia, ib)
 }
 
+/// Starts [`APP_PY`] answering with `name` on port 8080 in `ns`, and waits until it listens.
+pub(crate) fn start_app(ns: &Netns, name: &str) -> ChildGuard {
+    let mut cmd = ns.command(python3().unwrap());
+    cmd.args(["-c", APP_PY, name])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut g = ns.spawn(cmd, &format!("app {name}"));
+    g.wait_for_line("ready", Duration::from_secs(10));
+    g
+}
+
 /// Starts `mesh init` and `mesh proxy` (as UID 2102) in `ns`, and the app if `app` is given.
 pub(crate) fn start_pod(
     ns: Netns,
@@ -227,15 +238,7 @@ pub(crate) fn start_pod_with(
     app: Option<&str>,
     proxy_args: &[&str],
 ) -> Pod {
-    let app = app.map(|name| {
-        let mut cmd = ns.command(python3().unwrap());
-        cmd.args(["-c", APP_PY, name])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let mut g = ns.spawn(cmd, &format!("app {name}"));
-        g.wait_for_line("ready", Duration::from_secs(10));
-        g
-    });
+    let app = app.map(|name| start_app(&ns, name));
     ns.run_ok(
         mesh_bin().to_str().unwrap(),
         &["init", "--proxy-uid", PROXY_UID],

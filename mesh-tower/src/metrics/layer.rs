@@ -22,7 +22,7 @@ use crate::BoxError;
 use crate::authz::{Authorized, ClientInfo};
 use crate::discover::Endpoint;
 use crate::errors::status_for;
-use crate::route::{Authorities, RouteTarget};
+use crate::route::{Authorities, DstPod, RouteTarget};
 use crate::split::Backend;
 
 /// The address an inbound request arrived at (the connection's original destination), for the
@@ -73,6 +73,8 @@ struct SeriesKey {
     peer: Option<Arc<Identity>>,
     target: Option<SocketAddr>,
     backend: Option<Arc<BackendRef>>,
+    /// A pod called by its address labels `dst_*` in place of the backend.
+    pod: Option<Arc<DstPod>>,
     server: Option<ServerKey>,
     status: u16,
     class: Class,
@@ -109,6 +111,7 @@ pin_project! {
         client: Option<Arc<Identity>>,
         server: Option<ServerKey>,
         target: Option<SocketAddr>,
+        pod: Option<Arc<DstPod>>,
     }
 }
 
@@ -242,9 +245,20 @@ impl Shared {
             base.push(Label::new("target_addr", t.to_string()));
         }
         self.tls_labels(k, &mut base);
-        if let Some(b) = &k.backend {
-            base.push(Label::new("dst_service", b.name.clone()));
-            base.push(Label::new("dst_namespace", b.namespace.clone()));
+        match (&k.pod, &k.backend) {
+            (Some(p), _) => {
+                base.push(Label::new("dst_service", p.service.clone()));
+                base.push(Label::new("dst_namespace", p.namespace.clone()));
+                if let Some(pod) = &p.pod {
+                    base.push(Label::new("dst_pod", pod.clone()));
+                }
+            }
+            // An address the mesh does not know is no Service: `target_addr` says where.
+            (None, Some(b)) if b.ip().is_none() => {
+                base.push(Label::new("dst_service", b.name.clone()));
+                base.push(Label::new("dst_namespace", b.namespace.clone()));
+            }
+            (None, _) => {}
         }
         if let Some(s) = &k.server {
             base.push(Label::new("srv_kind", s.kind));
@@ -340,6 +354,7 @@ where
             ),
         };
         let policy_route = routed.and_then(|t| t.route.clone());
+        let pod = routed.and_then(|t| t.pod.clone());
         let route = policy_route.as_ref().map(|r| interned.name(r.name()));
         let client = req
             .extensions()
@@ -355,6 +370,7 @@ where
             client,
             server,
             target,
+            pod,
             inner: self.inner.call(req),
         }
     }
@@ -415,6 +431,7 @@ where
             peer,
             target,
             backend,
+            pod: this.pod.clone(),
             server: this.server.clone(),
             status,
             class,
