@@ -100,7 +100,7 @@ spec:
 apiVersion: policy.linkerd.io/v1alpha1
 kind: NetworkAuthentication
 metadata: { name: anywhere, namespace: default }
-spec: { networks: [{ cidr: 0.0.0.0/0 }, { cidr: ::/0 }] }
+spec: { networks: [{ cidr: 0.0.0.0/0 }, { cidr: "::/0" }] }
 ---
 apiVersion: policy.linkerd.io/v1alpha1
 kind: AuthorizationPolicy
@@ -144,8 +144,16 @@ nsbg "$MESH" proxy --mode explicit --workers 1 --config "$work/server.yaml" --id
 nsbg "$MESH" proxy --mode explicit --workers 1 --config "$work/client.yaml" --identity-dir "$work/client" \
   --inbound-addr 127.0.0.1:4343 --outbound-addr 127.0.0.1:4340 --admin-addr 127.0.0.1:4391 \
   2>"$work/client.log"; pids+=($!); P_CLI=$!
+# Every proxy must be ready and serving its config, not the default policy: a refused config
+# would measure a proxy doing less work than the table claims.
 for port in 4191 4291 4391; do
-  for _ in $(seq 100); do nsx python3 -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$port/ready',timeout=1)" 2>/dev/null && break; sleep 0.1; done
+  ready=
+  for _ in $(seq 100); do nsx python3 -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$port/ready',timeout=1)" 2>/dev/null && { ready=1; break; }; sleep 0.1; done
+  [ -n "$ready" ] || { echo "the proxy with admin port $port is not ready after 10 s; see $work/*.log"; exit 1; }
+  metrics=$(nsx python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$port/metrics',timeout=3).read().decode())")
+  if grep -q 'config_reload_total{result="invalid"}' <<<"$metrics" || ! grep -q 'config_reload_total{result="ok"}' <<<"$metrics"; then
+    echo "the proxy with admin port $port refused its config; see $work/*.log"; exit 1
+  fi
 done
 nginx_worker=$(pgrep -f "nginx: worker process" -P "$(cat "$work/proxy.pid")" | head -1 || true)
 nginx_pids="$(cat "$work/proxy.pid") ${nginx_worker}"
