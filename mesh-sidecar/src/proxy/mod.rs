@@ -22,7 +22,7 @@ use mesh_tower::metrics::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-mod accept;
+pub(crate) mod accept;
 mod admin;
 mod app;
 mod config;
@@ -206,7 +206,7 @@ where
     Fut: std::future::Future<Output = Result<(), mesh_tower::BoxError>> + Send + 'static,
 {
     let config = accept::Config {
-        listener: which,
+        direction: which.as_str(),
         max_connections: proxy.args.limits.max_connections(which),
         registry: proxy.registry.clone(),
         shutdown: proxy.shutdown.subscribe(),
@@ -570,7 +570,7 @@ async fn start_admin(
         limits.admin_idle_timeout,
     ));
     let accept = accept::Config {
-        listener: Listener::Admin,
+        direction: Listener::Admin.as_str(),
         max_connections: limits.max_connections(Listener::Admin),
         registry: registry.clone(),
         shutdown: shutdown.subscribe(),
