@@ -121,7 +121,17 @@ async fn try_call(
     path: &str,
     body: Vec<u8>,
 ) -> Result<(StatusCode, Bytes), hyper::Error> {
-    let tls = connect(inj).await;
+    call_over(connect(inj).await, inj, method, path, body).await
+}
+
+/// One request over an open connection.
+async fn call_over(
+    tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    inj: &Injector,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<(StatusCode, Bytes), hyper::Error> {
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .unwrap();
@@ -140,6 +150,13 @@ async fn try_call(
 
 /// A TLS connection to the injector, trusting only its certificate.
 async fn connect(inj: &Injector) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    try_connect(inj).await.unwrap()
+}
+
+/// As `connect`, but a connection the injector refuses is an `Err`.
+async fn try_connect(
+    inj: &Injector,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(inj.ca.clone()).unwrap();
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -153,7 +170,6 @@ async fn connect(inj: &Injector) -> tokio_rustls::client::TlsStream<tokio::net::
     tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from(inj.server_name).unwrap(), tcp)
         .await
-        .unwrap()
 }
 
 fn review(pod: &Value) -> Vec<u8> {
@@ -451,5 +467,28 @@ async fn an_oversized_review_gets_413_and_memory_stays_flat() {
     );
     // And a review within the limit is still served.
     let (status, _) = call(&inj, "POST", "/inject", pod_review()).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_are_closed_and_the_rest_served() {
+    let inj = start(&["--max-connections", "2"]);
+    let held = [connect(&inj).await, connect(&inj).await];
+    // The third is closed on accept: it never completes a handshake.
+    assert!(try_connect(&inj).await.is_err());
+    drop(held);
+    // Once the injector has seen the two close, it serves again (bounded retries).
+    let mut attempts = 0;
+    let tls = loop {
+        match try_connect(&inj).await {
+            Ok(tls) => break tls,
+            Err(_) if attempts < 100 => attempts += 1,
+            Err(e) => panic!("never served again after the held connections closed: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (status, _) = call_over(tls, &inj, "POST", "/inject", pod_review())
+        .await
+        .unwrap();
     assert_eq!(status, StatusCode::OK);
 }
