@@ -186,6 +186,11 @@ struct ProxyArgs {
     /// How long a client may take to send a request's headers.
     #[arg(long, env = "MESH_PROXY_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     header_read_timeout: Duration,
+    /// Tell a denied client why (the Server, route and policy that refused it) in the 403's
+    /// body and l5d-proxy-error header. Off, it is told only "forbidden"; the reason is always
+    /// logged and counted in inbound_http_authz_deny_total.
+    #[arg(long, env = "MESH_PROXY_DEBUG_AUTHZ_RESPONSES")]
+    debug_authz_responses: bool,
     /// How long in-flight requests may take to finish after SIGTERM or /shutdown.
     #[arg(long, env = "MESH_PROXY_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     shutdown_grace: Duration,
