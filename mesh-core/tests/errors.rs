@@ -166,3 +166,40 @@ metadata: { name: w }
     );
     assert!(notes[1].contains("not a kind the mesh reads"), "{notes:?}");
 }
+
+#[test]
+fn deep_nesting_is_refused_before_it_is_parsed() {
+    // 100,000 levels in 200 KB: the YAML parser alone took a minute on this.
+    let deep = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{ name: ok }}\n---\n\
+         apiVersion: v1\nkind: ConfigMap\nmetadata: {{ name: deep }}\ndata: {}{}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let errs = MeshPolicy::from_yaml(&deep).unwrap_err();
+    let [e] = errs.errors() else { panic!("{errs}") };
+    assert_eq!(e.origin.document, 2, "{e}");
+    assert_eq!(e.line, Some(8), "{e}");
+    assert!(
+        e.message.contains(&format!(
+            "nested more than {} levels",
+            mesh_core::manifest::MAX_DEPTH
+        )),
+        "{e}"
+    );
+    // Indentation and `- ` indicators nest as well as brackets do.
+    let dashes = format!("items:\n{}x\n", "- ".repeat(100_000));
+    assert!(
+        MeshPolicy::from_yaml(&dashes)
+            .unwrap_err()
+            .to_string()
+            .contains("nested more than")
+    );
+}
+
+#[test]
+fn a_stream_over_the_size_limit_is_refused_whole() {
+    let padding = "#".repeat(mesh_core::manifest::MAX_STREAM_BYTES);
+    let errs = MeshPolicy::from_yaml(&format!("a: 1\n{padding}\n")).unwrap_err();
+    assert!(errs.to_string().contains("at most"), "{errs}");
+}
