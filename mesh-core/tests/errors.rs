@@ -198,6 +198,32 @@ fn deep_nesting_is_refused_before_it_is_parsed() {
 }
 
 #[test]
+fn route_lists_are_capped_where_the_gateway_api_caps_them() {
+    let route = |rules: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+             metadata: {{ name: r, namespace: ns }}\nspec:\n  rules:\n{rules}"
+        )
+    };
+    // A million rules (the Gateway API allows 16): refused at the 17th.
+    let errs = MeshPolicy::from_yaml(&route(&"  - {}\n".repeat(1_000_000))).unwrap_err();
+    let [e] = errs.errors() else { panic!("{errs}") };
+    assert_eq!(e.field.as_deref(), Some("spec.rules"), "{e}");
+    assert!(e.message.contains("more than 16 items"), "{e}");
+    // 65 matches in one rule, where 64 are allowed.
+    let matches = format!("  - matches:\n{}", "    - path: { value: / }\n".repeat(65));
+    let errs = MeshPolicy::from_yaml(&route(&matches)).unwrap_err();
+    assert!(errs.to_string().contains("more than 64 items"), "{errs}");
+    // At the caps, the route is fine.
+    let full = format!(
+        "  - matches:\n{}{}",
+        "    - path: { value: / }\n".repeat(64),
+        "  - {}\n".repeat(15)
+    );
+    MeshPolicy::from_yaml(&route(&full)).unwrap();
+}
+
+#[test]
 fn a_stream_over_the_size_limit_is_refused_whole() {
     let padding = "#".repeat(mesh_core::manifest::MAX_STREAM_BYTES);
     let errs = MeshPolicy::from_yaml(&format!("a: 1\n{padding}\n")).unwrap_err();
