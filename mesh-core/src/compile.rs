@@ -126,7 +126,7 @@ pub(crate) fn compile(input: &str, config: &PolicyConfig) -> Result<MeshPolicy, 
             line: e.line,
             resource: None,
             field: None,
-            message: format!("not valid YAML: {}", e.message),
+            message: e.message,
         });
     }
 

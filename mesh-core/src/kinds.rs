@@ -7,8 +7,11 @@
 #![allow(dead_code)] // Fields mirror the schemas; not all of them steer traffic yet.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
 
 use serde::Deserialize;
+use serde::de::{Deserializer, Error as _, SeqAccess, Visitor};
 
 /// An int-or-string, as Kubernetes uses for ports and quantities.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -98,15 +101,19 @@ pub(crate) enum SmiHeaders {
 }
 
 // === Gateway API and policy.linkerd.io routes ===
+//
+// List lengths are capped where the Gateway API CRDs cap them (`maxItems`: rules 16, HTTP
+// matches 64, gRPC matches 8, filters, backendRefs and hostnames 16), so a route the API
+// server would refuse is refused here too, before it costs anything to compile.
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct HttpRouteSpec {
     #[serde(default)]
     pub(crate) parent_refs: Vec<ParentRef>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "at_most::<16, _, _>")]
     pub(crate) hostnames: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "at_most::<16, _, _>")]
     pub(crate) rules: Vec<HttpRouteRule>,
 }
 
@@ -125,11 +132,11 @@ pub(crate) struct ParentRef {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct HttpRouteRule {
     pub(crate) name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "at_most::<64, _, _>")]
     pub(crate) matches: Vec<HttpRouteMatch>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "at_most::<16, _, _>")]
     pub(crate) filters: Vec<HttpRouteFilter>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "at_most::<16, _, _>")]
     pub(crate) backend_refs: Vec<BackendRef>,
     pub(crate) timeouts: Option<HttpRouteTimeouts>,
 }
@@ -228,9 +235,9 @@ pub(crate) struct RequestMirror {
 pub(crate) struct GrpcRouteSpec {
     #[serde(default)]
     pub(crate) parent_refs: Vec<ParentRef>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "at_most::<16, _, _>")]
     pub(crate) hostnames: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "at_most::<16, _, _>")]
     pub(crate) rules: Vec<GrpcRouteRule>,
 }
 
@@ -238,11 +245,11 @@ pub(crate) struct GrpcRouteSpec {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct GrpcRouteRule {
     pub(crate) name: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "at_most::<8, _, _>")]
     pub(crate) matches: Vec<GrpcRouteMatch>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "at_most::<16, _, _>")]
     pub(crate) filters: Vec<HttpRouteFilter>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "at_most::<16, _, _>")]
     pub(crate) backend_refs: Vec<BackendRef>,
 }
 
@@ -450,4 +457,36 @@ pub(crate) struct RateLimitOverride {
     pub(crate) requests_per_second: i64,
     #[serde(default)]
     pub(crate) client_refs: Vec<PolicyRef>,
+}
+
+/// A list the schema caps at `N` items, refused at item `N + 1` without reading the rest.
+fn at_most<'de, const N: usize, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct AtMost<const N: usize, T>(PhantomData<T>);
+
+    impl<'de, const N: usize, T: Deserialize<'de>> Visitor<'de> for AtMost<N, T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "a sequence of at most {N} items")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element()? {
+                if items.len() == N {
+                    return Err(A::Error::custom(format!(
+                        "more than {N} items (the schema's maxItems)"
+                    )));
+                }
+                items.push(item);
+            }
+            Ok(items)
+        }
+    }
+
+    d.deserialize_seq(AtMost::<N, T>(PhantomData))
 }

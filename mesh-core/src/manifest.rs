@@ -4,10 +4,22 @@
 //! a syntax error in one document is reported with its own line and does not hide errors in the
 //! others. `kind: List` is expanded into its items (null items skipped), and null documents
 //! (a trailing `---`) are dropped.
+//!
+//! Hostile input is refused before the YAML parser sees it: a stream over
+//! [`MAX_STREAM_BYTES`] as a whole, a document nesting deeper than [`MAX_DEPTH`] on its own
+//! (the parser's cost grows with the square of the depth).
 
 use std::fmt;
 
 use serde_norway::Value;
+
+mod depth;
+
+pub use depth::MAX_DEPTH;
+
+/// The largest stream read. Parsed YAML takes several times its text in memory, and the
+/// largest real policy (every object of a big cluster) is a few MiB.
+pub const MAX_STREAM_BYTES: usize = 64 * 1024 * 1024;
 
 /// Where in the stream a resource came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,7 +42,7 @@ pub(crate) struct RawObject {
     pub(crate) text: Option<String>,
 }
 
-/// A document that could not be read as YAML.
+/// A document that could not be read as YAML, or was refused before it was.
 #[derive(Clone, Debug)]
 pub(crate) struct SyntaxError {
     pub(crate) origin: Origin,
@@ -54,18 +66,41 @@ impl fmt::Display for Origin {
 pub(crate) fn read_stream(input: &str) -> (Vec<RawObject>, Vec<SyntaxError>) {
     let mut objects = Vec::new();
     let mut errors = Vec::new();
+    if input.len() > MAX_STREAM_BYTES {
+        errors.push(SyntaxError {
+            origin: Origin {
+                document: 1,
+                line: 1,
+                item: None,
+            },
+            line: None,
+            message: format!(
+                "the stream is {} bytes; at most {MAX_STREAM_BYTES} are read",
+                input.len()
+            ),
+        });
+        return (objects, errors);
+    }
     for (document, (line, text)) in split_documents(input).into_iter().enumerate() {
         let origin = Origin {
             document: document + 1,
             line,
             item: None,
         };
+        if let Some(i) = depth::too_deep(text, MAX_DEPTH) {
+            errors.push(SyntaxError {
+                line: Some(line + i),
+                message: format!("nested more than {MAX_DEPTH} levels deep"),
+                origin,
+            });
+            continue;
+        }
         match serde_norway::from_str::<Value>(text) {
             Ok(Value::Null) => {}
             Ok(value) => expand_list(origin, value, text, &mut objects, &mut errors),
             Err(e) => errors.push(SyntaxError {
                 line: e.location().map(|l| line + l.line() - 1),
-                message: strip_location(&e.to_string()),
+                message: format!("not valid YAML: {}", strip_location(&e.to_string())),
                 origin,
             }),
         }

@@ -166,3 +166,66 @@ metadata: { name: w }
     );
     assert!(notes[1].contains("not a kind the mesh reads"), "{notes:?}");
 }
+
+#[test]
+fn deep_nesting_is_refused_before_it_is_parsed() {
+    // 100,000 levels in 200 KB: the YAML parser alone took a minute on this.
+    let deep = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{ name: ok }}\n---\n\
+         apiVersion: v1\nkind: ConfigMap\nmetadata: {{ name: deep }}\ndata: {}{}\n",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let errs = MeshPolicy::from_yaml(&deep).unwrap_err();
+    let [e] = errs.errors() else { panic!("{errs}") };
+    assert_eq!(e.origin.document, 2, "{e}");
+    assert_eq!(e.line, Some(8), "{e}");
+    assert!(
+        e.message.contains(&format!(
+            "nested more than {} levels",
+            mesh_core::manifest::MAX_DEPTH
+        )),
+        "{e}"
+    );
+    // Indentation and `- ` indicators nest as well as brackets do.
+    let dashes = format!("items:\n{}x\n", "- ".repeat(100_000));
+    assert!(
+        MeshPolicy::from_yaml(&dashes)
+            .unwrap_err()
+            .to_string()
+            .contains("nested more than")
+    );
+}
+
+#[test]
+fn route_lists_are_capped_where_the_gateway_api_caps_them() {
+    let route = |rules: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+             metadata: {{ name: r, namespace: ns }}\nspec:\n  rules:\n{rules}"
+        )
+    };
+    // A million rules (the Gateway API allows 16): refused at the 17th.
+    let errs = MeshPolicy::from_yaml(&route(&"  - {}\n".repeat(1_000_000))).unwrap_err();
+    let [e] = errs.errors() else { panic!("{errs}") };
+    assert_eq!(e.field.as_deref(), Some("spec.rules"), "{e}");
+    assert!(e.message.contains("more than 16 items"), "{e}");
+    // 65 matches in one rule, where 64 are allowed.
+    let matches = format!("  - matches:\n{}", "    - path: { value: / }\n".repeat(65));
+    let errs = MeshPolicy::from_yaml(&route(&matches)).unwrap_err();
+    assert!(errs.to_string().contains("more than 64 items"), "{errs}");
+    // At the caps, the route is fine.
+    let full = format!(
+        "  - matches:\n{}{}",
+        "    - path: { value: / }\n".repeat(64),
+        "  - {}\n".repeat(15)
+    );
+    MeshPolicy::from_yaml(&route(&full)).unwrap();
+}
+
+#[test]
+fn a_stream_over_the_size_limit_is_refused_whole() {
+    let padding = "#".repeat(mesh_core::manifest::MAX_STREAM_BYTES);
+    let errs = MeshPolicy::from_yaml(&format!("a: 1\n{padding}\n")).unwrap_err();
+    assert!(errs.to_string().contains("at most"), "{errs}");
+}

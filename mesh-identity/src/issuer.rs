@@ -28,7 +28,6 @@
 //! ```
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
@@ -38,18 +37,18 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{AUTHORIZATION, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use mesh_core::identity::Identity;
 use ring::digest::{SHA256, digest};
-use rustls::ServerConfig;
 use rustls_pki_types::CertificateDer;
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 
 use crate::ca::{CsrError, DEFAULT_LEAF_LIFETIME, Issuer};
 use crate::cert;
+
+mod server;
+
+pub use server::{ConnectionConfig, ConnectionError, serve, serve_connection};
 
 /// The path CSRs are posted to.
 pub const CERTIFICATE_PATH: &str = "/v1/certificate";
@@ -58,7 +57,9 @@ pub const MAX_BODY: usize = 16 * 1024;
 /// The service account the issuer's own certificate names, in the control namespace.
 pub const ISSUER_SERVICE_ACCOUNT: &str = "identity";
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a caller may take to send a request's body (the whole of it) by default. A CSR
+/// is under 1 KiB: a caller still sending after this is holding a connection, not uploading.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a token was not accepted.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -127,6 +128,9 @@ pub enum IssueError {
     /// The body could not be read.
     #[error("could not read the request body: {0}")]
     Body(String),
+    /// The body did not arrive whole within the service's body read timeout.
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimeout(Duration),
     /// Another path than [`CERTIFICATE_PATH`].
     #[error("not found; POST a CSR to {CERTIFICATE_PATH}")]
     NotFound,
@@ -140,6 +144,7 @@ pub struct IssuerService<A> {
     issuer: ArcSwap<Issuer>,
     auth: A,
     lifetime: Duration,
+    body_read_timeout: Duration,
 }
 
 // === impl TokenFile ===
@@ -241,6 +246,7 @@ impl IssueError {
             Self::Csr(CsrError::IdentityNotAllowed { .. }) => 403,
             Self::Csr(CsrError::Sign(_)) => 500,
             Self::Csr(_) | Self::Body(_) => 400,
+            Self::BodyTimeout(_) => 408,
             Self::TooLarge => 413,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
@@ -258,7 +264,15 @@ impl<A: TokenAuthenticator> IssuerService<A> {
             issuer: ArcSwap::new(issuer.into()),
             auth,
             lifetime: DEFAULT_LEAF_LIFETIME,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
         }
+    }
+
+    /// Sets how long a caller may take to send a whole request body (see
+    /// [`DEFAULT_BODY_READ_TIMEOUT`]); past it the request gets 408 and the connection closes.
+    pub fn with_body_read_timeout(mut self, timeout: Duration) -> Self {
+        self.body_read_timeout = timeout;
+        self
     }
 
     /// Sets the lifetime of issued leaves.
@@ -299,11 +313,17 @@ impl<A: TokenAuthenticator> IssuerService<A> {
             Err(e) => {
                 let status =
                     StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                respond(
+                let mut res = respond(
                     status,
                     "text/plain; charset=utf-8",
                     format!("{}\n", crate::error_chain(&e)),
-                )
+                );
+                // The rest of a body we stopped reading would be taken for the next request.
+                if matches!(e, IssueError::TooLarge | IssueError::BodyTimeout(_)) {
+                    res.headers_mut()
+                        .insert(CONNECTION, hyper::header::HeaderValue::from_static("close"));
+                }
+                res
             }
         }
     }
@@ -342,9 +362,12 @@ impl<A: TokenAuthenticator> IssuerService<A> {
                 return Err(e.into());
             }
         };
-        let body = Limited::new(req.into_body(), MAX_BODY)
-            .collect()
+        // Bounded in size and in time: a body trickled in a byte at a time would otherwise
+        // hold the connection (and its buffers) for as long as the caller likes.
+        let collect = Limited::new(req.into_body(), MAX_BODY).collect();
+        let body = tokio::time::timeout(self.body_read_timeout, collect)
             .await
+            .map_err(|_| IssueError::BodyTimeout(self.body_read_timeout))?
             .map_err(|e| {
                 if e.is::<http_body_util::LengthLimitError>() {
                     IssueError::TooLarge
@@ -391,56 +414,6 @@ pub fn issuer_identity(
     control_namespace: &str,
 ) -> Result<Identity, mesh_core::identity::InvalidIdentity> {
     Identity::new(trust_domain, control_namespace, ISSUER_SERVICE_ACCOUNT)
-}
-
-/// Serves `service` over HTTPS on `listener` with `tls` (see
-/// [`issuer_server_config`](crate::tls::issuer_server_config)) until the future is dropped.
-///
-/// Each connection runs in its own task; a failed handshake or a broken request ends that
-/// connection only.
-pub async fn serve<A: TokenAuthenticator>(
-    listener: TcpListener,
-    service: Arc<IssuerService<A>>,
-    tls: Arc<ServerConfig>,
-) {
-    let acceptor = TlsAcceptor::from(tls);
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                // E.g. out of file descriptors: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let acceptor = acceptor.clone();
-        let service = service.clone();
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let svc = hyper::service::service_fn(move |req| {
-                let service = service.clone();
-                async move { Ok::<_, Infallible>(service.handle(req).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HANDSHAKE_TIMEOUT)
-                .serve_connection(TokioIo::new(tls), svc);
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
 }
 
 #[cfg(test)]
@@ -516,6 +489,7 @@ tok-web   emojivoto/web
             (IssueError::Csr(CsrError::Malformed("x".into())), 400),
             (IssueError::Csr(CsrError::WrongKeyType("x".into())), 400),
             (IssueError::TooLarge, 413),
+            (IssueError::BodyTimeout(Duration::from_secs(1)), 408),
             (IssueError::NotFound, 404),
             (IssueError::MethodNotAllowed, 405),
         ];

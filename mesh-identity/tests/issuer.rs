@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, SystemTime};
 
 use mesh_identity::client::ClientError;
-use mesh_identity::{IdentityMismatch, ca, issuer::issuer_identity};
+use mesh_identity::{IdentityMismatch, ca, issuer::issuer_identity, tls};
 use support::*;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 
@@ -172,6 +172,49 @@ async fn bad_requests_get_clear_4xx_and_the_issuer_keeps_serving() {
     // Still serving.
     let creds = client.fetch().await.unwrap();
     assert_eq!(creds.identity(), &id("emojivoto", "web"));
+}
+
+#[tokio::test]
+async fn a_slow_body_gets_408_while_a_good_client_is_served() {
+    use mesh_identity::tokio_rustls::TlsConnector;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let ca = Ca::new();
+    let issuer = IssuerHarness::start_with(&ca, HOUR, Duration::from_secs(1)).await;
+    let addr: std::net::SocketAddr = issuer.url["https://".len()..].parse().unwrap();
+    let config = std::sync::Arc::new(tls::issuer_client_config(ca.trust()).unwrap());
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = tls::server_name(&issuer.identity).unwrap();
+    let conn = TlsConnector::from(config).connect(name, tcp).await.unwrap();
+    let (mut rx, mut tx) = tokio::io::split(conn);
+    // A valid token, then a byte of body every 100 ms: 100 s to send, were it let to.
+    let head = "POST /v1/certificate HTTP/1.1\r\nhost: issuer\r\n\
+                authorization: Bearer web-token\r\ncontent-length: 1000\r\n\r\n";
+    tx.write_all(head.as_bytes()).await.unwrap();
+    let writer = tokio::spawn(async move {
+        for _ in 0..1000 {
+            if tx.write_all(b"A").await.is_err() || tx.flush().await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+
+    // Meanwhile a good client is served.
+    let creds = issuer
+        .client(ca.trust(), "web-token")
+        .fetch()
+        .await
+        .unwrap();
+    assert_eq!(creds.identity(), &id("emojivoto", "web"));
+
+    let mut answer = Vec::new();
+    // Bounded, so an issuer that never cuts the client off fails instead of hanging.
+    let read = tokio::time::timeout(Duration::from_secs(60), rx.read_to_end(&mut answer)).await;
+    writer.abort();
+    assert!(read.is_ok(), "the slow client was never cut off");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
 }
 
 #[tokio::test]

@@ -10,10 +10,14 @@ use anyhow::{Context, bail};
 use clap::{Args as ClapArgs, Subcommand};
 use mesh_identity::ca::{self, InitConfig, Issuer};
 use mesh_identity::client::IssuerClient;
-use mesh_identity::issuer::{IssuerService, TokenAuthenticator, TokenFile, issuer_identity, serve};
+use mesh_identity::issuer::{
+    ConnectionConfig, IssuerService, TokenAuthenticator, TokenFile, issuer_identity,
+    serve_connection,
+};
 use mesh_identity::rotate::{LocalSource, Rotation, RotationConfig};
 use mesh_identity::{TrustBundle, TrustStore, cert, tls};
 
+use crate::server_limits::{self, ServerLimitArgs};
 use crate::tokenreview::TokenReviewer;
 
 /// Trust anchors, the issuer service and workload certificates.
@@ -78,6 +82,8 @@ struct ServeArgs {
     /// Lifetime of issued workload certificates, e.g. 24h.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     leaf_lifetime: Duration,
+    #[command(flatten)]
+    limits: ServerLimitArgs,
 }
 
 #[derive(Debug, ClapArgs)]
@@ -180,7 +186,11 @@ async fn serve_with<A: TokenAuthenticator>(
         .await
         .context("cannot issue the issuer's own serving certificate")?;
     let tls = tls::issuer_server_config(rotation.store().clone())?;
-    let service = Arc::new(IssuerService::new(issuer, auth).with_lifetime(a.leaf_lifetime));
+    let service = Arc::new(
+        IssuerService::new(issuer, auth)
+            .with_lifetime(a.leaf_lifetime)
+            .with_body_read_timeout(a.limits.body_read_timeout),
+    );
 
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
@@ -189,34 +199,19 @@ async fn serve_with<A: TokenAuthenticator>(
     println!("serving https://{addr} as {identity} ({how})");
     tracing::info!(%addr, %identity, "issuer listening");
 
-    tokio::select! {
-        () = serve(listener, service, Arc::new(tls)) => {}
-        () = shutdown_signal() => tracing::info!("shutting down"),
-    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let config = ConnectionConfig {
+        header_read_timeout: a.limits.header_read_timeout,
+        ..ConnectionConfig::default()
+    };
+    let handle = move |tcp, _| {
+        let conn = serve_connection(tcp, acceptor.clone(), service.clone(), config);
+        async move { conn.await.map_err(Into::into) }
+    };
+    server_limits::serve(listener, "identity", a.limits.max_connections, handle).await;
+    tracing::info!("shutting down");
     drop(rotation);
     Ok(())
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 async fn issue(a: IssueArgs) -> anyhow::Result<()> {

@@ -14,7 +14,12 @@
 //! server then applies the webhook's failurePolicy, `Ignore`). A well-formed review whose
 //! object cannot be injected (not a Pod, an unreadable spec, a bad annotation) is answered
 //! `allowed: true` with no patch and a warning: the mesh never stops a pod from being created.
-//! Bodies over [`MAX_BODY`] get 413.
+//!
+//! Bounds (flags, with defaults): a review over `--max-review-bytes` gets 413 (before it is
+//! read when it declares its length, else as soon as it passes the limit), a body not whole
+//! within `--body-read-timeout` gets 408, headers slower than `--header-read-timeout` close
+//! the connection, and past `--max-connections` new connections are closed on accept. Each
+//! refusal closes its connection: the unread rest of a body is not a next request.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -41,10 +46,11 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::inject::{InjectConfig, Outcome, ProxyArgs, inject_pod};
+use crate::server_limits::{self, ServerLimitArgs};
 
-/// Kubernetes caps objects at ~1.5 MiB in etcd; a review holds the object once more
-/// (managedFields, last-applied annotations), so 4 MiB leaves room without inviting abuse.
-pub(crate) const MAX_BODY: usize = 4 * 1024 * 1024;
+/// The API server refuses requests over 3 MiB, so no honest review is larger; a larger body
+/// is refused before it is parsed, since parsing costs a hundred times its size in memory.
+pub(crate) const DEFAULT_MAX_REVIEW_BYTES: usize = 3 * 1024 * 1024;
 const ADMISSION_V1: &str = "admission.k8s.io/v1";
 /// The API server gives up on a webhook after at most 30 s; a handshake that takes longer
 /// than this is not the API server.
@@ -62,6 +68,11 @@ pub(crate) struct InjectorArgs {
     /// On /inject, inject pods that carry no inject annotation.
     #[arg(long)]
     default_inject: bool,
+    /// The largest AdmissionReview body read, in bytes; larger ones get 413.
+    #[arg(long, default_value_t = DEFAULT_MAX_REVIEW_BYTES)]
+    max_review_bytes: usize,
+    #[command(flatten)]
+    limits: ServerLimitArgs,
     #[command(flatten)]
     proxy: ProxyArgs,
 }
@@ -71,6 +82,8 @@ pub(crate) struct InjectorArgs {
 struct State {
     /// With `inject_by_default` from `--default-inject`; /inject/enabled overrides it.
     config: InjectConfig,
+    max_review_bytes: usize,
+    body_read_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -155,67 +168,31 @@ async fn serve(args: InjectorArgs) -> Result<(), ServeError> {
     let acceptor = TlsAcceptor::from(Arc::new(tls));
     let state = Arc::new(State {
         config: args.proxy.config(args.default_inject),
+        max_review_bytes: args.max_review_bytes,
+        body_read_timeout: args.limits.body_read_timeout,
     });
     let listener = TcpListener::bind(args.listen).await?;
     eprintln!(
         "mesh injector listening on https://{}",
         listener.local_addr()?
     );
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-    loop {
-        let tcp = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
-                // Out of file descriptors and the like: keep serving the connections we have.
-                Err(e) => {
-                    eprintln!("accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => return Ok(()),
-        };
-        let acceptor = acceptor.clone();
-        let state = state.clone();
-        tokio::spawn(async move {
-            let Ok(Ok(tls)) =
-                tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-            else {
-                return;
-            };
+    crate::identity::init_tracing();
+    let header_read_timeout = args.limits.header_read_timeout;
+    let handle = move |tcp, _| {
+        let (acceptor, state) = (acceptor.clone(), state.clone());
+        async move {
+            let tls = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await??;
             let svc = hyper::service::service_fn(move |req| handle(state.clone(), req));
-            let conn = hyper::server::conn::http1::Builder::new()
+            hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(tls), svc);
-            if let Err(e) = conn.await {
-                eprintln!("connection: {e}");
-            }
-        });
-    }
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+                .header_read_timeout(header_read_timeout)
+                .serve_connection(TokioIo::new(tls), svc)
+                .await?;
+            Ok(())
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    };
+    server_limits::serve(listener, "injector", args.limits.max_connections, handle).await;
+    Ok(())
 }
 
 fn tls_config(dir: &Path) -> Result<rustls::ServerConfig, ServeError> {
@@ -257,20 +234,9 @@ async fn handle(
         }
         _ => return Ok(text(StatusCode::NOT_FOUND, "not found\n")),
     };
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => {
-            return Ok(text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("an AdmissionReview is at most {MAX_BODY} bytes\n"),
-            ));
-        }
-        Err(e) => {
-            return Ok(text(
-                StatusCode::BAD_REQUEST,
-                &format!("reading the body: {e}\n"),
-            ));
-        }
+    let body = match read_body(&state, req).await {
+        Ok(body) => body,
+        Err(refusal) => return Ok(refusal),
     };
     let config = InjectConfig {
         inject_by_default: by_default,
@@ -283,6 +249,53 @@ async fn handle(
             .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "response\n")),
         Err(msg) => text(StatusCode::BAD_REQUEST, &format!("{msg}\n")),
     })
+}
+
+/// The whole review body, or the response refusing it: 413 over the size limit (at once when
+/// the declared length says so), 408 past the body read timeout.
+async fn read_body(state: &State, req: Request<Incoming>) -> Result<Bytes, Response<Full<Bytes>>> {
+    let max = state.max_review_bytes;
+    let too_large = || {
+        closing(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("an AdmissionReview is at most {max} bytes\n"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let collect = Limited::new(req.into_body(), max).collect();
+    match tokio::time::timeout(state.body_read_timeout, collect).await {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(too_large()),
+        Ok(Err(e)) => Err(text(
+            StatusCode::BAD_REQUEST,
+            &format!("reading the body: {e}\n"),
+        )),
+        Err(_) => Err(closing(
+            StatusCode::REQUEST_TIMEOUT,
+            &format!(
+                "the body did not arrive within {:?}\n",
+                state.body_read_timeout
+            ),
+        )),
+    }
+}
+
+/// A refusal after which the connection closes: the unread rest of the body must not be
+/// taken for a next request.
+fn closing(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut r = text(status, body);
+    r.headers_mut().insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("close"),
+    );
+    r
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {

@@ -14,6 +14,7 @@ mod injector;
 mod install;
 mod policy;
 mod proxy;
+mod server_limits;
 mod tokenreview;
 
 /// A service mesh in a crate.

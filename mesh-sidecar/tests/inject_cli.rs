@@ -586,3 +586,31 @@ fn namespace_annotations_flag_values_may_hold_commas() {
         .unwrap();
     assert_eq!(args[5..], ["--skip-outbound-ports", "3306,5432"]);
 }
+
+#[test]
+fn a_user_container_named_like_ours_is_refused_not_skipped() {
+    let head = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: lookalike\n  annotations:\n    \
+                mesh.io/inject: enabled\nspec:\n";
+    let cases = [
+        (
+            "mesh-proxy",
+            "  containers:\n  - name: app\n  - name: mesh-proxy\n",
+        ),
+        (
+            "mesh-init",
+            "  initContainers:\n  - name: mesh-init\n  containers:\n  - name: app\n",
+        ),
+    ];
+    for (name, spec) in cases {
+        let out = mesh_stdin(&["inject", "-"], &format!("{head}{spec}"));
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", s(&out.stdout));
+        assert!(out.stdout.is_empty(), "{}", s(&out.stdout));
+        let stderr = s(&out.stderr);
+        assert!(stderr.contains("pod \"lookalike\""), "{stderr}");
+        assert!(
+            stderr.contains(&format!("container \"{name}\"")),
+            "{stderr}"
+        );
+        assert!(stderr.contains("rename the container"), "{stderr}");
+    }
+}

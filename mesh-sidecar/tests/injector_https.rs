@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
@@ -15,6 +16,7 @@ use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, ServerName};
 use serde::Deserialize as _;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// The injector process, killed however the test ends.
 struct Injector {
@@ -119,20 +121,17 @@ async fn try_call(
     path: &str,
     body: Vec<u8>,
 ) -> Result<(StatusCode, Bytes), hyper::Error> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(inj.ca.clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(inj.addr).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from(inj.server_name).unwrap(), tcp)
-        .await
-        .unwrap();
+    call_over(connect(inj).await, inj, method, path, body).await
+}
+
+/// One request over an open connection.
+async fn call_over(
+    tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    inj: &Injector,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<(StatusCode, Bytes), hyper::Error> {
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .unwrap();
@@ -147,6 +146,30 @@ async fn try_call(
     let resp = send.send_request(req).await?;
     let status = resp.status();
     Ok((status, resp.into_body().collect().await?.to_bytes()))
+}
+
+/// A TLS connection to the injector, trusting only its certificate.
+async fn connect(inj: &Injector) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    try_connect(inj).await.unwrap()
+}
+
+/// As `connect`, but a connection the injector refuses is an `Err`.
+async fn try_connect(
+    inj: &Injector,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(inj.ca.clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(inj.addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from(inj.server_name).unwrap(), tcp)
+        .await
 }
 
 fn review(pod: &Value) -> Vec<u8> {
@@ -337,5 +360,135 @@ async fn install_certificates_serve_the_webhook() {
     }
     let inj = run_injector(args, ca, "mesh-injector.mesh.svc");
     let (status, _) = call(&inj, "GET", "/ready", Vec::new()).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// Sends `head` on a new connection, then `body` a chunk at a time with `pause` between
+/// chunks, until the injector stops taking it; returns all the injector sent back.
+async fn trickle(inj: &Injector, head: String, body: Vec<Vec<u8>>, pause: Duration) -> String {
+    let (mut rx, mut tx) = tokio::io::split(connect(inj).await);
+    let writer = tokio::spawn(async move {
+        tx.write_all(head.as_bytes()).await?;
+        for chunk in body {
+            tx.write_all(&chunk).await?;
+            tx.flush().await?;
+            tokio::time::sleep(pause).await;
+        }
+        std::io::Result::Ok(())
+    });
+    let mut answer = Vec::new();
+    // Bounded, so a server that never cuts the client off fails the test instead of hanging.
+    let read = tokio::time::timeout(Duration::from_secs(60), rx.read_to_end(&mut answer)).await;
+    writer.abort();
+    assert!(read.is_ok(), "the slow client was never cut off");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The highest resident set size the process has had, in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn pod_review() -> Vec<u8> {
+    review(&json!({"metadata": {"name": "p", "namespace": "default",
+        "annotations": {"mesh.io/inject": "enabled"}},
+        "spec": {"containers": [{"name": "app"}]}}))
+}
+
+#[tokio::test]
+async fn a_slow_body_is_cut_off_while_a_good_client_is_served() {
+    let inj = start(&["--body-read-timeout", "1s"]);
+    // A byte every 100 ms of a 1000-byte body: 100 s to send it all, were it let to.
+    let head = "POST /inject HTTP/1.1\r\nhost: localhost\r\ncontent-length: 1000\r\n\r\n";
+    let slow = trickle(
+        &inj,
+        head.to_owned(),
+        vec![b" ".to_vec(); 1000],
+        Duration::from_millis(100),
+    );
+    let good = async {
+        let (status, body) = call(&inj, "POST", "/inject", pod_review()).await;
+        assert_eq!(status, StatusCode::OK);
+        let answer: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(answer["response"]["patchType"], "JSONPatch");
+    };
+    let (answer, ()) = tokio::join!(slow, good);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_review_gets_413_and_memory_stays_flat() {
+    // The default limit: the API server's own for a request.
+    const LIMIT: usize = 3 * 1024 * 1024;
+    let inj = start(&[]);
+    // ~3.7 MiB of containers: what the 4 MiB limit of old let through to the parser, at a
+    // cost of hundreds of MiB.
+    let containers: Vec<Value> = (0..130_000)
+        .map(|i| json!({"name": format!("c{i}"), "image": "x"}))
+        .collect();
+    let big = review(&json!({"metadata": {"name": "p"}, "spec": {"containers": containers}}));
+    assert!(big.len() > LIMIT && big.len() < 4 * 1024 * 1024);
+    let before = peak_rss_kib(inj.child.id());
+
+    // Declared too large: refused before a byte of the body is sent (a client that writes
+    // the body regardless may see the close before the answer).
+    let head = format!(
+        "POST /inject HTTP/1.1\r\nhost: localhost\r\ncontent-length: {}\r\n\r\n",
+        big.len()
+    );
+    let answer = trickle(&inj, head, Vec::new(), Duration::ZERO).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    // Chunked, with no length to go by: refused once the limit is passed.
+    let head = "POST /inject HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked\r\n\r\n";
+    let chunks = big
+        .chunks(64 * 1024)
+        .map(|c| {
+            [
+                format!("{:x}\r\n", c.len()).into_bytes(),
+                c.to_vec(),
+                b"\r\n".to_vec(),
+            ]
+            .concat()
+        })
+        .chain([b"0\r\n\r\n".to_vec()])
+        .collect();
+    let answer = trickle(&inj, head.to_owned(), chunks, Duration::ZERO).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+
+    let grown_kib = peak_rss_kib(inj.child.id()).saturating_sub(before);
+    assert!(
+        grown_kib < 4 * LIMIT as u64 / 1024,
+        "peak RSS grew by {grown_kib} KiB for a {LIMIT}-byte limit"
+    );
+    // And a review within the limit is still served.
+    let (status, _) = call(&inj, "POST", "/inject", pod_review()).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_are_closed_and_the_rest_served() {
+    let inj = start(&["--max-connections", "2"]);
+    let held = [connect(&inj).await, connect(&inj).await];
+    // The third is closed on accept: it never completes a handshake.
+    assert!(try_connect(&inj).await.is_err());
+    drop(held);
+    // Once the injector has seen the two close, it serves again (bounded retries).
+    let mut attempts = 0;
+    let tls = loop {
+        match try_connect(&inj).await {
+            Ok(tls) => break tls,
+            Err(_) if attempts < 100 => attempts += 1,
+            Err(e) => panic!("never served again after the held connections closed: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (status, _) = call_over(tls, &inj, "POST", "/inject", pod_review())
+        .await
+        .unwrap();
     assert_eq!(status, StatusCode::OK);
 }

@@ -198,6 +198,10 @@ fn route_authorization_cannot_be_sidestepped_by_how_the_bytes_arrive() {
     for bytes in [request("GET"), request("PROPFIND"), request("PURGE")] {
         let r = exchange(p.inbound, &bytes);
         assert!(r.starts_with("HTTP/1.1 403"), "{r:?}");
+        // An unauthenticated client learns nothing of the policy that refused it.
+        assert!(r.ends_with("\r\n\r\nforbidden\n"), "{r:?}");
+        assert!(r.contains("l5d-proxy-error: forbidden\r\n"), "{r:?}");
+        assert!(!r.contains("Server/"), "{r:?}");
     }
     let r = slow_exchange(p.inbound, b"G", slow, &request("ET"));
     assert!(r.starts_with("HTTP/1.1 403"), "slow first byte: {r:?}");
@@ -213,6 +217,16 @@ fn route_authorization_cannot_be_sidestepped_by_how_the_bytes_arrive() {
         counter_sum(&m, "request_total", &["direction=\"inbound\""]),
         2,
         "{m}"
+    );
+    drop(p);
+    // Debugging a policy, the operator may ask for the reason in the answer.
+    let debug = [&timeouts[..], &config, &["--debug-authz-responses"]].concat();
+    let p = LoopbackProxy::start(app, &debug);
+    served(&p);
+    let r = exchange(p.inbound, &request("GET"));
+    assert!(
+        r.starts_with("HTTP/1.1 403") && r.contains("Server/"),
+        "{r:?}"
     );
     drop(p);
 

@@ -5,6 +5,11 @@
 //! each error with a status (502 connect failure, 503 no endpoints or circuit open, 504
 //! timeout, 403 unauthorized, 429 rate limited, 404 no route) and an `l5d-proxy-error` header
 //! saying why, as Linkerd's proxy does.
+//!
+//! A 403 is the exception: its body and header say only `forbidden` unless the layer is built
+//! with [`DenialDetail::Shown`]. A denied client may be anyone, and the names of the Server,
+//! route and policy that refused it map the mesh's policy for them; the authorization layer
+//! logs the reason and counts it in `inbound_http_authz_deny_total` instead.
 
 use std::convert::Infallible;
 use std::error::Error;
@@ -24,6 +29,20 @@ use crate::body::ResponseBody;
 
 /// The header that says why the mesh answered instead of the application.
 pub const PROXY_ERROR_HEADER: &str = "l5d-proxy-error";
+
+/// All a denied client is told by default, in the body and in [`PROXY_ERROR_HEADER`].
+pub const FORBIDDEN: &str = "forbidden";
+
+/// What a 403 tells the client about why it was refused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DenialDetail {
+    /// Only [`FORBIDDEN`].
+    #[default]
+    Hidden,
+    /// The full reason (which Server, route or policy refused it), for debugging a policy
+    /// where every client is trusted with it.
+    Shown,
+}
 
 /// No route attached to the Service matches the request.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -142,10 +161,17 @@ pub fn status_for(err: &(dyn Error + 'static)) -> StatusCode {
     }
 }
 
-/// Builds the response for an error.
-pub fn error_response<B>(err: &(dyn Error + 'static)) -> Response<ResponseBody<B>> {
+/// Builds the response for an error; a denial says why only when `denial` is
+/// [`DenialDetail::Shown`].
+pub fn error_response<B>(
+    err: &(dyn Error + 'static),
+    denial: DenialDetail,
+) -> Response<ResponseBody<B>> {
     let status = status_for(err);
-    let msg = err.to_string();
+    let msg = match denial {
+        DenialDetail::Hidden if is_caused_by::<Unauthorized>(err) => FORBIDDEN.to_owned(),
+        _ => err.to_string(),
+    };
     // Header values cannot hold control characters; keep the message readable.
     let clean: String = msg
         .chars()
@@ -165,12 +191,15 @@ pub fn error_response<B>(err: &(dyn Error + 'static)) -> Response<ResponseBody<B
 
 /// Turns errors from the inner stack into responses.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct RespondLayer(());
+pub struct RespondLayer {
+    denial: DenialDetail,
+}
 
 /// See [`RespondLayer`].
 #[derive(Clone, Debug)]
 pub struct Respond<S> {
     inner: S,
+    denial: DenialDetail,
 }
 
 pin_project! {
@@ -178,15 +207,22 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
+        denial: DenialDetail,
     }
 }
 
 // === impl RespondLayer ===
 
 impl RespondLayer {
-    /// The layer.
+    /// The layer; denials say only [`FORBIDDEN`].
     pub fn new() -> Self {
-        Self(())
+        Self::default()
+    }
+
+    /// Sets what a 403 tells the client.
+    pub fn with_denial_detail(mut self, denial: DenialDetail) -> Self {
+        self.denial = denial;
+        self
     }
 }
 
@@ -194,16 +230,22 @@ impl<S> Layer<S> for RespondLayer {
     type Service = Respond<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Respond { inner }
+        Respond {
+            inner,
+            denial: self.denial,
+        }
     }
 }
 
 // === impl Respond ===
 
 impl<S> Respond<S> {
-    /// Wraps `inner`.
+    /// Wraps `inner`; denials say only [`FORBIDDEN`].
     pub fn new(inner: S) -> Self {
-        Self { inner }
+        Self {
+            inner,
+            denial: DenialDetail::Hidden,
+        }
     }
 
     /// The layer.
@@ -245,6 +287,7 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         ResponseFuture {
             inner: self.inner.call(req),
+            denial: self.denial,
         }
     }
 }
@@ -257,12 +300,13 @@ where
     type Output = Result<Response<ResponseBody<RB>>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Poll::Ready(Ok(match ready!(self.project().inner.poll(cx)) {
+        let this = self.project();
+        Poll::Ready(Ok(match ready!(this.inner.poll(cx)) {
             Ok(rsp) => rsp.map(ResponseBody::new),
             Err(e) => {
                 let e: BoxError = e.into();
                 tracing::debug!(error = %e, "answering with an error response");
-                error_response(&*e)
+                error_response(&*e, *this.denial)
             }
         }))
     }
@@ -320,9 +364,32 @@ mod tests {
         ];
         for (e, want) in cases {
             assert_eq!(status_for(&*e), want, "{e}");
-            let rsp = error_response::<()>(&*e);
+            let rsp = error_response::<()>(&*e, DenialDetail::Hidden);
             assert_eq!(rsp.status(), want);
             assert!(rsp.headers().contains_key(PROXY_ERROR_HEADER));
         }
+    }
+
+    #[test]
+    fn denials_name_no_policy_unless_asked_to() {
+        let denied: BoxError = Box::new(Unauthorized {
+            by: "Server/emojivoto/web-http".into(),
+            reason: "HTTPRoute/emojivoto/admin allows no unauthenticated client".into(),
+        });
+        let header = |rsp: &Response<ResponseBody<()>>| {
+            rsp.headers()[PROXY_ERROR_HEADER]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        };
+        let hidden = error_response::<()>(&*denied, DenialDetail::Hidden);
+        assert_eq!(hidden.status(), StatusCode::FORBIDDEN);
+        assert_eq!(header(&hidden), FORBIDDEN);
+        let shown = error_response::<()>(&*denied, DenialDetail::Shown);
+        assert!(header(&shown).contains("Server/emojivoto/web-http"));
+        // Only denials are redacted: a timeout names nothing secret and helps the caller.
+        let timeout: BoxError = Box::new(RequestTimeout(Duration::from_secs(1)));
+        let rsp = error_response::<()>(&*timeout, DenialDetail::Hidden);
+        assert!(header(&rsp).contains("timed out"));
     }
 }

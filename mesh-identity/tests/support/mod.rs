@@ -197,6 +197,11 @@ api-token      emojivoto/api   # the api deployment
 
 impl IssuerHarness {
     pub async fn start(ca: &Ca, leaf_lifetime: Duration) -> Self {
+        let body_read_timeout = mesh_identity::issuer::DEFAULT_BODY_READ_TIMEOUT;
+        Self::start_with(ca, leaf_lifetime, body_read_timeout).await
+    }
+
+    pub async fn start_with(ca: &Ca, leaf_lifetime: Duration, body_read_timeout: Duration) -> Self {
         use mesh_identity::issuer::{IssuerService, TokenFile, issuer_identity, serve};
         use mesh_identity::rotate::{LocalSource, Rotation, RotationConfig};
 
@@ -206,8 +211,11 @@ impl IssuerHarness {
             .await
             .unwrap();
         let tokens = TokenFile::parse(TOKENS, TD).unwrap();
-        let service =
-            Arc::new(IssuerService::new(ca.issuer.clone(), tokens).with_lifetime(leaf_lifetime));
+        let service = Arc::new(
+            IssuerService::new(ca.issuer.clone(), tokens)
+                .with_lifetime(leaf_lifetime)
+                .with_body_read_timeout(body_read_timeout),
+        );
         let config = tls::issuer_server_config(rotation.store().clone()).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("https://{}", listener.local_addr().unwrap());

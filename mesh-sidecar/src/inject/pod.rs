@@ -105,6 +105,22 @@ pub(crate) struct AnnotationError {
     pub(crate) why: &'static str,
 }
 
+/// Why a pod cannot be injected.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum InjectError {
+    #[error(transparent)]
+    Annotation(#[from] AnnotationError),
+    /// A container carries the name of one the mesh adds, yet the pod lacks the annotation
+    /// the mesh writes with it: it is the user's own. Skipping it as "already injected"
+    /// would leave the pod silently unmeshed; injecting would give it two containers of
+    /// one name.
+    #[error(
+        "container {container:?} has the name of a container the mesh adds, but the pod is \
+         not annotated {INJECTED_ANNOTATION}: rename the container"
+    )]
+    NameTaken { container: String },
+}
+
 /// Annotations of the pod and of its namespace, pod first: Linkerd reads its `config.*`
 /// annotations from both, and the pod's win.
 struct Annotations<'a> {
@@ -122,7 +138,7 @@ pub(crate) fn inject_pod(
     spec: &PodSpec,
     namespace: &BTreeMap<String, String>,
     config: &InjectConfig,
-) -> Result<Outcome, AnnotationError> {
+) -> Result<Outcome, InjectError> {
     let ann = Annotations {
         pod: metadata.annotations.as_ref(),
         namespace,
@@ -194,14 +210,22 @@ fn should_skip(
     ann: &Annotations<'_>,
     spec: &PodSpec,
     config: &InjectConfig,
-) -> Result<Option<Skip>, AnnotationError> {
+) -> Result<Option<Skip>, InjectError> {
     let all = spec
         .init_containers
         .iter()
         .flatten()
         .chain(&spec.containers);
+    let marked = ann
+        .pod
+        .is_some_and(|a| a.get(INJECTED_ANNOTATION).is_some_and(|v| v == "true"));
     for c in all {
-        if c.name == PROXY_CONTAINER {
+        if c.name == PROXY_CONTAINER || c.name == INIT_CONTAINER {
+            if !marked {
+                return Err(InjectError::NameTaken {
+                    container: c.name.clone(),
+                });
+            }
             return Ok(Some(Skip::AlreadyInjected));
         }
         if c.name == LINKERD_PROXY_CONTAINER {
@@ -819,6 +843,9 @@ mod tests {
             let (m, s) = pod(&[(k, v)]);
             let err =
                 inject_pod(&m, &s, &BTreeMap::new(), &config(SidecarMode::Native)).unwrap_err();
+            let InjectError::Annotation(err) = err else {
+                panic!("{k}: {err}")
+            };
             assert_eq!(err.key, k);
         }
     }

@@ -1,4 +1,5 @@
-//! The one accept loop every listener (inbound, outbound, admin) runs.
+//! The one accept loop every listener (inbound, outbound, admin, and the identity and
+//! injector servers) runs.
 //!
 //! It bounds what a listener may hold open and what a failing `accept` may cost:
 //! - at most `max` connections at once per listener: past it, a new connection is closed at
@@ -52,7 +53,9 @@ pub(crate) trait Accept {
 
 /// What one loop needs besides its listener.
 pub(crate) struct Config {
-    pub(crate) listener: Listener,
+    /// The `direction` label of its metrics and logs: a proxy [`Listener`], or another
+    /// server of the `mesh` binary (`identity`, `injector`).
+    pub(crate) direction: &'static str,
     pub(crate) max_connections: usize,
     pub(crate) registry: Registry,
     pub(crate) shutdown: watch::Receiver<bool>,
@@ -112,12 +115,11 @@ where
     Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
 {
     let Config {
-        listener: which,
+        direction,
         max_connections,
         registry,
         mut shutdown,
     } = config;
-    let direction = which.as_str();
     let counters = Counters::new(&registry, direction);
     let permits = Arc::new(Semaphore::new(max_connections.max(1)));
     let mut backoff = Backoff::new();
@@ -267,7 +269,7 @@ mod tests {
     fn config(registry: &Registry, max: usize) -> (Config, watch::Sender<bool>) {
         let (tx, rx) = watch::channel(false);
         let config = Config {
-            listener: Listener::Admin,
+            direction: Listener::Admin.as_str(),
             max_connections: max,
             registry: registry.clone(),
             shutdown: rx,

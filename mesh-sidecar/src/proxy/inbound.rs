@@ -18,7 +18,7 @@ use mesh_core::{InboundTarget, Peer};
 use mesh_identity::PeerIdentity;
 use mesh_tower::BoxError;
 use mesh_tower::authz::{AuthorizeLayer, ClientInfo};
-use mesh_tower::errors::{ConnectFailed, RespondLayer};
+use mesh_tower::errors::{ConnectFailed, DenialDetail, RespondLayer};
 use mesh_tower::metrics::{Direction, MetricsLayer, Registry, TargetAddr};
 use mesh_tower::rate_limit::RateLimitLayer;
 use mesh_tower::trace::TraceLayer;
@@ -217,8 +217,13 @@ async fn handle(
     }
 
     let forward = AppForward::new(app, layers.app);
+    let denial = if args.debug_authz_responses {
+        DenialDetail::Shown
+    } else {
+        DenialDetail::Hidden
+    };
     let stack = tower::ServiceBuilder::new()
-        .layer(RespondLayer::new())
+        .layer(RespondLayer::new().with_denial_detail(denial))
         // Metrics after authorization: series carry the Server and route that admitted a
         // request (denials are counted by authz), never the client's Host.
         .layer(layers.authz)

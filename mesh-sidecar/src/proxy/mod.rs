@@ -22,7 +22,7 @@ use mesh_tower::metrics::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-mod accept;
+pub(crate) mod accept;
 mod admin;
 mod app;
 mod config;
@@ -186,6 +186,11 @@ struct ProxyArgs {
     /// How long a client may take to send a request's headers.
     #[arg(long, env = "MESH_PROXY_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     header_read_timeout: Duration,
+    /// Tell a denied client why (the Server, route and policy that refused it) in the 403's
+    /// body and l5d-proxy-error header. Off, it is told only "forbidden"; the reason is always
+    /// logged and counted in inbound_http_authz_deny_total.
+    #[arg(long, env = "MESH_PROXY_DEBUG_AUTHZ_RESPONSES")]
+    debug_authz_responses: bool,
     /// How long in-flight requests may take to finish after SIGTERM or /shutdown.
     #[arg(long, env = "MESH_PROXY_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     shutdown_grace: Duration,
@@ -206,7 +211,7 @@ where
     Fut: std::future::Future<Output = Result<(), mesh_tower::BoxError>> + Send + 'static,
 {
     let config = accept::Config {
-        listener: which,
+        direction: which.as_str(),
         max_connections: proxy.args.limits.max_connections(which),
         registry: proxy.registry.clone(),
         shutdown: proxy.shutdown.subscribe(),
@@ -570,7 +575,7 @@ async fn start_admin(
         limits.admin_idle_timeout,
     ));
     let accept = accept::Config {
-        listener: Listener::Admin,
+        direction: Listener::Admin.as_str(),
         max_connections: limits.max_connections(Listener::Admin),
         registry: registry.clone(),
         shutdown: shutdown.subscribe(),
