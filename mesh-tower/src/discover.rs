@@ -94,6 +94,30 @@ impl StaticResolver {
         }
     }
 
+    /// Makes `sets` the whole configuration: each service in it is [`set`](Self::set), and
+    /// each service no longer in it is emptied, so that a removed endpoint set stops new
+    /// traffic instead of keeping its last endpoints. An emptied service is forgotten once
+    /// nobody watches it; while someone does, it stays (empty), because a watcher of a
+    /// closed channel keeps its last endpoints.
+    pub fn replace_all(&self, sets: HashMap<String, Vec<Endpoint>>) {
+        let mut map = self.services.write();
+        map.retain(|service, tx| {
+            if sets.contains_key(service) {
+                return true;
+            }
+            tx.send_if_modified(|eps| {
+                let changed = !eps.is_empty();
+                *eps = Arc::new(Vec::new());
+                changed
+            });
+            tx.receiver_count() > 0
+        });
+        drop(map);
+        for (service, endpoints) in sets {
+            self.set(&service, endpoints);
+        }
+    }
+
     /// Builder form of [`StaticResolver::set`].
     #[must_use]
     pub fn with(self, service: &str, endpoints: Vec<Endpoint>) -> Self {
@@ -123,5 +147,54 @@ impl Resolve for StaticResolver {
 impl<R: Resolve> Resolve for Arc<R> {
     fn resolve(&self, backend: &BackendRef) -> Option<Endpoints> {
         (**self).resolve(backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn web() -> BackendRef {
+        BackendRef {
+            name: "web".into(),
+            namespace: "shop".into(),
+            port: Some(80),
+        }
+    }
+
+    fn one(port: u16) -> Vec<Endpoint> {
+        vec![Endpoint::new(SocketAddr::from(([127, 0, 0, 1], port)))]
+    }
+
+    #[test]
+    fn replace_all_empties_a_watched_service_it_no_longer_names() {
+        let r = StaticResolver::new();
+        r.replace_all(HashMap::from([("web.shop:80".to_owned(), one(8080))]));
+        let mut rx = r.resolve(&web()).expect("known");
+        assert_eq!(rx.borrow_and_update().len(), 1);
+
+        r.replace_all(HashMap::new());
+        // The watcher is told, and the channel stays open, so it does not keep the old list.
+        assert!(matches!(rx.has_changed(), Ok(true)));
+        assert!(rx.borrow_and_update().is_empty());
+        assert!(
+            r.resolve(&web())
+                .expect("still watched")
+                .borrow()
+                .is_empty()
+        );
+
+        r.replace_all(HashMap::from([("web.shop:80".to_owned(), one(8081))]));
+        assert!(matches!(rx.has_changed(), Ok(true)));
+        assert_eq!(*rx.borrow_and_update(), Arc::new(one(8081)));
+    }
+
+    #[test]
+    fn replace_all_forgets_an_unwatched_service_it_no_longer_names() {
+        let r = StaticResolver::new();
+        r.replace_all(HashMap::from([("web.shop:80".to_owned(), one(8080))]));
+        r.replace_all(HashMap::new());
+        assert!(r.resolve(&web()).is_none());
+        assert!(r.services.read().is_empty());
     }
 }

@@ -42,7 +42,8 @@ impl SidecarResolver {
         self.by_ip.load().get(&ip).cloned()
     }
 
-    /// Replaces the endpoints with those of `policy`: each Service port is keyed
+    /// Replaces the endpoints with those of `policy` (a set it no longer has is emptied):
+    /// each Service port is keyed
     /// (`name.namespace:port`) to its endpoints at the port behind it, a named `targetPort`
     /// resolved through the slice's port names.
     fn sync(&self, policy: &MeshPolicy) {
@@ -82,9 +83,7 @@ impl SidecarResolver {
                 }
             }
         }
-        for (k, v) in sets {
-            self.services.set(&k, v);
-        }
+        self.services.replace_all(sets);
         self.by_ip.store(Arc::new(by_ip));
     }
 }
@@ -248,4 +247,60 @@ pub(crate) fn check_path(path: &Path) -> Result<(), String> {
     std::fs::metadata(path)
         .map(|_| ())
         .map_err(|e| format!("--config {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(endpoints: &str) -> String {
+        format!(
+            "apiVersion: v1
+kind: Service
+metadata: {{ name: web, namespace: shop }}
+spec: {{ ports: [{{ name: http, port: 80 }}] }}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-x
+  namespace: shop
+  labels: {{ kubernetes.io/service-name: web }}
+addressType: IPv4
+ports: [{{ name: http, port: 8080 }}]
+endpoints: {endpoints}
+"
+        )
+    }
+
+    fn web() -> BackendRef {
+        BackendRef {
+            name: "web".into(),
+            namespace: "shop".into(),
+            port: Some(80),
+        }
+    }
+
+    #[test]
+    fn emptied_or_deleted_endpoints_reach_watchers() {
+        let src = ConfigSource::new(None, PolicyConfig::default(), Registry::new());
+        assert!(src.apply_stream(&config(r#"[{ addresses: ["10.0.0.1"] }]"#), "test"));
+        let mut rx = src.resolver.resolve(&web()).expect("web is known");
+        let addrs: Vec<_> = rx.borrow_and_update().iter().map(|e| e.addr).collect();
+        assert_eq!(addrs, vec![SocketAddr::from(([10, 0, 0, 1], 8080))]);
+
+        assert!(src.apply_stream(&config("[]"), "test"));
+        assert!(matches!(rx.has_changed(), Ok(true)));
+        assert!(rx.borrow_and_update().is_empty());
+
+        assert!(src.apply_stream(&config(r#"[{ addresses: ["10.0.0.2"] }]"#), "test"));
+        assert_eq!(rx.borrow_and_update().len(), 1);
+
+        // The slice deleted, the Service kept.
+        let service_only = config("[]");
+        let service_only = service_only.split("---").next().unwrap_or_default();
+        assert!(src.apply_stream(service_only, "test"));
+        assert!(matches!(rx.has_changed(), Ok(true)));
+        assert!(rx.borrow_and_update().is_empty());
+    }
 }

@@ -288,7 +288,7 @@ async fn opaque(
         source: e.into(),
     })?;
     let _ = upstream.set_nodelay(true);
-    tokio::io::copy_bidirectional(&mut io, &mut upstream).await?;
+    super::io::splice(&mut io, &mut upstream, proxy.shutdown.subscribe()).await?;
     Ok(())
 }
 

@@ -1,14 +1,18 @@
-//! Connection-level pieces: byte counting for `tcp_*` metrics, and one I/O type for the
-//! streams a listener may end up with.
+//! Connection-level pieces: byte counting for `tcp_*` metrics, one I/O type for the
+//! streams a listener may end up with, and the opaque splice that shutdown can cut short.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use mesh_core::Identity;
 use mesh_tower::metrics::Registry;
 use metrics::{Counter, Gauge, Label};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
 
 /// Any stream a proxied connection runs over.
 pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -145,5 +149,102 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// How long an opaque connection must have moved no bytes to count as idle when shutdown
+/// begins. Short, so silent connections do not hold the drain; long enough that a brief
+/// pause in a live exchange is not taken for idleness.
+const OPAQUE_QUIET: Duration = Duration::from_secs(1);
+
+/// Copies bytes both ways between `client` and `server` until either side ends. Once
+/// `shutdown` begins, the connection is closed as soon as it has been quiet for
+/// [`OPAQUE_QUIET`]; an active one goes on until then or until the drain's grace ends.
+pub(crate) async fn splice<A, B>(
+    client: &mut A,
+    server: &mut B,
+    mut shutdown: watch::Receiver<bool>,
+) -> io::Result<()>
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    let start = Instant::now();
+    let last = Arc::new(AtomicU64::new(0));
+    // Every byte in either direction is read from or written to the client side.
+    let mut client = Active {
+        io: client,
+        start,
+        last: Arc::clone(&last),
+    };
+    let copy = tokio::io::copy_bidirectional(&mut client, server);
+    tokio::pin!(copy);
+    tokio::select! {
+        r = &mut copy => return r.map(drop),
+        () = super::stopped(&mut shutdown) => {}
+    }
+    loop {
+        let moved = Duration::from_millis(last.load(Ordering::Relaxed));
+        let quiet = start.elapsed().saturating_sub(moved);
+        if quiet >= OPAQUE_QUIET {
+            tracing::debug!("closing an idle opaque connection for shutdown");
+            return Ok(());
+        }
+        tokio::select! {
+            r = &mut copy => return r.map(drop),
+            () = tokio::time::sleep(OPAQUE_QUIET - quiet) => {}
+        }
+    }
+}
+
+/// Notes when bytes last moved through `io`, in milliseconds since `start`.
+struct Active<'a, T: ?Sized> {
+    io: &'a mut T,
+    start: Instant,
+    last: Arc<AtomicU64>,
+}
+
+impl<T: ?Sized> Active<'_, T> {
+    fn moved(&self) {
+        // Milliseconds since the connection began fit in u64 for any connection's life.
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
+    }
+}
+
+impl<T: AsyncRead + Unpin + ?Sized> AsyncRead for Active<'_, T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut *self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.moved();
+        }
+        res
+    }
+}
+
+impl<T: AsyncWrite + Unpin + ?Sized> AsyncWrite for Active<'_, T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let res = Pin::new(&mut *self.io).poll_write(cx, buf);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            self.moved();
+        }
+        res
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.io).poll_shutdown(cx)
     }
 }

@@ -223,11 +223,11 @@ async fn opaque(
                 .connect(name, tcp)
                 .await
                 .map_err(|e| fail(e.into()))?;
-            tokio::io::copy_bidirectional(&mut io, &mut tls).await?;
+            super::io::splice(&mut io, &mut tls, proxy.shutdown.subscribe()).await?;
         }
         _ => {
             let mut tcp = tcp;
-            tokio::io::copy_bidirectional(&mut io, &mut tcp).await?;
+            super::io::splice(&mut io, &mut tcp, proxy.shutdown.subscribe()).await?;
         }
     }
     Ok(())
