@@ -30,6 +30,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use crate::policy::{EndpointSet, MeshPolicy, OutboundDecision, ServicePolicy, TargetPort};
 use crate::route::RequestFacts;
@@ -67,14 +68,15 @@ pub enum Destination<'a> {
         /// The Service port.
         port: u16,
     },
-    /// The address of a known endpoint (a pod) of a Service.
-    Endpoint(&'a PodEndpoint),
+    /// The address of a known endpoint (a pod) of a Service; shared, so that a request can
+    /// carry it (for its `dst_*` labels) without copying.
+    Endpoint(&'a Arc<PodEndpoint>),
     /// Nothing the mesh knows: the connection goes where it was addressed, unchanged.
     Unknown,
 }
 
 /// A pod address known from discovery (EndpointSlices and the Pods they point to).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PodEndpoint {
     /// The pod's address.
     pub ip: IpAddr,
@@ -93,7 +95,7 @@ pub struct PodEndpoint {
 pub(crate) struct AddressIndex {
     /// ClusterIP → the Service's key (`name.namespace`).
     cluster_ips: HashMap<IpAddr, String>,
-    pods: Vec<PodEndpoint>,
+    pods: Vec<Arc<PodEndpoint>>,
     /// Endpoint address and port → index into `pods`.
     by_addr: HashMap<SocketAddr, usize>,
     /// Endpoint address (any port) → index into `pods`: a pod is that pod whatever the port.
@@ -309,13 +311,13 @@ impl AddressIndex {
         for set in endpoints {
             for a in &set.addresses {
                 let i = ix.pods.len();
-                ix.pods.push(PodEndpoint {
+                ix.pods.push(Arc::new(PodEndpoint {
                     ip: a.ip,
                     service: set.service.clone(),
                     namespace: set.namespace.clone(),
                     pod: a.pod.clone(),
                     service_account: a.service_account.clone(),
-                });
+                }));
                 // The first slice that lists an address names it; later ones add ports.
                 ix.by_ip.entry(a.ip).or_insert(i);
                 for (_, port) in &set.ports {

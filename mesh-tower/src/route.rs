@@ -45,7 +45,7 @@ use std::task::{Context, Poll};
 use futures_util::future::Either;
 use http::Request;
 use mesh_core::RequestFacts;
-use mesh_core::destination::{Destination, NameContext};
+use mesh_core::destination::{Destination, NameContext, PodEndpoint};
 use mesh_core::policy::{MeshPolicy, OutboundDecision, Route as PolicyRoute};
 use mesh_core::split::Backends;
 use parking_lot::RwLock;
@@ -65,17 +65,6 @@ pub const DST_OVERRIDE: &str = "l5d-dst-override";
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct OrigDst(pub SocketAddr);
 
-/// A pod called by its own address, for the `dst_*` labels Linkerd gives such calls.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct DstPod {
-    /// The Service whose endpoint it is.
-    pub service: String,
-    /// Its namespace.
-    pub namespace: String,
-    /// The pod's name, where discovery knows it.
-    pub pod: Option<String>,
-}
-
 /// The route decision carried with a request.
 #[derive(Clone, Debug)]
 pub struct RouteTarget {
@@ -89,7 +78,7 @@ pub struct RouteTarget {
     /// The weighted backends to choose from.
     pub backends: Arc<Backends>,
     /// The pod, when the request goes to a known pod by its address.
-    pub pod: Option<Arc<DstPod>>,
+    pub pod: Option<Arc<PodEndpoint>>,
 }
 
 /// Request facts read straight from an `http::Request`, without copying.
@@ -338,7 +327,7 @@ impl<S> Route<S> {
         authority: Arc<str>,
         port: u16,
         decision: OutboundDecision<'a>,
-        pod: Option<Arc<DstPod>>,
+        pod: Option<Arc<PodEndpoint>>,
     ) -> Decided<'a> {
         let target = RouteTarget {
             authority,
@@ -387,13 +376,8 @@ impl<S> Route<S> {
                 self.decided(authority, port, service.decide(port, &facts), None)
             }
             Destination::Endpoint(p) => {
-                let pod = DstPod {
-                    service: p.service.clone(),
-                    namespace: p.namespace.clone(),
-                    pod: p.pod.clone(),
-                };
                 let d = OutboundDecision::forward(addr);
-                self.decided(authority, port, d, Some(Arc::new(pod)))
+                self.decided(authority, port, d, Some(Arc::clone(p)))
             }
             Destination::Unknown => {
                 self.decided(authority, port, OutboundDecision::forward(addr), None)

@@ -8,6 +8,7 @@ use std::task::{Context, Poll, ready};
 
 use http::{Request, Response};
 use mesh_core::classify::Class;
+use mesh_core::destination::PodEndpoint;
 use mesh_core::split::BackendRef;
 use mesh_core::{Identity, InboundTarget};
 use metrics::{Counter, Histogram, Label};
@@ -22,7 +23,7 @@ use crate::BoxError;
 use crate::authz::{Authorized, ClientInfo};
 use crate::discover::Endpoint;
 use crate::errors::status_for;
-use crate::route::{Authorities, DstPod, RouteTarget};
+use crate::route::{Authorities, RouteTarget};
 use crate::split::Backend;
 
 /// The address an inbound request arrived at (the connection's original destination), for the
@@ -74,7 +75,7 @@ struct SeriesKey {
     target: Option<SocketAddr>,
     backend: Option<Arc<BackendRef>>,
     /// A pod called by its address labels `dst_*` in place of the backend.
-    pod: Option<Arc<DstPod>>,
+    pod: Option<Arc<PodEndpoint>>,
     server: Option<ServerKey>,
     status: u16,
     class: Class,
@@ -111,7 +112,7 @@ pin_project! {
         client: Option<Arc<Identity>>,
         server: Option<ServerKey>,
         target: Option<SocketAddr>,
-        pod: Option<Arc<DstPod>>,
+        pod: Option<Arc<PodEndpoint>>,
     }
 }
 
