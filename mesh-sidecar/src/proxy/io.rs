@@ -3,7 +3,6 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -170,12 +169,12 @@ where
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
     let start = Instant::now();
-    let last = Arc::new(AtomicU64::new(0));
+    let last = AtomicU64::new(0);
     // Every byte in either direction is read from or written to the client side.
     let mut client = Active {
         io: client,
         start,
-        last: Arc::clone(&last),
+        last: &last,
     };
     let copy = tokio::io::copy_bidirectional(&mut client, server);
     tokio::pin!(copy);
@@ -201,7 +200,7 @@ where
 struct Active<'a, T: ?Sized> {
     io: &'a mut T,
     start: Instant,
-    last: Arc<AtomicU64>,
+    last: &'a AtomicU64,
 }
 
 impl<T: ?Sized> Active<'_, T> {
