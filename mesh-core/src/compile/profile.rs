@@ -270,35 +270,12 @@ fn profile_match(
             parts.push(ProfileMatch::Method(me.to_ascii_uppercase()));
         }
     }
-    let mut nested = |name: &str, list: &[kinds::SpRequestMatch]| -> Option<Vec<ProfileMatch>> {
-        let v: Vec<Option<ProfileMatch>> = (list.iter().enumerate())
-            .map(|(i, s)| profile_match(cx, doc, &format!("{field}.{name}[{i}]"), s))
-            .collect();
-        v.into_iter().collect()
+    let nested = Nested {
+        all: &m.all,
+        any: &m.any,
+        not: m.not.as_deref(),
     };
-    match nested("all", &m.all) {
-        Some(v) if !v.is_empty() => parts.push(ProfileMatch::All(v)),
-        Some(_) => {}
-        None => ok = false,
-    }
-    match nested("any", &m.any) {
-        Some(v) if !v.is_empty() => parts.push(ProfileMatch::Any(v)),
-        Some(_) => {}
-        None => ok = false,
-    }
-    if let Some(n) = &m.not {
-        match profile_match(cx, doc, &format!("{field}.not"), n) {
-            Some(n) => parts.push(ProfileMatch::Not(Box::new(n))),
-            None => ok = false,
-        }
-    }
-    if !ok {
-        return None;
-    }
-    match parts.len() {
-        1 => parts.pop(),
-        _ => Some(ProfileMatch::All(parts)),
-    }
+    nested.compose(cx, doc, field, parts, ok, profile_match)
 }
 
 /// Methods a profile condition requires (outside any `not`/`any`).
@@ -334,35 +311,12 @@ fn response_match(
             }
         }
     }
-    let mut nested = |name: &str, list: &[kinds::SpResponseMatch]| -> Option<Vec<ResponseMatch>> {
-        let v: Vec<Option<ResponseMatch>> = (list.iter().enumerate())
-            .map(|(i, s)| response_match(cx, doc, &format!("{field}.{name}[{i}]"), s))
-            .collect();
-        v.into_iter().collect()
+    let nested = Nested {
+        all: &m.all,
+        any: &m.any,
+        not: m.not.as_deref(),
     };
-    match nested("all", &m.all) {
-        Some(v) if !v.is_empty() => parts.push(ResponseMatch::All(v)),
-        Some(_) => {}
-        None => ok = false,
-    }
-    match nested("any", &m.any) {
-        Some(v) if !v.is_empty() => parts.push(ResponseMatch::Any(v)),
-        Some(_) => {}
-        None => ok = false,
-    }
-    if let Some(n) = &m.not {
-        match response_match(cx, doc, &format!("{field}.not"), n) {
-            Some(n) => parts.push(ResponseMatch::Not(Box::new(n))),
-            None => ok = false,
-        }
-    }
-    if !ok {
-        return None;
-    }
-    match parts.len() {
-        1 => parts.pop(),
-        _ => Some(ResponseMatch::All(parts)),
-    }
+    nested.compose(cx, doc, field, parts, ok, response_match)
 }
 
 /// A status range, both ends within 100–599, min not above max.
@@ -383,5 +337,86 @@ fn status_range(s: &kinds::SpRange) -> Result<(u16, u16), Vec<String>> {
     match (bound(s.min, 100), bound(s.max, 599)) {
         (Ok(min), Ok(max)) if errors.is_empty() => Ok((min, max)),
         _ => Err(errors),
+    }
+}
+
+/// A condition that nests: `all`, `any`, `not`.
+trait Condition: Sized {
+    fn all(v: Vec<Self>) -> Self;
+    fn any(v: Vec<Self>) -> Self;
+    fn not(c: Self) -> Self;
+}
+
+/// The nested parts of a request or response condition, as written.
+struct Nested<'a, S> {
+    all: &'a [S],
+    any: &'a [S],
+    not: Option<&'a S>,
+}
+
+type ReadCondition<S, T> = fn(&mut Cx, &Doc, &str, &S) -> Option<T>;
+
+impl<S> Nested<'_, S> {
+    /// Reads the nested parts after the condition's own `parts`; several parts are ANDed,
+    /// as in Linkerd. `None` (errors reported) if any part is wrong.
+    fn compose<T: Condition>(
+        &self,
+        cx: &mut Cx,
+        doc: &Doc,
+        field: &str,
+        mut parts: Vec<T>,
+        mut ok: bool,
+        read: ReadCondition<S, T>,
+    ) -> Option<T> {
+        for (name, list, make) in [
+            ("all", self.all, T::all as fn(Vec<T>) -> T),
+            ("any", self.any, T::any),
+        ] {
+            let v: Vec<Option<T>> = (list.iter().enumerate())
+                .map(|(i, s)| read(cx, doc, &format!("{field}.{name}[{i}]"), s))
+                .collect();
+            match v.into_iter().collect::<Option<Vec<T>>>() {
+                Some(v) if !v.is_empty() => parts.push(make(v)),
+                Some(_) => {}
+                None => ok = false,
+            }
+        }
+        if let Some(n) = self.not {
+            match read(cx, doc, &format!("{field}.not"), n) {
+                Some(n) => parts.push(T::not(n)),
+                None => ok = false,
+            }
+        }
+        if !ok {
+            return None;
+        }
+        match parts.len() {
+            1 => parts.pop(),
+            _ => Some(T::all(parts)),
+        }
+    }
+}
+
+impl Condition for ProfileMatch {
+    fn all(v: Vec<Self>) -> Self {
+        Self::All(v)
+    }
+    fn any(v: Vec<Self>) -> Self {
+        Self::Any(v)
+    }
+    fn not(c: Self) -> Self {
+        Self::Not(Box::new(c))
+    }
+}
+
+impl Condition for ResponseMatch {
+    fn all(v: Vec<Self>) -> Self {
+        Self::All(v)
+    }
+    fn any(v: Vec<Self>) -> Self {
+        Self::Any(v)
+    }
+    fn not(c: Self) -> Self {
+        Self::Not(Box::new(c))
     }
 }
