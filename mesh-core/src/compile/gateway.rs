@@ -469,29 +469,9 @@ fn filters(cx: &mut Cx, doc: &Doc, field: &str, list: &[kinds::HttpRouteFilter])
             },
             "RequestRedirect" => match &f.request_redirect {
                 Some(r) => {
-                    let status = r.status_code.unwrap_or(302);
-                    if status != 301 && status != 302 {
-                        cx.err(
-                            doc,
-                            format!("{fi}.requestRedirect.statusCode"),
-                            format!("{status} is not 301 or 302"),
-                        );
-                        continue;
+                    if let Some(f) = redirect(cx, doc, &format!("{fi}.requestRedirect"), r) {
+                        out.push(f);
                     }
-                    let port = match r.port.map(port) {
-                        Some(Err(e)) => {
-                            cx.err(doc, format!("{fi}.requestRedirect.port"), e);
-                            continue;
-                        }
-                        Some(Ok(p)) => Some(p),
-                        None => None,
-                    };
-                    out.push(Filter::Redirect {
-                        scheme: r.scheme.clone(),
-                        hostname: r.hostname.clone(),
-                        port,
-                        status: status as u16,
-                    });
                 }
                 None => missing(cx, "requestRedirect"),
             },
@@ -517,4 +497,32 @@ fn filters(cx: &mut Cx, doc: &Doc, field: &str, list: &[kinds::HttpRouteFilter])
         }
     }
     out
+}
+
+/// A `RequestRedirect` filter: status 301 or 302 (302 when unset), a port if one is given.
+fn redirect(cx: &mut Cx, doc: &Doc, field: &str, r: &kinds::RequestRedirect) -> Option<Filter> {
+    let status = r.status_code.unwrap_or(302);
+    if status != 301 && status != 302 {
+        cx.err(
+            doc,
+            format!("{field}.statusCode"),
+            format!("{status} is not 301 or 302"),
+        );
+        return None;
+    }
+    let port = match r.port.map(port) {
+        Some(Err(e)) => {
+            cx.err(doc, format!("{field}.port"), e);
+            return None;
+        }
+        Some(Ok(p)) => Some(p),
+        None => None,
+    };
+    Some(Filter::Redirect {
+        scheme: r.scheme.clone(),
+        hostname: r.hostname.clone(),
+        port,
+        // Checked above: 301 or 302.
+        status: status as u16,
+    })
 }

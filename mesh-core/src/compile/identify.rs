@@ -8,7 +8,7 @@ use serde_norway::Value;
 use super::doc::{Cx, Doc, join_path};
 use crate::error::{LoadError, Note};
 use crate::kinds;
-use crate::manifest::RawObject;
+use crate::manifest::{Origin, RawObject};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum Kind {
@@ -66,30 +66,7 @@ impl Cx {
             .get("apiVersion")
             .and_then(Value::as_str)
             .map(str::to_owned);
-        let (group, version) = match &api_version {
-            Some(v) => match v.as_str().rsplit_once('/') {
-                Some((g, v)) => (g.to_owned(), v.to_owned()),
-                None => (String::new(), v.to_owned()),
-            },
-            None => match infer_group(&kind_name) {
-                Some((g, v)) => {
-                    self.notes.push(Note {
-                        origin: Some(origin.clone()),
-                        resource: Some(kind_name.clone()),
-                        message: format!("no apiVersion; read as {g}/{v}"),
-                    });
-                    (g.to_owned(), v.to_owned())
-                }
-                None => {
-                    self.notes.push(Note {
-                        origin: Some(origin),
-                        resource: Some(kind_name.clone()),
-                        message: "no apiVersion and not a kind the mesh reads; skipped".to_owned(),
-                    });
-                    return None;
-                }
-            },
-        };
+        let (group, version) = self.group_version(&origin, api_version.as_deref(), &kind_name)?;
 
         if let Some(instead) = istio_replacement(&group, &kind_name) {
             self.notes.push(Note {
@@ -138,6 +115,32 @@ impl Cx {
             return None;
         }
         self.doc(raw, kind, group, kind_name, version)
+    }
+
+    /// The group and version of `apiVersion`, or inferred (with a note) for a kind the mesh
+    /// reads when it is missing.
+    fn group_version(
+        &mut self,
+        origin: &Origin,
+        api_version: Option<&str>,
+        kind_name: &str,
+    ) -> Option<(String, String)> {
+        if let Some(v) = api_version {
+            return Some(match v.rsplit_once('/') {
+                Some((g, v)) => (g.to_owned(), v.to_owned()),
+                None => (String::new(), v.to_owned()),
+            });
+        }
+        let inferred = infer_group(kind_name);
+        self.notes.push(Note {
+            origin: Some(origin.clone()),
+            resource: Some(kind_name.to_owned()),
+            message: match inferred {
+                Some((g, v)) => format!("no apiVersion; read as {g}/{v}"),
+                None => "no apiVersion and not a kind the mesh reads; skipped".to_owned(),
+            },
+        });
+        inferred.map(|(g, v)| (g.to_owned(), v.to_owned()))
     }
 
     fn doc(

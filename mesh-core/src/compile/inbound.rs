@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::doc::{Cx, Doc};
 use super::fields::{port, port_name, selector};
+use super::gateway::RouteParent;
 use super::linkerd::{AuthRef, ParsedAuthPolicy, PolicyTarget, ServerTarget};
 use super::object::{Entry, Key, Object, Reader};
 use crate::authz::{
@@ -118,50 +119,8 @@ pub(crate) fn link_inbound(r: &mut Reader<'_>, namespace: &str) -> Inbound {
         }
     }
     let servers = &mut inbound.servers;
-    // Routes whose parent is a Server here; policies may target them.
-    let mut routes = BTreeSet::new();
-    for e in &members {
-        let Object::Route(route) = &e.object else {
-            continue;
-        };
-        for p in &route.parents {
-            let super::gateway::RouteParent::Server {
-                name,
-                namespace: ns,
-            } = p
-            else {
-                continue;
-            };
-            routes.insert((route.id.namespace.clone(), route.id.name.clone()));
-            if ns != namespace {
-                continue;
-            }
-            let matches: Vec<HttpMatch> = (route.rules.iter())
-                .flat_map(|r| r.matches.iter().cloned())
-                .collect();
-            if let Some((_, s)) = servers.iter_mut().find(|(_, s)| s.id.name == *name) {
-                s.routes.push(InboundRoute {
-                    source: route.id.clone(),
-                    matches,
-                    authorizations: Vec::new(),
-                });
-            }
-        }
-    }
-    for e in &members {
-        let Object::ServerAuth(sa) = &e.object else {
-            continue;
-        };
-        for ((_, s), labels) in servers.iter_mut().zip(&labels) {
-            let selected = match &sa.target {
-                ServerTarget::Name(n) => &s.id.name == n,
-                ServerTarget::Selector(sel) => sel.matches(labels),
-            };
-            if selected {
-                s.authorizations.push(sa.auth.clone());
-            }
-        }
-    }
+    let routes = attach_routes(&members, namespace, servers);
+    attach_server_auths(&members, servers, &labels);
     // Policies apply in apply order, whether they target a Server, the namespace or a route.
     let mut policies: BTreeMap<u64, &ParsedAuthPolicy> = BTreeMap::new();
     for e in &members {
@@ -191,6 +150,67 @@ pub(crate) fn link_inbound(r: &mut Reader<'_>, namespace: &str) -> Inbound {
         }
     }
     inbound
+}
+
+/// Attaches the routes whose parent is a Server here; returns every route with a Server
+/// parent, which policies may target.
+fn attach_routes(
+    members: &[&Entry],
+    namespace: &str,
+    servers: &mut [(u64, Server)],
+) -> BTreeSet<(String, String)> {
+    let mut routes = BTreeSet::new();
+    for e in members {
+        let Object::Route(route) = &e.object else {
+            continue;
+        };
+        for p in &route.parents {
+            let RouteParent::Server {
+                name,
+                namespace: ns,
+            } = p
+            else {
+                continue;
+            };
+            routes.insert((route.id.namespace.clone(), route.id.name.clone()));
+            if ns != namespace {
+                continue;
+            }
+            let matches: Vec<HttpMatch> = (route.rules.iter())
+                .flat_map(|r| r.matches.iter().cloned())
+                .collect();
+            if let Some((_, s)) = servers.iter_mut().find(|(_, s)| s.id.name == *name) {
+                s.routes.push(InboundRoute {
+                    source: route.id.clone(),
+                    matches,
+                    authorizations: Vec::new(),
+                });
+            }
+        }
+    }
+    routes
+}
+
+/// Attaches ServerAuthorizations to the Servers (here) they name or select.
+fn attach_server_auths(
+    members: &[&Entry],
+    servers: &mut [(u64, Server)],
+    labels: &[&BTreeMap<String, String>],
+) {
+    for e in members {
+        let Object::ServerAuth(sa) = &e.object else {
+            continue;
+        };
+        for ((_, s), labels) in servers.iter_mut().zip(labels) {
+            let selected = match &sa.target {
+                ServerTarget::Name(n) => &s.id.name == n,
+                ServerTarget::Selector(sel) => sel.matches(labels),
+            };
+            if selected {
+                s.authorizations.push(sa.auth.clone());
+            }
+        }
+    }
 }
 
 /// What a policy requires, once every authentication it names is in the index; until then it

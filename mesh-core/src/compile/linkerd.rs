@@ -99,34 +99,7 @@ pub(crate) fn parse_server_authorization(
         }
         (None, true) => {}
         (Some(tls), false) => {
-            let mut ids = Vec::new();
-            if tls.unauthenticated_tls {
-                // TLS without a mesh identity: the closest we admit is any mesh client.
-                ids.push(IdentityMatch::Any);
-            }
-            for (i, s) in tls.identities.iter().enumerate() {
-                match IdentityMatch::parse(s) {
-                    Ok(m) => ids.push(m),
-                    Err(e) => cx.err(doc, format!("spec.client.meshTLS.identities[{i}]"), e),
-                }
-            }
-            for (i, sa) in tls.service_accounts.iter().enumerate() {
-                let ns = sa.namespace.as_deref().unwrap_or(&doc.namespace);
-                match Identity::new(trust_domain, ns, &sa.name) {
-                    Ok(id) => ids.push(IdentityMatch::Exact(id)),
-                    Err(e) => cx.err(
-                        doc,
-                        format!("spec.client.meshTLS.serviceAccounts[{i}]"),
-                        e.to_string(),
-                    ),
-                }
-            }
-            if tls.identities.is_empty()
-                && tls.service_accounts.is_empty()
-                && !tls.unauthenticated_tls
-            {
-                ids.push(IdentityMatch::Any);
-            }
+            let ids = mesh_tls_client(cx, doc, trust_domain, tls);
             requires.push(Requirement::MeshTls(ids));
         }
     }
@@ -144,6 +117,41 @@ pub(crate) fn parse_server_authorization(
             requires,
         },
     })
+}
+
+/// The identities a ServerAuthorization's `client.meshTLS` admits.
+fn mesh_tls_client(
+    cx: &mut Cx,
+    doc: &Doc,
+    trust_domain: &str,
+    tls: &kinds::SaMeshTls,
+) -> Vec<IdentityMatch> {
+    let mut ids = Vec::new();
+    if tls.unauthenticated_tls {
+        // TLS without a mesh identity: the closest we admit is any mesh client.
+        ids.push(IdentityMatch::Any);
+    }
+    for (i, s) in tls.identities.iter().enumerate() {
+        match IdentityMatch::parse(s) {
+            Ok(m) => ids.push(m),
+            Err(e) => cx.err(doc, format!("spec.client.meshTLS.identities[{i}]"), e),
+        }
+    }
+    for (i, sa) in tls.service_accounts.iter().enumerate() {
+        let ns = sa.namespace.as_deref().unwrap_or(&doc.namespace);
+        match Identity::new(trust_domain, ns, &sa.name) {
+            Ok(id) => ids.push(IdentityMatch::Exact(id)),
+            Err(e) => cx.err(
+                doc,
+                format!("spec.client.meshTLS.serviceAccounts[{i}]"),
+                e.to_string(),
+            ),
+        }
+    }
+    if tls.identities.is_empty() && tls.service_accounts.is_empty() && !tls.unauthenticated_tls {
+        ids.push(IdentityMatch::Any);
+    }
+    ids
 }
 
 pub(crate) fn parse_auth_policy(

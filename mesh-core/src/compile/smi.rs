@@ -30,37 +30,9 @@ pub(crate) fn parse_split(cx: &mut Cx, doc: &Doc) -> Option<ParsedSplit> {
         .any(|b| matches!(b.weight, Some(IntOrString::String(_))));
     let mut list = Vec::new();
     for (i, b) in spec.backends.iter().enumerate() {
-        let field = format!("spec.backends[{i}].weight");
-        let weight = match &b.weight {
-            None => Some(if quantities { 1000 } else { 1 }),
-            Some(IntOrString::Int(n)) if *n < 0 => {
-                cx.err(
-                    doc,
-                    field,
-                    format!("{n} is negative; weights are 0 or more"),
-                );
-                None
-            }
-            Some(IntOrString::Int(n)) => {
-                let n = n.unsigned_abs();
-                let weight = if quantities {
-                    n.checked_mul(1000)
-                } else {
-                    Some(n)
-                };
-                if weight.is_none() {
-                    cx.err(doc, field, format!("{n} is too large a weight"));
-                }
-                weight
-            }
-            Some(IntOrString::String(q)) => match parse_milli_quantity(q) {
-                Ok(m) => Some(m),
-                Err(e) => {
-                    cx.err(doc, field, e);
-                    None
-                }
-            },
-        };
+        let weight = split_weight(&b.weight, quantities)
+            .map_err(|e| cx.err(doc, format!("spec.backends[{i}].weight"), e))
+            .ok();
         if b.service.is_empty() {
             cx.err(doc, format!("spec.backends[{i}].service"), "empty");
             continue;
@@ -167,4 +139,25 @@ pub(crate) fn parse_route_group(cx: &mut Cx, doc: &Doc) -> Option<Vec<HttpMatch>
         }
     }
     Some(group)
+}
+
+/// A backend's weight; when any weight of the split is a quantity (`900m`), every weight is
+/// in milli-units.
+fn split_weight(weight: &Option<IntOrString>, quantities: bool) -> Result<u64, String> {
+    match weight {
+        None => Ok(if quantities { 1000 } else { 1 }),
+        Some(IntOrString::Int(n)) if *n < 0 => {
+            Err(format!("{n} is negative; weights are 0 or more"))
+        }
+        Some(IntOrString::Int(n)) => {
+            let n = n.unsigned_abs();
+            let weight = if quantities {
+                n.checked_mul(1000)
+            } else {
+                Some(n)
+            };
+            weight.ok_or_else(|| format!("{n} is too large a weight"))
+        }
+        Some(IntOrString::String(q)) => parse_milli_quantity(q),
+    }
 }
