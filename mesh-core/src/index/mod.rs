@@ -342,7 +342,8 @@ impl PolicyIndex {
 
     /// An immutable [`MeshPolicy`] of everything accepted; every query of a compiled policy
     /// works on it. It shares the index's linked pieces: O(shards + endpoint sets) pointer
-    /// copies, no recompilation.
+    /// copies, no recompilation. Its `notes()` are empty: ask [`PolicyIndex::notes`] (and
+    /// [`PolicyIndex::status`] per object), which a controller reports as status.
     pub fn snapshot(&self) -> MeshPolicy {
         let l = &self.linked;
         MeshPolicy {
@@ -479,22 +480,16 @@ impl PolicyIndex {
     fn set_service(&mut self, ns: &str, name: &str, svc: Option<ServicePolicy>) {
         let key = service_key(name, ns);
         let l = &mut self.linked;
+        let new_ips = svc
+            .as_ref()
+            .map(|s| s.cluster_ips.clone())
+            .unwrap_or_default();
         let old = match svc {
-            Some(svc) => {
-                let new_ips = svc.cluster_ips.clone();
-                let old = l.services.insert(key.clone(), Arc::new(svc));
-                let old_ips = old
-                    .as_ref()
-                    .map(|o| o.cluster_ips.as_slice())
-                    .unwrap_or(&[]);
-                l.addresses.set_service(&key, old_ips, &new_ips);
-                return;
-            }
+            Some(svc) => l.services.insert(key.clone(), Arc::new(svc)),
             None => l.services.remove(&key),
         };
-        if let Some(old) = old {
-            l.addresses.set_service(&key, &old.cluster_ips, &[]);
-        }
+        let old_ips = old.as_ref().map_or(&[][..], |o| o.cluster_ips.as_slice());
+        l.addresses.set_service(&key, old_ips, &new_ips);
     }
 
     fn set_inbound(&mut self, ns: &str, inbound: compile::Inbound) {
