@@ -90,6 +90,11 @@ impl Cx {
                 value = value.get(part).unwrap_or(&Value::Null);
             }
         }
+        // Most objects are well-formed: read them without tracking the path (which allocates
+        // per field), and read again, tracking it, only to name the field at fault.
+        if let Ok(t) = T::deserialize(value) {
+            return Some(t);
+        }
         match serde_path_to_error::deserialize::<_, T>(value) {
             Ok(t) => Some(t),
             Err(e) => {

@@ -153,7 +153,7 @@ impl Cx {
     ) -> Option<Doc> {
         let meta: kinds::ObjectMeta = match raw.value.get("metadata") {
             None | Some(Value::Null) => kinds::ObjectMeta::default(),
-            Some(m) => match serde_path_to_error::deserialize(m.clone()) {
+            Some(m) => match serde_path_to_error::deserialize(m) {
                 Ok(m) => m,
                 Err(e) => {
                     self.errors.push(LoadError {
