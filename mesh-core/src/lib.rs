@@ -44,7 +44,7 @@ mod compile;
 pub mod destination;
 pub mod error;
 pub mod identity;
-mod kinds;
+pub mod kinds;
 pub mod manifest;
 pub mod policy;
 pub mod retry;
