@@ -518,6 +518,8 @@ pub(crate) struct SpRequestMatch {
     #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(schema_with = "schema::free_form_list"))]
     pub(crate) any: Vec<Self>,
+    // `default` keeps it optional in the schema, which cannot see through `schema_with`.
+    #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(schema_with = "schema::free_form"))]
     pub(crate) not: Option<Box<Self>>,
     pub(crate) path_regex: Option<String>,
@@ -542,6 +544,8 @@ pub(crate) struct SpResponseMatch {
     #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(schema_with = "schema::free_form_list"))]
     pub(crate) any: Vec<Self>,
+    // `default` keeps it optional in the schema, which cannot see through `schema_with`.
+    #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(schema_with = "schema::free_form"))]
     pub(crate) not: Option<Box<Self>>,
     pub(crate) status: Option<SpRange>,
