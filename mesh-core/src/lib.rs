@@ -49,7 +49,7 @@ pub mod destination;
 pub mod error;
 pub mod identity;
 pub mod index;
-mod kinds;
+pub mod kinds;
 pub mod manifest;
 pub mod policy;
 pub mod retry;

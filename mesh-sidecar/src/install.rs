@@ -56,9 +56,15 @@ const CONTROL_PLANE_UID: i64 = 2103;
 /// Print the mesh control plane (or its CRDs) for `kubectl apply -f -`.
 #[derive(Debug, Args)]
 pub(crate) struct InstallArgs {
-    /// Print only the CustomResourceDefinitions of the kinds mesh reads (apply them first).
+    /// Print only the CustomResourceDefinitions of the kinds mesh reads (apply them first):
+    /// SMI's, Linkerd's, and Gateway API's HTTPRoute and GRPCRoute, each with a structural
+    /// schema of every version it serves.
     #[arg(long)]
     crds: bool,
+    /// With --crds: leave out Gateway API's HTTPRoute and GRPCRoute, for clusters that
+    /// already have Gateway API installed (its own release then owns those CRDs).
+    #[arg(long, requires = "crds")]
+    skip_gateway_api: bool,
     /// The mesh image the control plane runs (and the injector adds to pods).
     #[arg(long, default_value = DEFAULT_IMAGE)]
     image: String,
@@ -77,9 +83,14 @@ pub(crate) struct InstallArgs {
 /// Print what `mesh install` created, for `kubectl delete -f -`.
 #[derive(Debug, Args)]
 pub(crate) struct UninstallArgs {
-    /// Also delete the CRDs, and with them every policy object of those kinds.
+    /// Also delete the CRDs, and with them every policy object of those kinds (Gateway
+    /// API's HTTPRoute and GRPCRoute too, unless --skip-gateway-api).
     #[arg(long)]
     crds: bool,
+    /// With --crds: keep Gateway API's CRDs (pass it if the cluster had Gateway API before
+    /// mesh, or it was installed with --skip-gateway-api).
+    #[arg(long, requires = "crds")]
+    skip_gateway_api: bool,
     /// The control-plane namespace.
     #[arg(long, default_value = "mesh")]
     namespace: String,
@@ -107,11 +118,13 @@ pub(crate) enum InstallError {
     },
     #[error("writing YAML: {0}")]
     Yaml(#[from] serde_norway::Error),
+    #[error("a CRD schema is not a JSONSchemaProps: {0}")]
+    Schema(#[from] serde_json::Error),
 }
 
 pub(crate) fn run_install(args: InstallArgs) -> ExitCode {
     let docs = if args.crds {
-        crds::all().iter().map(to_value).collect()
+        crd_docs(gateway_api(args.skip_gateway_api))
     } else {
         Pki::new(
             args.identity_dir.as_deref(),
@@ -124,7 +137,20 @@ pub(crate) fn run_install(args: InstallArgs) -> ExitCode {
 }
 
 pub(crate) fn run_uninstall(args: UninstallArgs) -> ExitCode {
-    print(uninstall(&args.namespace, args.crds))
+    let crds = args.crds.then(|| gateway_api(args.skip_gateway_api));
+    print(uninstall(&args.namespace, crds))
+}
+
+fn gateway_api(skip: bool) -> crds::GatewayApi {
+    if skip {
+        crds::GatewayApi::Skip
+    } else {
+        crds::GatewayApi::Include
+    }
+}
+
+fn crd_docs(gateway_api: crds::GatewayApi) -> Result<Vec<Value>, InstallError> {
+    crds::all(gateway_api)?.iter().map(to_value).collect()
 }
 
 fn print(docs: Result<Vec<Value>, InstallError>) -> ExitCode {
@@ -146,15 +172,14 @@ fn print(docs: Result<Vec<Value>, InstallError>) -> ExitCode {
 }
 
 /// The objects to delete, newest first, as bare apiVersion/kind/metadata.
-pub(crate) fn uninstall(namespace: &str, with_crds: bool) -> Result<Vec<Value>, InstallError> {
+/// `crds`: also the CRDs, with or without Gateway API's.
+pub(crate) fn uninstall(
+    namespace: &str,
+    crds: Option<crds::GatewayApi>,
+) -> Result<Vec<Value>, InstallError> {
     let mut docs = control_plane(namespace, DEFAULT_IMAGE, &Pki::default())?;
-    if with_crds {
-        docs.extend(
-            crds::all()
-                .iter()
-                .map(to_value)
-                .collect::<Result<Vec<_>, _>>()?,
-        );
+    if let Some(gateway_api) = crds {
+        docs.extend(crd_docs(gateway_api)?);
     }
     docs.reverse();
     let mut out = Vec::new();

@@ -67,6 +67,8 @@ fn crds_parse_and_cover_every_kind_mesh_reads() {
         "networkauthentications.policy.linkerd.io",
         "httplocalratelimitpolicies.policy.linkerd.io",
         "httproutes.policy.linkerd.io",
+        "httproutes.gateway.networking.k8s.io",
+        "grpcroutes.gateway.networking.k8s.io",
     ]
     .into_iter()
     .map(str::to_owned)
@@ -84,9 +86,13 @@ fn crds_parse_and_cover_every_kind_mesh_reads() {
                 .open_api_v3_schema
                 .as_ref()
                 .unwrap();
-            let spec = &schema.properties.as_ref().unwrap()["spec"];
-            // Fields mesh does not model are kept, not pruned.
-            assert_eq!(spec.x_kubernetes_preserve_unknown_fields, Some(true));
+            // A real schema, not "keep anything": the API server validates specs. (This
+            // asserted preserve-unknown-fields before issue 10, which is what let servers
+            // accept anything.)
+            let props = schema.properties.as_ref().unwrap();
+            let body = props.get("spec").or_else(|| props.get("matches")).unwrap();
+            assert_eq!(body.x_kubernetes_preserve_unknown_fields, None);
+            assert!(body.type_.is_some(), "{:?} {}", crd.metadata.name, v.name);
         }
     }
     // The versions the fixtures use are served; the deprecated ones say so.
@@ -322,5 +328,32 @@ fn uninstall_lists_what_install_created() {
         .iter()
         .filter(|d| d["kind"] == "CustomResourceDefinition")
         .count();
-    assert_eq!(crds, 10);
+    assert_eq!(crds, 12);
+    let kept = docs(&ok(&["uninstall", "--crds", "--skip-gateway-api"]));
+    assert!(!kept.iter().any(|d| {
+        d["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| n.ends_with("gateway.networking.k8s.io"))
+    }));
+}
+
+#[test]
+fn crds_can_leave_gateway_api_to_its_own_release() {
+    let out = ok(&["install", "--crds", "--skip-gateway-api"]);
+    let names: Vec<String> = docs(&out)
+        .iter()
+        .map(|d| d["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names.len(), 10, "{names:?}");
+    assert!(names.contains(&"httproutes.policy.linkerd.io".to_owned()));
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.ends_with("gateway.networking.k8s.io"))
+    );
+    // Only meaningful with --crds.
+    assert_ne!(
+        mesh(&["install", "--skip-gateway-api"]).status.code(),
+        Some(0)
+    );
 }

@@ -42,114 +42,20 @@ struct Kind {
     workload_namespace: bool,
 }
 
-const fn kind(
-    group: &'static str,
-    version: &'static str,
-    kind: &'static str,
-    plural: &'static str,
-    workload_namespace: bool,
-) -> Kind {
-    Kind {
-        group,
-        version,
-        kind,
-        plural,
-        workload_namespace,
-    }
-}
-
-/// The kinds `mesh-core` compiles, at the versions `mesh install --crds` serves.
-const KINDS: &[Kind] = &[
-    kind("policy.linkerd.io", "v1beta3", "Server", "servers", true),
-    kind(
-        "policy.linkerd.io",
-        "v1beta1",
-        "ServerAuthorization",
-        "serverauthorizations",
-        true,
-    ),
-    kind(
-        "policy.linkerd.io",
-        "v1alpha1",
-        "AuthorizationPolicy",
-        "authorizationpolicies",
-        true,
-    ),
-    kind(
-        "policy.linkerd.io",
-        "v1alpha1",
-        "MeshTLSAuthentication",
-        "meshtlsauthentications",
-        true,
-    ),
-    kind(
-        "policy.linkerd.io",
-        "v1alpha1",
-        "NetworkAuthentication",
-        "networkauthentications",
-        true,
-    ),
-    kind(
-        "policy.linkerd.io",
-        "v1alpha1",
-        "HTTPLocalRateLimitPolicy",
-        "httplocalratelimitpolicies",
-        true,
-    ),
-    // Linkerd's HTTPRoute may have a Server parent (inbound) or a Service parent (outbound).
-    kind(
-        "policy.linkerd.io",
-        "v1beta3",
-        "HTTPRoute",
-        "httproutes",
-        false,
-    ),
-    kind(
-        "gateway.networking.k8s.io",
-        "v1",
-        "HTTPRoute",
-        "httproutes",
-        false,
-    ),
-    kind(
-        "gateway.networking.k8s.io",
-        "v1",
-        "GRPCRoute",
-        "grpcroutes",
-        false,
-    ),
-    kind(
-        "linkerd.io",
-        "v1alpha2",
-        "ServiceProfile",
-        "serviceprofiles",
-        false,
-    ),
-    kind(
-        "split.smi-spec.io",
-        "v1alpha4",
-        "TrafficSplit",
-        "trafficsplits",
-        false,
-    ),
-    kind(
-        "specs.smi-spec.io",
-        "v1alpha4",
-        "HTTPRouteGroup",
-        "httproutegroups",
-        false,
-    ),
-    kind("", "v1", "Service", "services", false),
-    kind(
-        "discovery.k8s.io",
-        "v1",
-        "EndpointSlice",
-        "endpointslices",
-        false,
-    ),
-    // For the service account behind each endpoint (`targetRef` → `spec.serviceAccountName`).
-    kind("", "v1", "Pod", "pods", false),
-];
+/// The kinds `mesh-core` compiles that a proxy watches (not pod templates or namespaces),
+/// at the version the catalog stores them at.
+static KINDS: std::sync::LazyLock<Vec<Kind>> = std::sync::LazyLock::new(|| {
+    mesh_core::kinds::catalog::iter()
+        .filter(|k| !k.family.is_template())
+        .map(|k| Kind {
+            group: k.group,
+            version: k.storage().name,
+            kind: k.kind,
+            plural: k.plural,
+            workload_namespace: k.family.is_inbound_policy(),
+        })
+        .collect()
+});
 
 /// The live Kubernetes source of the proxy's configuration.
 pub(crate) struct KubeSource {
@@ -228,7 +134,7 @@ impl KubeSource {
             applied: std::sync::atomic::AtomicBool::new(false),
         });
         let mut tasks = Vec::new();
-        for k in KINDS {
+        for k in KINDS.iter() {
             let scopes: Vec<Option<String>> = if k.workload_namespace {
                 vec![Some(namespace.to_owned())]
             } else if namespaces.is_empty() {
@@ -512,7 +418,7 @@ mod tests {
 
     #[test]
     fn kinds_are_ones_the_compiler_reads() {
-        for k in KINDS {
+        for k in KINDS.iter() {
             let doc = format!(
                 "apiVersion: {}\nkind: {}\nmetadata: {{ name: x, namespace: y }}\n",
                 k.api_version(),
