@@ -10,27 +10,8 @@ use crate::error::{LoadError, Note};
 use crate::kinds;
 use crate::manifest::{Origin, RawObject};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) enum Kind {
-    TrafficSplit,
-    HttpRouteGroup,
-    HttpRoute,
-    LinkerdHttpRoute,
-    GrpcRoute,
-    ServiceProfile,
-    Server,
-    ServerAuthorization,
-    AuthorizationPolicy,
-    MeshTlsAuthentication,
-    NetworkAuthentication,
-    RateLimitPolicy,
-    Service,
-    EndpointSlice,
-    Namespace,
-    Workload,
-    CronJob,
-    Pod,
-}
+/// The compiler reads each kind by its family in the catalog, the one description of every kind.
+pub(crate) use crate::kinds::catalog::Family as Kind;
 
 // === impl Cx ===
 
@@ -195,61 +176,16 @@ impl Cx {
     }
 }
 
+/// The group and version of a manifest that names only its kind.
 pub(crate) fn infer_group(kind: &str) -> Option<(&'static str, &'static str)> {
-    Some(match kind {
-        "TrafficSplit" => ("split.smi-spec.io", "v1alpha4"),
-        "HTTPRouteGroup" => ("specs.smi-spec.io", "v1alpha4"),
-        "HTTPRoute" | "GRPCRoute" => ("gateway.networking.k8s.io", "v1"),
-        "ServiceProfile" => ("linkerd.io", "v1alpha2"),
-        "Server" => ("policy.linkerd.io", "v1beta3"),
-        "ServerAuthorization" => ("policy.linkerd.io", "v1beta1"),
-        "AuthorizationPolicy"
-        | "MeshTLSAuthentication"
-        | "NetworkAuthentication"
-        | "HTTPLocalRateLimitPolicy" => ("policy.linkerd.io", "v1alpha1"),
-        _ => return None,
-    })
+    kinds::catalog::infer(kind)
 }
 
-pub(crate) fn known_kind(group: &str, kind: &str) -> Option<(Kind, &'static [&'static str])> {
-    const SMI: &[&str] = &["v1alpha1", "v1alpha2", "v1alpha3", "v1alpha4"];
-    Some(match (group, kind) {
-        ("split.smi-spec.io", "TrafficSplit") => (Kind::TrafficSplit, SMI),
-        ("specs.smi-spec.io", "HTTPRouteGroup") => (Kind::HttpRouteGroup, SMI),
-        ("gateway.networking.k8s.io", "HTTPRoute") => {
-            (Kind::HttpRoute, &["v1", "v1beta1", "v1alpha2"])
-        }
-        ("gateway.networking.k8s.io", "GRPCRoute") => (Kind::GrpcRoute, &["v1", "v1alpha2"]),
-        ("policy.linkerd.io", "HTTPRoute") => (
-            Kind::LinkerdHttpRoute,
-            &["v1alpha1", "v1beta1", "v1beta2", "v1beta3"],
-        ),
-        ("linkerd.io", "ServiceProfile") => (Kind::ServiceProfile, &["v1alpha1", "v1alpha2"]),
-        ("policy.linkerd.io", "Server") => {
-            (Kind::Server, &["v1alpha1", "v1beta1", "v1beta2", "v1beta3"])
-        }
-        ("policy.linkerd.io", "ServerAuthorization") => {
-            (Kind::ServerAuthorization, &["v1alpha1", "v1beta1"])
-        }
-        ("policy.linkerd.io", "AuthorizationPolicy") => (Kind::AuthorizationPolicy, &["v1alpha1"]),
-        ("policy.linkerd.io", "MeshTLSAuthentication") => {
-            (Kind::MeshTlsAuthentication, &["v1alpha1"])
-        }
-        ("policy.linkerd.io", "NetworkAuthentication") => {
-            (Kind::NetworkAuthentication, &["v1alpha1"])
-        }
-        ("policy.linkerd.io", "HTTPLocalRateLimitPolicy") => (Kind::RateLimitPolicy, &["v1alpha1"]),
-        ("", "Service") => (Kind::Service, &["v1"]),
-        ("", "Pod") => (Kind::Pod, &["v1"]),
-        ("", "Namespace") => (Kind::Namespace, &["v1"]),
-        ("discovery.k8s.io", "EndpointSlice") => (Kind::EndpointSlice, &["v1"]),
-        ("apps", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet") => {
-            (Kind::Workload, &["v1"])
-        }
-        ("batch", "Job") => (Kind::Workload, &["v1"]),
-        ("batch", "CronJob") => (Kind::CronJob, &["v1", "v1beta1"]),
-        _ => return None,
-    })
+/// The kind's family and every version the compiler reads (served or not, so old manifests
+/// still load in CI), in the order error messages list them.
+pub(crate) fn known_kind(group: &str, kind: &str) -> Option<(Kind, Vec<&'static str>)> {
+    let info = kinds::catalog::by_group_kind(group, kind)?;
+    Some((info.family, info.versions.iter().map(|v| v.name).collect()))
 }
 
 pub(crate) fn istio_replacement(group: &str, kind: &str) -> Option<&'static str> {

@@ -82,9 +82,13 @@ pub(crate) fn parse_route_group(cx: &mut Cx, doc: &Doc) -> Option<Vec<HttpMatch>
     let spec: kinds::HttpRouteGroupSpec = match doc.raw.value.get("spec") {
         Some(_) => cx.typed(doc, "spec")?,
         None => {
-            // smi-spec's own examples put `matches` beside `spec`; read it there too.
+            // v1alpha1 and v1alpha2 keep `matches` beside `metadata` (the catalog says which);
+            // smi-spec's own later examples do it too, which is worth a note.
             let matches = cx.typed::<Option<Vec<kinds::HttpRouteGroupMatch>>>(doc, "matches")?;
-            if matches.is_some() {
+            let top_level = kinds::catalog::by_group_kind(&doc.group, &doc.kind_name)
+                .and_then(|k| k.version(&doc.version))
+                .is_some_and(|v| v.layout == kinds::catalog::Layout::TopLevel);
+            if matches.is_some() && !top_level {
                 cx.note(doc, "`matches` is outside `spec`; read as spec.matches");
             }
             kinds::HttpRouteGroupSpec {
