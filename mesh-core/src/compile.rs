@@ -9,8 +9,9 @@ use serde::de::DeserializeOwned;
 use serde_norway::Value;
 
 use crate::authz::{
-    Authorization, Cidr, DefaultPolicy, IdentityMatch, InboundRoute, NetworkMatch, ProxyProtocol,
-    RateLimit, Requirement, ResourceId, Selector, SelectorExpr, Server, ServerPort,
+    Authorization, AuthorizationKind, Cidr, DefaultPolicy, IdentityMatch, InboundRoute,
+    NetworkMatch, ProxyProtocol, RateLimit, Requirement, ResourceId, Selector, SelectorExpr,
+    Server, ServerPort,
 };
 use crate::classify::{ResponseClass, ResponseMatch};
 use crate::error::{LoadError, LoadErrors, Note};
@@ -193,14 +194,14 @@ impl Doc {
 // === impl Cx ===
 
 impl Cx {
-    fn err(&mut self, doc: &Doc, field: impl Into<String>, message: impl Into<String>) {
+    fn err(&mut self, doc: &Doc, field: impl Into<String>, message: impl std::fmt::Display) {
         let field = field.into();
         self.errors.push(LoadError {
             origin: doc.raw.origin.clone(),
             line: None,
             resource: Some(doc.res()),
             field: (!field.is_empty()).then_some(field),
-            message: message.into(),
+            message: message.to_string(),
         });
     }
 
@@ -1071,7 +1072,7 @@ impl<'c> Builder<'c> {
         for (i, o) in spec.dst_overrides.iter().enumerate() {
             let w = match &o.weight {
                 IntOrString::Int(n) => u64::try_from(*n).map_err(|_| format!("{n} is negative")),
-                IntOrString::String(s) => parse_milli_quantity(s),
+                IntOrString::String(s) => parse_milli_quantity(s).map_err(|e| e.to_string()),
             };
             if let Err(e) = w {
                 cx.err(doc, format!("spec.dstOverrides[{i}].weight"), e);
@@ -1140,7 +1141,7 @@ impl<'c> Builder<'c> {
             (selector, port, access_policy, proxy_protocol)
         {
             self.servers.push(Server {
-                id: doc.id(),
+                id: Arc::new(doc.id()),
                 selector,
                 port,
                 proxy_protocol,
@@ -1230,7 +1231,8 @@ impl<'c> Builder<'c> {
         if let Some(target) = target {
             let at = self.origin(doc);
             let auth = Authorization {
-                source: doc.id(),
+                source: Arc::new(doc.id()),
+                kind: AuthorizationKind::ServerAuthorization,
                 requires,
             };
             self.server_auths.push((doc.id(), target, auth, at));
@@ -1776,7 +1778,7 @@ impl<'c> Builder<'c> {
                             .find(|s| s.id.name == *name && s.id.namespace == *namespace)
                         {
                             Some(s) => s.routes.push(InboundRoute {
-                                source: pr.id.clone(),
+                                source: Arc::new(pr.id.clone()),
                                 matches,
                                 authorizations: Vec::new(),
                             }),
@@ -1938,7 +1940,8 @@ impl<'c> Builder<'c> {
                 continue;
             }
             let auth = Authorization {
-                source: id.clone(),
+                source: Arc::new(id.clone()),
+                kind: AuthorizationKind::AuthorizationPolicy,
                 requires,
             };
             let t = &spec.target_ref;
@@ -2000,7 +2003,7 @@ impl<'c> Builder<'c> {
                 .iter_mut()
                 .find(|s| s.id.namespace == ns && s.id.name == name)
             {
-                Some(s) => s.rate_limit = Some(rl),
+                Some(s) => s.rate_limit = Some(Arc::new(rl)),
                 None => self.note_at(
                     cx,
                     at,
@@ -2624,7 +2627,7 @@ fn parse_annotations(
             None => Ok(None),
             Some(v) => parse_duration(v)
                 .map(|d| (!d.is_zero()).then_some(d))
-                .map_err(|e| (key.to_owned(), e)),
+                .map_err(|e| (key.to_owned(), e.to_string())),
         }
     };
     let request = dur("timeout.linkerd.io/request")?;
@@ -2633,13 +2636,15 @@ fn parse_annotations(
     let http = map
         .get("retry.linkerd.io/http")
         .map(|v| {
-            RetryConditions::parse_http(v).map_err(|e| ("retry.linkerd.io/http".to_owned(), e))
+            RetryConditions::parse_http(v)
+                .map_err(|e| ("retry.linkerd.io/http".to_owned(), e.to_string()))
         })
         .transpose()?;
     let grpc_codes = map
         .get("retry.linkerd.io/grpc")
         .map(|v| {
-            RetryConditions::parse_grpc(v).map_err(|e| ("retry.linkerd.io/grpc".to_owned(), e))
+            RetryConditions::parse_grpc(v)
+                .map_err(|e| ("retry.linkerd.io/grpc".to_owned(), e.to_string()))
         })
         .transpose()?;
     let limit = map

@@ -393,7 +393,7 @@ fn inbound(
         "backends": [],
         "timeout_ms": {"request": null, "backend_request": null},
         "retry": {"retryable": false, "limit": 0},
-        "authorization": {"allowed": d.allowed, "by": d.by, "reason": d.reason},
+        "authorization": {"allowed": d.allowed, "by": d.by.to_string(), "reason": d.reason.to_string()},
         "rate_limit": rate,
         "notes": why.into_iter().chain(policy.notes().iter().map(ToString::to_string)).collect::<Vec<_>>(),
     })

@@ -241,7 +241,9 @@ pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await.map(|_| ());
 }
 
-fn parse_policy(s: &str) -> Result<mesh_core::authz::DefaultPolicy, String> {
+fn parse_policy(
+    s: &str,
+) -> Result<mesh_core::authz::DefaultPolicy, mesh_core::authz::UnknownDefaultPolicy> {
     s.parse()
 }
 
