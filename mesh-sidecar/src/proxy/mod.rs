@@ -247,7 +247,7 @@ fn parse_policy(
     s.parse()
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+fn parse_duration(s: &str) -> Result<Duration, mesh_core::values::InvalidDuration> {
     mesh_core::values::parse_duration(s)
 }
 
