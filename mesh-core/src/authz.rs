@@ -12,11 +12,12 @@ use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use crate::identity::{Identity, InvalidIdentity};
+use crate::identity::Identity;
 use crate::route::HttpMatch;
 
 mod connection;
 mod decision;
+mod error;
 
 pub use connection::{
     ConnectionDecision, ConnectionScope, ProxyProtocol, UnknownProxyProtocol, authorize_connection,
@@ -24,6 +25,7 @@ pub use connection::{
 };
 pub(crate) use decision::authorize;
 pub use decision::{AuthzDecision, DecidedBy, Reason};
+pub use error::{InvalidCidr, InvalidIdentityMatch, UnknownDefaultPolicy};
 
 /// A resource named as `Kind/namespace/name`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -210,29 +212,6 @@ pub struct Peer {
     pub identity: Option<Identity>,
     /// The client's address.
     pub ip: Option<IpAddr>,
-}
-
-/// A string that is not one of Linkerd's default policies.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "{0:?} is not a policy (all-unauthenticated, all-authenticated, cluster-authenticated, cluster-unauthenticated, deny, audit)"
-)]
-pub struct UnknownDefaultPolicy(pub String);
-
-/// A string that is not a network in CIDR form.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a network in CIDR form (10.0.0.0/8, fd00::/8)")]
-pub struct InvalidCidr(pub String);
-
-/// An entry of a `meshTLS.identities` list that is neither `*`, a wildcard nor an identity.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum InvalidIdentityMatch {
-    /// A `*.` wildcard with nothing after it, or with another `*`.
-    #[error("{0:?} is not a valid identity wildcard")]
-    Wildcard(String),
-    /// Not a wildcard, and not an identity in either form.
-    #[error(transparent)]
-    Identity(#[from] InvalidIdentity),
 }
 
 /// Settings of the mesh that inbound decisions depend on.
