@@ -10,15 +10,22 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use crate::identity::Identity;
-use crate::route::{HttpMatch, RequestFacts};
+use crate::route::HttpMatch;
 
 mod connection;
+mod decision;
+mod error;
 
 pub use connection::{
-    ConnectionDecision, ConnectionScope, ProxyProtocol, authorize_connection, server_protocol,
+    ConnectionDecision, ConnectionScope, ProxyProtocol, UnknownProxyProtocol, authorize_connection,
+    server_protocol,
 };
+pub(crate) use decision::authorize;
+pub use decision::{AuthzDecision, DecidedBy, Reason};
+pub use error::{InvalidCidr, InvalidIdentityMatch, UnknownDefaultPolicy};
 
 /// A resource named as `Kind/namespace/name`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -92,11 +99,22 @@ pub enum Requirement {
     MeshTls(Vec<IdentityMatch>),
 }
 
+/// Which kind of resource grants an [`Authorization`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AuthorizationKind {
+    /// A `ServerAuthorization`.
+    ServerAuthorization,
+    /// An `AuthorizationPolicy` (with its authentications resolved into requirements).
+    AuthorizationPolicy,
+}
+
 /// One authorization: if every requirement holds, the request is allowed, by `source`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Authorization {
-    /// The resource that grants it.
-    pub source: ResourceId,
+    /// The resource that grants it, shared with the decisions that name it.
+    pub source: Arc<ResourceId>,
+    /// What kind of resource `source` is.
+    pub kind: AuthorizationKind,
     /// Requirements, all of which must hold. None means anyone.
     pub requires: Vec<Requirement>,
 }
@@ -104,8 +122,8 @@ pub struct Authorization {
 /// An HTTPRoute attached to a `Server`, with the authorizations that target it.
 #[derive(Clone, Debug)]
 pub struct InboundRoute {
-    /// The route resource.
-    pub source: ResourceId,
+    /// The route resource, shared with the decisions that name it.
+    pub source: Arc<ResourceId>,
     /// Its matches (one per match of every rule).
     pub matches: Vec<HttpMatch>,
     /// Authorizations that target this route.
@@ -124,8 +142,8 @@ pub enum ServerPort {
 /// A compiled `Server`.
 #[derive(Clone, Debug)]
 pub struct Server {
-    /// The Server resource.
-    pub id: ResourceId,
+    /// The Server resource, shared with the decisions that name it.
+    pub id: Arc<ResourceId>,
     /// Labels of the pods it selects.
     pub selector: Selector,
     /// The port it selects.
@@ -138,8 +156,8 @@ pub struct Server {
     pub authorizations: Vec<Authorization>,
     /// Routes attached to it; when there are any, requests matching none are refused.
     pub routes: Vec<InboundRoute>,
-    /// Its `HTTPLocalRateLimitPolicy`, if any.
-    pub rate_limit: Option<RateLimit>,
+    /// Its `HTTPLocalRateLimitPolicy`, if any, shared with the decisions that admit requests.
+    pub rate_limit: Option<Arc<RateLimit>>,
 }
 
 /// A compiled label selector.
@@ -196,24 +214,6 @@ pub struct Peer {
     pub ip: Option<IpAddr>,
 }
 
-/// The answer to "may this peer make this request?".
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AuthzDecision {
-    /// Whether the request may reach the application.
-    pub allowed: bool,
-    /// What allowed it (`ServerAuthorization/ns/name`, `default:all-unauthenticated`,
-    /// `default:probe`), or what denied it.
-    pub by: String,
-    /// A sentence for logs and the `l5d-proxy-error` header.
-    pub reason: String,
-    /// The Server that applies, if any.
-    pub server: Option<ResourceId>,
-    /// The inbound route that matched, if the Server has routes.
-    pub route: Option<ResourceId>,
-    /// The rate limit of the Server, if any.
-    pub rate_limit: Option<RateLimit>,
-}
-
 /// Settings of the mesh that inbound decisions depend on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InboundConfig {
@@ -230,7 +230,8 @@ pub struct InboundConfig {
 // === impl ResourceId ===
 
 impl ResourceId {
-    pub(crate) fn new(kind: &str, namespace: &str, name: &str) -> Self {
+    /// Names a resource.
+    pub fn new(kind: &str, namespace: &str, name: &str) -> Self {
         Self {
             kind: kind.to_owned(),
             namespace: namespace.to_owned(),
@@ -276,7 +277,7 @@ impl DefaultPolicy {
 }
 
 impl FromStr for DefaultPolicy {
-    type Err = String;
+    type Err = UnknownDefaultPolicy;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Ok(match s {
@@ -286,11 +287,7 @@ impl FromStr for DefaultPolicy {
             "cluster-unauthenticated" => Self::ClusterUnauthenticated,
             "deny" => Self::Deny,
             "audit" => Self::Audit,
-            _ => {
-                return Err(format!(
-                    "{s:?} is not a policy (all-unauthenticated, all-authenticated, cluster-authenticated, cluster-unauthenticated, deny, audit)"
-                ));
-            }
+            _ => return Err(UnknownDefaultPolicy(s.to_owned())),
         })
     }
 }
@@ -324,10 +321,10 @@ impl Cidr {
 }
 
 impl FromStr for Cidr {
-    type Err = String;
+    type Err = InvalidCidr;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("{s:?} is not a network in CIDR form (10.0.0.0/8, fd00::/8)");
+        let bad = || InvalidCidr(s.to_owned());
         let (addr, prefix) = match s.split_once('/') {
             Some((a, p)) => (a, Some(p)),
             None => (s, None),
@@ -367,7 +364,7 @@ impl IdentityMatch {
     /// Parses an entry of `MeshTLSAuthentication.spec.identities` or
     /// `ServerAuthorization.client.meshTLS.identities`: `*`, `*.<suffix>`, or an identity in
     /// either form.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, InvalidIdentityMatch> {
         if s == "*" {
             return Ok(Self::Any);
         }
@@ -383,13 +380,11 @@ impl IdentityMatch {
                 });
             }
             if suffix.is_empty() || suffix.contains('*') {
-                return Err(format!("{s:?} is not a valid identity wildcard"));
+                return Err(InvalidIdentityMatch::Wildcard(s.to_owned()));
             }
             return Ok(Self::DnsSuffix(format!(".{suffix}")));
         }
-        Identity::parse(s)
-            .map(Self::Exact)
-            .map_err(|e| e.to_string())
+        Ok(Self::Exact(Identity::parse(s)?))
     }
 
     fn admits(&self, id: &Identity, control_ns: &str) -> bool {
@@ -467,171 +462,6 @@ impl RateLimit {
                     .map(|(rps, _)| *rps)
             })
             .or(self.per_identity)
-    }
-}
-
-/// Decides whether `peer` may make `req` to `target`, given the compiled Servers.
-pub(crate) fn authorize(
-    servers: &[Server],
-    config: &InboundConfig,
-    target: &InboundTarget,
-    peer: &Peer,
-    req: &impl RequestFacts,
-) -> AuthzDecision {
-    let is_probe = req.method() == "GET" && target.probe_paths.iter().any(|p| p == req.path());
-    let Some(server) = servers.iter().find(|s| s.selects(target)) else {
-        let policy = target.default_policy.unwrap_or(config.default_policy);
-        return default_decision(policy, is_probe, peer, config, None, None);
-    };
-    let server_id = Some(server.id.clone());
-
-    let mut route_auths: &[Authorization] = &[];
-    let mut route_id = None;
-    if !server.routes.is_empty() {
-        let best = server
-            .routes
-            .iter()
-            .flat_map(|r| r.matches.iter().map(move |m| (r, m)))
-            .filter(|(_, m)| m.matches(req))
-            .min_by(|(_, a), (_, b)| a.precedence(b));
-        let Some((route, _)) = best else {
-            return AuthzDecision {
-                allowed: false,
-                by: server.id.to_string(),
-                reason: format!("no route of {} matches the request", server.id),
-                server: server_id,
-                route: None,
-                rate_limit: server.rate_limit.clone(),
-            };
-        };
-        route_auths = &route.authorizations;
-        route_id = Some(route.source.clone());
-    } else if is_probe {
-        return AuthzDecision {
-            allowed: true,
-            by: "default:probe".to_owned(),
-            reason: format!("GET {} is a kubelet probe of this port", req.path()),
-            server: server_id,
-            route: None,
-            rate_limit: server.rate_limit.clone(),
-        };
-    }
-
-    decide(server, route_auths, route_id, peer, config)
-}
-
-/// The decision once the route (if the Server has routes) is known: the route's and the
-/// Server's authorizations, then the Server's access policy.
-fn decide(
-    server: &Server,
-    route_auths: &[Authorization],
-    route_id: Option<ResourceId>,
-    peer: &Peer,
-    config: &InboundConfig,
-) -> AuthzDecision {
-    let server_id = Some(server.id.clone());
-    if let Some(a) = route_auths
-        .iter()
-        .chain(&server.authorizations)
-        .find(|a| a.admits(peer, &config.control_namespace))
-    {
-        return AuthzDecision {
-            allowed: true,
-            by: a.source.to_string(),
-            reason: format!("{} admits {}", a.source, describe_peer(peer)),
-            server: server_id,
-            route: route_id,
-            rate_limit: server.rate_limit.clone(),
-        };
-    }
-    if server.access_policy != DefaultPolicy::Deny {
-        let mut d = default_decision(
-            server.access_policy,
-            false,
-            peer,
-            config,
-            server_id,
-            route_id,
-        );
-        d.rate_limit = server.rate_limit.clone();
-        return d;
-    }
-    AuthzDecision {
-        allowed: false,
-        by: server.id.to_string(),
-        reason: format!(
-            "no authorization of {}{} admits {}",
-            server.id,
-            route_id
-                .as_ref()
-                .map(|r| format!(" or {r}"))
-                .unwrap_or_default(),
-            describe_peer(peer)
-        ),
-        server: server_id,
-        route: route_id,
-        rate_limit: server.rate_limit.clone(),
-    }
-}
-
-fn default_decision(
-    policy: DefaultPolicy,
-    is_probe: bool,
-    peer: &Peer,
-    config: &InboundConfig,
-    server: Option<ResourceId>,
-    route: Option<ResourceId>,
-) -> AuthzDecision {
-    let by = format!("default:{}", policy.as_str());
-    let (allowed, by, reason) = if policy.admits(peer, &config.cluster_networks) {
-        let reason = if policy == DefaultPolicy::Audit {
-            format!(
-                "audit mode admits {} (no authorization matched)",
-                describe_peer(peer)
-            )
-        } else {
-            format!(
-                "the default policy {} admits {}",
-                policy.as_str(),
-                describe_peer(peer)
-            )
-        };
-        (true, by, reason)
-    } else if is_probe {
-        (
-            true,
-            "default:probe".to_owned(),
-            "the request is a kubelet probe of this port".to_owned(),
-        )
-    } else {
-        (
-            false,
-            by,
-            format!(
-                "the default policy {} refuses {}",
-                policy.as_str(),
-                describe_peer(peer)
-            ),
-        )
-    };
-    AuthzDecision {
-        allowed,
-        by,
-        reason,
-        server,
-        route,
-        rate_limit: None,
-    }
-}
-
-fn describe_peer(peer: &Peer) -> String {
-    let who = peer
-        .identity
-        .as_ref()
-        .map_or_else(|| "an unauthenticated client".to_owned(), |i| i.to_string());
-    match peer.ip {
-        Some(ip) => format!("{who} from {ip}"),
-        None => who,
     }
 }
 

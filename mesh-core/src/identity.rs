@@ -44,7 +44,63 @@ pub struct Identity {
 #[error("invalid identity {input:?}: {reason}")]
 pub struct InvalidIdentity {
     input: String,
-    reason: String,
+    reason: IdentityProblem,
+}
+
+/// What is wrong with an identity.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityProblem {
+    /// Longer than any identity can be.
+    #[error("too long to be an identity")]
+    TooLong,
+    /// `spiffe://<td>` with no path.
+    #[error("a SPIFFE ID needs a path /ns/<namespace>/sa/<service-account>")]
+    NoSpiffePath,
+    /// A SPIFFE path other than `ns/<namespace>/sa/<service-account>`.
+    #[error("the path {0:?} is not of the form ns/<namespace>/sa/<service-account>")]
+    SpiffePath(String),
+    /// Neither form.
+    #[error(
+        "neither a SPIFFE ID (spiffe://…) nor a DNS-form identity (<sa>.<ns>.serviceaccount.identity.<control-ns>.<trust-domain>)"
+    )]
+    NeitherForm,
+    /// The DNS form without `<service-account>.<namespace>`.
+    #[error("the DNS form needs <service-account>.<namespace> before .serviceaccount.identity.")]
+    DnsWorkload,
+    /// The DNS form without `<control-ns>.<trust-domain>`.
+    #[error("the DNS form needs <control-ns>.<trust-domain> after .serviceaccount.identity.")]
+    DnsDomain,
+    /// A part is empty.
+    #[error("the {0} is empty")]
+    Empty(Part),
+    /// A label of a part is longer than a DNS label may be.
+    #[error("the {0} {1:?} is longer than 63 characters")]
+    LabelTooLong(Part, String),
+    /// A part is longer than a DNS name may be.
+    #[error("the {0} is longer than {MAX_PART} characters")]
+    TooLongPart(Part),
+    /// A label holds a character DNS labels may not.
+    #[error("the {0} {1:?} holds {2:?}; only lowercase letters, digits and '-' are allowed")]
+    Character(Part, String, char),
+    /// A label starts or ends with `-`.
+    #[error("the {0} {1:?} must start and end with a letter or digit")]
+    Edge(Part, String),
+    /// A name holds the labels the DNS form uses as its separator.
+    #[error("the {0} {1:?} holds the labels serviceaccount.identity, which the DNS form reserves")]
+    Reserved(Part, String),
+}
+
+/// A part of an identity, as errors name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// The trust domain.
+    TrustDomain,
+    /// The workload's namespace.
+    Namespace,
+    /// The workload's service account.
+    ServiceAccount,
+    /// The control-plane namespace of the DNS form.
+    ControlNamespace,
 }
 
 // === impl Identity ===
@@ -57,13 +113,13 @@ impl Identity {
         service_account: &str,
     ) -> Result<Self, InvalidIdentity> {
         let input = format!("{SPIFFE_SCHEME}{trust_domain}/ns/{namespace}/sa/{service_account}");
-        let err = |reason: String| InvalidIdentity {
+        let err = |reason| InvalidIdentity {
             input: input.clone(),
             reason,
         };
-        check_dns_name("trust domain", trust_domain).map_err(err)?;
-        check_label("namespace", namespace).map_err(err)?;
-        check_subdomain("service account", service_account).map_err(err)?;
+        check_dns_name(Part::TrustDomain, trust_domain).map_err(err)?;
+        check_label(Part::Namespace, namespace).map_err(err)?;
+        check_subdomain(Part::ServiceAccount, service_account).map_err(err)?;
         Ok(Self {
             trust_domain: trust_domain.to_owned(),
             namespace: namespace.to_owned(),
@@ -105,10 +161,8 @@ impl Identity {
         )
     }
 
-    fn parse_spiffe(rest: &str) -> Result<Self, String> {
-        let (td, path) = rest
-            .split_once('/')
-            .ok_or("a SPIFFE ID needs a path /ns/<namespace>/sa/<service-account>")?;
+    fn parse_spiffe(rest: &str) -> Result<Self, IdentityProblem> {
+        let (td, path) = rest.split_once('/').ok_or(IdentityProblem::NoSpiffePath)?;
         let mut parts = path.split('/');
         match (
             parts.next(),
@@ -118,36 +172,32 @@ impl Identity {
             parts.next(),
         ) {
             (Some("ns"), Some(ns), Some("sa"), Some(sa), None) => {
-                check_dns_name("trust domain", td)?;
-                check_label("namespace", ns)?;
-                check_subdomain("service account", sa)?;
+                check_dns_name(Part::TrustDomain, td)?;
+                check_label(Part::Namespace, ns)?;
+                check_subdomain(Part::ServiceAccount, sa)?;
                 Ok(Self {
                     trust_domain: td.to_owned(),
                     namespace: ns.to_owned(),
                     service_account: sa.to_owned(),
                 })
             }
-            _ => Err(format!(
-                "the path {path:?} is not of the form ns/<namespace>/sa/<service-account>"
-            )),
+            _ => Err(IdentityProblem::SpiffePath(path.to_owned())),
         }
     }
 
-    fn parse_dns(s: &str) -> Result<Self, String> {
+    fn parse_dns(s: &str) -> Result<Self, IdentityProblem> {
         let (workload, domain) = s
             .split_once(DNS_MARKER)
-            .ok_or("neither a SPIFFE ID (spiffe://…) nor a DNS-form identity (<sa>.<ns>.serviceaccount.identity.<control-ns>.<trust-domain>)")?;
+            .ok_or(IdentityProblem::NeitherForm)?;
         // Namespaces are DNS labels (no dots); service accounts may hold dots.
-        let (sa, ns) = workload.rsplit_once('.').ok_or(
-            "the DNS form needs <service-account>.<namespace> before .serviceaccount.identity.",
-        )?;
-        let (control_ns, td) = domain.split_once('.').ok_or(
-            "the DNS form needs <control-ns>.<trust-domain> after .serviceaccount.identity.",
-        )?;
-        check_label("control namespace", control_ns)?;
-        check_dns_name("trust domain", td)?;
-        check_label("namespace", ns)?;
-        check_subdomain("service account", sa)?;
+        let (sa, ns) = workload
+            .rsplit_once('.')
+            .ok_or(IdentityProblem::DnsWorkload)?;
+        let (control_ns, td) = domain.split_once('.').ok_or(IdentityProblem::DnsDomain)?;
+        check_label(Part::ControlNamespace, control_ns)?;
+        check_dns_name(Part::TrustDomain, td)?;
+        check_label(Part::Namespace, ns)?;
+        check_subdomain(Part::ServiceAccount, sa)?;
         Ok(Self {
             trust_domain: td.to_owned(),
             namespace: ns.to_owned(),
@@ -161,7 +211,7 @@ impl FromStr for Identity {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let res = if s.len() > 2 * MAX_PART + 64 {
-            Err("too long to be an identity".to_owned())
+            Err(IdentityProblem::TooLong)
         } else if let Some(rest) = s.strip_prefix(SPIFFE_SCHEME) {
             Self::parse_spiffe(rest)
         } else {
@@ -184,37 +234,55 @@ impl fmt::Display for Identity {
     }
 }
 
+// === impl Part ===
+
+impl fmt::Display for Part {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::TrustDomain => "trust domain",
+            Self::Namespace => "namespace",
+            Self::ServiceAccount => "service account",
+            Self::ControlNamespace => "control namespace",
+        })
+    }
+}
+
+// === impl InvalidIdentity ===
+
+impl InvalidIdentity {
+    /// What is wrong with it.
+    pub fn reason(&self) -> &IdentityProblem {
+        &self.reason
+    }
+}
+
 // === validation helpers ===
 
 /// An RFC 1123 label: lowercase alphanumerics and '-', starting and ending alphanumeric.
-fn check_label(what: &str, s: &str) -> Result<(), String> {
+fn check_label(what: Part, s: &str) -> Result<(), IdentityProblem> {
     if s.is_empty() {
-        return Err(format!("the {what} is empty"));
+        return Err(IdentityProblem::Empty(what));
     }
     if s.len() > 63 {
-        return Err(format!("the {what} {s:?} is longer than 63 characters"));
+        return Err(IdentityProblem::LabelTooLong(what, s.to_owned()));
     }
     let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
     if let Some(c) = s.chars().find(|&c| !ok_char(c)) {
-        return Err(format!(
-            "the {what} {s:?} holds {c:?}; only lowercase letters, digits and '-' are allowed"
-        ));
+        return Err(IdentityProblem::Character(what, s.to_owned(), c));
     }
     if s.starts_with('-') || s.ends_with('-') {
-        return Err(format!(
-            "the {what} {s:?} must start and end with a letter or digit"
-        ));
+        return Err(IdentityProblem::Edge(what, s.to_owned()));
     }
     Ok(())
 }
 
 /// An RFC 1123 subdomain: dot-separated labels, at most 253 characters.
-fn check_subdomain(what: &str, s: &str) -> Result<(), String> {
+fn check_subdomain(what: Part, s: &str) -> Result<(), IdentityProblem> {
     if s.len() > MAX_PART {
-        return Err(format!("the {what} is longer than {MAX_PART} characters"));
+        return Err(IdentityProblem::TooLongPart(what));
     }
     if s.is_empty() {
-        return Err(format!("the {what} is empty"));
+        return Err(IdentityProblem::Empty(what));
     }
     s.split('.').try_for_each(|l| check_label(what, l))?;
     // The DNS form joins names with `.serviceaccount.identity.`; a name holding those labels
@@ -224,14 +292,12 @@ fn check_subdomain(what: &str, s: &str) -> Result<(), String> {
         .windows(2)
         .any(|w| w == ["serviceaccount", "identity"])
     {
-        return Err(format!(
-            "the {what} {s:?} holds the labels serviceaccount.identity, which the DNS form reserves"
-        ));
+        return Err(IdentityProblem::Reserved(what, s.to_owned()));
     }
     Ok(())
 }
 
-fn check_dns_name(what: &str, s: &str) -> Result<(), String> {
+fn check_dns_name(what: Part, s: &str) -> Result<(), IdentityProblem> {
     check_subdomain(what, s)
 }
 

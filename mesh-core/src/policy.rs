@@ -387,12 +387,12 @@ impl MeshPolicy {
     }
 
     /// Decides whether `peer` may make `req` to `target`.
-    pub fn authorize(
-        &self,
+    pub fn authorize<'a>(
+        &'a self,
         target: &InboundTarget,
-        peer: &Peer,
-        req: &impl RequestFacts,
-    ) -> AuthzDecision {
+        peer: &'a Peer,
+        req: &'a impl RequestFacts,
+    ) -> AuthzDecision<'a> {
         authz::authorize(&self.servers, &self.config.inbound, target, peer, req)
     }
 

@@ -123,12 +123,31 @@ pub fn is_idempotent(method: &str) -> bool {
     )
 }
 
+/// Why a `retry.linkerd.io/http` or `retry.linkerd.io/grpc` annotation is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidRetryConditions {
+    /// An item that is not `5xx`, `gateway-error`, a status or a range of statuses.
+    #[error("{0:?} is not 5xx, gateway-error, a status (100–599) or a range")]
+    HttpStatus(String),
+    /// A range whose low end is above its high end.
+    #[error("{0:?}: the range is empty")]
+    EmptyRange(String),
+    /// An item that is not a gRPC status worth retrying.
+    #[error(
+        "{0:?} is not a retryable gRPC status (cancelled, deadline-exceeded, internal, resource-exhausted, unavailable)"
+    )]
+    GrpcStatus(String),
+    /// Nothing listed.
+    #[error("no retry conditions listed")]
+    None,
+}
+
 // === impl RetryConditions ===
 
 impl RetryConditions {
     /// Parses `retry.linkerd.io/http`: a comma-separated list of `5xx`, `gateway-error`, a
     /// status (`429`) or a range (`500-504`).
-    pub fn parse_http(s: &str) -> Result<Vec<(u16, u16)>, String> {
+    pub fn parse_http(s: &str) -> Result<Vec<(u16, u16)>, InvalidRetryConditions> {
         let mut out = Vec::new();
         for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
             let range = match item.to_ascii_lowercase().as_str() {
@@ -141,13 +160,11 @@ impl RetryConditions {
                             .parse::<u16>()
                             .ok()
                             .filter(|n| (100..=599).contains(n))
-                            .ok_or_else(|| {
-                                format!("{item:?} is not 5xx, gateway-error, a status (100–599) or a range")
-                            })
+                            .ok_or_else(|| InvalidRetryConditions::HttpStatus(item.to_owned()))
                     };
                     let (lo, hi) = (parse(lo)?, parse(hi)?);
                     if lo > hi {
-                        return Err(format!("{item:?}: the range is empty"));
+                        return Err(InvalidRetryConditions::EmptyRange(item.to_owned()));
                     }
                     (lo, hi)
                 }
@@ -155,14 +172,14 @@ impl RetryConditions {
             out.push(range);
         }
         if out.is_empty() {
-            return Err("no retry conditions listed".to_owned());
+            return Err(InvalidRetryConditions::None);
         }
         Ok(out)
     }
 
     /// Parses `retry.linkerd.io/grpc`: a comma-separated list of gRPC status names
     /// (`cancelled`, `deadline-exceeded`, `internal`, `resource-exhausted`, `unavailable`).
-    pub fn parse_grpc(s: &str) -> Result<Vec<u32>, String> {
+    pub fn parse_grpc(s: &str) -> Result<Vec<u32>, InvalidRetryConditions> {
         let mut out = Vec::new();
         for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
             let code = match item.to_ascii_lowercase().replace('_', "-").as_str() {
@@ -173,16 +190,12 @@ impl RetryConditions {
                 "aborted" => 10,
                 "internal" => 13,
                 "unavailable" => 14,
-                _ => {
-                    return Err(format!(
-                        "{item:?} is not a retryable gRPC status (cancelled, deadline-exceeded, internal, resource-exhausted, unavailable)"
-                    ));
-                }
+                _ => return Err(InvalidRetryConditions::GrpcStatus(item.to_owned())),
             };
             out.push(code);
         }
         if out.is_empty() {
-            return Err("no retry conditions listed".to_owned());
+            return Err(InvalidRetryConditions::None);
         }
         Ok(out)
     }

@@ -5,6 +5,74 @@ use std::cmp::Ordering;
 
 use regex::Regex;
 
+/// Why a method and URL do not describe a request ([`Request::new`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidRequest {
+    /// The URL has no `scheme://`.
+    #[error("{url:?} is not an absolute URL (http://host:port/path)")]
+    NotAbsolute {
+        /// The URL.
+        url: String,
+    },
+    /// The scheme is neither `http` nor `https`.
+    #[error("unsupported URL scheme {scheme:?} in {url:?}")]
+    Scheme {
+        /// The scheme.
+        scheme: String,
+        /// The URL.
+        url: String,
+    },
+    /// The URL's `host[:port]` is malformed.
+    #[error(transparent)]
+    Authority(#[from] InvalidAuthority),
+    /// The method is empty or holds something other than letters.
+    #[error("{method:?} is not an HTTP method")]
+    Method {
+        /// The method.
+        method: String,
+    },
+}
+
+/// Why a `host[:port]` is malformed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidAuthority {
+    /// `[` with no `]`.
+    #[error("unclosed '[' in {authority:?}")]
+    UnclosedBracket {
+        /// The authority.
+        authority: String,
+    },
+    /// Something other than `:port` after `]`.
+    #[error("unexpected {after:?} after the IPv6 address")]
+    AfterIpv6 {
+        /// What follows the `]`.
+        after: String,
+    },
+    /// Nothing before the port.
+    #[error("{authority:?} has no host")]
+    NoHost {
+        /// The authority.
+        authority: String,
+    },
+    /// The port is not a number from 1 to 65535.
+    #[error("{port:?} is not a port (1–65535) in {authority:?}")]
+    Port {
+        /// The port as written.
+        port: String,
+        /// The authority.
+        authority: String,
+    },
+}
+
+/// A pattern that does not compile as a regular expression.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{pattern:?} is not a valid regular expression: {error}")]
+pub(crate) struct InvalidRegex {
+    pattern: String,
+    // Not a `#[source]`: the message already carries it, and a chain would print it twice.
+    error: regex::Error,
+}
+
 /// What routing and authorization read from a request. Implemented by [`Request`] for tests and
 /// tools, and by the Tower layers for `http::Request` without copying anything.
 pub trait RequestFacts {
@@ -82,14 +150,21 @@ pub enum ValuePattern {
 impl Request {
     /// Describes a request from a method and an absolute URL (`http://host:port/path?query`).
     /// The port defaults to 80 for `http` and 443 for `https`.
-    pub fn new(method: &str, url: &str) -> Result<Self, String> {
+    pub fn new(method: &str, url: &str) -> Result<Self, InvalidRequest> {
         let (scheme, rest) = url
             .split_once("://")
-            .ok_or_else(|| format!("{url:?} is not an absolute URL (http://host:port/path)"))?;
+            .ok_or_else(|| InvalidRequest::NotAbsolute {
+                url: url.to_owned(),
+            })?;
         let default_port = match scheme.to_ascii_lowercase().as_str() {
             "http" => 80,
             "https" => 443,
-            other => return Err(format!("unsupported URL scheme {other:?} in {url:?}")),
+            other => {
+                return Err(InvalidRequest::Scheme {
+                    scheme: other.to_owned(),
+                    url: url.to_owned(),
+                });
+            }
         };
         let (authority, path_query) = match rest.find(['/', '?']) {
             Some(i) => rest.split_at(i),
@@ -102,7 +177,9 @@ impl Request {
         };
         let path = if path.is_empty() { "/" } else { path };
         if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()) {
-            return Err(format!("{method:?} is not an HTTP method"));
+            return Err(InvalidRequest::Method {
+                method: method.to_owned(),
+            });
         }
         Ok(Self {
             method: method.to_ascii_uppercase(),
@@ -139,16 +216,28 @@ impl Request {
 }
 
 /// Splits `host[:port]`, accepting bracketed IPv6 literals.
-pub(crate) fn split_authority(authority: &str, default_port: u16) -> Result<(&str, u16), String> {
-    let bad_port = |p: &str| format!("{p:?} is not a port (1–65535) in {authority:?}");
+pub(crate) fn split_authority(
+    authority: &str,
+    default_port: u16,
+) -> Result<(&str, u16), InvalidAuthority> {
+    let bad_port = |p: &str| InvalidAuthority::Port {
+        port: p.to_owned(),
+        authority: authority.to_owned(),
+    };
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
         let (h, after) = rest
             .split_once(']')
-            .ok_or_else(|| format!("unclosed '[' in {authority:?}"))?;
+            .ok_or_else(|| InvalidAuthority::UnclosedBracket {
+                authority: authority.to_owned(),
+            })?;
         match after.strip_prefix(':') {
             Some(p) => (h, Some(p)),
             None if after.is_empty() => (h, None),
-            None => return Err(format!("unexpected {after:?} after the IPv6 address")),
+            None => {
+                return Err(InvalidAuthority::AfterIpv6 {
+                    after: after.to_owned(),
+                });
+            }
         }
     } else {
         match authority.rsplit_once(':') {
@@ -157,7 +246,9 @@ pub(crate) fn split_authority(authority: &str, default_port: u16) -> Result<(&st
         }
     };
     if host.is_empty() {
-        return Err(format!("{authority:?} has no host"));
+        return Err(InvalidAuthority::NoHost {
+            authority: authority.to_owned(),
+        });
     }
     let port = match port {
         Some(p) => match p.parse::<u16>() {
@@ -294,11 +385,14 @@ impl ValuePattern {
 
 /// Compiles a regular expression that must match the whole value, as Gateway API, Linkerd
 /// and SMI mean it.
-pub(crate) fn full_regex(pattern: &str) -> Result<Regex, String> {
+pub(crate) fn full_regex(pattern: &str) -> Result<Regex, InvalidRegex> {
     regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
         .size_limit(1 << 20)
         .build()
-        .map_err(|e| format!("{pattern:?} is not a valid regular expression: {e}"))
+        .map_err(|error| InvalidRegex {
+            pattern: pattern.to_owned(),
+            error,
+        })
 }
 
 #[cfg(test)]
@@ -377,8 +471,29 @@ mod tests {
         );
         let r = req("GET", "http://web:8080");
         assert_eq!((r.host(), r.port(), r.path()), ("web", 8080, "/"));
-        assert!(Request::new("GET", "web:80/").is_err());
-        assert!(Request::new("GET", "http://web:0/").is_err());
-        assert!(Request::new("G E T", "http://web/").is_err());
+        let cases = [
+            (
+                "GET",
+                "web:80/",
+                r#""web:80/" is not an absolute URL (http://host:port/path)"#,
+            ),
+            (
+                "GET",
+                "ftp://web/",
+                r#"unsupported URL scheme "ftp" in "ftp://web/""#,
+            ),
+            (
+                "GET",
+                "http://web:0/",
+                r#""0" is not a port (1–65535) in "web:0""#,
+            ),
+            ("GET", "http://[::1/", r#"unclosed '[' in "[::1""#),
+            ("GET", "http://:80/", r#"":80" has no host"#),
+            ("G E T", "http://web/", r#""G E T" is not an HTTP method"#),
+        ];
+        for (method, url, want) in cases {
+            let e = Request::new(method, url).unwrap_err();
+            assert_eq!(e.to_string(), want, "{method} {url}");
+        }
     }
 }

@@ -2,18 +2,73 @@
 
 use std::time::Duration;
 
+/// A string that is not a Go duration.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{input:?} is not a duration ({problem}; e.g. 500ms, 10s, 1m30s)")]
+pub struct InvalidDuration {
+    /// What was given.
+    pub input: String,
+    /// What is wrong with it.
+    pub problem: Problem,
+}
+
+/// A string that is not a Kubernetes quantity usable as a weight.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{input:?} is not a weight ({problem}; e.g. 900m, 1, 50)")]
+pub struct InvalidQuantity {
+    /// What was given.
+    pub input: String,
+    /// What is wrong with it.
+    pub problem: Problem,
+}
+
+/// What is wrong with a duration or a quantity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    /// Nothing was given.
+    #[error("empty")]
+    Empty,
+    /// It starts with `-`.
+    #[error("negative")]
+    Negative,
+    /// A unit or suffix where a number belongs.
+    #[error("expected a number")]
+    ExpectedNumber,
+    /// A duration's number has no unit.
+    #[error("missing unit")]
+    MissingUnit,
+    /// Not one of `ns`, `us`, `ms`, `s`, `m`, `h`.
+    #[error("unknown unit")]
+    UnknownUnit,
+    /// Not one of `m`, `k`, `M`, `G`, `Ki`, `Mi`.
+    #[error("unknown suffix")]
+    UnknownSuffix,
+    /// Two dots, or a dot alone.
+    #[error("malformed number")]
+    Malformed,
+    /// A duration's number does not fit in 128 bits.
+    #[error("number too large")]
+    NumberTooLarge,
+    /// The value does not fit in 64 bits (nanoseconds, milli-units).
+    #[error("too large")]
+    TooLarge,
+}
+
 /// Parses a Go `time.ParseDuration` string, as Linkerd and Gateway API use them:
 /// `500ms`, `2s`, `1m30s`, `1.5h`, `300us`. A bare `0` is zero. Negative durations are refused.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = |why: &str| format!("{s:?} is not a duration ({why}; e.g. 500ms, 10s, 1m30s)");
+pub fn parse_duration(s: &str) -> Result<Duration, InvalidDuration> {
+    let bad = |problem| InvalidDuration {
+        input: s.to_owned(),
+        problem,
+    };
     if s == "0" {
         return Ok(Duration::ZERO);
     }
     if s.is_empty() {
-        return Err(bad("empty"));
+        return Err(bad(Problem::Empty));
     }
     if s.starts_with('-') {
-        return Err(bad("negative"));
+        return Err(bad(Problem::Negative));
     }
     let s2 = s.strip_prefix('+').unwrap_or(s);
     let mut rest = s2;
@@ -23,7 +78,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
         if num_len == 0 {
-            return Err(bad("expected a number"));
+            return Err(bad(Problem::ExpectedNumber));
         }
         let (num, tail) = rest.split_at(num_len);
         let unit_len = tail
@@ -37,19 +92,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "s" => 1_000_000_000,
             "m" => 60_000_000_000,
             "h" => 3_600_000_000_000,
-            "" => return Err(bad("missing unit")),
-            _ => return Err(bad("unknown unit")),
+            "" => return Err(bad(Problem::MissingUnit)),
+            _ => return Err(bad(Problem::UnknownUnit)),
         };
         let (int, frac) = num.split_once('.').unwrap_or((num, ""));
         if int.is_empty() && frac.is_empty() || frac.contains('.') {
-            return Err(bad("malformed number"));
+            return Err(bad(Problem::Malformed));
         }
         let int: u128 = if int.is_empty() {
             0
         } else {
-            int.parse().map_err(|_| bad("number too large"))?
+            int.parse().map_err(|_| bad(Problem::NumberTooLarge))?
         };
-        let mut ns = int.checked_mul(unit_ns).ok_or_else(|| bad("too large"))?;
+        let mut ns = int
+            .checked_mul(unit_ns)
+            .ok_or_else(|| bad(Problem::TooLarge))?;
         let mut scale = unit_ns;
         for d in frac.bytes().take(18) {
             scale /= 10;
@@ -58,20 +115,23 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         total_ns = total_ns
             .checked_add(ns)
             .filter(|&t| t <= u128::from(u64::MAX))
-            .ok_or_else(|| bad("too large"))?;
+            .ok_or_else(|| bad(Problem::TooLarge))?;
         rest = tail;
     }
-    let total = u64::try_from(total_ns).map_err(|_| bad("too large"))?;
+    let total = u64::try_from(total_ns).map_err(|_| bad(Problem::TooLarge))?;
     Ok(Duration::from_nanos(total))
 }
 
 /// Parses a Kubernetes quantity used as a weight into milli-units: `900m` → 900, `1` → 1000,
 /// `1.5` → 1500, `2k` → 2,000,000. Negative values are refused.
-pub fn parse_milli_quantity(s: &str) -> Result<u64, String> {
-    let bad = |why: &str| format!("{s:?} is not a weight ({why}; e.g. 900m, 1, 50)");
+pub fn parse_milli_quantity(s: &str) -> Result<u64, InvalidQuantity> {
+    let bad = |problem| InvalidQuantity {
+        input: s.to_owned(),
+        problem,
+    };
     let s = s.trim();
     if s.starts_with('-') {
-        return Err(bad("negative"));
+        return Err(bad(Problem::Negative));
     }
     let num_len = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -86,29 +146,29 @@ pub fn parse_milli_quantity(s: &str) -> Result<u64, String> {
         "G" => 1_000_000_000_000,
         "Ki" => 1_024_000,
         "Mi" => 1_048_576_000,
-        _ => return Err(bad("unknown suffix")),
+        _ => return Err(bad(Problem::UnknownSuffix)),
     };
     if num.is_empty() {
-        return Err(bad("expected a number"));
+        return Err(bad(Problem::ExpectedNumber));
     }
     let (int, frac) = num.split_once('.').unwrap_or((num, ""));
     if frac.contains('.') || int.is_empty() && frac.is_empty() {
-        return Err(bad("malformed number"));
+        return Err(bad(Problem::Malformed));
     }
     let int: u128 = if int.is_empty() {
         0
     } else {
-        int.parse().map_err(|_| bad("too large"))?
+        int.parse().map_err(|_| bad(Problem::TooLarge))?
     };
     let mut milli = int
         .checked_mul(milli_per_unit)
-        .ok_or_else(|| bad("too large"))?;
+        .ok_or_else(|| bad(Problem::TooLarge))?;
     let mut scale = milli_per_unit;
     for d in frac.bytes().take(30) {
         scale /= 10;
         milli += u128::from(d - b'0') * scale;
     }
-    u64::try_from(milli).map_err(|_| bad("too large"))
+    u64::try_from(milli).map_err(|_| bad(Problem::TooLarge))
 }
 
 #[cfg(test)]
@@ -133,6 +193,31 @@ mod tests {
         for s in ["one-second", "", "10", "-1s", "1x", "s", "1..2s"] {
             assert!(parse_duration(s).is_err(), "{s}");
         }
+    }
+
+    #[test]
+    fn errors_say_what_was_given_and_why_as_before() {
+        let cases = [
+            (
+                parse_duration("1x").unwrap_err().to_string(),
+                r#""1x" is not a duration (unknown unit; e.g. 500ms, 10s, 1m30s)"#,
+            ),
+            (
+                parse_duration("").unwrap_err().to_string(),
+                r#""" is not a duration (empty; e.g. 500ms, 10s, 1m30s)"#,
+            ),
+            (
+                parse_milli_quantity("-1").unwrap_err().to_string(),
+                r#""-1" is not a weight (negative; e.g. 900m, 1, 50)"#,
+            ),
+        ];
+        for (got, want) in cases {
+            assert_eq!(got, want);
+        }
+        assert_eq!(
+            parse_duration("10").unwrap_err().problem,
+            Problem::MissingUnit
+        );
     }
 
     #[test]

@@ -204,7 +204,7 @@ fn authorization_table() {
         };
         let d = p.authorize(&target, &peer, &r);
         assert_eq!(
-            (d.allowed, d.by.as_str()),
+            (d.allowed, d.by.to_string().as_str()),
             (allowed, by),
             "{method} {path} {identity:?} {ip:?}: {}",
             d.reason
@@ -239,7 +239,7 @@ fn probes_defaults_and_selectors() {
     target.port_name = None;
     let d = p.authorize(&target, &outside, &get);
     assert_eq!(
-        (d.allowed, d.by.as_str()),
+        (d.allowed, d.by.to_string().as_str()),
         (true, "default:all-unauthenticated")
     );
 
@@ -254,14 +254,17 @@ fn probes_defaults_and_selectors() {
     );
     let d = p.authorize(&t2, &outside, &get);
     assert_eq!(
-        (d.allowed, d.by.as_str()),
+        (d.allowed, d.by.to_string().as_str()),
         (false, "default:all-authenticated")
     );
     // Kubelet probes are allowed even there.
     let mut t3 = t2.clone();
     t3.probe_paths = vec!["/live".into()];
     let probe = Request::new("GET", "http://nothing.locked:1234/live").unwrap();
-    assert_eq!(p.authorize(&t3, &outside, &probe).by, "default:probe");
+    assert_eq!(
+        p.authorize(&t3, &outside, &probe).by,
+        mesh_core::authz::DecidedBy::Probe
+    );
 }
 
 #[test]
@@ -270,14 +273,11 @@ fn rate_limit_policy_attaches_to_its_server() {
     let (target, _) = p.inbound_target("books.booksapp", 80);
     let r = Request::new("GET", "http://books.booksapp/books").unwrap();
     let webapp = id("spiffe://cluster.local/ns/booksapp/sa/webapp");
-    let d = p.authorize(
-        &target,
-        &Peer {
-            identity: webapp.clone(),
-            ip: None,
-        },
-        &r,
-    );
+    let peer = Peer {
+        identity: webapp.clone(),
+        ip: None,
+    };
+    let d = p.authorize(&target, &peer, &r);
     let rl = d.rate_limit.expect("rate limit");
     assert_eq!(rl.total, Some(100));
     assert_eq!(rl.per_identity_limit(webapp.as_ref()), Some(50));

@@ -185,20 +185,18 @@ fn emojivoto_policy_with_the_app_manifests() {
     };
     let d = p.authorize(&target, &web, &r);
     assert!(d.allowed, "{}", d.reason);
-    let d = p.authorize(&target, &mesh_core::Peer::default(), &r);
-    assert!(!d.allowed);
+    let nobody = mesh_core::Peer::default();
+    assert!(!p.authorize(&target, &nobody, &r).allowed);
     // The web front end is public.
     let (target, _) = p.inbound_target("web-svc.emojivoto", 80);
-    let d = p.authorize(
-        &target,
-        &mesh_core::Peer {
-            identity: None,
-            ip: Some("203.0.113.1".parse().unwrap()),
-        },
-        &Request::new("GET", "http://web-svc.emojivoto/").unwrap(),
-    );
+    let anyone = mesh_core::Peer {
+        identity: None,
+        ip: Some("203.0.113.1".parse().unwrap()),
+    };
+    let get = Request::new("GET", "http://web-svc.emojivoto/").unwrap();
+    let d = p.authorize(&target, &anyone, &get);
     assert_eq!(
-        (d.allowed, d.by.as_str()),
+        (d.allowed, d.by.to_string().as_str()),
         (true, "ServerAuthorization/emojivoto/web-public")
     );
 }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use clap::Args;
 use http::{Request, Response, StatusCode};
@@ -84,15 +85,14 @@ pub(crate) fn run(args: DemoArgs) -> ExitCode {
     match rt.block_on(demo(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn free_port() -> Result<SocketAddr, String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    l.local_addr().map_err(|e| e.to_string())
+fn free_port() -> std::io::Result<SocketAddr> {
+    std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()
 }
 
 fn route_yaml(v1: u32, v2: u32) -> String {
@@ -156,10 +156,10 @@ endpoints: [{{ addresses: [\"{ip}\"] }}]
     s
 }
 
-async fn demo(args: DemoArgs) -> Result<(), String> {
+async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let tmp = TempDir::new(args.keep.clone())?;
     let dir = tmp.path().to_owned();
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find the mesh binary: {e}"))?;
+    let exe = std::env::current_exe().context("cannot find the mesh binary")?;
     let mut children = Children::default();
 
     // Trust: an anchor and issuer, then the issuer service, as an operator would run them.
@@ -174,10 +174,9 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
         .arg(dir.join("ca"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .status()
-        .map_err(|e| e.to_string())?;
+        .status()?;
     if !status.success() {
-        return Err("mesh identity init failed".to_owned());
+        bail!("mesh identity init failed");
     }
     let names = [
         ("vote-bot", "default"),
@@ -193,9 +192,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
     }
     write(&dir.join("tokens"), &tokens)?;
     let issuer = free_port()?;
-    let log = |name: &str| {
-        std::fs::File::create(dir.join(format!("{name}.log"))).map_err(|e| e.to_string())
-    };
+    let log = |name: &str| std::fs::File::create(dir.join(format!("{name}.log")));
     children.0.push((
         "issuer".into(),
         Command::new(&exe)
@@ -206,7 +203,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
             .stdout(Stdio::null())
             .stderr(log("issuer")?)
             .spawn()
-            .map_err(|e| format!("cannot start the issuer: {e}"))?,
+            .context("cannot start the issuer")?,
     ));
 
     let mut ws = Vec::new();
@@ -221,7 +218,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
         });
     }
     let config = dir.join("config");
-    std::fs::create_dir_all(&config).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&config)?;
     write(&config.join("discovery.yaml"), &discovery_yaml(&ws))?;
     write(&config.join("voting-route.yaml"), &route_yaml(90, 10))?;
 
@@ -230,7 +227,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
     for w in &ws {
         let listener = TcpListener::bind(w.app)
             .await
-            .map_err(|e| format!("{}: {e}", w.app))?;
+            .with_context(|| w.app.to_string())?;
         let web_out = ws.iter().find(|x| x.name == "web").map(|x| x.outbound);
         tokio::spawn(serve_app(
             listener,
@@ -271,7 +268,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
             .stdout(Stdio::null())
             .stderr(log(w.name)?)
             .spawn()
-            .map_err(|e| format!("cannot start the {} proxy: {e}", w.name))?;
+            .with_context(|| format!("cannot start the {} proxy", w.name))?;
         children.0.push((w.name.to_owned(), child));
     }
     wait_ready(&ws, &mut children, &dir).await?;
@@ -289,7 +286,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
         .iter()
         .find(|w| w.name == "vote-bot")
         .map(|w| w.outbound)
-        .ok_or("no vote-bot")?;
+        .context("no vote-bot")?;
     let start = Instant::now();
     let traffic = tokio::spawn(generate(bot, args.rps, args.duration, Arc::clone(&stats)));
     let client: Client<HttpConnector, Empty<Bytes>> =
@@ -373,40 +370,35 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn write(path: &Path, text: &str) -> Result<(), String> {
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     // Write then rename, so a watching proxy never reads half a file.
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+    std::fs::write(&tmp, text).with_context(|| tmp.display().to_string())?;
+    std::fs::rename(&tmp, path).with_context(|| path.display().to_string())
 }
 
-async fn wait_ready(ws: &[Workload], children: &mut Children, dir: &Path) -> Result<(), String> {
+async fn wait_ready(ws: &[Workload], children: &mut Children, dir: &Path) -> anyhow::Result<()> {
     let client: Client<HttpConnector, Empty<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
     let deadline = Instant::now() + Duration::from_secs(30);
     for w in ws {
         loop {
             let uri = format!("http://{}/ready", w.admin);
-            if let Ok(r) = client
-                .get(
-                    uri.parse()
-                        .map_err(|e: http::uri::InvalidUri| e.to_string())?,
-                )
-                .await
+            if let Ok(r) = client.get(uri.parse::<http::Uri>()?).await
                 && r.status() == StatusCode::OK
             {
                 break;
             }
             for (name, c) in &mut children.0 {
                 if let Ok(Some(status)) = c.try_wait() {
-                    return Err(format!(
+                    bail!(
                         "{name} exited ({status}); see {}",
                         dir.join(format!("{name}.log")).display()
-                    ));
+                    );
                 }
             }
             if Instant::now() > deadline {
-                return Err(format!("the {} proxy was not ready within 30s", w.name));
+                bail!("the {} proxy was not ready within 30s", w.name);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -696,7 +688,7 @@ struct TempDir {
 }
 
 impl TempDir {
-    fn new(keep: Option<PathBuf>) -> Result<Self, String> {
+    fn new(keep: Option<PathBuf>) -> anyhow::Result<Self> {
         let (path, keep) = match keep {
             Some(p) => (p, true),
             None => (
@@ -704,7 +696,7 @@ impl TempDir {
                 false,
             ),
         };
-        std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::create_dir_all(&path).with_context(|| path.display().to_string())?;
         Ok(Self { path, keep })
     }
 

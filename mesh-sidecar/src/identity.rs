@@ -269,8 +269,22 @@ pub(crate) fn init_tracing() {
         .try_init();
 }
 
-/// Parses `90s`, `30m`, `24h`, `365d` (or plain seconds).
-fn parse_duration(s: &str) -> Result<Duration, String> {
+/// A certificate lifetime flag that is not `90s`, `30m`, `24h`, `365d` or plain seconds.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+enum InvalidLifetime {
+    #[error("{0:?} is not a duration like 90s, 30m, 24h or 365d")]
+    Number(String),
+    #[error("{0:?}: the unit must be s, m, h or d")]
+    Unit(String),
+    #[error("a lifetime must be positive")]
+    Zero,
+    #[error("{0:?} is too long")]
+    TooLong(String),
+}
+
+/// Parses `90s`, `30m`, `24h`, `365d` (or plain seconds). Not mesh-core's Go durations:
+/// certificate lifetimes are counted in days, which Go durations have no unit for.
+fn parse_duration(s: &str) -> Result<Duration, InvalidLifetime> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => s.split_at(i),
@@ -278,20 +292,20 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     };
     let n: u64 = num
         .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 90s, 30m, 24h or 365d"))?;
+        .map_err(|_| InvalidLifetime::Number(s.to_owned()))?;
     let secs = match unit {
         "s" => 1,
         "m" => 60,
         "h" => 3600,
         "d" => 86400,
-        _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
+        _ => return Err(InvalidLifetime::Unit(s.to_owned())),
     };
     if n == 0 {
-        return Err("a lifetime must be positive".to_owned());
+        return Err(InvalidLifetime::Zero);
     }
     n.checked_mul(secs)
         .map(Duration::from_secs)
-        .ok_or_else(|| format!("{s:?} is too long"))
+        .ok_or_else(|| InvalidLifetime::TooLong(s.to_owned()))
 }
 
 #[cfg(test)]

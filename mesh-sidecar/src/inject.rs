@@ -11,6 +11,7 @@ use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::Args;
 use k8s_openapi::api::core::v1::PodSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -96,7 +97,7 @@ pub(crate) fn run(args: InjectArgs) -> ExitCode {
     let inputs = match read_inputs(&args.inputs) {
         Ok(i) => i,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {e:#}");
             return ExitCode::from(2);
         }
     };
@@ -137,8 +138,13 @@ pub(crate) fn run(args: InjectArgs) -> ExitCode {
     }
 }
 
+/// A `--namespace-annotations` value whose first piece is not `KEY=VALUE`.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not KEY=VALUE")]
+struct NotKeyValue(String);
+
 /// `a=1,b=2`, `c=3,4` → {a: 1, b: 2, c: "3,4"}.
-fn parse_annotations(args: &[String]) -> Result<BTreeMap<String, String>, String> {
+fn parse_annotations(args: &[String]) -> Result<BTreeMap<String, String>, NotKeyValue> {
     let mut out = BTreeMap::new();
     for arg in args {
         let mut last: Option<String> = None;
@@ -155,7 +161,7 @@ fn parse_annotations(args: &[String]) -> Result<BTreeMap<String, String>, String
                         v.push_str(piece.trim());
                     }
                 }
-                (None, None) => return Err(format!("{arg:?} is not KEY=VALUE")),
+                (None, None) => return Err(NotKeyValue(arg.clone())),
             }
         }
     }
@@ -494,14 +500,14 @@ fn leading_comments(text: &str) -> &str {
 use mesh_core::manifest::{split_stream as split_documents, strip_location};
 
 /// Expands directories into their YAML files, sorted, so output order is stable.
-fn read_inputs(paths: &[PathBuf]) -> Result<Vec<Input>, String> {
+fn read_inputs(paths: &[PathBuf]) -> anyhow::Result<Vec<Input>> {
     let mut inputs = Vec::new();
     for p in paths {
         if p.as_os_str() == "-" {
             let mut text = String::new();
             std::io::stdin()
                 .read_to_string(&mut text)
-                .map_err(|e| format!("cannot read stdin: {e}"))?;
+                .context("cannot read stdin")?;
             inputs.push(Input {
                 name: "<stdin>".to_owned(),
                 text,
@@ -509,8 +515,7 @@ fn read_inputs(paths: &[PathBuf]) -> Result<Vec<Input>, String> {
             continue;
         }
         for f in crate::files::yaml_files(std::slice::from_ref(p))? {
-            let text = std::fs::read_to_string(&f)
-                .map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+            let text = crate::files::read(&f)?;
             inputs.push(Input {
                 name: f.display().to_string(),
                 text,

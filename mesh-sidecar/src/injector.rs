@@ -304,23 +304,36 @@ fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     r
 }
 
+/// A request body the webhook cannot answer with a review, answered 400.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BadReview {
+    /// Not JSON of the review's shape.
+    #[error("not an AdmissionReview: {0}")]
+    Json(serde_json::Error),
+    /// Another kind, or another version of it.
+    #[error("not an AdmissionReview {ADMISSION_V1}: apiVersion {api_version:?}, kind {kind:?}")]
+    Version { api_version: String, kind: String },
+    /// A review with nothing to review.
+    #[error("an AdmissionReview without a request")]
+    NoRequest,
+    /// The answer could not be encoded.
+    #[error(transparent)]
+    Encode(serde_json::Error),
+}
+
 /// Answers one AdmissionReview (JSON in, JSON out). `Err` is a body that is not a review
 /// at all, for a 400.
-pub(crate) fn review(body: &[u8], config: &InjectConfig) -> Result<Vec<u8>, String> {
-    let review: ReviewIn =
-        serde_json::from_slice(body).map_err(|e| format!("not an AdmissionReview: {e}"))?;
+pub(crate) fn review(body: &[u8], config: &InjectConfig) -> Result<Vec<u8>, BadReview> {
+    let review: ReviewIn = serde_json::from_slice(body).map_err(BadReview::Json)?;
     if review.kind.as_deref() != Some("AdmissionReview")
         || review.api_version.as_deref() != Some(ADMISSION_V1)
     {
-        return Err(format!(
-            "not an AdmissionReview {ADMISSION_V1}: apiVersion {:?}, kind {:?}",
-            review.api_version.unwrap_or_default(),
-            review.kind.unwrap_or_default()
-        ));
+        return Err(BadReview::Version {
+            api_version: review.api_version.unwrap_or_default(),
+            kind: review.kind.unwrap_or_default(),
+        });
     }
-    let request = review
-        .request
-        .ok_or_else(|| "an AdmissionReview without a request".to_owned())?;
+    let request = review.request.ok_or(BadReview::NoRequest)?;
     let mut response = ResponseOut {
         uid: request.uid.clone(),
         allowed: true,
@@ -330,7 +343,7 @@ pub(crate) fn review(body: &[u8], config: &InjectConfig) -> Result<Vec<u8>, Stri
     };
     match patch_for(&request, config) {
         Ok(Some(patch)) => {
-            let bytes = serde_json::to_vec(&patch).map_err(|e| e.to_string())?;
+            let bytes = serde_json::to_vec(&patch).map_err(BadReview::Encode)?;
             response.patch_type = Some("JSONPatch");
             response.patch = Some(ByteString(bytes));
         }
@@ -342,7 +355,7 @@ pub(crate) fn review(body: &[u8], config: &InjectConfig) -> Result<Vec<u8>, Stri
         kind: "AdmissionReview",
         response,
     })
-    .map_err(|e| e.to_string())
+    .map_err(BadReview::Encode)
 }
 
 /// The JSONPatch that injects the review's pod, None when it is to be left alone.

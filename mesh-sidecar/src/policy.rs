@@ -1,7 +1,7 @@
 //! `mesh policy check` and `mesh policy explain`.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
@@ -90,7 +90,7 @@ pub(crate) fn run(args: PolicyArgs) -> ExitCode {
 
 /// The YAML files named or found under `paths`; usage errors where a path cannot be read.
 fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Usage> {
-    let out = crate::files::yaml_files(paths).map_err(Usage)?;
+    let out = crate::files::yaml_files(paths).map_err(|e| Usage(e.to_string()))?;
     if out.is_empty() {
         return Err(Usage(
             "no YAML files (*.yaml, *.yml) in the paths given".to_owned(),
@@ -99,15 +99,11 @@ fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Usage> {
     Ok(out)
 }
 
-fn read(path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
-}
-
 fn check(paths: &[PathBuf]) -> Result<ExitCode, Usage> {
     let files = collect(paths)?;
     let mut failed = 0;
     for f in &files {
-        let text = match read(f) {
+        let text = match crate::files::read(f) {
             Ok(t) => t,
             Err(e) => {
                 println!("{}: error: {e}", f.display());
@@ -189,7 +185,7 @@ fn explain(a: &ExplainArgs) -> Result<ExitCode, Usage> {
     let mut stream = String::new();
     let mut bad = false;
     for f in &files {
-        let text = match read(f) {
+        let text = match crate::files::read(f) {
             Ok(t) => t,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -393,7 +389,7 @@ fn inbound(
         "backends": [],
         "timeout_ms": {"request": null, "backend_request": null},
         "retry": {"retryable": false, "limit": 0},
-        "authorization": {"allowed": d.allowed, "by": d.by, "reason": d.reason},
+        "authorization": {"allowed": d.allowed, "by": d.by.to_string(), "reason": d.reason.to_string()},
         "rate_limit": rate,
         "notes": why.into_iter().chain(policy.notes().iter().map(ToString::to_string)).collect::<Vec<_>>(),
     })

@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 
 use futures_util::future::Either;
 use http::Request;
-use mesh_core::authz::{RateLimit, ResourceId};
+use mesh_core::authz::{DecidedBy, RateLimit, ResourceId};
 use mesh_core::{Identity, InboundTarget, Peer};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -31,16 +31,17 @@ pub struct ClientInfo {
 }
 
 /// The authorization that admitted a request, for the layers after it (rate limits, metrics).
+/// Its parts are shared with the policy that decided, so attaching it copies nothing.
 #[derive(Clone, Debug)]
 pub struct Authorized {
-    /// What admitted it (`ServerAuthorization/ns/name`, `default:all-unauthenticated`, …).
-    pub by: Arc<str>,
+    /// What admitted it (a `ServerAuthorization`, an `AuthorizationPolicy`, a default policy…).
+    pub by: DecidedBy,
     /// The Server that applies.
-    pub server: Option<ResourceId>,
+    pub server: Option<Arc<ResourceId>>,
     /// The inbound route that matched, if the Server has routes.
-    pub route: Option<ResourceId>,
+    pub route: Option<Arc<ResourceId>>,
     /// The Server's rate limit.
-    pub rate_limit: Option<RateLimit>,
+    pub rate_limit: Option<Arc<RateLimit>>,
 }
 
 /// See the [module docs](self).
@@ -137,31 +138,40 @@ where
             identity: client.identity,
             ip: Some(addr.ip()),
         };
-        let d = self
-            .policy
-            .load()
-            .authorize(&target, &peer, &HttpFacts(&req));
+        // The decision borrows the policy, the peer and the request: keep what outlives it
+        // (shared handles when allowed, the rendered reason when not) before giving them back.
+        let outcome = {
+            let policy = self.policy.load();
+            let facts = HttpFacts(&req);
+            let d = policy.authorize(&target, &peer, &facts);
+            if let Some(m) = &self.metrics {
+                m.count_authz(&target, &d);
+            }
+            if d.allowed {
+                Ok(Authorized {
+                    by: d.by,
+                    server: d.server,
+                    route: d.route,
+                    rate_limit: d.rate_limit,
+                })
+            } else {
+                tracing::info!(by = %d.by, reason = %d.reason, "request denied");
+                Err(Unauthorized {
+                    reason: d.reason.to_string(),
+                    by: d.by,
+                })
+            }
+        };
         req.extensions_mut().insert(ClientInfo {
             identity: peer.identity,
             addr,
         });
-        if let Some(m) = &self.metrics {
-            m.count_authz(&target, &d);
+        match outcome {
+            Ok(authorized) => {
+                req.extensions_mut().insert(authorized);
+                Either::Left(map_err(self.inner.call(req)))
+            }
+            Err(e) => Either::Right(std::future::ready(Err(e.into()))),
         }
-        if !d.allowed {
-            tracing::info!(by = %d.by, reason = %d.reason, "request denied");
-            let e = Unauthorized {
-                by: d.by,
-                reason: d.reason,
-            };
-            return Either::Right(std::future::ready(Err(e.into())));
-        }
-        req.extensions_mut().insert(Authorized {
-            by: d.by.into(),
-            server: d.server,
-            route: d.route,
-            rate_limit: d.rate_limit,
-        });
-        Either::Left(map_err(self.inner.call(req)))
     }
 }

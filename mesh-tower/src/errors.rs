@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
+use mesh_core::authz::DecidedBy;
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -109,9 +110,9 @@ pub struct BackendTimeout(pub Duration);
 #[derive(Clone, Debug, thiserror::Error)]
 #[error("unauthorized by {by}: {reason}")]
 pub struct Unauthorized {
-    /// What refused it (`Server/ns/name`, `default:deny`).
-    pub by: String,
-    /// Why.
+    /// What refused it (prints as `Server/ns/name`, `default:deny`).
+    pub by: DecidedBy,
+    /// Why, rendered: the decision it came from borrowed the request.
     pub reason: String,
 }
 
@@ -314,6 +315,10 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use mesh_core::authz::{DefaultPolicy, ResourceId};
+
     use super::*;
 
     #[test]
@@ -346,7 +351,7 @@ mod tests {
             ),
             (
                 Box::new(Unauthorized {
-                    by: "x".into(),
+                    by: DecidedBy::Default(DefaultPolicy::Deny),
                     reason: "y".into(),
                 }),
                 StatusCode::FORBIDDEN,
@@ -372,8 +377,9 @@ mod tests {
 
     #[test]
     fn denials_name_no_policy_unless_asked_to() {
+        let server = ResourceId::new("Server", "emojivoto", "web-http");
         let denied: BoxError = Box::new(Unauthorized {
-            by: "Server/emojivoto/web-http".into(),
+            by: DecidedBy::Server(Arc::new(server)),
             reason: "HTTPRoute/emojivoto/admin allows no unauthenticated client".into(),
         });
         let header = |rsp: &Response<ResponseBody<()>>| {

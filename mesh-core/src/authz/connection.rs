@@ -7,10 +7,11 @@
 //! is routed at all; otherwise the connection is decided as a whole, as Linkerd does for TCP.
 
 use std::str::FromStr;
+use std::sync::Arc;
 
+use super::decision::{decide, default_decision};
 use super::{
-    AuthzDecision, InboundConfig, InboundTarget, Peer, ResourceId, Server, default_decision,
-    describe_peer,
+    AuthzDecision, DecidedBy, InboundConfig, InboundTarget, Peer, Reason, ResourceId, Server,
 };
 use crate::route::{HttpMatch, PathMatch};
 
@@ -42,7 +43,7 @@ pub enum ConnectionScope {
     /// Every route of the Server would admit the peer, and every request matches a route.
     EveryRoute,
     /// This route of the Server would refuse the peer.
-    RouteRefuses(ResourceId),
+    RouteRefuses(Arc<ResourceId>),
     /// Some requests match no route of the Server (HTTP refuses those), and an unclassified
     /// connection could carry them.
     Unrouted,
@@ -50,11 +51,19 @@ pub enum ConnectionScope {
 
 /// The answer to "may this peer open a connection whose requests cannot be seen?".
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConnectionDecision {
+pub struct ConnectionDecision<'a> {
     /// Why.
     pub scope: ConnectionScope,
     /// The decision, for logs and metrics; `authz.allowed` says whether it may connect.
-    pub authz: AuthzDecision,
+    pub authz: AuthzDecision<'a>,
+}
+
+/// A string that is not one of the `proxyProtocol` values Linkerd defines.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{input:?} is not one of {}", ProxyProtocol::ALL.map(ProxyProtocol::as_str).join(", "))]
+pub struct UnknownProxyProtocol {
+    /// What the manifest said.
+    pub input: String,
 }
 
 // === impl ProxyProtocol ===
@@ -89,22 +98,21 @@ impl ProxyProtocol {
 }
 
 impl FromStr for ProxyProtocol {
-    type Err = String;
+    type Err = UnknownProxyProtocol;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::ALL
             .into_iter()
             .find(|p| p.as_str() == s)
-            .ok_or_else(|| {
-                let all: Vec<_> = Self::ALL.iter().map(|p| p.as_str()).collect();
-                format!("{s:?} is not one of {}", all.join(", "))
+            .ok_or_else(|| UnknownProxyProtocol {
+                input: s.to_owned(),
             })
     }
 }
 
 // === impl ConnectionDecision ===
 
-impl ConnectionDecision {
+impl ConnectionDecision<'_> {
     /// Whether the connection may reach the application.
     pub fn allowed(&self) -> bool {
         self.authz.allowed
@@ -122,42 +130,39 @@ pub fn server_protocol(servers: &[Server], target: &InboundTarget) -> ProxyProto
 
 /// Decides whether `peer` may open a connection to `target` whose requests the proxy cannot
 /// see. See the [module docs](self).
-pub fn authorize_connection(
-    servers: &[Server],
+pub fn authorize_connection<'a>(
+    servers: &'a [Server],
     config: &InboundConfig,
     target: &InboundTarget,
-    peer: &Peer,
-) -> ConnectionDecision {
+    peer: &'a Peer,
+) -> ConnectionDecision<'a> {
     let Some(server) = servers.iter().find(|s| s.selects(target)) else {
         let policy = target.default_policy.unwrap_or(config.default_policy);
         return ConnectionDecision {
             scope: ConnectionScope::DefaultPolicy,
-            authz: default_decision(policy, false, peer, config, None, None),
+            authz: default_decision(policy, false, peer, config),
         };
     };
     if server.routes.is_empty() {
         return ConnectionDecision {
             scope: ConnectionScope::Server,
-            authz: super::decide(server, &[], None, peer, config),
+            authz: decide(server, &[], None, peer, config),
         };
     }
     let mut first = None;
     for route in &server.routes {
-        let d = super::decide(
+        let d = decide(
             server,
             &route.authorizations,
-            Some(route.source.clone()),
+            Some(&route.source),
             peer,
             config,
         );
         if !d.allowed {
             return ConnectionDecision {
-                scope: ConnectionScope::RouteRefuses(route.source.clone()),
+                scope: ConnectionScope::RouteRefuses(Arc::clone(&route.source)),
                 authz: AuthzDecision {
-                    reason: format!(
-                        "a connection that is not HTTP could carry any request, and {}",
-                        d.reason
-                    ),
+                    reason: Reason::ConnectionCouldCarry(Box::new(d.reason)),
                     ..d
                 },
             };
@@ -174,12 +179,9 @@ pub fn authorize_connection(
             scope: ConnectionScope::Unrouted,
             authz: AuthzDecision {
                 allowed: false,
-                by: server.id.to_string(),
-                reason: format!(
-                    "a connection that is not HTTP could carry a request no route of {} matches",
-                    server.id
-                ),
-                server: Some(server.id.clone()),
+                by: DecidedBy::Server(Arc::clone(&server.id)),
+                reason: Reason::ConnectionUnrouted { server: &server.id },
+                server: Some(Arc::clone(&server.id)),
                 route: None,
                 rate_limit: server.rate_limit.clone(),
             },
@@ -188,11 +190,10 @@ pub fn authorize_connection(
     ConnectionDecision {
         scope: ConnectionScope::EveryRoute,
         authz: AuthzDecision {
-            reason: format!(
-                "every route of {} admits {}",
-                server.id,
-                describe_peer(peer)
-            ),
+            reason: Reason::EveryRouteAdmits {
+                server: &server.id,
+                peer,
+            },
             route: None,
             ..first
         },
@@ -314,7 +315,7 @@ spec:
     }
 
     fn route(name: &str) -> ConnectionScope {
-        ConnectionScope::RouteRefuses(ResourceId::new("HTTPRoute", "shop", name))
+        ConnectionScope::RouteRefuses(Arc::new(ResourceId::new("HTTPRoute", "shop", name)))
     }
 
     #[test]
@@ -334,8 +335,8 @@ spec:
             (7000, None, ConnectionScope::DefaultPolicy, true),
         ];
         for (port, id, scope, allowed) in cases {
-            let d =
-                authorize_connection(p.servers(), &p.config().inbound, &target(port), &peer(id));
+            let peer = peer(id);
+            let d = authorize_connection(p.servers(), &p.config().inbound, &target(port), &peer);
             assert_eq!(
                 (d.scope.clone(), d.allowed()),
                 (scope, allowed),
@@ -355,12 +356,9 @@ spec:
         let paths = ["/", "/admin/secret", "/api/x", "/other"];
         for port in [8080, 9090, 5432, 7000] {
             for id in peers {
-                let d = authorize_connection(
-                    p.servers(),
-                    &p.config().inbound,
-                    &target(port),
-                    &peer(id),
-                );
+                let peer = peer(id);
+                let d =
+                    authorize_connection(p.servers(), &p.config().inbound, &target(port), &peer);
                 if !d.allowed() {
                     continue;
                 }
@@ -368,7 +366,7 @@ spec:
                     for method in ["GET", "PROPFIND"] {
                         let req =
                             Request::new(method, &format!("http://app:{port}{path}")).unwrap();
-                        let r = p.authorize(&target(port), &peer(id), &req);
+                        let r = p.authorize(&target(port), &peer, &req);
                         assert!(r.allowed, "{port} {id:?} {method} {path}: {r:?} vs {d:?}");
                     }
                 }

@@ -61,14 +61,19 @@ impl Doc {
 // === impl Cx ===
 
 impl Cx {
-    pub(crate) fn err(&mut self, doc: &Doc, field: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn err(
+        &mut self,
+        doc: &Doc,
+        field: impl Into<String>,
+        message: impl std::fmt::Display,
+    ) {
         let field = field.into();
         self.errors.push(LoadError {
             origin: doc.raw.origin.clone(),
             line: None,
             resource: Some(doc.res()),
             field: (!field.is_empty()).then_some(field),
-            message: message.into(),
+            message: message.to_string(),
         });
     }
 

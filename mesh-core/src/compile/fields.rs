@@ -145,7 +145,7 @@ fn parse_annotations(
             None => Ok(None),
             Some(v) => parse_duration(v)
                 .map(|d| (!d.is_zero()).then_some(d))
-                .map_err(|e| (key.to_owned(), e)),
+                .map_err(|e| (key.to_owned(), e.to_string())),
         }
     };
     let request = dur("timeout.linkerd.io/request")?;
@@ -154,13 +154,15 @@ fn parse_annotations(
     let http = map
         .get("retry.linkerd.io/http")
         .map(|v| {
-            RetryConditions::parse_http(v).map_err(|e| ("retry.linkerd.io/http".to_owned(), e))
+            RetryConditions::parse_http(v)
+                .map_err(|e| ("retry.linkerd.io/http".to_owned(), e.to_string()))
         })
         .transpose()?;
     let grpc_codes = map
         .get("retry.linkerd.io/grpc")
         .map(|v| {
-            RetryConditions::parse_grpc(v).map_err(|e| ("retry.linkerd.io/grpc".to_owned(), e))
+            RetryConditions::parse_grpc(v)
+                .map_err(|e| ("retry.linkerd.io/grpc".to_owned(), e.to_string()))
         })
         .transpose()?;
     let limit = map

@@ -2,6 +2,7 @@
 //! routes, authorizations and rate limits that attach to them.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use super::doc::{Cx, Doc};
 use super::fields::{port, port_name, selector};
@@ -9,8 +10,8 @@ use super::gateway::RouteParent;
 use super::linkerd::{AuthRef, ParsedAuthPolicy, PolicyTarget, ServerTarget};
 use super::object::{Entry, Key, Object, Reader};
 use crate::authz::{
-    Authorization, DefaultPolicy, IdentityMatch, InboundRoute, ProxyProtocol, Requirement, Server,
-    ServerPort,
+    Authorization, AuthorizationKind, DefaultPolicy, IdentityMatch, InboundRoute, ProxyProtocol,
+    Requirement, Server, ServerPort,
 };
 use crate::kinds::{self, IntOrString};
 use crate::policy::NamespaceInfo;
@@ -88,7 +89,7 @@ pub(crate) fn parse_server(
     };
     Some(ParsedServer {
         server: Server {
-            id: doc.id(),
+            id: Arc::new(doc.id()),
             selector: selector?,
             port: port?,
             proxy_protocol: proxy_protocol?,
@@ -146,7 +147,7 @@ pub(crate) fn link_inbound(r: &mut Reader<'_>, namespace: &str) -> Inbound {
                 .iter_mut()
                 .find(|(_, s)| s.id.name == rl.server_name)
         {
-            s.rate_limit = Some(rl.limit.clone());
+            s.rate_limit = Some(Arc::clone(&rl.limit));
         }
     }
     inbound
@@ -181,7 +182,7 @@ fn attach_routes(
                 .collect();
             if let Some((_, s)) = servers.iter_mut().find(|(_, s)| s.id.name == *name) {
                 s.routes.push(InboundRoute {
-                    source: route.id.clone(),
+                    source: Arc::new(route.id.clone()),
                     matches,
                     authorizations: Vec::new(),
                 });
@@ -240,7 +241,8 @@ fn resolve_policy(r: &mut Reader<'_>, p: &ParsedAuthPolicy) -> Option<Authorizat
         requires.push(found?);
     }
     Some(Authorization {
-        source: p.id.clone(),
+        source: Arc::new(p.id.clone()),
+        kind: AuthorizationKind::AuthorizationPolicy,
         requires,
     })
 }

@@ -1,11 +1,13 @@
 //! Linkerd's policy kinds: ServerAuthorization, AuthorizationPolicy, MeshTLSAuthentication,
 //! NetworkAuthentication and HTTPLocalRateLimitPolicy, each read once into typed values that
 //! linking attaches to Servers.
+use std::sync::Arc;
 
 use super::doc::{Cx, Doc};
 use super::fields::{networks, selector};
 use crate::authz::{
-    Authorization, IdentityMatch, NetworkMatch, RateLimit, Requirement, ResourceId, Selector,
+    Authorization, AuthorizationKind, IdentityMatch, NetworkMatch, RateLimit, Requirement,
+    ResourceId, Selector,
 };
 use crate::identity::Identity;
 use crate::kinds;
@@ -27,7 +29,7 @@ pub(crate) struct ParsedServerAuth {
 /// An HTTPLocalRateLimitPolicy after its own checks, with the Server it targets.
 #[derive(Clone, Debug)]
 pub(crate) struct ParsedRateLimit {
-    pub(crate) limit: RateLimit,
+    pub(crate) limit: Arc<RateLimit>,
     pub(crate) server_namespace: String,
     pub(crate) server_name: String,
 }
@@ -113,7 +115,8 @@ pub(crate) fn parse_server_authorization(
     target.map(|target| ParsedServerAuth {
         target,
         auth: Authorization {
-            source: doc.id(),
+            source: Arc::new(doc.id()),
+            kind: AuthorizationKind::ServerAuthorization,
             requires,
         },
     })
@@ -338,12 +341,12 @@ pub(crate) fn parse_rate_limit(
     }
     let target = &spec.target_ref;
     ParsedRateLimit {
-        limit: RateLimit {
+        limit: Arc::new(RateLimit {
             source: doc.id(),
             total,
             per_identity,
             overrides,
-        },
+        }),
         server_namespace: target
             .namespace
             .clone()

@@ -197,7 +197,7 @@ fn dst_overrides(
                     n.checked_mul(1000)
                         .ok_or_else(|| format!("{n} is too large a weight"))
                 }),
-            IntOrString::String(s) => parse_milli_quantity(s),
+            IntOrString::String(s) => parse_milli_quantity(s).map_err(|e| e.to_string()),
         };
         let weight = match weight {
             Ok(w) => Some(w),

@@ -162,6 +162,6 @@ fn split_weight(weight: &Option<IntOrString>, quantities: bool) -> Result<u64, S
             };
             weight.ok_or_else(|| format!("{n} is too large a weight"))
         }
-        Some(IntOrString::String(q)) => parse_milli_quantity(q),
+        Some(IntOrString::String(q)) => parse_milli_quantity(q).map_err(|e| e.to_string()),
     }
 }

@@ -19,7 +19,7 @@ use mesh_identity::PeerIdentity;
 use mesh_tower::BoxError;
 use mesh_tower::authz::{AuthorizeLayer, ClientInfo};
 use mesh_tower::errors::{ConnectFailed, DenialDetail, RespondLayer};
-use mesh_tower::metrics::{Direction, MetricsLayer, Registry, TargetAddr};
+use mesh_tower::metrics::{Direction, MetricsLayer, Registry, TargetAddr, server_labels};
 use mesh_tower::rate_limit::RateLimitLayer;
 use mesh_tower::trace::TraceLayer;
 use metrics::Label;
@@ -273,13 +273,16 @@ async fn opaque(
         identity: client.identity.clone(),
         ip: Some(client.addr.ip()),
     };
-    let d = {
+    let allowed = {
         let policy = proxy.config.policy.load();
-        authorize_connection(policy.servers(), &policy.config().inbound, target, &peer)
+        let d = authorize_connection(policy.servers(), &policy.config().inbound, target, &peer);
+        count_tcp_authz(&proxy.registry, target, &d);
+        if !d.allowed() {
+            tracing::info!(by = %d.authz.by, scope = ?d.scope, reason = %d.authz.reason, "TCP connection refused");
+        }
+        d.allowed()
     };
-    count_tcp_authz(&proxy.registry, target, &d);
-    if !d.allowed() {
-        tracing::info!(by = %d.authz.by, scope = ?d.scope, reason = %d.authz.reason, "TCP connection refused");
+    if !allowed {
         return Ok(());
     }
     let _guard = OpaqueGuard::new(proxy);
@@ -294,19 +297,18 @@ async fn opaque(
 
 /// Counts a connection decision as Linkerd does: `inbound_tcp_authz_allow_total` or
 /// `inbound_tcp_authz_deny_total`, by port and Server (labels that come from policy only).
-fn count_tcp_authz(registry: &Registry, target: &InboundTarget, d: &ConnectionDecision) {
+fn count_tcp_authz(registry: &Registry, target: &InboundTarget, d: &ConnectionDecision<'_>) {
     let a = &d.authz;
-    let (srv_kind, srv_name) = a.server.as_ref().map_or_else(
-        || ("default", a.by.trim_start_matches("default:").to_owned()),
-        |s| ("server", s.name.clone()),
-    );
+    let (srv_kind, srv_name) = server_labels(a.server.as_deref(), &a.by);
     let mut labels = vec![
         Label::new("target_port", target.port.to_string()),
         Label::new("srv_kind", srv_kind),
-        Label::new("srv_name", srv_name),
+        Label::new("srv_name", srv_name.to_owned()),
     ];
     let name = if a.allowed {
-        labels.push(Label::new("authz_name", a.by.clone()));
+        // What decided, whole (`AuthorizationPolicy/ns/name`, `default:…`), as the TCP
+        // series have always read.
+        labels.push(Label::new("authz_name", a.by.to_string()));
         "inbound_tcp_authz_allow_total"
     } else {
         "inbound_tcp_authz_deny_total"

@@ -241,11 +241,13 @@ pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await.map(|_| ());
 }
 
-fn parse_policy(s: &str) -> Result<mesh_core::authz::DefaultPolicy, String> {
+fn parse_policy(
+    s: &str,
+) -> Result<mesh_core::authz::DefaultPolicy, mesh_core::authz::UnknownDefaultPolicy> {
     s.parse()
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+fn parse_duration(s: &str) -> Result<Duration, mesh_core::values::InvalidDuration> {
     mesh_core::values::parse_duration(s)
 }
 

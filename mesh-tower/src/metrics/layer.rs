@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::registry::server_labels;
+use super::server_labels;
 use super::{BoundedMap, Direction, Registry};
 use crate::BoxError;
 use crate::authz::{Authorized, ClientInfo};
@@ -214,7 +214,7 @@ impl Interned {
     }
 
     fn server(&self, a: &Authorized) -> ServerKey {
-        let (kind, name) = server_labels(a.server.as_ref(), &a.by);
+        let (kind, name) = server_labels(a.server.as_deref(), &a.by);
         ServerKey {
             kind,
             name: self.name(name),

@@ -43,7 +43,7 @@ mod render;
 
 pub(crate) use bounded::BoundedMap;
 pub use layer::{Metrics, MetricsLayer, ResponseFuture, TargetAddr};
-pub use registry::Registry;
+pub use registry::{Registry, authz_labels, server_labels};
 
 /// Linkerd's latency histogram bounds, in milliseconds.
 pub const LATENCY_BUCKETS_MS: &[f64] = &[

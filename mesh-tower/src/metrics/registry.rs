@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use mesh_core::InboundTarget;
-use mesh_core::authz::{AuthzDecision, ResourceId};
+use mesh_core::authz::{AuthzDecision, DecidedBy, ResourceId};
 use metrics::{
     Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Label, Metadata,
     Recorder, SharedString, Unit,
@@ -59,7 +59,7 @@ enum Limit {
 
 /// Authorization counters by (allowed, target port), then by what decided, then by Server, so
 /// that counting a decision allocates nothing once its label set has been seen.
-type AuthzCounters = HashMap<(bool, u16), HashMap<Box<str>, Vec<(Option<Box<str>>, Counter)>>>;
+type AuthzCounters = HashMap<(bool, u16), HashMap<DecidedBy, Vec<(Option<Box<str>>, Counter)>>>;
 
 #[derive(Debug, Default)]
 struct AuthzCache {
@@ -82,13 +82,25 @@ pub(super) struct HistogramCell {
 }
 
 /// `srv_kind` and `srv_name` of a decision: the Server, or the default policy that decided.
-pub(super) fn server_labels<'a>(
+pub fn server_labels<'a>(
     server: Option<&'a ResourceId>,
-    by: &'a str,
+    by: &'a DecidedBy,
 ) -> (&'static str, &'a str) {
     match server {
         Some(s) => ("server", &s.name),
-        None => ("default", by.trim_start_matches("default:")),
+        None => authz_labels(by),
+    }
+}
+
+/// `authz_kind` and `authz_name` of a decision, as Linkerd labels them: the lower-case kind
+/// and the name of what decided, or `default` and the policy (`probe` for a kubelet probe).
+pub fn authz_labels(by: &DecidedBy) -> (&'static str, &str) {
+    match by {
+        DecidedBy::Default(p) => ("default", p.as_str()),
+        DecidedBy::Probe => ("default", "probe"),
+        DecidedBy::Server(id) => ("server", &id.name),
+        DecidedBy::ServerAuthorization(id) => ("serverauthorization", &id.name),
+        DecidedBy::AuthorizationPolicy(id) => ("authorizationpolicy", &id.name),
     }
 }
 
@@ -354,12 +366,12 @@ impl Registry {
     }
 
     /// Counts an inbound authorization decision.
-    pub fn count_authz(&self, target: &InboundTarget, d: &AuthzDecision) {
+    pub fn count_authz(&self, target: &InboundTarget, d: &AuthzDecision<'_>) {
         let server = d.server.as_ref().map(|s| s.name.as_str());
         let cached = |m: &AuthzCache| {
             m.counters
                 .get(&(d.allowed, target.port))?
-                .get(d.by.as_str())?
+                .get(&d.by)?
                 .iter()
                 .find(|(s, _)| s.as_deref() == server)
                 .map(|(_, c)| c.clone())
@@ -368,17 +380,8 @@ impl Registry {
             c.increment(1);
             return;
         }
-        let (srv_kind, srv_name) = server_labels(d.server.as_ref(), &d.by);
-        let (authz_kind, authz_name) = match d.by.split_once('/') {
-            Some((kind, rest)) => (
-                kind.to_ascii_lowercase(),
-                rest.rsplit('/').next().unwrap_or(rest).to_owned(),
-            ),
-            None => (
-                "default".to_owned(),
-                d.by.trim_start_matches("default:").to_owned(),
-            ),
-        };
+        let (srv_kind, srv_name) = server_labels(d.server.as_deref(), &d.by);
+        let (authz_kind, authz_name) = authz_labels(&d.by);
         let name = if d.allowed {
             "inbound_http_authz_allow_total"
         } else {
@@ -391,7 +394,7 @@ impl Registry {
         ];
         if d.allowed {
             l.push(Label::new("authz_kind", authz_kind));
-            l.push(Label::new("authz_name", authz_name));
+            l.push(Label::new("authz_name", authz_name.to_owned()));
         }
         let counter = self.counter(name, l);
         counter.increment(1);
@@ -404,7 +407,7 @@ impl Registry {
                 .counters
                 .entry((d.allowed, target.port))
                 .or_default()
-                .entry(d.by.as_str().into())
+                .entry(d.by.clone())
                 .or_default()
                 .push((server.map(Into::into), counter));
         }
@@ -544,10 +547,15 @@ mod tests {
     #[test]
     fn the_authz_cache_is_bounded_and_decisions_are_still_counted() {
         let r = Registry::with_series_limit(4);
+        let peer = mesh_core::Peer::default();
+        let policy = mesh_core::authz::DefaultPolicy::AllUnauthenticated;
         let d = AuthzDecision {
             allowed: true,
-            by: "default:all-unauthenticated".to_owned(),
-            reason: String::new(),
+            by: DecidedBy::Default(policy),
+            reason: mesh_core::authz::Reason::DefaultAdmits {
+                policy,
+                peer: &peer,
+            },
             server: None,
             route: None,
             rate_limit: None,
