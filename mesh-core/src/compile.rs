@@ -1,7 +1,7 @@
 //! From a YAML stream to a [`MeshPolicy`]: identify kinds, check fields, link references,
 //! apply Linkerd's precedence rules.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use crate::authz::{
 use crate::classify::{ResponseClass, ResponseMatch};
 use crate::error::{LoadError, LoadErrors, Note};
 use crate::identity::Identity;
+use crate::index::{ObjectRef, ObjectStatus, PolicyIndex};
 use crate::kinds::{self, IntOrString};
 use crate::manifest::{self, RawObject};
 use crate::policy::{
@@ -34,7 +35,7 @@ const PROFILE_RETRY_LIMIT: u32 = 3;
 const MAX_WEIGHT: i64 = 1_000_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-enum Kind {
+pub(crate) enum Kind {
     TrafficSplit,
     HttpRouteGroup,
     HttpRoute,
@@ -56,8 +57,11 @@ enum Kind {
 }
 
 /// One resource of a known kind, identified but not yet interpreted.
-struct Doc {
+#[derive(Clone, Debug)]
+pub(crate) struct Doc {
     kind: Kind,
+    /// The API group the object was read as ("" for core).
+    group: String,
     kind_name: String,
     version: String,
     meta: kinds::ObjectMeta,
@@ -66,9 +70,11 @@ struct Doc {
     raw: RawObject,
 }
 
-struct Cx {
-    errors: Vec<LoadError>,
-    notes: Vec<Note>,
+/// Errors and notes collected while reading.
+#[derive(Debug, Default)]
+pub(crate) struct Cx {
+    pub(crate) errors: Vec<LoadError>,
+    pub(crate) notes: Vec<Note>,
 }
 
 /// A route (HTTPRoute, GRPCRoute) after its own checks, before linking.
@@ -85,6 +91,38 @@ struct ParsedRoute {
 enum ServerTarget {
     Name(String),
     Selector(Selector),
+}
+
+/// An AuthorizationPolicy after its own checks: what it requires and what it targets.
+#[derive(Clone, Debug)]
+struct ParsedAuthPolicy {
+    id: ResourceId,
+    requires: Vec<AuthRef>,
+    target: PolicyTarget,
+}
+
+/// One `requiredAuthenticationRefs` entry.
+#[derive(Clone, Debug)]
+enum AuthRef {
+    MeshTls { namespace: String, name: String },
+    Network { namespace: String, name: String },
+    Identity(Identity),
+}
+
+/// An AuthorizationPolicy's `targetRef`.
+#[derive(Clone, Debug)]
+enum PolicyTarget {
+    Server {
+        namespace: String,
+        name: String,
+    },
+    Namespace(String),
+    /// An HTTPRoute or GRPCRoute (the kind, as written, for notes).
+    Route {
+        kind: String,
+        namespace: String,
+        name: String,
+    },
 }
 
 enum RouteParent {
@@ -114,12 +152,30 @@ struct Annotated {
     retry: Option<RetryPolicy>,
 }
 
+/// What one object, read alone, bears on: the Services, inbound namespaces and endpoint sets
+/// it is part of, and the objects it looks up by name (whose changes reach it).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Touch {
+    pub(crate) services: BTreeSet<(String, String)>,
+    pub(crate) inbound: BTreeSet<String>,
+    pub(crate) endpoints: BTreeSet<(String, String)>,
+    pub(crate) workloads: bool,
+    /// Objects it reads by (kind, namespace, name).
+    pub(crate) reads: BTreeSet<(String, String, String)>,
+    /// Routes it targets by (namespace, name): it bears on the namespaces of their Servers.
+    pub(crate) routes: BTreeSet<(String, String)>,
+}
+
+/// The pieces of a policy linked from accepted objects, and the notes linking raised.
+pub(crate) struct Linked {
+    pub(crate) policy: MeshPolicy,
+    pub(crate) notes: Vec<Note>,
+}
+
+/// Compiles a stream all-or-nothing, on top of a fresh [`PolicyIndex`].
 pub(crate) fn compile(input: &str, config: &PolicyConfig) -> Result<MeshPolicy, LoadErrors> {
     let (raws, syntax) = manifest::read_stream(input);
-    let mut cx = Cx {
-        errors: Vec::new(),
-        notes: Vec::new(),
-    };
+    let mut cx = Cx::default();
     for e in syntax {
         cx.errors.push(LoadError {
             origin: e.origin,
@@ -154,33 +210,100 @@ pub(crate) fn compile(input: &str, config: &PolicyConfig) -> Result<MeshPolicy, 
         }
     }
 
-    let mut b = Builder::new(config);
-    for doc in &docs {
-        b.add(&mut cx, doc);
+    // Every object is checked alone; a stream is refused if any object is.
+    let mut index = PolicyIndex::new(config.clone());
+    for doc in docs {
+        let object = doc.object_ref();
+        match index.apply_doc(doc, Vec::new()) {
+            Ok(_) => {
+                if let Some(ObjectStatus::Accepted { notes }) = index.status(&object) {
+                    cx.notes.extend(notes.iter().cloned());
+                }
+            }
+            Err((_, errors)) => cx.errors.extend(errors),
+        }
     }
-    b.link(&mut cx);
-
     cx.errors
         .sort_by_key(|e| (e.origin.document, e.origin.item));
     if !cx.errors.is_empty() {
         return Err(LoadErrors(cx.errors));
     }
-    Ok(MeshPolicy {
-        addresses: crate::destination::AddressIndex::build(&b.services, &b.endpoints),
-        services: b.services,
-        servers: b.servers,
-        workloads: b.workloads,
-        endpoints: b.endpoints,
-        namespaces: b.namespaces,
-        config: config.clone(),
+    let mut policy = index.snapshot();
+    cx.notes.extend(index.notes().iter().cloned());
+    policy.notes = cx.notes;
+    policy.counts = counts;
+    Ok(policy)
+}
+
+/// Checks one object alone: its errors and notes, and what it bears on.
+pub(crate) fn check(doc: &Doc, config: &PolicyConfig) -> (Cx, Touch) {
+    let mut cx = Cx::default();
+    let mut b = Builder::new(config);
+    b.add(&mut cx, doc);
+    let touch = b.touch();
+    (cx, touch)
+}
+
+/// Links accepted objects, in the order given, into a policy.
+pub(crate) fn link<'d>(docs: impl Iterator<Item = &'d Doc>, config: &PolicyConfig) -> Linked {
+    let mut b = Builder::new(config);
+    // Their own errors and notes were taken when each was accepted.
+    let mut read = Cx::default();
+    for doc in docs {
+        b.add(&mut read, doc);
+    }
+    let mut cx = Cx::default();
+    b.link(&mut cx);
+    Linked {
+        policy: MeshPolicy {
+            addresses: crate::destination::AddressIndex::build(&b.services, &b.endpoints),
+            services: b
+                .services
+                .into_iter()
+                .map(|(k, s)| (k, Arc::new(s)))
+                .collect(),
+            servers: b.servers,
+            workloads: b.workloads,
+            endpoints: b.endpoints,
+            namespaces: b.namespaces,
+            config: config.clone(),
+            notes: Vec::new(),
+            counts: BTreeMap::new(),
+        },
         notes: cx.notes,
-        counts,
-    })
+    }
 }
 
 // === impl Doc ===
 
 impl Doc {
+    /// Which object this is, for the index.
+    pub(crate) fn object_ref(&self) -> ObjectRef {
+        ObjectRef {
+            group: self.group.clone(),
+            kind: self.kind_name.clone(),
+            // Namespaces are cluster-scoped; everything else read defaults to `default`.
+            namespace: if self.kind == Kind::Namespace {
+                String::new()
+            } else {
+                self.namespace.clone()
+            },
+            name: self.name.clone(),
+        }
+    }
+
+    pub(crate) fn kind_name(&self) -> &str {
+        &self.kind_name
+    }
+
+    pub(crate) fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
     fn res(&self) -> String {
         format!("{}/{}/{}", self.kind_name, self.namespace, self.name)
     }
@@ -213,7 +336,11 @@ impl Cx {
     }
 
     /// Recognises the kind; counts and notes what is skipped.
-    fn identify(&mut self, raw: RawObject, counts: &mut BTreeMap<String, usize>) -> Option<Doc> {
+    pub(crate) fn identify(
+        &mut self,
+        raw: RawObject,
+        counts: &mut BTreeMap<String, usize>,
+    ) -> Option<Doc> {
         let origin = raw.origin.clone();
         let kind_name = match raw.value.get("kind") {
             Some(Value::String(k)) => k.clone(),
@@ -276,7 +403,7 @@ impl Cx {
         let Some((kind, served)) = known_kind(&group, &kind_name) else {
             // Pods are `v1`; Linkerd's injector reads one under any apiVersion, and so do we.
             if kind_name == "Pod" {
-                let doc = self.doc(raw, Kind::Pod, kind_name, version)?;
+                let doc = self.doc(raw, Kind::Pod, String::new(), kind_name, version)?;
                 let av = api_version.unwrap_or_default();
                 self.note(
                     &doc,
@@ -297,7 +424,7 @@ impl Cx {
             return None;
         };
         if !served.contains(&version.as_str()) {
-            let mut doc = self.doc(raw, kind, kind_name, version.clone())?;
+            let mut doc = self.doc(raw, kind, group.clone(), kind_name, version.clone())?;
             doc.version = version.clone();
             self.err(
                 &doc,
@@ -310,13 +437,14 @@ impl Cx {
             );
             return None;
         }
-        self.doc(raw, kind, kind_name, version)
+        self.doc(raw, kind, group, kind_name, version)
     }
 
     fn doc(
         &mut self,
         raw: RawObject,
         kind: Kind,
+        group: String,
         kind_name: String,
         version: String,
     ) -> Option<Doc> {
@@ -353,6 +481,7 @@ impl Cx {
             .unwrap_or_else(|| "default".to_owned());
         Some(Doc {
             kind,
+            group,
             kind_name,
             version,
             meta,
@@ -520,17 +649,11 @@ struct Builder<'c> {
     endpoints: Vec<EndpointSet>,
     namespaces: BTreeMap<String, NamespaceInfo>,
     routes: Vec<ParsedRoute>,
-    splits: Vec<(
-        ResourceId,
-        String,
-        Backends,
-        Vec<kinds::TypedLocalRef>,
-        usize,
-    )>,
+    splits: Vec<(ResourceId, String, Backends, Vec<String>, usize)>,
     route_groups: HashMap<(String, String), Vec<HttpMatch>>,
     profiles: Vec<(ResourceId, String, String, kinds::ServiceProfileSpec, usize)>,
     server_auths: Vec<(ResourceId, ServerTarget, Authorization, usize)>,
-    auth_policies: Vec<(ResourceId, kinds::AuthorizationPolicySpec, usize)>,
+    auth_policies: Vec<(ParsedAuthPolicy, usize)>,
     mesh_tls: HashMap<(String, String), Vec<IdentityMatch>>,
     networks: HashMap<(String, String), Vec<NetworkMatch>>,
     rate_limits: Vec<(RateLimit, kinds::PolicyRef, usize)>,
@@ -580,17 +703,6 @@ impl<'c> Builder<'c> {
         cx.notes.push(Note {
             origin: Some(origin.clone()),
             resource: Some(res.clone()),
-            message,
-        });
-    }
-
-    fn err_at(&self, cx: &mut Cx, at: usize, field: String, message: String) {
-        let (origin, res) = &self.origins[at];
-        cx.errors.push(LoadError {
-            origin: origin.clone(),
-            line: None,
-            resource: Some(res.clone()),
-            field: Some(field),
             message,
         });
     }
@@ -664,8 +776,7 @@ impl<'c> Builder<'c> {
             }
             Kind::AuthorizationPolicy => {
                 if let Some(spec) = cx.typed::<kinds::AuthorizationPolicySpec>(doc, "spec") {
-                    let at = self.origin(doc);
-                    self.auth_policies.push((doc.id(), spec, at));
+                    self.add_auth_policy(cx, doc, spec);
                 }
             }
             Kind::MeshTlsAuthentication => {
@@ -772,6 +883,19 @@ impl<'c> Builder<'c> {
             cx.err(doc, "spec.service", "empty; name the apex Service");
             return;
         }
+        // Checked here, with the split alone, so that linking only links.
+        let mut groups = Vec::new();
+        for (i, r) in spec.matches.iter().enumerate() {
+            if r.kind.as_deref().is_some_and(|k| k != "HTTPRouteGroup") {
+                cx.err(
+                    doc,
+                    format!("spec.matches[{i}].kind"),
+                    "only HTTPRouteGroup matches are supported",
+                );
+            } else {
+                groups.push(r.name.clone());
+            }
+        }
         let at = self.origin(doc);
         let apex = spec
             .service
@@ -780,7 +904,7 @@ impl<'c> Builder<'c> {
             .unwrap_or(&spec.service)
             .to_owned();
         self.splits
-            .push((doc.id(), apex, Backends::new(list), spec.matches, at));
+            .push((doc.id(), apex, Backends::new(list), groups, at));
     }
 
     fn add_route_group(&mut self, cx: &mut Cx, doc: &Doc) {
@@ -1237,6 +1361,60 @@ impl<'c> Builder<'c> {
         }
     }
 
+    fn add_auth_policy(&mut self, cx: &mut Cx, doc: &Doc, spec: kinds::AuthorizationPolicySpec) {
+        let mut requires = Vec::new();
+        for (i, r) in spec.required_authentication_refs.iter().enumerate() {
+            let namespace = r.namespace.clone().unwrap_or_else(|| doc.namespace.clone());
+            let name = r.name.clone().unwrap_or_default();
+            match r.kind.as_str() {
+                "MeshTLSAuthentication" => requires.push(AuthRef::MeshTls { namespace, name }),
+                "NetworkAuthentication" => requires.push(AuthRef::Network { namespace, name }),
+                "ServiceAccount" => match Identity::new(self.trust_domain(), &namespace, &name) {
+                    Ok(id) => requires.push(AuthRef::Identity(id)),
+                    Err(e) => cx.err(
+                        doc,
+                        format!("spec.requiredAuthenticationRefs[{i}]"),
+                        e.to_string(),
+                    ),
+                },
+                other => cx.err(
+                    doc,
+                    format!("spec.requiredAuthenticationRefs[{i}].kind"),
+                    format!(
+                        "{other:?} is not MeshTLSAuthentication, NetworkAuthentication or ServiceAccount"
+                    ),
+                ),
+            }
+        }
+        let t = &spec.target_ref;
+        let namespace = t.namespace.clone().unwrap_or_else(|| doc.namespace.clone());
+        let name = t.name.clone().unwrap_or_default();
+        let target = match t.kind.as_str() {
+            "Server" => PolicyTarget::Server { namespace, name },
+            "Namespace" => PolicyTarget::Namespace(name),
+            "HTTPRoute" | "GRPCRoute" => PolicyTarget::Route {
+                kind: t.kind.clone(),
+                namespace,
+                name,
+            },
+            other => {
+                cx.err(
+                    doc,
+                    "spec.targetRef.kind",
+                    format!("{other:?} is not Server, HTTPRoute, GRPCRoute or Namespace"),
+                );
+                return;
+            }
+        };
+        let at = self.origin(doc);
+        let policy = ParsedAuthPolicy {
+            id: doc.id(),
+            requires,
+            target,
+        };
+        self.auth_policies.push((policy, at));
+    }
+
     fn add_mesh_tls(&mut self, cx: &mut Cx, doc: &Doc, spec: kinds::MeshTlsAuthenticationSpec) {
         let mut ids = Vec::new();
         if spec.identities.is_empty() == spec.identity_refs.is_empty() {
@@ -1562,6 +1740,82 @@ impl<'c> Builder<'c> {
         });
     }
 
+    /// What the objects added so far bear on (used with one object added alone).
+    fn touch(&self) -> Touch {
+        let mut t = Touch {
+            workloads: !self.workloads.is_empty(),
+            ..Touch::default()
+        };
+        for svc in self.services.values() {
+            t.services.insert((svc.namespace.clone(), svc.name.clone()));
+        }
+        for r in &self.routes {
+            for p in &r.parents {
+                match p {
+                    RouteParent::Service {
+                        name, namespace, ..
+                    } => t.services.insert((namespace.clone(), name.clone())),
+                    RouteParent::Server { namespace, .. } => t.inbound.insert(namespace.clone()),
+                };
+            }
+        }
+        for (id, apex, _, groups, _) in &self.splits {
+            t.services.insert((id.namespace.clone(), apex.clone()));
+            for g in groups {
+                let read = ("HTTPRouteGroup".to_owned(), id.namespace.clone(), g.clone());
+                t.reads.insert(read);
+            }
+        }
+        for (_, svc, ns, _, _) in &self.profiles {
+            t.services.insert((ns.clone(), svc.clone()));
+        }
+        for s in &self.servers {
+            t.inbound.insert(s.id.namespace.clone());
+        }
+        for (id, ..) in &self.server_auths {
+            t.inbound.insert(id.namespace.clone());
+        }
+        for (p, _) in &self.auth_policies {
+            match &p.target {
+                PolicyTarget::Server { namespace, .. } => t.inbound.insert(namespace.clone()),
+                PolicyTarget::Namespace(ns) => t.inbound.insert(ns.clone()),
+                PolicyTarget::Route {
+                    namespace, name, ..
+                } => t.routes.insert((namespace.clone(), name.clone())),
+            };
+            for r in &p.requires {
+                let read = match r {
+                    AuthRef::MeshTls { namespace, name } => {
+                        ("MeshTLSAuthentication", namespace, name)
+                    }
+                    AuthRef::Network { namespace, name } => {
+                        ("NetworkAuthentication", namespace, name)
+                    }
+                    AuthRef::Identity(_) => continue,
+                };
+                t.reads
+                    .insert((read.0.to_owned(), read.1.clone(), read.2.clone()));
+            }
+        }
+        for (rl, target, _) in &self.rate_limits {
+            let ns = target
+                .namespace
+                .clone()
+                .unwrap_or_else(|| rl.source.namespace.clone());
+            t.inbound.insert(ns);
+        }
+        for set in &self.endpoints {
+            t.endpoints
+                .insert((set.namespace.clone(), set.service.clone()));
+        }
+        for (set, _, pod) in &self.endpoint_pods {
+            let ns = self.endpoints[*set].namespace.clone();
+            t.reads.insert(("Pod".to_owned(), ns, pod.clone()));
+        }
+        t.inbound.extend(self.namespaces.keys().cloned());
+        t
+    }
+
     // --- linking ---
 
     fn link(&mut self, cx: &mut Cx) {
@@ -1823,22 +2077,13 @@ impl<'c> Builder<'c> {
         let splits = std::mem::take(&mut self.splits);
         for (id, apex, backends, refs, at) in splits {
             let mut matches = Vec::new();
-            for (i, r) in refs.iter().enumerate() {
-                if r.kind.as_deref().is_some_and(|k| k != "HTTPRouteGroup") {
-                    self.err_at(
-                        cx,
-                        at,
-                        format!("spec.matches[{i}].kind"),
-                        "only HTTPRouteGroup matches are supported".to_owned(),
-                    );
-                    continue;
-                }
-                match self.route_groups.get(&(id.namespace.clone(), r.name.clone())) {
+            for r in &refs {
+                match self.route_groups.get(&(id.namespace.clone(), r.clone())) {
                     Some(m) => matches.extend(m.iter().cloned()),
                     None => self.note_at(
                         cx,
                         at,
-                        format!("HTTPRouteGroup {} is not in the input; the split applies to no request until it exists", r.name),
+                        format!("HTTPRouteGroup {r} is not in the input; the split applies to no request until it exists"),
                     ),
                 }
             }
@@ -1901,89 +2146,88 @@ impl<'c> Builder<'c> {
             }
         }
 
-        for (id, spec, at) in std::mem::take(&mut self.auth_policies) {
+        for (policy, at) in std::mem::take(&mut self.auth_policies) {
             let mut requires = Vec::new();
             let mut complete = true;
-            for (i, r) in spec.required_authentication_refs.iter().enumerate() {
-                let ns = r.namespace.clone().unwrap_or_else(|| id.namespace.clone());
-                let name = r.name.clone().unwrap_or_default();
-                match r.kind.as_str() {
-                    "MeshTLSAuthentication" => match self.mesh_tls.get(&(ns.clone(), name.clone())) {
-                        Some(ids) => requires.push(Requirement::MeshTls(ids.clone())),
-                        None => {
-                            complete = false;
-                            self.note_at(cx, at, format!("MeshTLSAuthentication {ns}/{name} is not in the input; this policy grants nothing until it exists"));
+            for r in &policy.requires {
+                match r {
+                    AuthRef::MeshTls { namespace, name } => {
+                        match self.mesh_tls.get(&(namespace.clone(), name.clone())) {
+                            Some(ids) => requires.push(Requirement::MeshTls(ids.clone())),
+                            None => {
+                                complete = false;
+                                self.note_at(cx, at, format!("MeshTLSAuthentication {namespace}/{name} is not in the input; this policy grants nothing until it exists"));
+                            }
                         }
-                    },
-                    "NetworkAuthentication" => match self.networks.get(&(ns.clone(), name.clone())) {
-                        Some(n) => requires.push(Requirement::Network(n.clone())),
-                        None => {
-                            complete = false;
-                            self.note_at(cx, at, format!("NetworkAuthentication {ns}/{name} is not in the input; this policy grants nothing until it exists"));
+                    }
+                    AuthRef::Network { namespace, name } => {
+                        match self.networks.get(&(namespace.clone(), name.clone())) {
+                            Some(n) => requires.push(Requirement::Network(n.clone())),
+                            None => {
+                                complete = false;
+                                self.note_at(cx, at, format!("NetworkAuthentication {namespace}/{name} is not in the input; this policy grants nothing until it exists"));
+                            }
                         }
-                    },
-                    "ServiceAccount" => match Identity::new(&self.config.inbound.trust_domain, &ns, &name) {
-                        Ok(i) => requires.push(Requirement::MeshTls(vec![IdentityMatch::Exact(i)])),
-                        Err(e) => self.err_at(cx, at, format!("spec.requiredAuthenticationRefs[{i}]"), e.to_string()),
-                    },
-                    other => self.err_at(
-                        cx,
-                        at,
-                        format!("spec.requiredAuthenticationRefs[{i}].kind"),
-                        format!("{other:?} is not MeshTLSAuthentication, NetworkAuthentication or ServiceAccount"),
-                    ),
+                    }
+                    AuthRef::Identity(id) => {
+                        requires.push(Requirement::MeshTls(vec![IdentityMatch::Exact(id.clone())]))
+                    }
                 }
             }
             if !complete {
                 continue;
             }
             let auth = Authorization {
-                source: id.clone(),
+                source: policy.id.clone(),
                 requires,
             };
-            let t = &spec.target_ref;
-            let tns = t.namespace.clone().unwrap_or_else(|| id.namespace.clone());
-            let tname = t.name.clone().unwrap_or_default();
-            let mut hit = false;
-            match t.kind.as_str() {
-                "Server" => {
-                    for s in self
-                        .servers
-                        .iter_mut()
-                        .filter(|s| s.id.namespace == tns && s.id.name == tname)
-                    {
-                        s.authorizations.push(auth.clone());
-                        hit = true;
-                    }
-                }
-                "Namespace" => {
-                    for s in self.servers.iter_mut().filter(|s| s.id.namespace == tname) {
-                        s.authorizations.push(auth.clone());
-                    }
-                    // A namespace-wide policy holds whether or not Servers exist yet.
-                    hit = true;
-                }
-                "HTTPRoute" | "GRPCRoute" => {
-                    for s in &mut self.servers {
-                        for r in s
-                            .routes
+            let hit =
+                match &policy.target {
+                    PolicyTarget::Server { namespace, name } => {
+                        let mut hit = false;
+                        for s in self
+                            .servers
                             .iter_mut()
-                            .filter(|r| r.source.namespace == tns && r.source.name == tname)
+                            .filter(|s| s.id.namespace == *namespace && s.id.name == *name)
                         {
-                            r.authorizations.push(auth.clone());
+                            s.authorizations.push(auth.clone());
                             hit = true;
                         }
+                        hit
                     }
-                }
-                other => self.err_at(
-                    cx,
-                    at,
-                    "spec.targetRef.kind".to_owned(),
-                    format!("{other:?} is not Server, HTTPRoute, GRPCRoute or Namespace"),
-                ),
-            }
+                    PolicyTarget::Namespace(ns) => {
+                        for s in self.servers.iter_mut().filter(|s| s.id.namespace == *ns) {
+                            s.authorizations.push(auth.clone());
+                        }
+                        // A namespace-wide policy holds whether or not Servers exist yet.
+                        true
+                    }
+                    PolicyTarget::Route {
+                        namespace, name, ..
+                    } => {
+                        let mut hit = false;
+                        for s in &mut self.servers {
+                            for r in s.routes.iter_mut().filter(|r| {
+                                r.source.namespace == *namespace && r.source.name == *name
+                            }) {
+                                r.authorizations.push(auth.clone());
+                                hit = true;
+                            }
+                        }
+                        hit
+                    }
+                };
             if !hit {
-                self.note_at(cx, at, format!("its target {} {tns}/{tname} is not in the input (or not attached to a Server); it has no effect", t.kind));
+                let (kind, tns, tname) = match &policy.target {
+                    PolicyTarget::Server { namespace, name } => ("Server", namespace, name),
+                    PolicyTarget::Namespace(ns) => ("Namespace", ns, ns),
+                    PolicyTarget::Route {
+                        kind,
+                        namespace,
+                        name,
+                    } => (kind.as_str(), namespace, name),
+                };
+                self.note_at(cx, at, format!("its target {kind} {tns}/{tname} is not in the input (or not attached to a Server); it has no effect"));
             }
         }
     }

@@ -91,7 +91,7 @@ pub struct PodEndpoint {
 }
 
 /// Addresses the snapshot knows, for [`MeshPolicy::lookup_addr`].
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct AddressIndex {
     /// ClusterIP → the Service's key (`name.namespace`).
     cluster_ips: HashMap<IpAddr, String>,
@@ -198,7 +198,9 @@ impl MeshPolicy {
         key[..n.name.len()].copy_from_slice(n.name.as_bytes());
         key[n.name.len()] = b'.';
         key[n.name.len() + 1..].copy_from_slice(n.namespace.as_bytes());
-        self.services.get(std::str::from_utf8(key).ok()?)
+        self.services
+            .get(std::str::from_utf8(key).ok()?)
+            .map(|s| &**s)
     }
 
     /// The namespaces that have a Service called `name`, sorted.
@@ -298,8 +300,8 @@ impl ServicePolicy {
 // === impl AddressIndex ===
 
 impl AddressIndex {
-    pub(crate) fn build(
-        services: &HashMap<String, ServicePolicy>,
+    pub(crate) fn build<'a>(
+        services: impl IntoIterator<Item = (&'a String, &'a ServicePolicy)>,
         endpoints: &[EndpointSet],
     ) -> Self {
         let mut ix = Self::default();

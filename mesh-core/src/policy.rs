@@ -26,9 +26,9 @@ pub struct PolicyConfig {
 ///
 /// Cheap to share (`Arc<MeshPolicy>`); all decisions are pure functions of the snapshot and the
 /// request described to them.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct MeshPolicy {
-    pub(crate) services: HashMap<String, ServicePolicy>,
+    pub(crate) services: HashMap<String, Arc<ServicePolicy>>,
     pub(crate) servers: Vec<Server>,
     pub(crate) workloads: Vec<Workload>,
     pub(crate) endpoints: Vec<EndpointSet>,
@@ -261,7 +261,14 @@ impl MeshPolicy {
 
     /// A Service's policy, by name and namespace.
     pub fn service(&self, name: &str, namespace: &str) -> Option<&ServicePolicy> {
-        self.services.get(&format!("{name}.{namespace}"))
+        self.services
+            .get(&format!("{name}.{namespace}"))
+            .map(|s| &**s)
+    }
+
+    /// A Service's policy, shared.
+    pub(crate) fn service_arc(&self, name: &str, namespace: &str) -> Option<Arc<ServicePolicy>> {
+        self.services.get(&format!("{name}.{namespace}")).cloned()
     }
 
     /// Every compiled Server.
