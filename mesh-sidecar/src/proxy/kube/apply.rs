@@ -295,9 +295,10 @@ impl Applier {
             .chain(&changes.services)
             .cloned()
             .collect();
-        let sync_all = !self.published || changes.workloads;
-        self.config
-            .serve(snapshot, (!sync_all).then_some(&endpoints), "kubernetes");
+        // A Pod change reaches the endpoints of the slices that name it (the index reports
+        // their Services), so only the first snapshot syncs every Service.
+        let only = self.published.then_some(&endpoints);
+        self.config.serve(snapshot, only, "kubernetes");
         self.published = true;
         self.applied.store(true, Ordering::Release);
     }
