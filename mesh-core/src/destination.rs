@@ -28,10 +28,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use crate::index::Sharded;
 use crate::policy::{EndpointSet, MeshPolicy, OutboundDecision, ServicePolicy, TargetPort};
 use crate::route::RequestFacts;
 
@@ -90,17 +91,21 @@ pub struct PodEndpoint {
     pub service_account: Option<String>,
 }
 
-/// Addresses the snapshot knows, for [`MeshPolicy::lookup_addr`].
+/// Addresses the snapshot knows, for [`MeshPolicy::lookup_addr`]. Kept up to date one
+/// Service or endpoint set at a time; a snapshot shares its shards.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct AddressIndex {
     /// ClusterIP → the Service's key (`name.namespace`).
-    cluster_ips: HashMap<IpAddr, String>,
-    pods: Vec<Arc<PodEndpoint>>,
-    /// Endpoint address and port → index into `pods`.
-    by_addr: HashMap<SocketAddr, usize>,
-    /// Endpoint address (any port) → index into `pods`: a pod is that pod whatever the port.
-    by_ip: HashMap<IpAddr, usize>,
+    cluster_ips: Sharded<IpAddr, Arc<str>>,
+    /// Endpoint address and port → the pods listed there, by the apply order of their slice:
+    /// the first slice that lists an address names it.
+    by_addr: Sharded<SocketAddr, Listed>,
+    /// Endpoint address (any port) → the same: a pod is that pod whatever the port.
+    by_ip: Sharded<IpAddr, Listed>,
 }
+
+/// The pods listed at one address, by the apply order of the slice that lists them.
+type Listed = Arc<[(u64, Arc<PodEndpoint>)]>;
 
 // === impl NameContext ===
 
@@ -222,7 +227,7 @@ impl MeshPolicy {
         if let Some(service) = ix
             .cluster_ips
             .get(&addr.ip())
-            .and_then(|k| self.services.get(k))
+            .and_then(|k| self.services.get(&**k))
         {
             let port = addr.port();
             // Kubernetes forwards only the ports a Service lists; a Service read without
@@ -235,8 +240,8 @@ impl MeshPolicy {
         ix.by_addr
             .get(&addr)
             .or_else(|| ix.by_ip.get(&addr.ip()))
-            .and_then(|&i| ix.pods.get(i))
-            .map_or(Destination::Unknown, Destination::Endpoint)
+            .and_then(|listed| listed.first())
+            .map_or(Destination::Unknown, |(_, pod)| Destination::Endpoint(pod))
     }
 
     /// Routes a request to `host:port`, the host named as Kubernetes DNS resolves it from
@@ -300,34 +305,69 @@ impl ServicePolicy {
 // === impl AddressIndex ===
 
 impl AddressIndex {
-    pub(crate) fn build<'a>(
-        services: impl IntoIterator<Item = (&'a String, &'a ServicePolicy)>,
-        endpoints: &[EndpointSet],
-    ) -> Self {
-        let mut ix = Self::default();
-        for (key, svc) in services {
-            for ip in &svc.cluster_ips {
-                ix.cluster_ips.insert(*ip, key.clone());
+    /// A Service's ClusterIPs changed from `old` to `new`.
+    pub(crate) fn set_service(&mut self, key: &str, old: &[IpAddr], new: &[IpAddr]) {
+        for ip in old {
+            if self.cluster_ips.get(ip).is_some_and(|k| &**k == key) {
+                self.cluster_ips.remove(ip);
             }
         }
-        for set in endpoints {
-            for a in &set.addresses {
-                let i = ix.pods.len();
-                ix.pods.push(Arc::new(PodEndpoint {
-                    ip: a.ip,
-                    service: set.service.clone(),
-                    namespace: set.namespace.clone(),
-                    pod: a.pod.clone(),
-                    service_account: a.service_account.clone(),
-                }));
-                // The first slice that lists an address names it; later ones add ports.
-                ix.by_ip.entry(a.ip).or_insert(i);
-                for (_, port) in &set.ports {
-                    ix.by_addr.entry(SocketAddr::new(a.ip, *port)).or_insert(i);
-                }
+        let key: Arc<str> = Arc::from(key);
+        for ip in new {
+            self.cluster_ips.insert(*ip, Arc::clone(&key));
+        }
+    }
+
+    /// Adds the addresses of an endpoint set, applied as `seq`.
+    pub(crate) fn add_set(&mut self, seq: u64, set: &EndpointSet) {
+        for a in &set.addresses {
+            let pod = Arc::new(PodEndpoint {
+                ip: a.ip,
+                service: set.service.clone(),
+                namespace: set.namespace.clone(),
+                pod: a.pod.clone(),
+                service_account: a.service_account.clone(),
+            });
+            list(&mut self.by_ip, a.ip, seq, &pod);
+            for (_, port) in &set.ports {
+                list(&mut self.by_addr, SocketAddr::new(a.ip, *port), seq, &pod);
             }
         }
-        ix
+    }
+
+    /// Removes the addresses of an endpoint set applied as `seq`.
+    pub(crate) fn remove_set(&mut self, seq: u64, set: &EndpointSet) {
+        for a in &set.addresses {
+            unlist(&mut self.by_ip, a.ip, seq);
+            for (_, port) in &set.ports {
+                unlist(&mut self.by_addr, SocketAddr::new(a.ip, *port), seq);
+            }
+        }
+    }
+}
+
+/// Lists `pod` at `key` after every entry of the same or an earlier slice.
+fn list<K: Hash + Eq + Clone>(
+    map: &mut Sharded<K, Listed>,
+    key: K,
+    seq: u64,
+    pod: &Arc<PodEndpoint>,
+) {
+    let mut v: Vec<(u64, Arc<PodEndpoint>)> = map.get(&key).map(|l| l.to_vec()).unwrap_or_default();
+    let at = v.partition_point(|(s, _)| *s <= seq);
+    v.insert(at, (seq, Arc::clone(pod)));
+    map.insert(key, v.into());
+}
+
+/// Drops the entries of slice `seq` at `key`.
+fn unlist<K: Hash + Eq + Clone>(map: &mut Sharded<K, Listed>, key: K, seq: u64) {
+    let Some(listed) = map.get(&key) else { return };
+    let v: Vec<(u64, Arc<PodEndpoint>)> =
+        listed.iter().filter(|(s, _)| *s != seq).cloned().collect();
+    if v.is_empty() {
+        map.remove(&key);
+    } else {
+        map.insert(key, v.into());
     }
 }
 

@@ -34,6 +34,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! Underneath, a [`PolicyIndex`] holds objects one at a time, as a live source (a Kubernetes
+//! watch) delivers them: each is accepted or refused on its own, and an apply or delete relinks
+//! only what depends on it. [`MeshPolicy::from_yaml`] is all-or-nothing on top of it.
+//!
 //! Nothing here does I/O or reads a clock or a random generator of its own: time and
 //! randomness are arguments.
 #![warn(missing_docs)]

@@ -1,7 +1,7 @@
 //! The compiled snapshot and the decisions taken on it.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +11,7 @@ use crate::classify::{self, Class, ResponseClass};
 use crate::compile;
 use crate::destination::{AddressIndex, DEFAULT_CLUSTER_DOMAIN, ServiceName, service_name};
 use crate::error::{LoadErrors, Note};
+use crate::index::Sharded;
 use crate::retry::RetryPolicy;
 use crate::route::{HttpMatch, Request, RequestFacts};
 use crate::split::{BackendRef, Backends, SplitMix64, WeightedBackend};
@@ -26,14 +27,17 @@ pub struct PolicyConfig {
 ///
 /// Cheap to share (`Arc<MeshPolicy>`); all decisions are pure functions of the snapshot and the
 /// request described to them.
+///
+/// Its pieces are shared with the [`PolicyIndex`](crate::PolicyIndex) it came from, so taking
+/// one copies pointers, not policy.
 #[derive(Clone, Debug)]
 pub struct MeshPolicy {
-    pub(crate) services: HashMap<String, Arc<ServicePolicy>>,
-    pub(crate) servers: Vec<Server>,
-    pub(crate) workloads: Vec<Workload>,
-    pub(crate) endpoints: Vec<EndpointSet>,
+    pub(crate) services: Sharded<String, Arc<ServicePolicy>>,
+    pub(crate) servers: Arc<Vec<Server>>,
+    pub(crate) workloads: Arc<Vec<Arc<Workload>>>,
+    pub(crate) endpoints: Vec<Arc<EndpointSet>>,
     pub(crate) addresses: AddressIndex,
-    pub(crate) namespaces: BTreeMap<String, NamespaceInfo>,
+    pub(crate) namespaces: Arc<BTreeMap<String, NamespaceInfo>>,
     pub(crate) config: PolicyConfig,
     pub(crate) notes: Vec<Note>,
     pub(crate) counts: BTreeMap<String, usize>,
@@ -102,7 +106,6 @@ pub(crate) enum ProfileMatch {
 /// An SMI TrafficSplit of a Service.
 #[derive(Clone, Debug)]
 pub(crate) struct Split {
-    pub(crate) source: ResourceId,
     pub(crate) backends: Arc<Backends>,
     /// When non-empty, the split applies only to requests matching one of these.
     pub(crate) matches: Vec<HttpMatch>,
@@ -266,18 +269,13 @@ impl MeshPolicy {
             .map(|s| &**s)
     }
 
-    /// A Service's policy, shared.
-    pub(crate) fn service_arc(&self, name: &str, namespace: &str) -> Option<Arc<ServicePolicy>> {
-        self.services.get(&format!("{name}.{namespace}")).cloned()
-    }
-
     /// Every compiled Server.
     pub fn servers(&self) -> &[Server] {
         &self.servers
     }
 
-    /// Endpoints from EndpointSlices in the input.
-    pub fn endpoints(&self) -> &[EndpointSet] {
+    /// Endpoints from EndpointSlices in the input, one set per slice.
+    pub fn endpoints(&self) -> &[Arc<EndpointSet>] {
         &self.endpoints
     }
 
@@ -502,6 +500,44 @@ fn split_service_host(host: &str) -> (&str, &str) {
 // === impl ServicePolicy ===
 
 impl ServicePolicy {
+    /// A Service named by some object, before anything is linked to it: its calls go to
+    /// itself.
+    pub(crate) fn new(name: &str, namespace: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            namespace: namespace.to_owned(),
+            ports: Vec::new(),
+            cluster_ips: Vec::new(),
+            headless: false,
+            selector: None,
+            annotations: BTreeMap::new(),
+            routes: Vec::new(),
+            entries: Vec::new(),
+            profile_routes: Vec::new(),
+            profile: None,
+            split: None,
+            default_route: Arc::new(Route {
+                name: "default".to_owned(),
+                source: None,
+                rule: None,
+                backends: Arc::new(Backends::new(vec![WeightedBackend {
+                    backend: BackendRef {
+                        name: name.to_owned(),
+                        namespace: namespace.to_owned(),
+                        port: None,
+                    },
+                    weight: 1,
+                }])),
+                timeouts: Timeouts::default(),
+                retry: None,
+                response_classes: Vec::new(),
+                filters: Vec::new(),
+                grpc: false,
+                created: None,
+            }),
+        }
+    }
+
     /// The Service's name.
     pub fn name(&self) -> &str {
         &self.name

@@ -33,13 +33,21 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use crate::compile::{self, Cx, Doc, Touch};
+use crate::authz::Server;
+use crate::compile::{self, Cx, Doc, Entry, Key, Members, Object, Reader};
+use crate::destination::AddressIndex;
 use crate::error::{LoadError, Note};
 use crate::manifest::{Origin, RawObject};
-use crate::policy::{EndpointSet, MeshPolicy, PolicyConfig, ServicePolicy};
+use crate::policy::{
+    EndpointSet, MeshPolicy, NamespaceInfo, PolicyConfig, ServicePolicy, Workload,
+};
+
+mod shard;
+
+pub(crate) use shard::Sharded;
 
 /// Which object: API group (`""` for core), kind, namespace (`""` when cluster-scoped), name.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -102,28 +110,48 @@ pub enum ApplyError {
 }
 
 /// Every accepted object, linked into a policy; refused objects with their errors.
+///
+/// Linking is by unit — one Service's outbound policy, one namespace's inbound policy, one
+/// Service's endpoints, the workloads — and an apply or delete relinks only the units the
+/// object is filed under (old and new version) and those that looked it up by name.
 #[derive(Debug)]
 pub struct PolicyIndex {
     config: PolicyConfig,
     next_seq: u64,
     objects: BTreeMap<ObjectRef, Slot>,
-    linked: MeshPolicy,
-    link_notes: Vec<Note>,
+    /// Accepted objects by the keys they are filed under.
+    members: Members,
+    /// Key → the units whose last linking read it.
+    readers: HashMap<Key, BTreeSet<Key>>,
+    /// Unit → the keys its last linking read.
+    unit_reads: HashMap<Key, Vec<Key>>,
+    counts: BTreeMap<String, usize>,
+    linked: Linked,
 }
+
+/// The linked units, shared with snapshots.
+#[derive(Debug, Default)]
+struct Linked {
+    services: Sharded<String, Arc<ServicePolicy>>,
+    inbound: BTreeMap<String, Vec<(u64, Server)>>,
+    /// Every namespace's Servers, in apply order; rebuilt when inbound policy changes.
+    servers: Arc<Vec<Server>>,
+    namespaces: Arc<BTreeMap<String, NamespaceInfo>>,
+    /// Endpoint sets per Service, with the apply order of their slice.
+    endpoints: HashMap<(String, String), Vec<Ordered<Arc<EndpointSet>>>>,
+    /// Every endpoint set by the apply order of its slice.
+    endpoint_sets: BTreeMap<u64, Arc<EndpointSet>>,
+    workloads: Arc<Vec<Arc<Workload>>>,
+    addresses: AddressIndex,
+}
+
+/// A value with the apply order of the object it came from.
+type Ordered<T> = (u64, T);
 
 #[derive(Debug)]
 struct Slot {
-    accepted: Option<Accepted>,
+    accepted: Option<Arc<Entry>>,
     status: ObjectStatus,
-}
-
-/// The version of an object in force.
-#[derive(Debug)]
-struct Accepted {
-    /// Order of first acceptance: later wins where two objects claim one thing.
-    seq: u64,
-    doc: Doc,
-    touch: Touch,
 }
 
 fn first_message(errors: &[LoadError]) -> String {
@@ -157,13 +185,6 @@ impl Changes {
     pub fn policy_changed(&self) -> bool {
         !self.services.is_empty() || !self.inbound_namespaces.is_empty()
     }
-
-    fn touch(&mut self, t: &Touch) {
-        self.services.extend(t.services.iter().cloned());
-        self.inbound_namespaces.extend(t.inbound.iter().cloned());
-        self.endpoints.extend(t.endpoints.iter().cloned());
-        self.workloads |= t.workloads;
-    }
 }
 
 // === impl PolicyIndex ===
@@ -171,22 +192,24 @@ impl Changes {
 impl PolicyIndex {
     /// An empty index.
     pub fn new(config: PolicyConfig) -> Self {
-        let linked = compile::link(std::iter::empty(), &config);
         Self {
             config,
             next_seq: 0,
             objects: BTreeMap::new(),
-            linked: linked.policy,
-            link_notes: linked.notes,
+            members: Members::new(),
+            readers: HashMap::new(),
+            unit_reads: HashMap::new(),
+            counts: BTreeMap::new(),
+            linked: Linked::default(),
         }
     }
 
     /// Reads, checks and applies one Kubernetes object (anything `Serialize`: a
     /// `serde_json::Value`, a kube `DynamicObject`, a k8s-openapi type).
     ///
-    /// Accepted, it replaces the previous version of the same object. Refused, its errors are
-    /// kept (see [`PolicyIndex::status`]), the last accepted version of that object stays in
-    /// force, and nothing else changes.
+    /// Accepted, it replaces the previous version of the same object and only what depends
+    /// on it is relinked. Refused, its errors are kept (see [`PolicyIndex::status`]), the last
+    /// accepted version of that object stays in force, and nothing else changes.
     pub fn apply<T: serde::Serialize + ?Sized>(
         &mut self,
         object: &T,
@@ -196,36 +219,33 @@ impl PolicyIndex {
             line: 1,
             item: None,
         };
-        let value = serde_norway::to_value(object).map_err(|e| {
+        let unidentified = |message: String, resource: Option<String>| {
             ApplyError::Unidentified(LoadError {
                 origin: origin.clone(),
                 line: None,
-                resource: None,
+                resource,
                 field: None,
-                message: format!("not a Kubernetes object: {e}"),
+                message,
             })
-        })?;
+        };
+        let value = serde_norway::to_value(object)
+            .map_err(|e| unidentified(format!("not a Kubernetes object: {e}"), None))?;
         let raw = RawObject {
             origin: origin.clone(),
             value,
             text: None,
         };
         let mut cx = Cx::default();
-        let mut counts = BTreeMap::new();
-        let Some(doc) = cx.identify(raw, &mut counts) else {
-            let error = cx.errors.into_iter().next().unwrap_or_else(|| {
-                // Identification stops with a note only for what the mesh does not read.
-                let note = cx.notes.pop();
-                LoadError {
-                    origin,
-                    line: None,
-                    resource: note.as_ref().and_then(|n| n.resource.clone()),
-                    field: None,
-                    message: note
-                        .map_or_else(|| "not a kind the mesh reads".to_owned(), |n| n.message),
-                }
-            });
-            return Err(ApplyError::Unidentified(error));
+        let Some(doc) = cx.identify(raw, &mut BTreeMap::new()) else {
+            if let Some(e) = cx.errors.into_iter().next() {
+                return Err(ApplyError::Unidentified(e));
+            }
+            // Identification stops with a note only for what the mesh does not read.
+            let note = cx.notes.pop();
+            let resource = note.as_ref().and_then(|n| n.resource.clone());
+            let message =
+                note.map_or_else(|| "not a kind the mesh reads".to_owned(), |n| n.message);
+            return Err(unidentified(message, resource));
         };
         self.apply_doc(doc, cx.notes)
             .map_err(|(object, errors)| ApplyError::Refused { object, errors })
@@ -237,10 +257,10 @@ impl PolicyIndex {
         doc: Doc,
         mut notes: Vec<Note>,
     ) -> Result<Changes, (ObjectRef, Vec<LoadError>)> {
-        let object = doc.object_ref();
-        let (cx, touch) = compile::check(&doc, &self.config);
-        if !cx.errors.is_empty() {
-            let slot = self.objects.entry(object.clone()).or_insert(Slot {
+        let object_ref = doc.object_ref();
+        let (cx, parsed) = compile::parse(&doc, &self.config);
+        let Some(object) = parsed else {
+            let slot = self.objects.entry(object_ref.clone()).or_insert(Slot {
                 accepted: None,
                 status: ObjectStatus::Accepted { notes: Vec::new() },
             });
@@ -248,43 +268,63 @@ impl PolicyIndex {
                 errors: cx.errors.clone(),
                 previous_serves: slot.accepted.is_some(),
             };
-            return Err((object, cx.errors));
-        }
+            return Err((object_ref, cx.errors));
+        };
         notes.extend(cx.notes);
-        let mut changes = Changes::default();
-        changes.touch(&touch);
-        self.touch_dependents(&doc, &touch, &mut changes);
-        let seq = match self.objects.get(&object).and_then(|s| s.accepted.as_ref()) {
-            Some(old) => {
-                changes.touch(&old.touch);
-                old.seq
-            }
+        let old = self
+            .objects
+            .get(&object_ref)
+            .and_then(|s| s.accepted.clone());
+        let seq = match &old {
+            Some(old) => old.seq,
             None => {
                 self.next_seq += 1;
+                *self.counts.entry(object_ref.kind.clone()).or_default() += 1;
                 self.next_seq
             }
         };
+        let entry = Arc::new(Entry::new(seq, &doc, object));
+        let mut keys = BTreeSet::new();
+        if let Some(old) = &old {
+            for key in old.keys() {
+                self.unfile(&key, seq);
+                keys.insert(key);
+            }
+        }
+        for key in entry.keys() {
+            self.members
+                .entry(key.clone())
+                .or_default()
+                .insert(seq, Arc::clone(&entry));
+            keys.insert(key);
+        }
         let slot = Slot {
-            accepted: Some(Accepted { seq, doc, touch }),
+            accepted: Some(entry),
             status: ObjectStatus::Accepted { notes },
         };
-        self.objects.insert(object, slot);
-        self.relink();
-        Ok(changes)
+        self.objects.insert(object_ref, slot);
+        Ok(self.relink(keys))
     }
 
-    /// Forgets an object, accepted or refused. An unknown object is a no-op.
+    /// Forgets an object, accepted or refused. An unknown object is a no-op (empty changes).
     pub fn delete(&mut self, object: &ObjectRef) -> Changes {
-        let mut changes = Changes::default();
         let Some(slot) = self.objects.remove(object) else {
-            return changes;
+            return Changes::default();
         };
-        if let Some(old) = slot.accepted {
-            changes.touch(&old.touch);
-            self.touch_dependents(&old.doc, &old.touch, &mut changes);
-            self.relink();
+        let Some(old) = slot.accepted else {
+            return Changes::default();
+        };
+        if let Some(n) = self.counts.get_mut(&object.kind) {
+            *n -= 1;
+            if *n == 0 {
+                self.counts.remove(&object.kind);
+            }
         }
-        changes
+        let keys: BTreeSet<Key> = old.keys().into_iter().collect();
+        for key in &keys {
+            self.unfile(key, old.seq);
+        }
+        self.relink(keys)
     }
 
     /// What became of an object: accepted, or refused with its errors.
@@ -301,74 +341,201 @@ impl PolicyIndex {
     }
 
     /// An immutable [`MeshPolicy`] of everything accepted; every query of a compiled policy
-    /// works on it.
+    /// works on it. It shares the index's linked pieces: O(shards + endpoint sets) pointer
+    /// copies, no recompilation. Its `notes()` are empty: ask [`PolicyIndex::notes`] (and
+    /// [`PolicyIndex::status`] per object), which a controller reports as status.
     pub fn snapshot(&self) -> MeshPolicy {
-        let mut policy = self.linked.clone();
-        let mut notes: Vec<(u64, &Note)> = Vec::new();
-        for slot in self.objects.values() {
-            if let (Some(a), ObjectStatus::Accepted { notes: n }) = (&slot.accepted, &slot.status) {
-                notes.extend(n.iter().map(|n| (a.seq, n)));
-            }
+        let l = &self.linked;
+        MeshPolicy {
+            services: l.services.clone(),
+            servers: Arc::clone(&l.servers),
+            workloads: Arc::clone(&l.workloads),
+            endpoints: l.endpoint_sets.values().cloned().collect(),
+            addresses: l.addresses.clone(),
+            namespaces: Arc::clone(&l.namespaces),
+            config: self.config.clone(),
+            notes: Vec::new(),
+            counts: self.counts.clone(),
         }
-        notes.sort_by_key(|(seq, _)| *seq);
-        policy.notes = notes.into_iter().map(|(_, n)| n.clone()).collect();
-        policy.notes.extend(self.link_notes.iter().cloned());
-        policy
     }
 
     /// Notes that need the whole picture: inert routes, references to objects not in the
-    /// index, objects that replace others.
-    pub fn notes(&self) -> &[Note] {
-        &self.link_notes
+    /// index, profiles and splits that replace others. Computed on each call.
+    pub fn notes(&self) -> Vec<Note> {
+        let mut entries: Vec<&Entry> = (self.objects.values())
+            .filter_map(|s| s.accepted.as_deref())
+            .collect();
+        entries.sort_by_key(|e| e.seq);
+        compile::notes(&entries)
     }
 
     /// A Service's outbound policy.
     pub fn service(&self, name: &str, namespace: &str) -> Option<Arc<ServicePolicy>> {
-        self.linked.service_arc(name, namespace)
+        self.linked
+            .services
+            .get(&service_key(name, namespace))
+            .cloned()
     }
 
-    /// The endpoint sets (one per EndpointSlice) of a Service.
+    /// The endpoint sets (one per EndpointSlice, in apply order) of a Service.
     pub fn service_endpoints(&self, name: &str, namespace: &str) -> Vec<Arc<EndpointSet>> {
-        self.linked
-            .endpoints()
-            .iter()
-            .filter(|e| e.service == name && e.namespace == namespace)
-            .map(|e| Arc::new(e.clone()))
+        let key = (namespace.to_owned(), name.to_owned());
+        (self.linked.endpoints.get(&key).into_iter().flatten())
+            .map(|(_, set)| Arc::clone(set))
             .collect()
     }
 
-    /// Adds what the objects that read `doc` by name bear on.
-    fn touch_dependents(&self, doc: &Doc, touch: &Touch, changes: &mut Changes) {
-        let key = (
-            doc.kind_name().to_owned(),
-            doc.namespace().to_owned(),
-            doc.name().to_owned(),
-        );
-        let routes: BTreeSet<(String, String)> = touch.routes.iter().cloned().collect();
-        for slot in self.objects.values() {
-            let Some(a) = &slot.accepted else { continue };
-            if a.touch.reads.contains(&key) {
-                changes.touch(&a.touch);
-            }
-            // A policy that targets a route bears on the namespaces of that route's Servers.
-            let route = (a.doc.namespace().to_owned(), a.doc.name().to_owned());
-            if matches!(a.doc.kind_name(), "HTTPRoute" | "GRPCRoute") && routes.contains(&route) {
-                changes
-                    .inbound_namespaces
-                    .extend(a.touch.inbound.iter().cloned());
+    /// Takes an object version out from under `key`.
+    fn unfile(&mut self, key: &Key, seq: u64) {
+        if let Some(m) = self.members.get_mut(key) {
+            m.remove(&seq);
+            if m.is_empty() {
+                self.members.remove(key);
             }
         }
     }
 
-    fn relink(&mut self) {
-        let mut accepted: Vec<&Accepted> = self
-            .objects
-            .values()
-            .filter_map(|s| s.accepted.as_ref())
-            .collect();
-        accepted.sort_by_key(|a| a.seq);
-        let linked = compile::link(accepted.into_iter().map(|a| &a.doc), &self.config);
-        self.linked = linked.policy;
-        self.link_notes = linked.notes;
+    /// Relinks the units filed under `keys` and those that read them.
+    fn relink(&mut self, keys: BTreeSet<Key>) -> Changes {
+        let mut units = BTreeSet::new();
+        for key in keys {
+            if let Some(readers) = self.readers.get(&key) {
+                units.extend(readers.iter().cloned());
+            }
+            if key.is_unit() {
+                units.insert(key);
+            }
+        }
+        let mut changes = Changes::default();
+        for unit in units {
+            self.relink_unit(unit, &mut changes);
+        }
+        if !changes.inbound_namespaces.is_empty() {
+            self.flatten_servers();
+        }
+        changes
     }
+
+    fn relink_unit(&mut self, unit: Key, changes: &mut Changes) {
+        let mut r = Reader::new(&self.members);
+        match &unit {
+            Key::Service(ns, name) => {
+                let svc = compile::link_service(&mut r, ns, name);
+                let reads = std::mem::take(&mut r.reads);
+                self.record(&unit, reads);
+                self.set_service(ns, name, svc);
+                changes.services.insert((ns.clone(), name.clone()));
+            }
+            Key::Inbound(ns) => {
+                let inbound = compile::link_inbound(&mut r, ns);
+                let reads = std::mem::take(&mut r.reads);
+                self.record(&unit, reads);
+                self.set_inbound(ns, inbound);
+                changes.inbound_namespaces.insert(ns.clone());
+            }
+            Key::Endpoints(ns, name) => {
+                let sets = compile::link_endpoints(&mut r, ns, name);
+                let reads = std::mem::take(&mut r.reads);
+                self.record(&unit, reads);
+                self.set_endpoints(ns, name, sets);
+                changes.endpoints.insert((ns.clone(), name.clone()));
+            }
+            Key::Workloads => {
+                let workloads: Vec<Arc<Workload>> = r
+                    .members(Key::Workloads)
+                    .filter_map(|e| match &e.object {
+                        Object::Workload(w) => Some(Arc::clone(w)),
+                        _ => None,
+                    })
+                    .collect();
+                self.linked.workloads = Arc::new(workloads);
+                changes.workloads = true;
+            }
+            Key::Named(..) | Key::RoutePolicies(..) => {}
+        }
+    }
+
+    /// Notes which keys a unit read, so that a change under them relinks it.
+    fn record(&mut self, unit: &Key, reads: Vec<Key>) {
+        for key in self.unit_reads.remove(unit).into_iter().flatten() {
+            if let Some(r) = self.readers.get_mut(&key) {
+                r.remove(unit);
+                if r.is_empty() {
+                    self.readers.remove(&key);
+                }
+            }
+        }
+        let reads: Vec<Key> = reads.into_iter().filter(|k| k != unit).collect();
+        for key in &reads {
+            self.readers
+                .entry(key.clone())
+                .or_default()
+                .insert(unit.clone());
+        }
+        if !reads.is_empty() {
+            self.unit_reads.insert(unit.clone(), reads);
+        }
+    }
+
+    fn set_service(&mut self, ns: &str, name: &str, svc: Option<ServicePolicy>) {
+        let key = service_key(name, ns);
+        let l = &mut self.linked;
+        let new_ips = svc
+            .as_ref()
+            .map(|s| s.cluster_ips.clone())
+            .unwrap_or_default();
+        let old = match svc {
+            Some(svc) => l.services.insert(key.clone(), Arc::new(svc)),
+            None => l.services.remove(&key),
+        };
+        let old_ips = old.as_ref().map_or(&[][..], |o| o.cluster_ips.as_slice());
+        l.addresses.set_service(&key, old_ips, &new_ips);
+    }
+
+    fn set_inbound(&mut self, ns: &str, inbound: compile::Inbound) {
+        let l = &mut self.linked;
+        if inbound.servers.is_empty() {
+            l.inbound.remove(ns);
+        } else {
+            l.inbound.insert(ns.to_owned(), inbound.servers);
+        }
+        let namespaces = Arc::make_mut(&mut l.namespaces);
+        match inbound.namespace {
+            Some(info) => namespaces.insert(ns.to_owned(), info),
+            None => namespaces.remove(ns),
+        };
+    }
+
+    /// Every namespace's Servers in one list, in apply order (as a stream lists them).
+    fn flatten_servers(&mut self) {
+        let mut all: Vec<&(u64, Server)> = self.linked.inbound.values().flatten().collect();
+        all.sort_by_key(|(seq, _)| *seq);
+        let servers = all.into_iter().map(|(_, s)| s.clone()).collect();
+        self.linked.servers = Arc::new(servers);
+    }
+
+    fn set_endpoints(&mut self, ns: &str, name: &str, sets: Vec<(u64, EndpointSet)>) {
+        let l = &mut self.linked;
+        let key = (ns.to_owned(), name.to_owned());
+        for (seq, old) in l.endpoints.remove(&key).into_iter().flatten() {
+            l.addresses.remove_set(seq, &old);
+            l.endpoint_sets.remove(&seq);
+        }
+        if sets.is_empty() {
+            return;
+        }
+        let mut linked = Vec::with_capacity(sets.len());
+        for (seq, set) in sets {
+            l.addresses.add_set(seq, &set);
+            let set = Arc::new(set);
+            l.endpoint_sets.insert(seq, Arc::clone(&set));
+            linked.push((seq, set));
+        }
+        l.endpoints.insert(key, linked);
+    }
+}
+
+/// How a snapshot keys its Services: `name.namespace`.
+fn service_key(name: &str, namespace: &str) -> String {
+    format!("{name}.{namespace}")
 }

@@ -1,0 +1,284 @@
+//! Inbound: Servers, and linking one namespace's inbound policy — the Servers there with the
+//! routes, authorizations and rate limits that attach to them.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::doc::{Cx, Doc};
+use super::fields::{port, port_name, selector};
+use super::gateway::RouteParent;
+use super::linkerd::{AuthRef, ParsedAuthPolicy, PolicyTarget, ServerTarget};
+use super::object::{Entry, Key, Object, Reader};
+use crate::authz::{
+    Authorization, DefaultPolicy, IdentityMatch, InboundRoute, ProxyProtocol, Requirement, Server,
+    ServerPort,
+};
+use crate::kinds::{self, IntOrString};
+use crate::policy::NamespaceInfo;
+use crate::route::HttpMatch;
+
+/// A Server after its own checks, with its labels (which ServerAuthorizations select on).
+#[derive(Clone, Debug)]
+pub(crate) struct ParsedServer {
+    pub(crate) server: Server,
+    pub(crate) labels: BTreeMap<String, String>,
+}
+
+/// One namespace's inbound policy, linked.
+#[derive(Debug, Default)]
+pub(crate) struct Inbound {
+    /// Servers with what attaches to them, each with the apply order of its Server.
+    pub(crate) servers: Vec<(u64, Server)>,
+    /// The Namespace's `config.linkerd.io/default-inbound-policy`, when the index has it.
+    pub(crate) namespace: Option<NamespaceInfo>,
+}
+
+pub(crate) fn parse_server(
+    cx: &mut Cx,
+    doc: &Doc,
+    spec: &kinds::ServerSpec,
+) -> Option<ParsedServer> {
+    let selector = match (&spec.pod_selector, &spec.external_workload_selector) {
+        (Some(s), None) | (None, Some(s)) => selector(cx, doc, "spec.podSelector", s),
+        (Some(_), Some(_)) => {
+            cx.err(
+                doc,
+                "spec",
+                "podSelector and externalWorkloadSelector are exclusive",
+            );
+            None
+        }
+        (None, None) => {
+            cx.err(doc, "spec.podSelector", "missing; a Server selects pods");
+            None
+        }
+    };
+    let port = match &spec.port {
+        IntOrString::Int(n) => match port(*n) {
+            Ok(p) => Some(ServerPort::Number(p)),
+            Err(e) => {
+                cx.err(doc, "spec.port", e);
+                None
+            }
+        },
+        IntOrString::String(name) => match port_name(name) {
+            Ok(()) => Some(ServerPort::Name(name.clone())),
+            Err(e) => {
+                cx.err(doc, "spec.port", e);
+                None
+            }
+        },
+    };
+    let proxy_protocol = match spec.proxy_protocol.as_deref().map(str::parse) {
+        None => Some(ProxyProtocol::Unknown),
+        Some(Ok(p)) => Some(p),
+        Some(Err(e)) => {
+            cx.err(doc, "spec.proxyProtocol", e);
+            None
+        }
+    };
+    let access_policy = match spec.access_policy.as_deref() {
+        None => Some(DefaultPolicy::Deny),
+        Some(p) => match p.parse() {
+            Ok(p) => Some(p),
+            Err(e) => {
+                cx.err(doc, "spec.accessPolicy", e);
+                None
+            }
+        },
+    };
+    Some(ParsedServer {
+        server: Server {
+            id: doc.id(),
+            selector: selector?,
+            port: port?,
+            proxy_protocol: proxy_protocol?,
+            access_policy: access_policy?,
+            authorizations: Vec::new(),
+            routes: Vec::new(),
+            rate_limit: None,
+        },
+        labels: doc.meta.labels.clone(),
+    })
+}
+
+/// Links the inbound policy of `namespace` from the objects filed under it.
+pub(crate) fn link_inbound(r: &mut Reader<'_>, namespace: &str) -> Inbound {
+    let members: Vec<&Entry> = r.members(Key::Inbound(namespace.to_owned())).collect();
+    let mut inbound = Inbound::default();
+    let mut labels = Vec::new();
+    for e in &members {
+        match &e.object {
+            Object::Server(s) => {
+                inbound.servers.push((e.seq, s.server.clone()));
+                labels.push(&s.labels);
+            }
+            Object::Namespace(info) if e.name == namespace => {
+                inbound.namespace = Some(info.clone());
+            }
+            _ => {}
+        }
+    }
+    let servers = &mut inbound.servers;
+    let routes = attach_routes(&members, namespace, servers);
+    attach_server_auths(&members, servers, &labels);
+    // Policies apply in apply order, whether they target a Server, the namespace or a route.
+    let mut policies: BTreeMap<u64, &ParsedAuthPolicy> = BTreeMap::new();
+    for e in &members {
+        if let Object::AuthPolicy(p) = &e.object {
+            policies.insert(e.seq, p);
+        }
+    }
+    for (ns, name) in routes {
+        for e in r.members(Key::RoutePolicies(ns, name)) {
+            if let Object::AuthPolicy(p) = &e.object {
+                policies.insert(e.seq, p);
+            }
+        }
+    }
+    for p in policies.values() {
+        if let Some(auth) = resolve_policy(r, p) {
+            attach_policy(servers, namespace, p, &auth);
+        }
+    }
+    for e in &members {
+        if let Object::RateLimit(rl) = &e.object
+            && let Some((_, s)) = servers
+                .iter_mut()
+                .find(|(_, s)| s.id.name == rl.server_name)
+        {
+            s.rate_limit = Some(rl.limit.clone());
+        }
+    }
+    inbound
+}
+
+/// Attaches the routes whose parent is a Server here; returns every route with a Server
+/// parent, which policies may target.
+fn attach_routes(
+    members: &[&Entry],
+    namespace: &str,
+    servers: &mut [(u64, Server)],
+) -> BTreeSet<(String, String)> {
+    let mut routes = BTreeSet::new();
+    for e in members {
+        let Object::Route(route) = &e.object else {
+            continue;
+        };
+        for p in &route.parents {
+            let RouteParent::Server {
+                name,
+                namespace: ns,
+            } = p
+            else {
+                continue;
+            };
+            routes.insert((route.id.namespace.clone(), route.id.name.clone()));
+            if ns != namespace {
+                continue;
+            }
+            let matches: Vec<HttpMatch> = (route.rules.iter())
+                .flat_map(|r| r.matches.iter().cloned())
+                .collect();
+            if let Some((_, s)) = servers.iter_mut().find(|(_, s)| s.id.name == *name) {
+                s.routes.push(InboundRoute {
+                    source: route.id.clone(),
+                    matches,
+                    authorizations: Vec::new(),
+                });
+            }
+        }
+    }
+    routes
+}
+
+/// Attaches ServerAuthorizations to the Servers (here) they name or select.
+fn attach_server_auths(
+    members: &[&Entry],
+    servers: &mut [(u64, Server)],
+    labels: &[&BTreeMap<String, String>],
+) {
+    for e in members {
+        let Object::ServerAuth(sa) = &e.object else {
+            continue;
+        };
+        for ((_, s), labels) in servers.iter_mut().zip(labels) {
+            let selected = match &sa.target {
+                ServerTarget::Name(n) => &s.id.name == n,
+                ServerTarget::Selector(sel) => sel.matches(labels),
+            };
+            if selected {
+                s.authorizations.push(sa.auth.clone());
+            }
+        }
+    }
+}
+
+/// What a policy requires, once every authentication it names is in the index; until then it
+/// grants nothing.
+fn resolve_policy(r: &mut Reader<'_>, p: &ParsedAuthPolicy) -> Option<Authorization> {
+    let mut requires = Vec::new();
+    for a in &p.requires {
+        let found = match a {
+            AuthRef::MeshTls { namespace, name } => {
+                let key = Key::Named("MeshTLSAuthentication", namespace.clone(), name.clone());
+                r.members(key).find_map(|e| match &e.object {
+                    Object::MeshTls(ids) => Some(Requirement::MeshTls(ids.clone())),
+                    _ => None,
+                })
+            }
+            AuthRef::Network { namespace, name } => {
+                let key = Key::Named("NetworkAuthentication", namespace.clone(), name.clone());
+                r.members(key).find_map(|e| match &e.object {
+                    Object::Network(n) => Some(Requirement::Network(n.clone())),
+                    _ => None,
+                })
+            }
+            AuthRef::Identity(id) => {
+                Some(Requirement::MeshTls(vec![IdentityMatch::Exact(id.clone())]))
+            }
+        };
+        requires.push(found?);
+    }
+    Some(Authorization {
+        source: p.id.clone(),
+        requires,
+    })
+}
+
+fn attach_policy(
+    servers: &mut [(u64, Server)],
+    namespace: &str,
+    p: &ParsedAuthPolicy,
+    auth: &Authorization,
+) {
+    for (_, s) in servers {
+        match &p.target {
+            PolicyTarget::Server {
+                namespace: ns,
+                name,
+            } => {
+                if ns == namespace && s.id.name == *name {
+                    s.authorizations.push(auth.clone());
+                }
+            }
+            PolicyTarget::Namespace(ns) => {
+                if ns == namespace {
+                    s.authorizations.push(auth.clone());
+                }
+            }
+            PolicyTarget::Route {
+                namespace: ns,
+                name,
+                ..
+            } => {
+                for r in s
+                    .routes
+                    .iter_mut()
+                    .filter(|r| r.source.namespace == *ns && r.source.name == *name)
+                {
+                    r.authorizations.push(auth.clone());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! Notes that need the whole picture: profiles and splits that replace others, routes made
+//! inert by a profile, references to objects that are not there. Linking never raises them;
+//! this pass reads the accepted objects in apply order, as a stream's compile reports them.
+
+use std::collections::{BTreeSet, HashMap};
+
+use super::gateway::RouteParent;
+use super::inbound::ParsedServer;
+use super::linkerd::{AuthRef, PolicyTarget, ServerTarget};
+use super::object::{Entry, Object};
+use crate::authz::ResourceId;
+use crate::error::Note;
+
+type Name = (String, String);
+
+/// What the notes look up, gathered once.
+#[derive(Default)]
+struct Seen<'a> {
+    /// The profile in force per Service (the last applied).
+    profiles: HashMap<Name, &'a ResourceId>,
+    servers: HashMap<Name, &'a ParsedServer>,
+    route_groups: BTreeSet<Name>,
+    mesh_tls: BTreeSet<Name>,
+    networks: BTreeSet<Name>,
+    /// Services that routes attach to.
+    routed: BTreeSet<Name>,
+    /// Routes attached to a Server that exists.
+    on_servers: BTreeSet<Name>,
+}
+
+/// Every note about how the accepted objects (in apply order) link.
+pub(crate) fn notes(entries: &[&Entry]) -> Vec<Note> {
+    let seen = Seen::gather(entries);
+    let mut out = Vec::new();
+    profile_notes(entries, &mut out);
+    route_notes(entries, &seen, &mut out);
+    split_notes(entries, &seen, &mut out);
+    for e in entries {
+        let Object::ServerAuth(sa) = &e.object else {
+            continue;
+        };
+        let hit = seen.servers.iter().any(|((ns, name), s)| {
+            *ns == e.namespace
+                && match &sa.target {
+                    ServerTarget::Name(n) => n == name,
+                    ServerTarget::Selector(sel) => sel.matches(&s.labels),
+                }
+        });
+        if !hit {
+            out.push(at(
+                e,
+                "selects no Server in the input; it has no effect".into(),
+            ));
+        }
+    }
+    for e in entries {
+        if let Object::AuthPolicy(p) = &e.object {
+            policy_notes(e, p, &seen, &mut out);
+        }
+    }
+    for e in entries {
+        if let Object::RateLimit(rl) = &e.object {
+            let (ns, name) = (&rl.server_namespace, &rl.server_name);
+            if !seen.servers.contains_key(&(ns.clone(), name.clone())) {
+                let msg = format!("its Server {ns}/{name} is not in the input; it has no effect");
+                out.push(at(e, msg));
+            }
+        }
+    }
+    out
+}
+
+fn at(e: &Entry, message: String) -> Note {
+    Note {
+        origin: Some(e.origin.clone()),
+        resource: Some(e.res.clone()),
+        message,
+    }
+}
+
+fn profile_notes(entries: &[&Entry], out: &mut Vec<Note>) {
+    let mut previous: HashMap<Name, &ResourceId> = HashMap::new();
+    for e in entries {
+        if let Object::Profile(p) = &e.object {
+            let key = (p.namespace.clone(), p.service.clone());
+            if let Some(prev) = previous.insert(key, &p.id) {
+                let (svc, ns) = (&p.service, &p.namespace);
+                let msg = format!("{prev} already governs {svc}.{ns}; this profile replaces it");
+                out.push(at(e, msg));
+            }
+        }
+    }
+}
+
+fn route_notes(entries: &[&Entry], seen: &Seen<'_>, out: &mut Vec<Note>) {
+    let mut inert = Vec::new();
+    for e in entries {
+        let Object::Route(r) = &e.object else {
+            continue;
+        };
+        for parent in &r.parents {
+            match parent {
+                RouteParent::Service {
+                    name, namespace, ..
+                } => {
+                    if let Some(profile) = seen.profiles.get(&(namespace.clone(), name.clone())) {
+                        inert.push(Note {
+                            origin: None,
+                            resource: Some(r.id.to_string()),
+                            message: format!(
+                                "inert: {profile} governs Service {name}.{namespace}, and a ServiceProfile takes precedence over HTTPRoutes (as in Linkerd)"
+                            ),
+                        });
+                    }
+                }
+                RouteParent::Server { name, namespace } => {
+                    if !seen
+                        .servers
+                        .contains_key(&(namespace.clone(), name.clone()))
+                    {
+                        out.push(Note {
+                            origin: None,
+                            resource: Some(r.id.to_string()),
+                            message: format!(
+                                "its parent Server {namespace}/{name} is not in the input; it has no effect"
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    out.extend(inert);
+}
+
+fn split_notes(entries: &[&Entry], seen: &Seen<'_>, out: &mut Vec<Note>) {
+    let mut previous: HashMap<Name, &ResourceId> = HashMap::new();
+    for e in entries {
+        let Object::Split(s) = &e.object else {
+            continue;
+        };
+        let ns = &s.id.namespace;
+        for g in &s.groups {
+            if !seen.route_groups.contains(&(ns.clone(), g.clone())) {
+                out.push(at(e, format!("HTTPRouteGroup {g} is not in the input; the split applies to no request until it exists")));
+            }
+        }
+        let apex = (ns.clone(), s.apex.clone());
+        if let Some(prev) = previous.insert(apex.clone(), &s.id) {
+            let msg = format!(
+                "{prev} already splits {}.{ns}; this split replaces it",
+                s.apex
+            );
+            out.push(at(e, msg));
+        }
+        if seen.routed.contains(&apex) && !seen.profiles.contains_key(&apex) {
+            out.push(at(e, format!("HTTPRoutes steer {}.{ns}; the split applies only to requests no route attaches to", s.apex)));
+        }
+    }
+}
+
+fn policy_notes(
+    e: &Entry,
+    p: &super::linkerd::ParsedAuthPolicy,
+    seen: &Seen<'_>,
+    out: &mut Vec<Note>,
+) {
+    let mut complete = true;
+    for r in &p.requires {
+        let (kind, set, ns, name) = match r {
+            AuthRef::MeshTls { namespace, name } => {
+                ("MeshTLSAuthentication", &seen.mesh_tls, namespace, name)
+            }
+            AuthRef::Network { namespace, name } => {
+                ("NetworkAuthentication", &seen.networks, namespace, name)
+            }
+            AuthRef::Identity(_) => continue,
+        };
+        if !set.contains(&(ns.clone(), name.clone())) {
+            complete = false;
+            out.push(at(e, format!("{kind} {ns}/{name} is not in the input; this policy grants nothing until it exists")));
+        }
+    }
+    if !complete {
+        return;
+    }
+    let (kind, tns, tname, hit) = match &p.target {
+        PolicyTarget::Server { namespace, name } => {
+            let hit = seen
+                .servers
+                .contains_key(&(namespace.clone(), name.clone()));
+            ("Server", namespace, name, hit)
+        }
+        // A namespace-wide policy holds whether or not Servers exist yet.
+        PolicyTarget::Namespace(ns) => ("Namespace", ns, ns, true),
+        PolicyTarget::Route {
+            kind,
+            namespace,
+            name,
+        } => {
+            let hit = seen.on_servers.contains(&(namespace.clone(), name.clone()));
+            (kind.as_str(), namespace, name, hit)
+        }
+    };
+    if !hit {
+        out.push(at(e, format!("its target {kind} {tns}/{tname} is not in the input (or not attached to a Server); it has no effect")));
+    }
+}
+
+// === impl Seen ===
+
+impl<'a> Seen<'a> {
+    fn gather(entries: &[&'a Entry]) -> Self {
+        let mut seen = Self::default();
+        let name = |e: &Entry| (e.namespace.clone(), e.name.clone());
+        for e in entries {
+            match &e.object {
+                Object::Profile(p) => {
+                    let key = (p.namespace.clone(), p.service.clone());
+                    seen.profiles.insert(key, &p.id);
+                }
+                Object::Server(s) => {
+                    seen.servers.insert(name(e), s);
+                }
+                Object::RouteGroup(_) => {
+                    seen.route_groups.insert(name(e));
+                }
+                Object::MeshTls(_) => {
+                    seen.mesh_tls.insert(name(e));
+                }
+                Object::Network(_) => {
+                    seen.networks.insert(name(e));
+                }
+                _ => {}
+            }
+        }
+        for e in entries {
+            let Object::Route(r) = &e.object else {
+                continue;
+            };
+            for parent in &r.parents {
+                match parent {
+                    RouteParent::Service {
+                        name, namespace, ..
+                    } => {
+                        seen.routed.insert((namespace.clone(), name.clone()));
+                    }
+                    RouteParent::Server { name, namespace } => {
+                        if seen
+                            .servers
+                            .contains_key(&(namespace.clone(), name.clone()))
+                        {
+                            let route = (r.id.namespace.clone(), r.id.name.clone());
+                            seen.on_servers.insert(route);
+                        }
+                    }
+                }
+            }
+        }
+        seen
+    }
+}
