@@ -46,7 +46,7 @@ impl Drop for Proxy {
 
 /// `n` HTTPRoutes, each with 16 rules of 8 regular-expression path matches (the most
 /// Gateway API allows per route is 16 rules): every regex is compiled, which takes a debug
-/// build about a second for a few routes. Few large objects, not many small ones, so the
+/// build about a second for eight routes. Few large objects, not many small ones, so the
 /// compile stays long but bounded however the compiler scales with the number of objects.
 fn routes(n: usize) -> String {
     let mut s = String::new();
@@ -150,7 +150,7 @@ fn a_request_is_answered_while_a_large_config_compiles() {
     let compiles = |p: &Proxy| p.log().matches("config changed; compiling").count();
     let started = compiles(&proxy);
 
-    write_atomically(&proxy.config(), &routes(6));
+    write_atomically(&proxy.config(), &routes(16));
     assert!(
         wait_for(Duration::from_secs(20), || compiles(&proxy) > started),
         "the new config was not picked up:\n{}",
