@@ -20,6 +20,8 @@ use support::{mesh_bin, stderr, which};
 
 const NS: &str = "shop";
 const ROUTE_PATH: &str = "/apis/gateway.networking.k8s.io/v1/namespaces/shop/httproutes/web-split";
+/// The metric label of Gateway API HTTPRoutes.
+const ROUTE_KIND: &str = "kind=\"HTTPRoute.gateway.networking.k8s.io\"";
 
 /// A scratch directory removed on drop.
 struct TempDir(PathBuf);
@@ -325,6 +327,18 @@ impl Mesh {
         mesh
     }
 
+    /// [`Mesh::start`], once the initial route (all to v1) is served.
+    fn serving_v1(api: &ApiServer, tmp: &TempDir) -> Self {
+        let mesh = Self::start(api, tmp);
+        assert!(
+            mesh.routes_to("v1", Duration::from_secs(10)),
+            "the initial route is not served: {}\n{}",
+            mesh.call(),
+            mesh.proxy.log()
+        );
+        mesh
+    }
+
     fn admin_get(&self, path: &str) -> Result<(u16, String), String> {
         http(self.admin, "GET", "localhost", path, None)
     }
@@ -410,11 +424,11 @@ fn a_route_change_through_the_api_reaches_the_running_proxy() {
         "{m}"
     );
 
-    // An invalid route is refused; the last good snapshot keeps serving.
-    let invalid_before = metric(
+    // An invalid route is refused; its last accepted version keeps serving.
+    let refused_before = metric(
         &mesh.metrics(),
-        "config_reload_total",
-        &["result=\"invalid\""],
+        "policy_object_refused_total",
+        &[ROUTE_KIND],
     );
     let bad = serde_json::json!({"spec": {"rules": [{
         "matches": [{"path": {"type": "RegularExpression", "value": "(unclosed"}}],
@@ -434,9 +448,9 @@ fn a_route_change_through_the_api_reaches_the_running_proxy() {
         eventually(Duration::from_secs(10), || {
             metric(
                 &mesh.metrics(),
-                "config_reload_total",
-                &["result=\"invalid\""],
-            ) > invalid_before
+                "policy_object_refused_total",
+                &[ROUTE_KIND],
+            ) > refused_before
         }),
         "the invalid route was not refused:\n{}",
         mesh.proxy.log()
@@ -455,15 +469,77 @@ fn a_route_change_through_the_api_reaches_the_running_proxy() {
 }
 
 #[test]
+fn a_refused_route_in_one_namespace_does_not_stop_updates_in_another() {
+    let tmp = TempDir::new("refused");
+    let api = ApiServer::start();
+    let mesh = Mesh::serving_v1(&api, &tmp);
+
+    // Another team's route with a regex that does not compile: the API server takes it (a
+    // CRD schema cannot check a regex), the proxy refuses it and says why.
+    api.apply(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: broken, namespace: other }
+spec:
+  parentRefs: [{ name: api, kind: Service, group: core, port: 80 }]
+  rules:
+  - matches:
+    - path: { type: RegularExpression, value: \"/api/([\" }
+    backendRefs: [{ name: api, port: 80 }]
+",
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            metric(&mesh.metrics(), "policy_objects_refused", &[ROUTE_KIND]) == 1.0
+        }),
+        "the broken route is not reported as refused: {}\n{}",
+        mesh.metrics(),
+        mesh.proxy.log()
+    );
+    let log = mesh.proxy.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("object refused") && l.contains("other/broken")),
+        "{log}"
+    );
+
+    // A later change in namespace shop still applies and routes traffic.
+    patch_route(&api, 0, 100);
+    assert!(
+        mesh.routes_to("v2", Duration::from_secs(10)),
+        "a refused object in another namespace froze updates: {}\n{}",
+        mesh.call(),
+        mesh.proxy.log()
+    );
+    assert!(matches!(mesh.admin_get("/ready"), Ok((200, _))));
+    // Counted once: later events do not report the same version again.
+    assert_eq!(
+        metric(
+            &mesh.metrics(),
+            "policy_object_refused_total",
+            &[ROUTE_KIND]
+        ),
+        1.0,
+        "{}",
+        mesh.metrics()
+    );
+
+    // Deleted, it is refused no more.
+    api.delete("gateway.networking.k8s.io", "httproutes", "other", "broken");
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            metric(&mesh.metrics(), "policy_objects_refused", &[ROUTE_KIND]) == 0.0
+        }),
+        "{}",
+        mesh.metrics()
+    );
+}
+
+#[test]
 fn the_watch_survives_api_server_restarts_and_compaction() {
     let tmp = TempDir::new("restart");
     let mut api = ApiServer::start();
-    let mesh = Mesh::start(&api, &tmp);
-    assert!(
-        mesh.routes_to("v1", Duration::from_secs(10)),
-        "{}",
-        mesh.call()
-    );
+    let mesh = Mesh::serving_v1(&api, &tmp);
 
     // The API server goes away: the proxy notices, says so, and keeps routing.
     api.stop();
@@ -520,12 +596,7 @@ fn the_watch_survives_api_server_restarts_and_compaction() {
 fn a_kind_whose_crd_is_installed_later_is_watched_then() {
     let tmp = TempDir::new("crd-later");
     let api = ApiServer::start();
-    let mesh = Mesh::start(&api, &tmp);
-    assert!(
-        mesh.routes_to("v1", Duration::from_secs(10)),
-        "{}",
-        mesh.call()
-    );
+    let mesh = Mesh::serving_v1(&api, &tmp);
 
     // SMI's TrafficSplit is not served when the proxy starts; its CRD arrives, then a split.
     api.serve_resource(support::apiserver::ApiResource {

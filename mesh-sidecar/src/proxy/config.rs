@@ -1,7 +1,12 @@
 //! The proxy's live configuration: policy and static discovery from `--config`, watched and
 //! reloaded; a bad update is refused with its reasons and the last good config keeps serving.
+//!
+//! Reading and compiling a config takes tens of milliseconds for a thousand routes, so it
+//! never runs on a runtime thread: with `--workers 1` that thread serves every connection,
+//! and a compile on it would stall them all. [`ConfigSource::load`] runs it on the blocking
+//! pool and the result is swapped in (`arc-swap`) when it is ready.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
+use mesh_core::policy::EndpointSet;
 use mesh_core::split::BackendRef;
 use mesh_core::{Identity, MeshPolicy, PolicyConfig};
 use mesh_tower::PolicyHandle;
@@ -21,6 +27,16 @@ use tokio::sync::watch;
 pub(crate) struct SidecarResolver {
     services: StaticResolver,
     by_ip: Arc<ArcSwap<HashMap<IpAddr, Identity>>>,
+    /// What each Service (namespace, name) contributed, so that one Service's endpoints can be
+    /// replaced without touching (and waking the balancers of) every other.
+    parts: Arc<parking_lot::Mutex<HashMap<(String, String), ServiceEntries>>>,
+}
+
+/// One Service's resolver entries and the identities of its addresses.
+#[derive(Debug, Default)]
+struct ServiceEntries {
+    sets: HashMap<String, Vec<Endpoint>>,
+    identities: Vec<(IpAddr, Identity)>,
 }
 
 /// Loads and reloads `--config`.
@@ -42,16 +58,91 @@ impl SidecarResolver {
         self.by_ip.load().get(&ip).cloned()
     }
 
-    /// Replaces the endpoints with those of `policy` (a set it no longer has is emptied):
-    /// each Service port is keyed
+    /// Replaces the endpoints with those of `policy` (a set it no longer has is emptied).
+    fn sync(&self, policy: &MeshPolicy) {
+        let mut by_service: HashMap<(String, String), Vec<&EndpointSet>> = HashMap::new();
+        for set in policy.endpoints() {
+            by_service
+                .entry((set.namespace.clone(), set.service.clone()))
+                .or_default()
+                .push(set);
+        }
+        let parts: HashMap<_, _> = by_service
+            .into_iter()
+            .map(|(id, sets)| {
+                let entries = ServiceEntries::new(policy, &id, &sets);
+                (id, entries)
+            })
+            .collect();
+        let all = parts
+            .values()
+            .flat_map(|p| p.sets.iter().map(|(k, v)| (k.clone(), v.clone())))
+            .collect();
+        self.services.replace_all(all);
+        let mut current = self.parts.lock();
+        *current = parts;
+        self.by_ip.store(Arc::new(by_ip(&current)));
+    }
+
+    /// Replaces the endpoints of the Services `changed` (namespace, name) with those of
+    /// `policy`, leaving every other Service's alone: an EndpointSlice change wakes only the
+    /// balancers of its own Service.
+    pub(crate) fn sync_services(&self, policy: &MeshPolicy, changed: &BTreeSet<(String, String)>) {
+        if changed.is_empty() {
+            return;
+        }
+        let mut sets: HashMap<&(String, String), Vec<&EndpointSet>> = HashMap::new();
+        for set in policy.endpoints() {
+            // A scan of the sets, not a lookup: cheap next to what wakes up afterwards.
+            if let Some(id) = changed.get(&(set.namespace.clone(), set.service.clone())) {
+                sets.entry(id).or_default().push(set);
+            }
+        }
+        let mut parts = self.parts.lock();
+        for id in changed {
+            let new = ServiceEntries::new(policy, id, sets.get(id).map_or(&[][..], |s| s));
+            let old = parts.remove(id).unwrap_or_default();
+            for key in old.sets.keys().filter(|k| !new.sets.contains_key(*k)) {
+                // Emptied, not forgotten: a balancer watching it must see the endpoints go.
+                self.services.set(key, Vec::new());
+            }
+            for (key, endpoints) in &new.sets {
+                if old.sets.get(key) != Some(endpoints) {
+                    self.services.set(key, endpoints.clone());
+                }
+            }
+            if !new.sets.is_empty() {
+                parts.insert(id.clone(), new);
+            }
+        }
+        self.by_ip.store(Arc::new(by_ip(&parts)));
+    }
+}
+
+/// Every address with an identity, over all Services.
+fn by_ip(parts: &HashMap<(String, String), ServiceEntries>) -> HashMap<IpAddr, Identity> {
+    parts
+        .values()
+        .flat_map(|p| p.identities.iter().cloned())
+        .collect()
+}
+
+// === impl ServiceEntries ===
+
+impl ServiceEntries {
+    /// The entries of one Service from its endpoint sets: each Service port keyed
     /// (`name.namespace:port`) to its endpoints at the port behind it, a named `targetPort`
     /// resolved through the slice's port names.
-    fn sync(&self, policy: &MeshPolicy) {
-        let td = policy.config().inbound.trust_domain.clone();
-        let mut by_ip = HashMap::new();
-        let mut sets: HashMap<String, Vec<Endpoint>> = HashMap::new();
-        for set in policy.endpoints() {
-            let service = policy.service(&set.service, &set.namespace);
+    fn new(
+        policy: &MeshPolicy,
+        (namespace, name): &(String, String),
+        sets: &[&EndpointSet],
+    ) -> Self {
+        let td = &policy.config().inbound.trust_domain;
+        let service = policy.service(name, namespace);
+        let key = format!("{name}.{namespace}");
+        let mut entries = Self::default();
+        for set in sets {
             // (Service port, endpoint port); without a Service, the slice's own ports.
             let ports: Vec<(u16, u16)> = match service {
                 Some(s) if !s.ports().is_empty() => s
@@ -61,20 +152,21 @@ impl SidecarResolver {
                     .collect(),
                 _ => set.ports.iter().map(|&(_, p)| (p, p)).collect(),
             };
-            let name = format!("{}.{}", set.service, set.namespace);
             if ports.is_empty() {
-                sets.entry(name.clone()).or_default();
+                entries.sets.entry(key.clone()).or_default();
             }
             for a in &set.addresses {
                 let id = a
                     .service_account
                     .as_deref()
-                    .and_then(|sa| Identity::new(&td, &set.namespace, sa).ok());
+                    .and_then(|sa| Identity::new(td, namespace, sa).ok());
                 if let Some(id) = &id {
-                    by_ip.insert(a.ip, id.clone());
+                    entries.identities.push((a.ip, id.clone()));
                 }
                 for &(svc_port, ep_port) in &ports {
-                    sets.entry(format!("{name}:{svc_port}"))
+                    entries
+                        .sets
+                        .entry(format!("{key}:{svc_port}"))
                         .or_default()
                         .push(Endpoint {
                             addr: SocketAddr::new(a.ip, ep_port),
@@ -83,8 +175,7 @@ impl SidecarResolver {
                 }
             }
         }
-        self.services.replace_all(sets);
-        self.by_ip.store(Arc::new(by_ip));
+        entries
     }
 }
 
@@ -167,6 +258,7 @@ impl ConfigSource {
             }
             *last = stamps;
         }
+        tracing::info!(files = files.len(), "config changed; compiling");
         let mut stream = String::new();
         for f in &files {
             match std::fs::read_to_string(f) {
@@ -190,10 +282,7 @@ impl ConfigSource {
     pub(crate) fn apply_stream(&self, yaml: &str, from: &str) -> bool {
         match self.policy.update_yaml(yaml) {
             Ok(()) => {
-                self.resolver.sync(&self.policy.load());
-                self.loaded.store(true, Ordering::Release);
-                tracing::info!(from, "config loaded");
-                self.count("ok");
+                self.served(None, from);
                 true
             }
             Err(errors) => {
@@ -206,6 +295,30 @@ impl ConfigSource {
         }
     }
 
+    /// Serves `policy`, built elsewhere (the Kubernetes source's index), and syncs the
+    /// endpoints of the Services in `endpoints` (of every Service when `None`).
+    pub(crate) fn serve(
+        &self,
+        policy: MeshPolicy,
+        endpoints: Option<&BTreeSet<(String, String)>>,
+        from: &str,
+    ) {
+        self.policy.store(policy);
+        self.served(endpoints, from);
+    }
+
+    /// What follows a new snapshot: its endpoints to the resolver, then ready and counted.
+    fn served(&self, endpoints: Option<&BTreeSet<(String, String)>>, from: &str) {
+        let policy = self.policy.load();
+        match endpoints {
+            Some(changed) => self.resolver.sync_services(&policy, changed),
+            None => self.resolver.sync(&policy),
+        }
+        self.loaded.store(true, Ordering::Release);
+        tracing::info!(from, "config loaded");
+        self.count("ok");
+    }
+
     fn count(&self, result: &'static str) {
         self.registry
             .counter(
@@ -213,6 +326,21 @@ impl ConfigSource {
                 vec![metrics::Label::new("result", result)],
             )
             .increment(1);
+    }
+
+    /// [`reload`](Self::reload) on the blocking pool, so that the threads serving traffic
+    /// keep serving while a config is read and compiled. Returns whether a new config is
+    /// serving.
+    pub(crate) async fn load(self: &Arc<Self>) -> bool {
+        let this = Arc::clone(self);
+        match tokio::task::spawn_blocking(move || this.reload()).await {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                // A panic in the compiler: the last good config keeps serving.
+                tracing::error!(error = %e, "config reload failed; the last good config keeps serving");
+                false
+            }
+        }
     }
 
     /// Reloads every `interval` until the process ends.
@@ -224,7 +352,8 @@ impl ConfigSource {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            self.reload();
+            // One reload at a time: the next look waits for this one to finish.
+            self.load().await;
         }
     }
 }

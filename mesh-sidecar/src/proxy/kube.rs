@@ -8,17 +8,22 @@
 //! disconnected disappear too. Errors back off (kube-runtime's default: 0.8 s doubling to
 //! 30 s).
 //!
-//! After any change, and a short debounce, every store is written out as one multi-document
-//! stream and handed to [`ConfigSource::apply_stream`], the same door a config file goes
-//! through: an invalid stream is refused with its reasons and the last good snapshot keeps
-//! serving. Nothing is applied before every kind has been listed once, so the proxy never
-//! routes on half a picture; until then `/ready` says "kubernetes watch not synced".
+//! Each event goes, object by object, to one thread that owns a [`mesh_core::PolicyIndex`]
+//! ([`apply`]): an object is accepted or refused alone, so a bad object in one namespace
+//! freezes nothing else; the refused ones are logged once per resourceVersion and counted in
+//! `policy_object_refused_total{kind}` and the gauge `policy_objects_refused{kind}`. After a
+//! short debounce the index's snapshot is served; an EndpointSlice or Pod change updates only
+//! the endpoints of the Services it touched. Nothing is served before every kind has been
+//! listed once, so the proxy never routes on half a picture; until then `/ready` says
+//! "kubernetes watch not synced".
 //!
 //! A kind the API server does not serve (its CRD is not installed: 404) counts as listed and
 //! empty; it is logged once and looked for again with the watcher's backoff.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Sender};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -27,9 +32,11 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use mesh_tower::metrics::Registry;
 use serde_json::Value;
-use tokio::sync::Notify;
 
 use super::config::ConfigSource;
+use apply::{Applier, Op};
+
+mod apply;
 
 /// What the proxy reads from the API server.
 #[derive(Debug)]
@@ -60,19 +67,18 @@ static KINDS: std::sync::LazyLock<Vec<Kind>> = std::sync::LazyLock::new(|| {
 /// The live Kubernetes source of the proxy's configuration.
 pub(crate) struct KubeSource {
     watches: parking_lot::Mutex<BTreeMap<String, WatchState>>,
-    changed: Notify,
+    /// To the thread that owns the index.
+    ops: Sender<Op>,
     registry: Registry,
     /// Whether a snapshot from the API server has ever been served.
-    applied: std::sync::atomic::AtomicBool,
+    applied: Arc<AtomicBool>,
 }
 
+/// A watcher's connection, for `/ready` and `kube_watch_healthy` (its objects live in the
+/// index thread).
 #[derive(Debug)]
 struct WatchState {
     kind: &'static Kind,
-    /// Objects by (namespace, name).
-    objects: BTreeMap<(String, String), Value>,
-    /// A relist in progress; it replaces `objects` when complete.
-    relisting: Option<BTreeMap<(String, String), Value>>,
     /// Listed at least once (or not served at all).
     synced: bool,
     healthy: bool,
@@ -127,11 +133,12 @@ impl KubeSource {
         let client = kube::Client::try_default()
             .await
             .map_err(|e| format!("--kube: cannot configure a Kubernetes client: {e}"))?;
+        let (tx, rx) = mpsc::channel();
         let source = Arc::new(Self {
             watches: parking_lot::Mutex::new(BTreeMap::new()),
-            changed: Notify::new(),
-            registry,
-            applied: std::sync::atomic::AtomicBool::new(false),
+            ops: tx,
+            registry: registry.clone(),
+            applied: Arc::new(AtomicBool::new(false)),
         });
         let mut tasks = Vec::new();
         for k in KINDS.iter() {
@@ -148,8 +155,6 @@ impl KubeSource {
                     key.clone(),
                     WatchState {
                         kind: k,
-                        objects: BTreeMap::new(),
-                        relisting: None,
                         synced: false,
                         healthy: false,
                         absent: false,
@@ -159,6 +164,16 @@ impl KubeSource {
                 tasks.push((key, k, ns));
             }
         }
+        let applier = Applier::new(
+            config,
+            registry,
+            Arc::clone(&source.applied),
+            tasks.iter().map(|(key, k, _)| (key.clone(), *k)),
+        );
+        std::thread::Builder::new()
+            .name("mesh-policy-index".to_owned())
+            .spawn(move || applier.run(&rx, debounce))
+            .map_err(|e| format!("--kube: cannot start the policy index thread: {e}"))?;
         for (key, k, ns) in tasks {
             let ar = k.resource();
             let api: Api<DynamicObject> = match &ns {
@@ -167,7 +182,6 @@ impl KubeSource {
             };
             tokio::spawn(Arc::clone(&source).watch(key, api));
         }
-        tokio::spawn(Arc::clone(&source).apply_loop(config, debounce));
         tracing::info!(
             namespace,
             namespaces = ?namespaces,
@@ -181,7 +195,7 @@ impl KubeSource {
         if !self.watches.lock().values().all(|w| w.synced) {
             return Some("kubernetes watch not synced");
         }
-        if !self.applied.load(std::sync::atomic::Ordering::Acquire) {
+        if !self.applied.load(Ordering::Acquire) {
             return Some("no valid configuration from kubernetes yet");
         }
         None
@@ -214,43 +228,36 @@ impl KubeSource {
         let Some(w) = watches.get_mut(key) else {
             return;
         };
-        let mut changed = true;
-        match event {
-            Event::Init => {
-                w.relisting = Some(BTreeMap::new());
-                changed = false;
-            }
-            Event::InitApply(obj) => {
-                let (id, v) = document(w.kind, obj);
-                w.relisting.get_or_insert_with(BTreeMap::new).insert(id, v);
-                changed = false;
-            }
+        let watch = key.to_owned();
+        let op = match event {
+            Event::Init => Op::Relist { watch },
+            Event::InitApply(object) => Op::Listing { watch, object },
             Event::InitDone => {
-                w.objects = w.relisting.take().unwrap_or_default();
                 if w.absent {
                     tracing::info!(watch = key, "the API server serves this kind now");
                 }
                 w.synced = true;
                 w.absent = false;
-                tracing::debug!(watch = key, objects = w.objects.len(), "listed");
+                tracing::debug!(watch = key, "listed");
+                Op::Listed { watch }
             }
-            Event::Apply(obj) => {
-                let (id, v) = document(w.kind, obj);
-                w.objects.insert(id, v);
-            }
-            Event::Delete(obj) => {
-                let (id, _) = document(w.kind, obj);
-                w.objects.remove(&id);
-            }
-        }
+            Event::Apply(object) => Op::Applied { watch, object },
+            Event::Delete(object) => Op::Deleted { watch, object },
+        };
         let was_healthy = std::mem::replace(&mut w.healthy, true);
         let k = w.kind;
         drop(watches);
+        self.send(op);
         if !was_healthy {
             self.set_health(k, true);
         }
-        if changed {
-            self.changed.notify_one();
+    }
+
+    /// To the index thread. It ends only with the process, so a failed send (it panicked)
+    /// leaves the last snapshot serving, as a refused update would.
+    fn send(&self, op: Op) {
+        if self.ops.send(op).is_err() {
+            tracing::error!("the policy index thread is gone; the last snapshot keeps serving");
         }
     }
 
@@ -269,8 +276,6 @@ impl KubeSource {
             // (empty) picture. Look again later, through the watcher's backoff.
             let first = !w.absent;
             w.absent = true;
-            w.relisting = None;
-            let had_objects = !std::mem::take(&mut w.objects).is_empty();
             let was_synced = std::mem::replace(&mut w.synced, true);
             w.healthy = true;
             drop(watches);
@@ -281,8 +286,10 @@ impl KubeSource {
                 );
             }
             self.set_health(k, true);
-            if had_objects || !was_synced {
-                self.changed.notify_one();
+            if first || !was_synced {
+                self.send(Op::Absent {
+                    watch: key.to_owned(),
+                });
             }
             return;
         }
@@ -313,46 +320,6 @@ impl KubeSource {
                 vec![metrics::Label::new("kind", k.label())],
             )
             .set(if healthy { 1.0 } else { 0.0 });
-    }
-
-    /// Every object of every kind as one stream, once every kind has been listed.
-    fn snapshot(&self) -> Option<String> {
-        let watches = self.watches.lock();
-        if !watches.values().all(|w| w.synced) {
-            return None;
-        }
-        let mut stream = String::new();
-        for w in watches.values() {
-            for v in w.objects.values() {
-                // JSON is YAML; serialising a `Value` cannot fail.
-                if let Ok(doc) = serde_json::to_string(v) {
-                    stream.push_str("---\n");
-                    stream.push_str(&doc);
-                    stream.push('\n');
-                }
-            }
-        }
-        Some(stream)
-    }
-
-    async fn apply_loop(self: Arc<Self>, config: Arc<ConfigSource>, debounce: Duration) {
-        let mut last = None;
-        loop {
-            self.changed.notified().await;
-            // A burst of events (a relist, `kubectl apply -f dir/`) becomes one reload.
-            tokio::time::sleep(debounce).await;
-            let Some(stream) = self.snapshot() else {
-                continue;
-            };
-            if last.as_ref() == Some(&stream) {
-                continue;
-            }
-            if config.apply_stream(&stream, "kubernetes") {
-                self.applied
-                    .store(true, std::sync::atomic::Ordering::Release);
-            }
-            last = Some(stream);
-        }
     }
 }
 

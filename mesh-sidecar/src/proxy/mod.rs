@@ -418,7 +418,7 @@ async fn serve(args: ProxyArgs) -> Result<(), String> {
     // Admin first, so /live answers and /ready says what is missing while the rest starts:
     // a restarted proxy whose issuer is away is alive, only not ready.
     let admin = start_admin(&args, &registry, &config, &shutdown).await?;
-    config.reload();
+    config.load().await;
     tokio::spawn(Arc::clone(&config).watch(args.config_poll));
     if args.kube {
         let kube = kube::KubeSource::start(
