@@ -97,7 +97,7 @@ pub trait RequestFacts {
 /// assert_eq!(r.authority(), "web-svc.emojivoto:80");
 /// assert_eq!(r.path(), "/api/vote");
 /// assert_eq!(RequestFacts::header(&r, "x-canary"), Some("1"));
-/// # Ok::<(), String>(())
+/// # Ok::<(), mesh_core::route::InvalidRequest>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {

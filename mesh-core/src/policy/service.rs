@@ -1,0 +1,338 @@
+//! What the mesh knows about one Service: its ports, routes, split and profile, and how a
+//! request is matched to one of its routes.
+
+use crate::authz::ResourceId;
+use crate::classify::{self, Class, ResponseClass};
+use crate::retry::RetryPolicy;
+use crate::route::{HttpMatch, RequestFacts};
+use crate::split::{BackendRef, Backends, WeightedBackend};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::OutboundDecision;
+
+/// What the mesh knows about one Service: its ports, routes, split and profile.
+#[derive(Clone, Debug)]
+pub struct ServicePolicy {
+    pub(crate) name: String,
+    pub(crate) namespace: String,
+    pub(crate) ports: Vec<ServicePort>,
+    /// `spec.clusterIP`/`clusterIPs`.
+    pub(crate) cluster_ips: Vec<std::net::IpAddr>,
+    /// `clusterIP: None`.
+    pub(crate) headless: bool,
+    pub(crate) selector: Option<BTreeMap<String, String>>,
+    pub(crate) annotations: BTreeMap<String, String>,
+    pub(crate) routes: Vec<Arc<Route>>,
+    /// HTTPRoute/GRPCRoute matches in precedence order.
+    pub(crate) entries: Vec<RouteEntry>,
+    /// ServiceProfile routes in the order written: the first match wins.
+    pub(crate) profile_routes: Vec<(ProfileMatch, usize)>,
+    pub(crate) profile: Option<ResourceId>,
+    pub(crate) split: Option<Split>,
+    /// The route used when no route resource applies.
+    pub(crate) default_route: Arc<Route>,
+}
+
+/// A port of a Service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePort {
+    /// The port's name.
+    pub name: Option<String>,
+    /// The Service port.
+    pub port: u16,
+    /// The pod port it forwards to.
+    pub target: Option<TargetPort>,
+}
+
+/// A Service's `targetPort`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetPort {
+    /// A number.
+    Number(u16),
+    /// A container port name.
+    Name(String),
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct RouteEntry {
+    pub(crate) route: usize,
+    pub(crate) port: Option<u16>,
+    pub(crate) m: HttpMatch,
+}
+
+/// A ServiceProfile route condition.
+#[derive(Clone, Debug)]
+pub(crate) enum ProfileMatch {
+    All(Vec<Self>),
+    Any(Vec<Self>),
+    Not(Box<Self>),
+    Path(regex::Regex),
+    Method(String),
+}
+
+/// An SMI TrafficSplit of a Service.
+#[derive(Clone, Debug)]
+pub(crate) struct Split {
+    pub(crate) backends: Arc<Backends>,
+    /// When non-empty, the split applies only to requests matching one of these.
+    pub(crate) matches: Vec<HttpMatch>,
+}
+
+/// A route: where its requests go and how they are treated.
+#[derive(Clone, Debug)]
+pub struct Route {
+    pub(crate) name: String,
+    pub(crate) source: Option<ResourceId>,
+    pub(crate) rule: Option<usize>,
+    pub(crate) backends: Arc<Backends>,
+    pub(crate) timeouts: Timeouts,
+    pub(crate) retry: Option<RetryPolicy>,
+    pub(crate) response_classes: Vec<ResponseClass>,
+    pub(crate) filters: Vec<Filter>,
+    pub(crate) grpc: bool,
+    pub(crate) created: Option<String>,
+}
+
+/// Request timeouts of a route.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Timeouts {
+    /// The whole request, retries included (`timeouts.request`, `timeout.linkerd.io/request`,
+    /// a ServiceProfile route's `timeout`).
+    pub request: Option<Duration>,
+    /// Each attempt to a backend (`timeouts.backendRequest`, `timeout.linkerd.io/response`).
+    pub backend_request: Option<Duration>,
+}
+
+/// A Gateway API filter of a route, kept as data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Filter {
+    /// `RequestHeaderModifier`.
+    RequestHeaders(HeaderModifier),
+    /// `ResponseHeaderModifier`.
+    ResponseHeaders(HeaderModifier),
+    /// `RequestRedirect`.
+    Redirect {
+        /// New scheme.
+        scheme: Option<String>,
+        /// New host.
+        hostname: Option<String>,
+        /// New port.
+        port: Option<u16>,
+        /// Status code (301 or 302).
+        status: u16,
+    },
+    /// `RequestMirror`: a copy of each request goes to this backend.
+    Mirror(BackendRef),
+    /// `URLRewrite`.
+    UrlRewrite,
+}
+
+/// Header changes of a `*HeaderModifier` filter.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeaderModifier {
+    /// Headers to set, replacing existing values.
+    pub set: Vec<(String, String)>,
+    /// Headers to add.
+    pub add: Vec<(String, String)>,
+    /// Headers to remove.
+    pub remove: Vec<String>,
+}
+
+// === impl ServicePolicy ===
+
+impl ServicePolicy {
+    /// A Service named by some object, before anything is linked to it: its calls go to
+    /// itself.
+    pub(crate) fn new(name: &str, namespace: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            namespace: namespace.to_owned(),
+            ports: Vec::new(),
+            cluster_ips: Vec::new(),
+            headless: false,
+            selector: None,
+            annotations: BTreeMap::new(),
+            routes: Vec::new(),
+            entries: Vec::new(),
+            profile_routes: Vec::new(),
+            profile: None,
+            split: None,
+            default_route: Arc::new(Route {
+                name: "default".to_owned(),
+                source: None,
+                rule: None,
+                backends: Arc::new(Backends::new(vec![WeightedBackend {
+                    backend: BackendRef {
+                        name: name.to_owned(),
+                        namespace: namespace.to_owned(),
+                        port: None,
+                    },
+                    weight: 1,
+                }])),
+                timeouts: Timeouts::default(),
+                retry: None,
+                response_classes: Vec::new(),
+                filters: Vec::new(),
+                grpc: false,
+                created: None,
+            }),
+        }
+    }
+
+    /// The Service's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The Service's namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The Service's ports (from a `Service` in the input).
+    pub fn ports(&self) -> &[ServicePort] {
+        &self.ports
+    }
+
+    /// The ServiceProfile that governs this Service, if any.
+    pub fn profile(&self) -> Option<&ResourceId> {
+        self.profile.as_ref()
+    }
+
+    /// Routes of this Service (HTTPRoute rules, GRPCRoute rules or ServiceProfile routes).
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
+    }
+
+    /// Routes a request to this Service's `port`: its routes, split and profile.
+    pub fn decide(&self, port: u16, req: &impl RequestFacts) -> OutboundDecision<'_> {
+        if self.profile.is_some() {
+            if let Some((_, i)) = self.profile_routes.iter().find(|(m, _)| m.matches(req)) {
+                // Profile routes classify and time out; the split still picks the backend.
+                return OutboundDecision {
+                    service: Some(self),
+                    route: Some(&self.routes[*i]),
+                    backends: Cow::Borrowed(self.default_backends(req)),
+                    port,
+                    no_route: false,
+                };
+            }
+            return self.default_decision(port, req);
+        }
+        let mut attached = false;
+        for e in &self.entries {
+            if e.port.is_some_and(|p| p != port) {
+                continue;
+            }
+            attached = true;
+            if e.m.matches(req) {
+                let route = &self.routes[e.route];
+                return OutboundDecision {
+                    service: Some(self),
+                    route: Some(route),
+                    backends: Cow::Borrowed(&route.backends),
+                    port,
+                    no_route: false,
+                };
+            }
+        }
+        if attached {
+            return OutboundDecision {
+                service: Some(self),
+                route: None,
+                backends: Cow::Owned(Arc::default()),
+                port,
+                no_route: true,
+            };
+        }
+        self.default_decision(port, req)
+    }
+
+    fn default_backends(&self, req: &impl RequestFacts) -> &Arc<Backends> {
+        match &self.split {
+            Some(s) if s.matches.is_empty() || s.matches.iter().any(|m| m.matches(req)) => {
+                &s.backends
+            }
+            _ => &self.default_route.backends,
+        }
+    }
+
+    fn default_decision(&self, port: u16, req: &impl RequestFacts) -> OutboundDecision<'_> {
+        OutboundDecision {
+            service: Some(self),
+            route: Some(&self.default_route),
+            backends: Cow::Borrowed(self.default_backends(req)),
+            port,
+            no_route: false,
+        }
+    }
+}
+
+// === impl ProfileMatch ===
+
+impl ProfileMatch {
+    pub(crate) fn matches(&self, req: &impl RequestFacts) -> bool {
+        match self {
+            Self::All(v) => v.iter().all(|m| m.matches(req)),
+            Self::Any(v) => v.iter().any(|m| m.matches(req)),
+            Self::Not(m) => !m.matches(req),
+            Self::Path(r) => r.is_match(req.path()),
+            Self::Method(m) => m.eq_ignore_ascii_case(req.method()),
+        }
+    }
+}
+
+// === impl Route ===
+
+impl Route {
+    /// The route's name: the route resource's name, or the ServiceProfile route's name, or
+    /// `default`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The resource the route came from (`HTTPRoute/ns/name`), or `None` for the default
+    /// route of a Service.
+    pub fn source(&self) -> Option<&ResourceId> {
+        self.source.as_ref()
+    }
+
+    /// The index of the rule within the route resource.
+    pub fn rule(&self) -> Option<usize> {
+        self.rule
+    }
+
+    /// The weighted backends the route names (before any TrafficSplit).
+    pub fn backends(&self) -> &Backends {
+        &self.backends
+    }
+
+    /// Timeouts.
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
+    /// Retry policy, if the route retries.
+    pub fn retry(&self) -> Option<&RetryPolicy> {
+        self.retry.as_ref()
+    }
+
+    /// Filters, as written.
+    pub fn filters(&self) -> &[Filter] {
+        &self.filters
+    }
+
+    /// Whether this is a gRPC route.
+    pub fn is_grpc(&self) -> bool {
+        self.grpc
+    }
+
+    /// Classifies a response on this route (its ServiceProfile `responseClasses`, else 5xx
+    /// or a non-zero `grpc-status` is a failure).
+    pub fn classify(&self, status: u16, grpc_status: Option<u32>) -> Class {
+        classify::classify(&self.response_classes, status, grpc_status)
+    }
+}
