@@ -520,6 +520,7 @@ fn validating_webhook_configuration(namespace: &str, pki: &Pki) -> ValidatingWeb
             api_groups: Some(strings(&[k.group])),
             api_versions: Some(k.served().map(|v| v.name.to_owned()).collect()),
             operations: Some(strings(&["CREATE", "UPDATE"])),
+            // No `/status`: the controller's status writes on a refused object go through.
             resources: Some(strings(&[k.plural])),
             scope: Some("Namespaced".to_owned()),
         })
