@@ -7,6 +7,7 @@
 //! - `POST /inject/enabled`: for namespaces `mesh install`'s webhook selects by the label
 //!   `mesh.io/inject=enabled`: inject every pod not annotated disabled. An AdmissionReview
 //!   carries no namespace metadata, so the namespace's choice arrives as the path.
+//! - `POST /validate`: the validating webhook for the policy kinds ([`crate::validate`]).
 //! - `GET /ready`, `GET /live`: probes.
 //!
 //! Malformed input: a body that is not an `admission.k8s.io/v1` AdmissionReview with a
@@ -37,7 +38,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::PodSpec;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Status};
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
@@ -99,6 +100,13 @@ enum ServeError {
     Io(#[from] std::io::Error),
 }
 
+/// Which answer a path asks for.
+#[derive(Clone, Copy, Debug)]
+enum Route {
+    Inject { by_default: bool },
+    Validate,
+}
+
 /// The part of an AdmissionReview the injector reads.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -110,17 +118,20 @@ struct ReviewIn {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RequestIn {
-    uid: String,
-    kind: Option<GroupVersionKind>,
-    object: Option<Value>,
+pub(crate) struct RequestIn {
+    pub(crate) uid: String,
+    pub(crate) kind: Option<GroupVersionKind>,
+    /// `CREATE`, `UPDATE`, `DELETE` or `CONNECT`.
+    pub(crate) operation: Option<String>,
+    pub(crate) namespace: Option<String>,
+    pub(crate) object: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
-struct GroupVersionKind {
+pub(crate) struct GroupVersionKind {
     #[serde(default)]
-    group: String,
-    kind: String,
+    pub(crate) group: String,
+    pub(crate) kind: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -133,9 +144,12 @@ struct ReviewOut {
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct ResponseOut {
+pub(crate) struct ResponseOut {
     uid: String,
     allowed: bool,
+    /// Why a request is refused; the API server shows its message to the client.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<Status>,
     #[serde(skip_serializing_if = "Option::is_none")]
     patch_type: Option<&'static str>,
     /// k8s-openapi's ByteString serialises as base64, as the API server expects.
@@ -143,6 +157,31 @@ struct ResponseOut {
     patch: Option<ByteString>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     warnings: Vec<String>,
+}
+
+// === impl ResponseOut ===
+
+impl ResponseOut {
+    /// Allowed, with warnings (kubectl prints them).
+    pub(crate) fn allowed(uid: String, warnings: Vec<String>) -> Self {
+        Self {
+            uid,
+            allowed: true,
+            status: None,
+            patch_type: None,
+            patch: None,
+            warnings,
+        }
+    }
+
+    /// Refused, for the reason `status` gives.
+    pub(crate) fn refused(uid: String, status: Status) -> Self {
+        Self {
+            allowed: false,
+            status: Some(status),
+            ..Self::allowed(uid, Vec::new())
+        }
+    }
 }
 
 pub(crate) fn run(args: InjectorArgs) -> ExitCode {
@@ -222,11 +261,14 @@ async fn handle(
     state: Arc<State>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let by_default = match (req.method(), req.uri().path()) {
+    let route = match (req.method(), req.uri().path()) {
         (&Method::GET, "/ready" | "/live") => return Ok(text(StatusCode::OK, "ok\n")),
-        (&Method::POST, "/inject") => state.config.inject_by_default,
-        (&Method::POST, "/inject/enabled") => true,
-        (_, "/inject" | "/inject/enabled") => {
+        (&Method::POST, "/inject") => Route::Inject {
+            by_default: state.config.inject_by_default,
+        },
+        (&Method::POST, "/inject/enabled") => Route::Inject { by_default: true },
+        (&Method::POST, "/validate") => Route::Validate,
+        (_, "/inject" | "/inject/enabled" | "/validate") => {
             return Ok(text(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "POST an AdmissionReview\n",
@@ -238,11 +280,17 @@ async fn handle(
         Ok(body) => body,
         Err(refusal) => return Ok(refusal),
     };
-    let config = InjectConfig {
-        inject_by_default: by_default,
-        ..state.config.clone()
+    let answer = match route {
+        Route::Inject { by_default } => {
+            let config = InjectConfig {
+                inject_by_default: by_default,
+                ..state.config.clone()
+            };
+            review(&body, &config)
+        }
+        Route::Validate => crate::validate::review(&body),
     };
-    Ok(match review(&body, &config) {
+    Ok(match answer {
         Ok(json) => Response::builder()
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(json)))
@@ -324,23 +372,8 @@ pub(crate) enum BadReview {
 /// Answers one AdmissionReview (JSON in, JSON out). `Err` is a body that is not a review
 /// at all, for a 400.
 pub(crate) fn review(body: &[u8], config: &InjectConfig) -> Result<Vec<u8>, BadReview> {
-    let review: ReviewIn = serde_json::from_slice(body).map_err(BadReview::Json)?;
-    if review.kind.as_deref() != Some("AdmissionReview")
-        || review.api_version.as_deref() != Some(ADMISSION_V1)
-    {
-        return Err(BadReview::Version {
-            api_version: review.api_version.unwrap_or_default(),
-            kind: review.kind.unwrap_or_default(),
-        });
-    }
-    let request = review.request.ok_or(BadReview::NoRequest)?;
-    let mut response = ResponseOut {
-        uid: request.uid.clone(),
-        allowed: true,
-        patch_type: None,
-        patch: None,
-        warnings: Vec::new(),
-    };
+    let request = request_of(body)?;
+    let mut response = ResponseOut::allowed(request.uid.clone(), Vec::new());
     match patch_for(&request, config) {
         Ok(Some(patch)) => {
             let bytes = serde_json::to_vec(&patch).map_err(BadReview::Encode)?;
@@ -350,6 +383,25 @@ pub(crate) fn review(body: &[u8], config: &InjectConfig) -> Result<Vec<u8>, BadR
         Ok(None) => {}
         Err(why) => response.warnings.push(format!("mesh: not injected: {why}")),
     }
+    encode(response)
+}
+
+/// The request of an `admission.k8s.io/v1` AdmissionReview.
+pub(crate) fn request_of(body: &[u8]) -> Result<RequestIn, BadReview> {
+    let review: ReviewIn = serde_json::from_slice(body).map_err(BadReview::Json)?;
+    if review.kind.as_deref() != Some("AdmissionReview")
+        || review.api_version.as_deref() != Some(ADMISSION_V1)
+    {
+        return Err(BadReview::Version {
+            api_version: review.api_version.unwrap_or_default(),
+            kind: review.kind.unwrap_or_default(),
+        });
+    }
+    review.request.ok_or(BadReview::NoRequest)
+}
+
+/// The AdmissionReview that answers with `response`.
+pub(crate) fn encode(response: ResponseOut) -> Result<Vec<u8>, BadReview> {
     serde_json::to_vec(&ReviewOut {
         api_version: ADMISSION_V1,
         kind: "AdmissionReview",

@@ -14,7 +14,7 @@ use clap::Args;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference,
-    WebhookClientConfig,
+    ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
@@ -36,6 +36,8 @@ use rcgen::{
 };
 use serde::Serialize;
 use serde_norway::Value;
+
+use mesh_core::kinds::catalog::{self, Definition};
 
 use crate::crds;
 use crate::inject::DEFAULT_IMAGE;
@@ -435,6 +437,7 @@ pub(crate) fn control_plane(
     docs.push(to_value(&service(meta(INJECTOR), 443, INJECTOR_PORT))?);
     docs.push(to_value(&pdb(meta(INJECTOR), INJECTOR))?);
     docs.push(to_value(&webhook_configuration(namespace, pki))?);
+    docs.push(to_value(&validating_webhook_configuration(namespace, pki))?);
     Ok(docs)
 }
 
@@ -455,16 +458,7 @@ fn webhook_configuration(namespace: &str, pki: &Pki) -> MutatingWebhookConfigura
     let webhook = |name: &str, path: &str, namespaces: LabelSelector| MutatingWebhook {
         name: name.to_owned(),
         admission_review_versions: strings(&["v1"]),
-        client_config: WebhookClientConfig {
-            ca_bundle: Some(ByteString(pki.webhook_ca.clone().into_bytes())),
-            service: Some(ServiceReference {
-                name: INJECTOR.to_owned(),
-                namespace: namespace.to_owned(),
-                path: Some(path.to_owned()),
-                port: Some(443),
-            }),
-            ..WebhookClientConfig::default()
-        },
+        client_config: injector_client_config(namespace, pki, path),
         // A down injector must not stop pods from starting; they start unmeshed.
         failure_policy: Some("Ignore".to_owned()),
         side_effects: "None".to_owned(),
@@ -512,6 +506,57 @@ fn webhook_configuration(namespace: &str, pki: &Pki) -> MutatingWebhookConfigura
                 },
             ),
         ]),
+    }
+}
+
+/// The injector's `/validate` for every policy kind that is a CRD, at each version a cluster
+/// serves, on CREATE and UPDATE: `kubectl apply` refuses an invalid object with the words of
+/// `mesh policy check`. `Ignore` and a short timeout, so a down injector never blocks a
+/// cluster's policy changes (they are then only checked by the controller).
+fn validating_webhook_configuration(namespace: &str, pki: &Pki) -> ValidatingWebhookConfiguration {
+    let rules = catalog::iter()
+        .filter(|k| k.definition != Definition::BuiltIn)
+        .map(|k| RuleWithOperations {
+            api_groups: Some(strings(&[k.group])),
+            api_versions: Some(k.served().map(|v| v.name.to_owned()).collect()),
+            operations: Some(strings(&["CREATE", "UPDATE"])),
+            // No `/status`: the controller's status writes on a refused object go through.
+            resources: Some(strings(&[k.plural])),
+            scope: Some("Namespaced".to_owned()),
+        })
+        .collect();
+    ValidatingWebhookConfiguration {
+        metadata: ObjectMeta {
+            name: Some(format!("{INJECTOR}-validate-{namespace}")),
+            labels: Some(labels(INJECTOR)),
+            ..ObjectMeta::default()
+        },
+        webhooks: Some(vec![ValidatingWebhook {
+            name: "validate.policy.mesh.io".to_owned(),
+            admission_review_versions: strings(&["v1"]),
+            client_config: injector_client_config(namespace, pki, "/validate"),
+            failure_policy: Some("Ignore".to_owned()),
+            // Other versions of these kinds are converted to one listed here and sent too.
+            match_policy: Some("Equivalent".to_owned()),
+            side_effects: "None".to_owned(),
+            timeout_seconds: Some(5),
+            rules: Some(rules),
+            ..ValidatingWebhook::default()
+        }]),
+    }
+}
+
+/// Both webhooks call the injector's Service, verified by the install's webhook CA.
+fn injector_client_config(namespace: &str, pki: &Pki, path: &str) -> WebhookClientConfig {
+    WebhookClientConfig {
+        ca_bundle: Some(ByteString(pki.webhook_ca.clone().into_bytes())),
+        service: Some(ServiceReference {
+            name: INJECTOR.to_owned(),
+            namespace: namespace.to_owned(),
+            path: Some(path.to_owned()),
+            port: Some(443),
+        }),
+        ..WebhookClientConfig::default()
     }
 }
 

@@ -16,6 +16,7 @@ mod policy;
 mod proxy;
 mod server_limits;
 mod tokenreview;
+mod validate;
 
 /// A service mesh in a crate.
 #[derive(Debug, Parser)]

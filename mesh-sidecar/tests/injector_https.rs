@@ -492,3 +492,160 @@ async fn connections_past_the_cap_are_closed_and_the_rest_served() {
         .unwrap();
     assert_eq!(status, StatusCode::OK);
 }
+
+/// A review of a policy object, as the API server sends the validating webhook.
+fn policy_review(operation: &str, object: &Value) -> Vec<u8> {
+    let api_version = object["apiVersion"].as_str().unwrap();
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    serde_json::to_vec(&json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "5d3c8f1e-8a6b-4c1f-9e1a-2f5b7c9d0e11",
+            "kind": {"group": group, "version": version, "kind": object["kind"]},
+            "name": object["metadata"]["name"],
+            "namespace": object["metadata"]["namespace"],
+            "operation": operation,
+            "userInfo": {"username": "kubernetes-admin"},
+            "object": if operation == "DELETE" { Value::Null } else { object.clone() },
+            "oldObject": if operation == "CREATE" { Value::Null } else { object.clone() },
+            "dryRun": false,
+        }
+    }))
+    .unwrap()
+}
+
+/// POSTs a review to /validate and returns its response.
+async fn validate(inj: &Injector, body: Vec<u8>) -> Value {
+    let (status, body) = call(inj, "POST", "/validate", body).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let answer: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(answer["kind"], "AdmissionReview");
+    assert_eq!(
+        answer["response"]["uid"],
+        "5d3c8f1e-8a6b-4c1f-9e1a-2f5b7c9d0e11"
+    );
+    answer["response"].clone()
+}
+
+const BAD_ROUTE: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: api
+  namespace: shop
+spec:
+  parentRefs:
+    - name: web
+      kind: Service
+      group: core
+  rules:
+    - matches:
+        - path:
+            type: RegularExpression
+            value: "/api/(["
+        - path:
+            type: PathPrefix
+            value: "/v1"
+      backendRefs:
+        - name: web
+          port: 80
+"#;
+
+/// `kubectl apply` of an invalid route is refused with the words `mesh policy check` uses for
+/// the same object in a file: resource, field path and why, for every error.
+#[tokio::test]
+async fn validate_refuses_what_policy_check_refuses_in_its_words() {
+    let dir = std::env::temp_dir().join(format!("mesh-validate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("route.yaml");
+    std::fs::write(&file, BAD_ROUTE).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .args(["policy", "check"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    // "  error: document 1 (line 17), HTTPRoute/shop/api: spec….value: why", where why may
+    // run over several lines: what follows the place in the file is what the webhook says.
+    let check = String::from_utf8(out.stdout).unwrap();
+    let errors: Vec<&str> = check
+        .split("\n  error: ")
+        .skip(1)
+        .map(|e| e.split_once(", ").unwrap().1.trim_end())
+        .collect();
+    assert!(!errors.is_empty(), "{check}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("spec.rules[0].matches[0].path")),
+        "{check}"
+    );
+
+    let inj = start(&[]);
+    let route = yaml_to_json(BAD_ROUTE);
+    for operation in ["CREATE", "UPDATE"] {
+        let r = validate(&inj, policy_review(operation, &route)).await;
+        assert_eq!(r["allowed"], false, "{r}");
+        assert_eq!(r["status"]["code"], 422);
+        assert_eq!(r["status"]["reason"], "Invalid");
+        let message = r["status"]["message"].as_str().unwrap();
+        for e in &errors {
+            assert!(message.contains(e), "{message:?} lacks {e:?}");
+        }
+    }
+    // Deleting it is never refused.
+    let r = validate(&inj, policy_review("DELETE", &route)).await;
+    assert_eq!(r["allowed"], true, "{r}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn validate_allows_valid_and_foreign_objects_and_bounds_its_input() {
+    let inj = start(&[]);
+    let server = yaml_to_json(
+        r#"
+apiVersion: policy.linkerd.io/v1beta3
+kind: Server
+metadata:
+  name: web-http
+  namespace: shop
+spec:
+  podSelector:
+    matchLabels:
+      app: web
+  port: http
+  proxyProtocol: HTTP/1
+"#,
+    );
+    let r = validate(&inj, policy_review("CREATE", &server)).await;
+    assert_eq!(r["allowed"], true, "{r}");
+    assert!(r.get("status").is_none(), "{r}");
+
+    // A kind mesh does not read is allowed untouched, however odd its spec.
+    let widget = json!({"apiVersion": "example.com/v1", "kind": "Widget",
+        "metadata": {"name": "w", "namespace": "shop"},
+        "spec": {"rules": [{"matches": [{"path": {"type": "RegularExpression", "value": "(["}}]}]}});
+    let r = validate(&inj, policy_review("CREATE", &widget)).await;
+    assert_eq!(r["allowed"], true, "{r}");
+    assert!(r.get("warnings").is_none(), "{r}");
+
+    // Not a review: 400 with the reason, so the API server applies failurePolicy (Ignore).
+    let (status, body) = call(&inj, "POST", "/validate", b"{not json".to_vec()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&body).contains("not an AdmissionReview"));
+    let (status, _) = call(&inj, "GET", "/validate", Vec::new()).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+
+    // Over the size limit: refused before it is read, as on /inject.
+    let head = format!(
+        "POST /validate HTTP/1.1\r\nhost: localhost\r\ncontent-length: {}\r\n\r\n",
+        4 * 1024 * 1024
+    );
+    let answer = trickle(&inj, head, Vec::new(), Duration::ZERO).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+
+    // Still serving.
+    let r = validate(&inj, policy_review("UPDATE", &server)).await;
+    assert_eq!(r["allowed"], true, "{r}");
+}

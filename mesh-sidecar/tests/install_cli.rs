@@ -4,7 +4,9 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -168,6 +170,7 @@ fn control_plane_parses_as_kubernetes_types() {
             "MutatingWebhookConfiguration" => {
                 webhook = Some(parse::<MutatingWebhookConfiguration>(&d));
             }
+            "ValidatingWebhookConfiguration" => drop(parse::<ValidatingWebhookConfiguration>(&d)),
             other => panic!("unexpected kind {other}"),
         }
         kinds.push(kind);
@@ -314,8 +317,9 @@ fn uninstall_lists_what_install_created() {
         });
         assert!(found, "{d:?}");
     }
-    // Newest first: the webhook goes before the injector it calls, the namespace last.
-    assert_eq!(removed[0]["kind"], "MutatingWebhookConfiguration");
+    // Newest first: the webhooks go before the injector they call, the namespace last.
+    assert_eq!(removed[0]["kind"], "ValidatingWebhookConfiguration");
+    assert_eq!(removed[1]["kind"], "MutatingWebhookConfiguration");
     assert_eq!(removed.last().unwrap()["kind"], "Namespace");
     assert!(
         !removed
@@ -356,4 +360,52 @@ fn crds_can_leave_gateway_api_to_its_own_release() {
         mesh(&["install", "--skip-gateway-api"]).status.code(),
         Some(0)
     );
+}
+
+/// The validating webhook covers every kind `install --crds` defines, at every version the
+/// CRD serves, and calls the same injector Service with the same caBundle as the mutating one;
+/// it fails open, so a down injector never blocks a policy change.
+#[test]
+fn validating_webhook_lists_every_crd_kind() {
+    let crds: Vec<CustomResourceDefinition> = docs(&ok(&["install", "--crds"]))
+        .iter()
+        .map(parse)
+        .collect();
+    let want: BTreeSet<(String, String, Vec<String>)> = crds
+        .iter()
+        .map(|c| {
+            let versions = c.spec.versions.iter().filter(|v| v.served);
+            let versions = versions.map(|v| v.name.clone()).collect();
+            (c.spec.group.clone(), c.spec.names.plural.clone(), versions)
+        })
+        .collect();
+
+    let installed = docs(&ok(&["install"]));
+    let find = |kind: &str| installed.iter().find(|d| d["kind"] == kind).unwrap();
+    let validating: ValidatingWebhookConfiguration = parse(find("ValidatingWebhookConfiguration"));
+    let mutating: MutatingWebhookConfiguration = parse(find("MutatingWebhookConfiguration"));
+    let [hook] = validating.webhooks.unwrap().try_into().unwrap();
+    assert_eq!(hook.failure_policy.as_deref(), Some("Ignore"));
+    assert!(hook.timeout_seconds.unwrap() <= 5);
+    assert_eq!(hook.side_effects, "None");
+    let rules = hook.rules.unwrap();
+    let got: BTreeSet<(String, String, Vec<String>)> = rules
+        .iter()
+        .map(|r| {
+            assert_eq!(r.operations.as_deref().unwrap(), ["CREATE", "UPDATE"]);
+            let [group] = r.api_groups.clone().unwrap().try_into().unwrap();
+            let [plural] = r.resources.clone().unwrap().try_into().unwrap();
+            (group, plural, r.api_versions.clone().unwrap())
+        })
+        .collect();
+    assert_eq!(got, want);
+
+    let mutating_client = &mutating.webhooks.unwrap()[0].client_config;
+    let service = hook.client_config.service.as_ref().unwrap();
+    assert_eq!(service.path.as_deref(), Some("/validate"));
+    assert_eq!((&service.name, &service.namespace, service.port), {
+        let m = mutating_client.service.as_ref().unwrap();
+        (&m.name, &m.namespace, m.port)
+    });
+    assert_eq!(hook.client_config.ca_bundle, mutating_client.ca_bundle);
 }
