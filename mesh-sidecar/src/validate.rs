@@ -6,6 +6,7 @@
 //! a message naming every error by field path and why, worded as `mesh policy check` words
 //! it. A valid object is allowed, its notes sent as warnings (kubectl prints them).
 //!
+//! A Gateway API route whose parents are all Gateways is left to that Gateway's controller.
 //! Only what the object says about itself is checked: a route whose parent Service does not
 //! exist yet is allowed, since the cluster's order of creation is not the user's mistake.
 //! DELETE is always allowed, and so is a kind mesh does not read. A body that is not a review
@@ -58,6 +59,9 @@ fn verdict(request: &RequestIn) -> Verdict {
     let Some(kind) = kind_of(request, object) else {
         return allowed;
     };
+    if !for_the_mesh(kind, object) {
+        return allowed;
+    }
     // The API server sets the namespace before admission; a review built by hand may not.
     let mut object = object.clone();
     if let (Some(ns), Some(meta)) = (&request.namespace, object.get_mut("metadata"))
@@ -107,6 +111,25 @@ fn kind_of(request: &RequestIn, object: &Value) -> Option<&'static catalog::Kind
     let api_version = object.get("apiVersion").and_then(Value::as_str)?;
     let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
     catalog::by_group_kind(group, object.get("kind").and_then(Value::as_str)?)
+}
+
+/// Whether the mesh is the implementation that reads this object. A Gateway API route whose
+/// parents are all Gateways belongs to that Gateway's controller, whose rules (its regex
+/// dialect, its filters) may differ from ours: refusing it would block another team's ingress.
+fn for_the_mesh(kind: &catalog::KindInfo, object: &Value) -> bool {
+    if kind.group != "gateway.networking.k8s.io" {
+        return true;
+    }
+    let parents = object
+        .pointer("/spec/parentRefs")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    parents.iter().any(|p| {
+        let kind = p.get("kind").and_then(Value::as_str).unwrap_or("Gateway");
+        let group = p.get("group").and_then(Value::as_str);
+        kind == "Service" && matches!(group, Some("" | "core"))
+    })
 }
 
 fn metadata_str(object: &Value, key: &str) -> String {
@@ -246,6 +269,14 @@ mod tests {
         let r = &answer(&review_of("CREATE", ("example.com", "Widget"), widget))["response"];
         assert_eq!(r["allowed"], true);
         assert!(r.get("warnings").is_none(), "{r}");
+    }
+
+    #[test]
+    fn routes_for_a_gateway_are_left_to_its_controller() {
+        let mut gateway_route = route("/api/([");
+        gateway_route["spec"]["parentRefs"] = serde_json::json!([{ "name": "ingress" }]);
+        let r = &answer(&review_of("CREATE", GATEWAY, gateway_route))["response"];
+        assert_eq!(r["allowed"], true, "{r}");
     }
 
     #[test]
