@@ -97,6 +97,8 @@ enum ServeError {
     Tls(#[from] rustls::Error),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0:#}")]
+    Config(anyhow::Error),
 }
 
 /// The part of an AdmissionReview the injector reads.
@@ -167,7 +169,10 @@ async fn serve(args: InjectorArgs) -> Result<(), ServeError> {
     let tls = tls_config(&args.tls_dir)?;
     let acceptor = TlsAcceptor::from(Arc::new(tls));
     let state = Arc::new(State {
-        config: args.proxy.config(args.default_inject),
+        config: args
+            .proxy
+            .config(args.default_inject)
+            .map_err(ServeError::Config)?,
         max_review_bytes: args.max_review_bytes,
         body_read_timeout: args.limits.body_read_timeout,
     });
@@ -453,6 +458,8 @@ mod tests {
             cni: false,
             identity_audience: "identity.mesh.io".to_owned(),
             identity_addr: "mesh-identity.mesh.svc.cluster.local:8443".to_owned(),
+            identity_service_account: "mesh/mesh-identity".to_owned(),
+            trust_anchors: None,
             inject_by_default: by_default,
             version: "0.0.0".to_owned(),
         }

@@ -351,9 +351,22 @@ async fn install_certificates_serve_the_webhook() {
         deployment["spec"]["template"]["spec"]["containers"][0]["args"].clone(),
     )
     .unwrap();
+    // The anchors, from the ConfigMap the injector's Deployment mounts.
+    let anchors = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "mesh-identity-trust-roots")
+        .unwrap()["data"]["ca-bundle.crt"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    std::fs::write(dir.join("anchors.pem"), &anchors).unwrap();
     for (flag, value) in [
         ("--listen", "127.0.0.1:0".to_owned()),
         ("--tls-dir", dir.display().to_string()),
+        (
+            "--trust-anchors",
+            dir.join("anchors.pem").display().to_string(),
+        ),
     ] {
         let i = args.iter().position(|a| a == flag).unwrap();
         args[i + 1] = value;
@@ -361,6 +374,37 @@ async fn install_certificates_serve_the_webhook() {
     let inj = run_injector(args, ca, "mesh-injector.mesh.svc");
     let (status, _) = call(&inj, "GET", "/ready", Vec::new()).await;
     assert_eq!(status, StatusCode::OK);
+
+    // A pod in any namespace gets the anchors in its proxy's environment (no ConfigMap to
+    // copy there), and the issuer's name as the install runs it.
+    let pod = json!({"metadata": {"name": "p", "namespace": "shop"},
+                     "spec": {"containers": [{"name": "app", "image": "app:1"}]}});
+    let (status, body) = call(&inj, "POST", "/inject/enabled", review(&pod)).await;
+    assert_eq!(status, StatusCode::OK);
+    let injected = patched(&pod, &serde_json::from_slice(&body).unwrap());
+    let proxy = injected["spec"]["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "mesh-proxy")
+        .unwrap();
+    let env = |name: &str| {
+        proxy["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].clone())
+    };
+    assert_eq!(env("MESH_TRUST_ANCHORS"), Some(Value::from(anchors)));
+    assert_eq!(env("MESH_TRUST_ANCHORS_FILE"), None);
+    assert_eq!(
+        env("MESH_IDENTITY_SERVICE_ACCOUNT"),
+        Some(Value::from("mesh/mesh-identity"))
+    );
+    let volumes = injected["spec"]["volumes"].to_string();
+    assert!(!volumes.contains("mesh-identity-trust-roots"), "{volumes}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Sends `head` on a new connection, then `body` a chunk at a time with `pause` between
