@@ -511,5 +511,23 @@ fn the_default_install_starts_a_working_issuer() {
     // A client expecting another issuer (Linkerd's linkerd/identity) refuses this one.
     let o = issue("linkerd/identity", "other");
     assert!(!o.status.success());
+
+    // A proxy given what the injector gives it (the anchors' PEM itself, no file, and the
+    // issuer's name) gets its identity: /ready says 200 only once one is issued.
+    let anchors_pem = std::fs::read_to_string(&anchors).unwrap();
+    let proxy = support::loopback::LoopbackProxy::start(
+        support::loopback::app(),
+        &[
+            "--identity-issuer",
+            &url,
+            "--identity-token-file",
+            token.to_str().unwrap(),
+            "--trust-anchors-pem",
+            &anchors_pem,
+            "--identity-service-account",
+            &account,
+        ],
+    );
+    drop(proxy);
     let _ = std::fs::remove_dir_all(&dir);
 }

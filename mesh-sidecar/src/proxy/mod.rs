@@ -173,7 +173,9 @@ struct ProxyArgs {
         env = "MESH_TRUST_ANCHORS",
         value_name = "PEM",
         conflicts_with = "trust_anchors",
-        hide_env_values = true
+        hide_env_values = true,
+        // PEM begins with "-----BEGIN": a value, not a flag.
+        allow_hyphen_values = true
     )]
     trust_anchors_pem: Option<String>,
     /// The namespace and service account the issuer runs as; its certificate must name them.
