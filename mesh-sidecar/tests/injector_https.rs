@@ -536,3 +536,66 @@ async fn connections_past_the_cap_are_closed_and_the_rest_served() {
         .unwrap();
     assert_eq!(status, StatusCode::OK);
 }
+
+/// A self-signed certificate for `localhost`: (cert PEM, key PEM, cert DER).
+fn localhost_cert() -> (String, String, CertificateDer<'static>) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem(), cert.der().clone())
+}
+
+#[tokio::test]
+async fn a_rotated_certificate_is_served_without_a_restart() {
+    let (crt, key, first) = localhost_cert();
+    let dir = std::env::temp_dir().join(format!("mesh-injector-{}-rotate", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("tls.crt"), &crt).unwrap();
+    std::fs::write(dir.join("tls.key"), &key).unwrap();
+    let args = [
+        "injector",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-reload-interval",
+        "100ms",
+        "--tls-dir",
+        dir.to_str().unwrap(),
+    ];
+    let mut inj = run_injector(args.map(str::to_owned).to_vec(), first.clone(), "localhost");
+    assert_eq!(
+        call(&inj, "GET", "/ready", Vec::new()).await.0,
+        StatusCode::OK
+    );
+
+    // Certificate first, key after: a look in between finds a pair that does not match, which
+    // must leave the old certificate serving, not the injector without one.
+    let (next_crt, next_key, next) = localhost_cert();
+    std::fs::write(dir.join("tls.crt"), &next_crt).unwrap();
+    std::fs::write(dir.join("tls.key"), &next_key).unwrap();
+    inj.ca = next;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while try_connect(&inj).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new certificate was not served within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        call(&inj, "GET", "/ready", Vec::new()).await.0,
+        StatusCode::OK
+    );
+    // Clients that trust only the old certificate are now refused.
+    inj.ca = first;
+    assert!(try_connect(&inj).await.is_err());
+
+    // A broken pair keeps the current certificate serving.
+    std::fs::write(dir.join("tls.key"), "not a key").unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    inj.ca = CertificateDer::from_pem_slice(next_crt.as_bytes()).unwrap();
+    assert_eq!(
+        call(&inj, "GET", "/ready", Vec::new()).await.0,
+        StatusCode::OK
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
