@@ -236,7 +236,8 @@ pub(crate) fn control_plane(
         ..Namespace::default()
     })?];
 
-    // Identity: trust anchors for every proxy, the issuer and what it may do.
+    // Identity: the trust anchors (the injector hands them to every proxy it adds), the
+    // issuer and what it may do.
     docs.push(to_value(&ConfigMap {
         metadata: meta(TRUST_ROOTS_CONFIGMAP),
         data: Some(

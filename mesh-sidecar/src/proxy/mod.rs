@@ -418,7 +418,10 @@ async fn identity(
                 return Ok(Some((store, trust, Some(rotation))));
             }
             Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?wait, "cannot get a certificate from the issuer");
+                // With its causes: "cannot reach the issuer" alone hides an issuer that
+                // answered under another name than --identity-service-account.
+                let why = format!("{:#}", anyhow::Error::new(e));
+                tracing::warn!(error = %why, retry_in = ?wait, "cannot get a certificate from the issuer");
                 attempt += 1;
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
