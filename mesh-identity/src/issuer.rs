@@ -67,6 +67,10 @@ pub enum AuthError {
     /// No identity is bound to the token.
     #[error("unknown token")]
     UnknownToken,
+    /// The token is known but not accepted, and the authenticator says why (an expired token,
+    /// another audience). The reason reaches the caller, so it must never quote the token.
+    #[error("token refused: {0}")]
+    Refused(String),
     /// The authenticator could not decide (e.g. the API server is unreachable).
     #[error("cannot check tokens right now: {0}")]
     Unavailable(String),
@@ -241,7 +245,7 @@ impl IssueError {
     /// The HTTP status this refusal is sent with.
     pub fn status(&self) -> u16 {
         match self {
-            Self::MissingToken | Self::Auth(AuthError::UnknownToken) => 401,
+            Self::MissingToken | Self::Auth(AuthError::UnknownToken | AuthError::Refused(_)) => 401,
             Self::Auth(AuthError::Unavailable(_)) => 503,
             Self::Csr(CsrError::IdentityNotAllowed { .. }) => 403,
             Self::Csr(CsrError::Sign(_)) => 500,
@@ -478,6 +482,7 @@ tok-web   emojivoto/web
         let cases = [
             (IssueError::MissingToken, 401),
             (IssueError::Auth(AuthError::UnknownToken), 401),
+            (IssueError::Auth(AuthError::Refused("expired".into())), 401),
             (IssueError::Auth(AuthError::Unavailable("down".into())), 503),
             (
                 IssueError::Csr(CsrError::IdentityNotAllowed {

@@ -51,7 +51,7 @@
 //! |---|---|---|
 //! | 200 | signed | `application/pem-certificate-chain`: the leaf, then the issuer |
 //! | 400 | the body is not a CSR, its signature does not verify, or its key is not P-256 | the reason |
-//! | 401 | no `Authorization: Bearer` header, or an unknown token | the reason |
+//! | 401 | no `Authorization: Bearer` header, an unknown token, or one refused (e.g. for another audience) | the reason |
 //! | 403 | the CSR asks for another identity than the token's | the reason |
 //! | 404 / 405 | another path / method | the reason |
 //! | 413 | the body is larger than 16 KiB | the reason |

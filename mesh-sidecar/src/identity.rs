@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args as ClapArgs, Subcommand};
+use mesh_core::Identity;
+use mesh_core::identity::InvalidIdentity;
 use mesh_identity::ca::{self, InitConfig, Issuer};
 use mesh_identity::client::IssuerClient;
 use mesh_identity::issuer::{
@@ -75,10 +77,13 @@ struct ServeArgs {
     /// With --kube: the audience tokens must be valid for (as `mesh inject` projects them).
     #[arg(long, default_value = "identity.mesh.io", requires = "kube")]
     audience: String,
-    /// The control-plane namespace: the issuer's own identity is
-    /// spiffe://<trust-domain>/ns/<control-namespace>/sa/identity.
+    /// The control-plane namespace in the DNS-form SANs of issued certificates.
     #[arg(long, default_value = mesh_core::identity::DEFAULT_CONTROL_NAMESPACE)]
     control_namespace: String,
+    /// The namespace and service account the issuer runs as: its own certificate names
+    /// spiffe://<trust-domain>/ns/<namespace>/sa/<name>. Default: <control-namespace>/identity.
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    service_account: Option<IssuerAccount>,
     /// Lifetime of issued workload certificates, e.g. 24h.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     leaf_lifetime: Duration,
@@ -108,7 +113,25 @@ struct IssueArgs {
     /// The issuer's control-plane namespace.
     #[arg(long, default_value = mesh_core::identity::DEFAULT_CONTROL_NAMESPACE)]
     control_namespace: String,
+    /// The namespace and service account the issuer runs as (`mesh install`'s is
+    /// mesh/mesh-identity): its certificate must name them. Default: <control-namespace>/identity.
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    issuer_service_account: Option<IssuerAccount>,
 }
+
+/// The namespace and service account the issuer runs as, `NAMESPACE/NAME`. Its serving
+/// certificate names them, and clients verify that name rather than the URL's host; without
+/// one, the issuer is `<control-namespace>/identity`, as in Linkerd.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct IssuerAccount {
+    namespace: String,
+    name: String,
+}
+
+/// A `--service-account` that is not `NAMESPACE/NAME` with Kubernetes names.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not NAMESPACE/NAME of a service account")]
+pub(crate) struct InvalidIssuerAccount(String);
 
 pub(crate) fn run(args: Args) -> ExitCode {
     let res = match args.command {
@@ -178,7 +201,8 @@ async fn serve_with<A: TokenAuthenticator>(
     how: String,
 ) -> anyhow::Result<()> {
     let td = issuer.trust_domain().to_owned();
-    let identity = issuer_identity(&td, &a.control_namespace)?;
+    let identity =
+        IssuerAccount::identity_of(a.service_account.as_ref(), &td, &a.control_namespace)?;
     let issuer = Arc::new(issuer);
     // The serving certificate is short-lived like any other and renews itself in-process.
     let source = LocalSource::new(issuer.clone(), identity.clone(), a.leaf_lifetime);
@@ -231,7 +255,8 @@ async fn issue(a: IssueArgs) -> anyhow::Result<()> {
     if token.is_empty() {
         bail!("{}: the token file is empty", a.token_file.display());
     }
-    let issuer_id = issuer_identity(&td, &a.control_namespace)?;
+    let issuer_id =
+        IssuerAccount::identity_of(a.issuer_service_account.as_ref(), &td, &a.control_namespace)?;
     let client = IssuerClient::new(&a.issuer, &issuer_id, TrustStore::new(bundle), token)?;
     let (key, chain) = client.fetch_with_key().await?;
     let id = cert::identity_of(&chain[0])?;
@@ -267,6 +292,49 @@ pub(crate) fn init_tracing() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
+}
+
+// === impl IssuerAccount ===
+
+impl IssuerAccount {
+    /// `namespace/name`, for the flags `mesh install` passes.
+    pub(crate) fn new(namespace: &str, name: &str) -> Self {
+        Self {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    /// The identity the issuer's certificate carries: `account`'s, or Linkerd's default.
+    pub(crate) fn identity_of(
+        account: Option<&Self>,
+        trust_domain: &str,
+        control_namespace: &str,
+    ) -> Result<Identity, InvalidIdentity> {
+        match account {
+            Some(a) => Identity::new(trust_domain, &a.namespace, &a.name),
+            None => issuer_identity(trust_domain, control_namespace),
+        }
+    }
+}
+
+impl std::str::FromStr for IssuerAccount {
+    type Err = InvalidIssuerAccount;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || InvalidIssuerAccount(s.to_owned());
+        let (namespace, name) = s.split_once('/').ok_or_else(bad)?;
+        // The names are checked as an identity checks them, in any trust domain.
+        Identity::new(mesh_core::identity::DEFAULT_TRUST_DOMAIN, namespace, name)
+            .map_err(|_| bad())?;
+        Ok(Self::new(namespace, name))
+    }
+}
+
+impl std::fmt::Display for IssuerAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
 }
 
 /// A certificate lifetime flag that is not `90s`, `30m`, `24h`, `365d` or plain seconds.
@@ -320,6 +388,26 @@ mod tests {
         assert_eq!(parse_duration("15"), Ok(Duration::from_secs(15)));
         for bad in ["", "h", "1y", "0s", "-1s", "99999999999999999999d"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_issuer_is_named_by_its_service_account() {
+        let account: IssuerAccount = "mesh/mesh-identity".parse().unwrap();
+        assert_eq!(account.to_string(), "mesh/mesh-identity");
+        let id = IssuerAccount::identity_of(Some(&account), "example.org", "linkerd").unwrap();
+        assert_eq!(
+            id.to_string(),
+            "spiffe://example.org/ns/mesh/sa/mesh-identity"
+        );
+        // Without one, Linkerd's name in the control namespace.
+        let id = IssuerAccount::identity_of(None, "example.org", "linkerd").unwrap();
+        assert_eq!(
+            id.to_string(),
+            "spiffe://example.org/ns/linkerd/sa/identity"
+        );
+        for bad in ["mesh", "/x", "mesh/", "Mesh/x", "a/b/c"] {
+            assert!(bad.parse::<IssuerAccount>().is_err(), "{bad}");
         }
     }
 }

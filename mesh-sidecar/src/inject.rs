@@ -17,6 +17,8 @@ use k8s_openapi::api::core::v1::PodSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_norway::Value;
 
+use crate::identity::IssuerAccount;
+
 pub(crate) mod pod;
 
 pub(crate) use pod::{InjectConfig, Outcome, SidecarMode, inject_pod};
@@ -58,6 +60,19 @@ pub(crate) struct ProxyArgs {
     /// The issuer's address, host:port.
     #[arg(long, default_value = "mesh-identity.mesh.svc.cluster.local:8443")]
     identity_addr: String,
+    /// The namespace and service account the issuer runs as, which its certificate names
+    /// (`mesh install`'s, beside the address above).
+    #[arg(
+        long,
+        value_name = "NAMESPACE/NAME",
+        default_value = "mesh/mesh-identity"
+    )]
+    identity_service_account: IssuerAccount,
+    /// The trust anchors (PEM file, e.g. the ca.crt of `mesh identity init`), put into each
+    /// proxy's environment. Without it, proxies read them from the ConfigMap
+    /// mesh-identity-trust-roots, which must then exist in the pod's namespace.
+    #[arg(long, value_name = "PEM")]
+    trust_anchors: Option<PathBuf>,
 }
 
 /// One named input: a file, or stdin.
@@ -109,7 +124,13 @@ pub(crate) fn run(args: InjectArgs) -> ExitCode {
         }
     };
     // The CLI injects what it is given, as `linkerd inject` does; only `disabled` opts out.
-    let config = args.proxy.config(true);
+    let config = match args.proxy.config(true) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
     match inject_stream(&inputs, &ns, &config) {
         Ok(done) => {
             for w in &done.warnings {
@@ -528,8 +549,19 @@ fn read_inputs(paths: &[PathBuf]) -> anyhow::Result<Vec<Input>> {
 // === impl ProxyArgs ===
 
 impl ProxyArgs {
-    pub(crate) fn config(&self, inject_by_default: bool) -> InjectConfig {
-        InjectConfig {
+    /// The injection config; reads `--trust-anchors`.
+    pub(crate) fn config(&self, inject_by_default: bool) -> anyhow::Result<InjectConfig> {
+        let trust_anchors = match &self.trust_anchors {
+            Some(path) => {
+                let pem = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                mesh_identity::TrustBundle::from_pem(&pem)
+                    .with_context(|| format!("{}: not PEM trust anchors", path.display()))?;
+                Some(pem)
+            }
+            None => None,
+        };
+        Ok(InjectConfig {
             image: self.image.clone(),
             sidecar: if self.legacy_sidecar {
                 SidecarMode::Legacy
@@ -539,9 +571,11 @@ impl ProxyArgs {
             cni: self.cni,
             identity_audience: self.identity_audience.clone(),
             identity_addr: self.identity_addr.clone(),
+            identity_service_account: self.identity_service_account.to_string(),
+            trust_anchors,
             inject_by_default,
             version: env!("CARGO_PKG_VERSION").to_owned(),
-        }
+        })
     }
 }
 
@@ -615,7 +649,10 @@ mod tests {
             name: "t".to_owned(),
             text: text.to_owned(),
         };
-        let config = InjectArgs::parse_from(["inject", "-"]).proxy.config(true);
+        let config = InjectArgs::parse_from(["inject", "-"])
+            .proxy
+            .config(true)
+            .unwrap();
         let out = inject_stream(&[input], &BTreeMap::new(), &config).unwrap();
         let v: Value = serde_norway::from_str(&out.output).unwrap();
         assert_eq!(v["spec"]["containers"][1]["image"].as_str(), Some("app:1"));

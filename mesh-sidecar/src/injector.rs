@@ -25,7 +25,7 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,8 +39,6 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::PodSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Status};
-use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -48,6 +46,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::inject::{InjectConfig, Outcome, ProxyArgs, inject_pod};
 use crate::server_limits::{self, ServerLimitArgs};
+use crate::tls_files::{TlsFiles, TlsFilesError};
 
 /// The API server refuses requests over 3 MiB, so no honest review is larger; a larger body
 /// is refused before it is parsed, since parsing costs a hundred times its size in memory.
@@ -63,9 +62,13 @@ pub(crate) struct InjectorArgs {
     /// The address to listen on; port 0 picks a free one (the address is printed on stderr).
     #[arg(long, default_value = "0.0.0.0:8443")]
     listen: SocketAddr,
-    /// A directory holding tls.crt and tls.key (PEM), as a kubernetes.io/tls Secret mounts.
+    /// A directory holding tls.crt and tls.key (PEM), as a kubernetes.io/tls Secret mounts;
+    /// read again when they change.
     #[arg(long, value_name = "DIR")]
     tls_dir: PathBuf,
+    /// How often to look for a rotated tls.crt and tls.key.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    tls_reload_interval: Duration,
     /// On /inject, inject pods that carry no inject annotation.
     #[arg(long)]
     default_inject: bool,
@@ -89,15 +92,14 @@ struct State {
 
 #[derive(Debug, thiserror::Error)]
 enum ServeError {
-    #[error("cannot read {path}: {source}")]
-    Pem {
-        path: PathBuf,
-        source: rustls_pki_types::pem::Error,
-    },
+    #[error(transparent)]
+    Cert(#[from] TlsFilesError),
     #[error("TLS: {0}")]
     Tls(#[from] rustls::Error),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0:#}")]
+    Config(anyhow::Error),
 }
 
 /// Which answer a path asks for.
@@ -203,10 +205,14 @@ pub(crate) fn run(args: InjectorArgs) -> ExitCode {
 }
 
 async fn serve(args: InjectorArgs) -> Result<(), ServeError> {
-    let tls = tls_config(&args.tls_dir)?;
+    let files = Arc::new(TlsFiles::load(&args.tls_dir)?);
+    let tls = tls_config(files.clone())?;
     let acceptor = TlsAcceptor::from(Arc::new(tls));
     let state = Arc::new(State {
-        config: args.proxy.config(args.default_inject),
+        config: args
+            .proxy
+            .config(args.default_inject)
+            .map_err(ServeError::Config)?,
         max_review_bytes: args.max_review_bytes,
         body_read_timeout: args.limits.body_read_timeout,
     });
@@ -216,6 +222,7 @@ async fn serve(args: InjectorArgs) -> Result<(), ServeError> {
         listener.local_addr()?
     );
     crate::identity::init_tracing();
+    files.watch(args.tls_reload_interval);
     let header_read_timeout = args.limits.header_read_timeout;
     let handle = move |tcp, _| {
         let (acceptor, state) = (acceptor.clone(), state.clone());
@@ -234,27 +241,20 @@ async fn serve(args: InjectorArgs) -> Result<(), ServeError> {
     Ok(())
 }
 
-fn tls_config(dir: &Path) -> Result<rustls::ServerConfig, ServeError> {
-    let crt = dir.join("tls.crt");
-    let key = dir.join("tls.key");
-    let certs = CertificateDer::pem_file_iter(&crt)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|source| ServeError::Pem {
-            path: crt.clone(),
-            source,
-        })?;
-    let key = PrivateKeyDer::from_pem_file(&key).map_err(|source| ServeError::Pem {
-        path: key.clone(),
-        source,
-    })?;
+/// Serves the certificate of `files`, whichever it holds at each handshake.
+fn tls_config(files: Arc<TlsFiles>) -> Result<rustls::ServerConfig, ServeError> {
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()?
     .with_no_client_auth()
-    .with_single_cert(certs, key)?;
+    .with_cert_resolver(files);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
+}
+
+fn parse_duration(s: &str) -> Result<Duration, mesh_core::values::InvalidDuration> {
+    mesh_core::values::parse_duration(s)
 }
 
 async fn handle(
@@ -505,6 +505,8 @@ mod tests {
             cni: false,
             identity_audience: "identity.mesh.io".to_owned(),
             identity_addr: "mesh-identity.mesh.svc.cluster.local:8443".to_owned(),
+            identity_service_account: "mesh/mesh-identity".to_owned(),
+            trust_anchors: None,
             inject_by_default: by_default,
             version: "0.0.0".to_owned(),
         }

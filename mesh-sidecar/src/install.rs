@@ -1,10 +1,11 @@
 //! `mesh install` and `mesh uninstall`: the control plane as manifests for `kubectl apply -f -`.
 //!
 //! The control plane is the identity issuer and the injector webhook, in namespace `mesh`,
-//! with the trust anchors every proxy mounts. Certificates are made here with rcgen (ECDSA
-//! P-256) unless `--identity-dir` gives the ones `mesh identity init` wrote; the injector's
-//! serving certificate is always made here, by a CA whose certificate becomes the webhook's
-//! caBundle (and whose key is then dropped: nothing else is ever signed with it).
+//! with the trust anchors every proxy mounts. The trust anchor and issuer are the ones
+//! `mesh identity init` makes (made now by the same code, or read from `--identity-dir`); the
+//! injector's serving certificate is always made here with rcgen, by a CA whose certificate
+//! becomes the webhook's caBundle (and whose key is then dropped: nothing else is ever signed
+//! with it).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,10 +19,10 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, Container, ContainerPort, HTTPGetAction, Namespace,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    Secret, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
-    TCPSocketAction, Volume, VolumeMount,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction,
+    Namespace, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service, ServiceAccount,
+    ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
@@ -30,6 +31,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, LabelSelectorRequirement, ObjectMeta,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use mesh_identity::ca;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -40,6 +42,7 @@ use serde_norway::Value;
 use mesh_core::kinds::catalog::{self, Definition};
 
 use crate::crds;
+use crate::identity::IssuerAccount;
 use crate::inject::DEFAULT_IMAGE;
 use crate::inject::pod::{INJECT_ANNOTATION, TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_KEY};
 
@@ -50,6 +53,8 @@ const INJECTOR_TLS_SECRET: &str = "mesh-injector-tls";
 /// Where the issuer finds issuer.crt/issuer.key, as `mesh identity serve --dir` reads them.
 const ISSUER_DIR: &str = "/var/run/mesh/identity";
 const INJECTOR_TLS_DIR: &str = "/var/run/mesh/injector-tls";
+/// Where the injector reads the trust anchors it hands to every proxy it adds.
+const TRUST_ROOTS_DIR: &str = "/var/run/mesh/trust-roots";
 const IDENTITY_PORT: i32 = 8443;
 const INJECTOR_PORT: i32 = 8443;
 /// Control-plane containers run as a user of their own, never root.
@@ -113,6 +118,8 @@ pub(crate) struct Pki {
 pub(crate) enum InstallError {
     #[error("making certificates: {0}")]
     Certificate(#[from] rcgen::Error),
+    #[error("making the trust anchor and issuer: {0}")]
+    Ca(#[from] ca::CaError),
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -231,7 +238,8 @@ pub(crate) fn control_plane(
         ..Namespace::default()
     })?];
 
-    // Identity: trust anchors for every proxy, the issuer and what it may do.
+    // Identity: the trust anchors (the injector hands them to every proxy it adds), the
+    // issuer and what it may do.
     docs.push(to_value(&ConfigMap {
         metadata: meta(TRUST_ROOTS_CONFIGMAP),
         data: Some(
@@ -341,13 +349,14 @@ pub(crate) fn control_plane(
             ..Subject::default()
         }]),
     })?);
+    // The issuer's Deployment runs as the service account IDENTITY (see `deployment`).
+    let issuer_account = IssuerAccount::new(namespace, IDENTITY);
     let issuer = Container {
         name: "identity".to_owned(),
         image: Some(image.to_owned()),
-        // `--kube`: authenticate CSRs with TokenReview. The issuer keeps the default control
-        // namespace in its identity (`…/ns/linkerd/sa/identity`), which is what injected proxies
-        // expect and what Linkerd-style DNS names in existing policies assume, wherever the
-        // control plane itself runs.
+        // `--kube`: authenticate CSRs with TokenReview. The issuer names itself after the
+        // namespace and service account it runs as; the DNS names of issued certificates keep
+        // the default control namespace, which Linkerd-style policies already name.
         args: Some(strings(&[
             "identity",
             "serve",
@@ -356,6 +365,8 @@ pub(crate) fn control_plane(
             "--listen",
             &format!("0.0.0.0:{IDENTITY_PORT}"),
             "--kube",
+            "--service-account",
+            &issuer_account.to_string(),
         ])),
         ports: Some(vec![container_port("https", IDENTITY_PORT)]),
         readiness_probe: Some(tcp_probe(IDENTITY_PORT)),
@@ -416,18 +427,28 @@ pub(crate) fn control_plane(
             image,
             "--identity-addr",
             &format!("{IDENTITY}.{namespace}.svc.cluster.local:{IDENTITY_PORT}"),
+            "--identity-service-account",
+            &issuer_account.to_string(),
+            "--trust-anchors",
+            &format!("{TRUST_ROOTS_DIR}/{TRUST_ROOTS_KEY}"),
         ])),
         ports: Some(vec![container_port("https", INJECTOR_PORT)]),
         readiness_probe: Some(https_probe()),
         liveness_probe: Some(https_probe()),
-        volume_mounts: Some(vec![mount(INJECTOR_TLS_SECRET, INJECTOR_TLS_DIR)]),
+        volume_mounts: Some(vec![
+            mount(INJECTOR_TLS_SECRET, INJECTOR_TLS_DIR),
+            mount(TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_DIR),
+        ]),
         ..control_plane_container()
     };
     let mut injector_deploy = deployment(
         meta(INJECTOR),
         INJECTOR,
         injector,
-        vec![secret_volume(INJECTOR_TLS_SECRET)],
+        vec![
+            secret_volume(INJECTOR_TLS_SECRET),
+            configmap_volume(TRUST_ROOTS_CONFIGMAP),
+        ],
     );
     if let Some(spec) = injector_deploy.spec.template.spec.as_mut() {
         spec.service_account_name = Some(INJECTOR.to_owned());
@@ -726,6 +747,17 @@ fn secret_volume(name: &str) -> Volume {
     }
 }
 
+fn configmap_volume(name: &str) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: name.to_owned(),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
 fn to_value<T: Serialize>(o: &T) -> Result<Value, InstallError> {
     Ok(serde_norway::to_value(o)?)
 }
@@ -751,36 +783,22 @@ impl Pki {
                 (read("ca.crt")?, read("issuer.crt")?, read("issuer.key")?)
             }
             None => {
-                let anchor_key = KeyPair::generate()?;
-                let anchor_params = ca_params(&format!("root.{trust_domain}"), now, 365, None);
-                let anchor_crt = anchor_params.self_signed(&anchor_key)?;
-                let anchor = Issuer::new(anchor_params, anchor_key);
-                let issuer_key = KeyPair::generate()?;
-                // The issuer signs only leaves: path length 0.
-                let issuer_crt = ca_params(
-                    &format!("identity.{namespace}.{trust_domain}"),
-                    now,
-                    180,
-                    Some(0),
-                )
-                .signed_by(&issuer_key, &anchor)?;
+                // The anchor and issuer `mesh identity init` writes, made by the same code: the
+                // issuer then carries the spiffe://<trust-domain> SAN `identity serve` requires.
+                let anchor = ca::TrustAnchor::generate(trust_domain, ca::DEFAULT_ANCHOR_LIFETIME)?;
+                let issuer = ca::Issuer::generate(&anchor, ca::DEFAULT_ISSUER_LIFETIME)?;
                 (
-                    anchor_crt.pem(),
-                    issuer_crt.pem(),
-                    issuer_key.serialize_pem(),
+                    anchor.cert_pem(),
+                    issuer.cert_pem(),
+                    issuer.key_pem().to_owned(),
                 )
             }
         };
 
         let ca_key = KeyPair::generate()?;
-        let ca_params = ca_params(
-            &format!("{INJECTOR}.{namespace} webhook CA"),
-            now,
-            365,
-            Some(0),
-        );
+        let ca_params = webhook_ca_params(&format!("{INJECTOR}.{namespace} webhook CA"), now);
         let ca_crt = ca_params.self_signed(&ca_key)?;
-        let ca = Issuer::new(ca_params, ca_key);
+        let webhook_ca = Issuer::new(ca_params, ca_key);
         let host = format!("{INJECTOR}.{namespace}.svc");
         let mut leaf = CertificateParams::new(vec![host.clone(), format!("{host}.cluster.local")])?;
         leaf.distinguished_name.push(DnType::CommonName, host);
@@ -789,7 +807,7 @@ impl Pki {
         leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let leaf_key = KeyPair::generate()?;
-        let leaf_crt = leaf.signed_by(&leaf_key, &ca)?;
+        let leaf_crt = leaf.signed_by(&leaf_key, &webhook_ca)?;
 
         Ok(Self {
             trust_anchors,
@@ -802,18 +820,11 @@ impl Pki {
     }
 }
 
-fn ca_params(
-    cn: &str,
-    now: time::OffsetDateTime,
-    days: i64,
-    path_len: Option<u8>,
-) -> CertificateParams {
+/// The webhook's CA signs one serving certificate and nothing else: path length 0.
+fn webhook_ca_params(cn: &str, now: time::OffsetDateTime) -> CertificateParams {
     let mut p = CertificateParams::default();
     p.distinguished_name.push(DnType::CommonName, cn);
-    p.is_ca = IsCa::Ca(match path_len {
-        Some(n) => BasicConstraints::Constrained(n),
-        None => BasicConstraints::Unconstrained,
-    });
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     p.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
@@ -821,6 +832,6 @@ fn ca_params(
     ];
     // A little slack for clocks that run behind ours.
     p.not_before = now - time::Duration::minutes(5);
-    p.not_after = now + time::Duration::days(days);
+    p.not_after = now + time::Duration::days(365);
     p
 }

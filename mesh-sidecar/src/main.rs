@@ -15,6 +15,7 @@ mod install;
 mod policy;
 mod proxy;
 mod server_limits;
+mod tls_files;
 mod tokenreview;
 mod validate;
 

@@ -8,7 +8,7 @@
 
 use std::future::Future;
 
-use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
 use kube::api::{Api, PostParams};
 use mesh_core::Identity;
 use mesh_identity::issuer::{AuthError, TokenAuthenticator};
@@ -61,26 +61,44 @@ impl TokenAuthenticator for TokenReviewer {
                 .create(&PostParams::default(), &review)
                 .await
                 .map_err(|e| AuthError::Unavailable(format!("TokenReview failed: {e}")))?;
-            let status = answer.status.unwrap_or_default();
-            if status.authenticated != Some(true) {
-                if let Some(why) = &status.error {
-                    tracing::debug!(reason = %why, "TokenReview: not authenticated");
-                }
-                return Err(AuthError::UnknownToken);
-            }
-            // The API server answers with the audiences the token is valid for among those
-            // asked; an empty answer means the token's audience was not checked.
-            if !status
-                .audiences
-                .as_deref()
-                .is_some_and(|a| a.contains(&this.audience))
-            {
-                return Err(AuthError::UnknownToken);
-            }
-            let username = status.user.and_then(|u| u.username).unwrap_or_default();
-            identity_of(&this.trust_domain, &username).ok_or(AuthError::UnknownToken)
+            verdict(
+                answer.status.unwrap_or_default(),
+                &this.audience,
+                &this.trust_domain,
+            )
         }
     }
+}
+
+/// What a TokenReview's answer entitles the token's holder to. A refusal says why, from the
+/// API server's own `status.error` where it gives one: it names audiences and expiry, never
+/// the token, so the caller may read it.
+fn verdict(
+    status: TokenReviewStatus,
+    audience: &str,
+    trust_domain: &str,
+) -> Result<Identity, AuthError> {
+    if status.authenticated != Some(true) {
+        let why = status
+            .error
+            .filter(|e| !e.is_empty())
+            .unwrap_or_else(|| "the API server did not authenticate it".to_owned());
+        return Err(AuthError::Refused(why));
+    }
+    // The API server answers with the audiences the token is valid for among those asked; an
+    // empty answer means the token's audience was not checked.
+    if !status
+        .audiences
+        .as_deref()
+        .is_some_and(|a| a.iter().any(|a| a == audience))
+    {
+        return Err(AuthError::Refused(format!(
+            "audiences do not include {audience}"
+        )));
+    }
+    let username = status.user.and_then(|u| u.username).unwrap_or_default();
+    identity_of(trust_domain, &username)
+        .ok_or_else(|| AuthError::Refused(format!("{username:?} is not a service account")))
 }
 
 /// The identity of `system:serviceaccount:<namespace>:<name>`; other users (people, nodes)
@@ -109,6 +127,57 @@ mod tests {
             "system:serviceaccount::web",
         ] {
             assert_eq!(identity_of("cluster.local", other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn refusals_say_why() {
+        use k8s_openapi::api::authentication::v1::UserInfo;
+        let answer = |authenticated, error: Option<&str>, audiences: &[&str], user: &str| {
+            TokenReviewStatus {
+                authenticated: Some(authenticated),
+                error: error.map(str::to_owned),
+                audiences: Some(audiences.iter().map(|a| (*a).to_owned()).collect()),
+                user: Some(UserInfo {
+                    username: Some(user.to_owned()),
+                    ..UserInfo::default()
+                }),
+            }
+        };
+        let aud = "identity.mesh.io";
+        let web = "system:serviceaccount:shop:web";
+        let wrong_audience = "[invalid bearer token, token audiences [\"api\"] is invalid for \
+                              the target audiences [\"identity.mesh.io\"]]";
+        let cases = [
+            (
+                answer(true, None, &[aud], web),
+                Ok("spiffe://cluster.local/ns/shop/sa/web"),
+            ),
+            (
+                answer(false, Some(wrong_audience), &[], ""),
+                Err(wrong_audience),
+            ),
+            (
+                answer(false, None, &[], ""),
+                Err("the API server did not authenticate it"),
+            ),
+            // Authenticated, but the answer does not vouch for our audience.
+            (
+                answer(true, None, &[], web),
+                Err("audiences do not include identity.mesh.io"),
+            ),
+            (
+                answer(true, None, &[aud], "admin"),
+                Err("\"admin\" is not a service account"),
+            ),
+        ];
+        for (status, want) in cases {
+            let got = verdict(status.clone(), aud, "cluster.local");
+            match (got, want) {
+                (Ok(id), Ok(want)) => assert_eq!(id.to_string(), want),
+                (Err(AuthError::Refused(why)), Err(want)) => assert_eq!(why, want),
+                (got, want) => panic!("{status:?}: got {got:?}, want {want:?}"),
+            }
         }
     }
 }

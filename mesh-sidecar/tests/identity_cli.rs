@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use mesh_identity::{Identity, cert};
 
+mod support;
+
 const MESH: &str = env!("CARGO_BIN_EXE_mesh");
 
 /// A scratch directory removed on drop.
@@ -90,22 +92,7 @@ impl Drop for Server {
 }
 
 fn mesh(args: &[&str]) -> Output {
-    let mut child = Command::new(MESH)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Bound every command: poll for up to 30 s, then kill.
-    for _ in 0..300 {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = child.kill();
-    panic!("mesh {args:?} did not finish in 30 s");
+    support::output_within(Command::new(MESH).args(args), Duration::from_secs(30))
 }
 
 fn s(p: &Path) -> &str {

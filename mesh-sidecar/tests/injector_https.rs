@@ -351,9 +351,22 @@ async fn install_certificates_serve_the_webhook() {
         deployment["spec"]["template"]["spec"]["containers"][0]["args"].clone(),
     )
     .unwrap();
+    // The anchors, from the ConfigMap the injector's Deployment mounts.
+    let anchors = docs
+        .iter()
+        .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == "mesh-identity-trust-roots")
+        .unwrap()["data"]["ca-bundle.crt"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    std::fs::write(dir.join("anchors.pem"), &anchors).unwrap();
     for (flag, value) in [
         ("--listen", "127.0.0.1:0".to_owned()),
         ("--tls-dir", dir.display().to_string()),
+        (
+            "--trust-anchors",
+            dir.join("anchors.pem").display().to_string(),
+        ),
     ] {
         let i = args.iter().position(|a| a == flag).unwrap();
         args[i + 1] = value;
@@ -361,6 +374,37 @@ async fn install_certificates_serve_the_webhook() {
     let inj = run_injector(args, ca, "mesh-injector.mesh.svc");
     let (status, _) = call(&inj, "GET", "/ready", Vec::new()).await;
     assert_eq!(status, StatusCode::OK);
+
+    // A pod in any namespace gets the anchors in its proxy's environment (no ConfigMap to
+    // copy there), and the issuer's name as the install runs it.
+    let pod = json!({"metadata": {"name": "p", "namespace": "shop"},
+                     "spec": {"containers": [{"name": "app", "image": "app:1"}]}});
+    let (status, body) = call(&inj, "POST", "/inject/enabled", review(&pod)).await;
+    assert_eq!(status, StatusCode::OK);
+    let injected = patched(&pod, &serde_json::from_slice(&body).unwrap());
+    let proxy = injected["spec"]["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "mesh-proxy")
+        .unwrap();
+    let env = |name: &str| {
+        proxy["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].clone())
+    };
+    assert_eq!(env("MESH_TRUST_ANCHORS"), Some(Value::from(anchors)));
+    assert_eq!(env("MESH_TRUST_ANCHORS_FILE"), None);
+    assert_eq!(
+        env("MESH_IDENTITY_SERVICE_ACCOUNT"),
+        Some(Value::from("mesh/mesh-identity"))
+    );
+    let volumes = injected["spec"]["volumes"].to_string();
+    assert!(!volumes.contains("mesh-identity-trust-roots"), "{volumes}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Sends `head` on a new connection, then `body` a chunk at a time with `pause` between
@@ -648,4 +692,67 @@ spec:
     // Still serving.
     let r = validate(&inj, policy_review("UPDATE", &server)).await;
     assert_eq!(r["allowed"], true, "{r}");
+}
+
+/// A self-signed certificate for `localhost`: (cert PEM, key PEM, cert DER).
+fn localhost_cert() -> (String, String, CertificateDer<'static>) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem(), cert.der().clone())
+}
+
+#[tokio::test]
+async fn a_rotated_certificate_is_served_without_a_restart() {
+    let (crt, key, first) = localhost_cert();
+    let dir = std::env::temp_dir().join(format!("mesh-injector-{}-rotate", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("tls.crt"), &crt).unwrap();
+    std::fs::write(dir.join("tls.key"), &key).unwrap();
+    let args = [
+        "injector",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-reload-interval",
+        "100ms",
+        "--tls-dir",
+        dir.to_str().unwrap(),
+    ];
+    let mut inj = run_injector(args.map(str::to_owned).to_vec(), first.clone(), "localhost");
+    assert_eq!(
+        call(&inj, "GET", "/ready", Vec::new()).await.0,
+        StatusCode::OK
+    );
+
+    // Certificate first, key after: a look in between finds a pair that does not match, which
+    // must leave the old certificate serving, not the injector without one.
+    let (next_crt, next_key, next) = localhost_cert();
+    std::fs::write(dir.join("tls.crt"), &next_crt).unwrap();
+    std::fs::write(dir.join("tls.key"), &next_key).unwrap();
+    inj.ca = next;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while try_connect(&inj).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new certificate was not served within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        call(&inj, "GET", "/ready", Vec::new()).await.0,
+        StatusCode::OK
+    );
+    // Clients that trust only the old certificate are now refused.
+    inj.ca = first;
+    assert!(try_connect(&inj).await.is_err());
+
+    // A broken pair keeps the current certificate serving.
+    std::fs::write(dir.join("tls.key"), "not a key").unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    inj.ca = CertificateDer::from_pem_slice(next_crt.as_bytes()).unwrap();
+    assert_eq!(
+        call(&inj, "GET", "/ready", Vec::new()).await.0,
+        StatusCode::OK
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

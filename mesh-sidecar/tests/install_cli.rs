@@ -1,8 +1,10 @@
 //! `mesh install` and `mesh uninstall`: every printed document parses as its Kubernetes type.
 
 use std::collections::BTreeSet;
+use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
@@ -14,6 +16,8 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde::Deserialize as _;
 use serde_norway::Value;
+
+mod support;
 
 fn mesh(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mesh"))
@@ -408,4 +412,174 @@ fn validating_webhook_lists_every_crd_kind() {
         (&m.name, &m.namespace, m.port)
     });
     assert_eq!(hook.client_config.ca_bundle, mutating_client.ca_bundle);
+}
+
+/// The value after `flag` in a container's args.
+fn arg_after<'a>(args: &'a [String], flag: &str) -> &'a str {
+    let i = args
+        .iter()
+        .position(|a| a == flag)
+        .unwrap_or_else(|| panic!("{flag} in {args:?}"));
+    &args[i + 1]
+}
+
+/// A child process killed on drop, so a failing test leaves nothing running.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `mesh` with a bound on time, as a user would run it.
+fn mesh_bounded(args: &[String]) -> Output {
+    support::output_within(
+        Command::new(env!("CARGO_BIN_EXE_mesh")).args(args),
+        Duration::from_secs(30),
+    )
+}
+
+#[test]
+fn the_default_install_starts_a_working_issuer() {
+    let ds = docs(&ok(&["install"]));
+    let named = |kind: &str, name: &str| {
+        ds.iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("{kind} {name}"))
+    };
+    let secret: Secret = parse(named("Secret", "mesh-identity-issuer"));
+    let roots: ConfigMap = parse(named("ConfigMap", "mesh-identity-trust-roots"));
+    let issuer: Deployment = parse(named("Deployment", "mesh-identity"));
+    let injector: Deployment = parse(named("Deployment", "mesh-injector"));
+
+    // The issuer's files, where its Deployment mounts the Secret.
+    let dir = tmp_dir("issuer");
+    let data = secret.string_data.unwrap();
+    for f in ["issuer.crt", "issuer.key", "ca.crt"] {
+        std::fs::write(dir.join(f), &data[f]).unwrap();
+    }
+    let anchors = dir.join("anchors.pem");
+    std::fs::write(&anchors, &roots.data.unwrap()["ca-bundle.crt"]).unwrap();
+    let tokens = dir.join("tokens");
+    std::fs::write(&tokens, "web-secret emojivoto/web\n").unwrap();
+    let token = dir.join("web.token");
+    std::fs::write(&token, "web-secret\n").unwrap();
+
+    // Its container's own arguments, with a token file for the API server's TokenReview and
+    // a loopback port: what the kubelet would start, short of a cluster.
+    let pod = issuer.spec.template.spec.unwrap();
+    let namespace = issuer.metadata.namespace.unwrap();
+    let container = &pod.containers[0];
+    let mounted = &container.volume_mounts.as_ref().unwrap()[0].mount_path;
+    let args: Vec<String> = container.args.clone().unwrap();
+    assert_eq!(arg_after(&args, "--dir"), mounted);
+    // It names itself after the namespace and service account it runs as.
+    let account = arg_after(&args, "--service-account").to_owned();
+    assert_eq!(
+        account,
+        format!("{namespace}/{}", pod.service_account_name.unwrap())
+    );
+    let args: Vec<String> = args
+        .iter()
+        .flat_map(|a| match a.as_str() {
+            "--kube" => vec!["--tokens".to_owned(), tokens.to_str().unwrap().to_owned()],
+            _ if a == mounted => vec![dir.to_str().unwrap().to_owned()],
+            _ if a.starts_with("0.0.0.0:") => vec!["127.0.0.1:0".to_owned()],
+            _ => vec![a.clone()],
+        })
+        .collect();
+    // Its log goes to a file: a closed pipe would fail its writes once we stop reading.
+    let log = dir.join("issuer.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let _server = Running(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // The address line, or (if it exits first) why it did not start.
+        let mut line = String::new();
+        let _ = tx.send(stdout.read_line(&mut line).map(|_| line));
+        // Keep reading, so the issuer's stdout stays open as long as it runs.
+        let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+    });
+    let line = match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(Ok(line)) if !line.is_empty() => line,
+        Ok(_) => panic!(
+            "the issuer did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        ),
+        Err(_) => panic!("the issuer printed no address in 20 s"),
+    };
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("https://"))
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .to_owned();
+    assert!(
+        line.contains("spiffe://cluster.local/ns/mesh/sa/mesh-identity"),
+        "{line}"
+    );
+
+    // A workload gets a certificate, verifying the issuer by the name the injector gives
+    // every proxy.
+    let inj_args = injector.spec.template.spec.unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap();
+    assert_eq!(arg_after(&inj_args, "--identity-service-account"), account);
+    let issue = |account: &str, out: &str| {
+        mesh_bounded(&[
+            "identity".into(),
+            "issue".into(),
+            "--issuer".into(),
+            url.clone(),
+            "--token-file".into(),
+            token.to_str().unwrap().into(),
+            "--trust-anchors".into(),
+            anchors.to_str().unwrap().into(),
+            "--issuer-service-account".into(),
+            account.into(),
+            "--out".into(),
+            dir.join(out).to_str().unwrap().into(),
+        ])
+    };
+    let o = issue(&account, "web");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let crt = std::fs::read_to_string(dir.join("web/tls.crt")).unwrap();
+    let chain = mesh_identity::cert::certs_from_pem(&crt).unwrap();
+    assert_eq!(
+        mesh_identity::cert::identity_of(&chain[0])
+            .unwrap()
+            .to_string(),
+        "spiffe://cluster.local/ns/emojivoto/sa/web"
+    );
+    // A client expecting another issuer (Linkerd's linkerd/identity) refuses this one.
+    let o = issue("linkerd/identity", "other");
+    assert!(!o.status.success());
+
+    // A proxy given what the injector gives it (the anchors' PEM itself, no file, and the
+    // issuer's name) gets its identity: /ready says 200 only once one is issued.
+    let anchors_pem = std::fs::read_to_string(&anchors).unwrap();
+    let proxy = support::loopback::LoopbackProxy::start(
+        support::loopback::app(),
+        &[
+            "--identity-issuer",
+            &url,
+            "--identity-token-file",
+            token.to_str().unwrap(),
+            "--trust-anchors-pem",
+            &anchors_pem,
+            "--identity-service-account",
+            &account,
+        ],
+    );
+    drop(proxy);
+    let _ = std::fs::remove_dir_all(&dir);
 }

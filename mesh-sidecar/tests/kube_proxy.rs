@@ -717,12 +717,20 @@ fn the_issuer_authenticates_service_account_tokens_with_tokenreview() {
         api.requests()
     );
 
-    // Unknown tokens and tokens for another audience are not authenticated: 401.
+    // Unknown tokens and tokens for another audience are not authenticated: 401, with the
+    // TokenReview's reason (which says audience, never the token).
     for bad in ["nobody", "api-audience"] {
         let o = issue(&url, &tmp, bad);
         assert!(!o.status.success(), "{bad} was accepted");
         assert!(stderr(&o).contains("401"), "{bad}: {}", stderr(&o));
+        assert!(!stderr(&o).contains(bad), "{bad}: {}", stderr(&o));
     }
+    let o = issue(&url, &tmp, "api-audience");
+    assert!(
+        stderr(&o).contains("token refused: token audiences are invalid"),
+        "{}",
+        stderr(&o)
+    );
 
     // A valid token for web asking for another service account's name: 403.
     let rt = tokio::runtime::Builder::new_current_thread()

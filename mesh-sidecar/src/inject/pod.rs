@@ -63,6 +63,11 @@ pub(crate) struct InjectConfig {
     pub(crate) identity_audience: String,
     /// Where the issuer listens, `host:port`.
     pub(crate) identity_addr: String,
+    /// The issuer's `namespace/service-account`, which its certificate names.
+    pub(crate) identity_service_account: String,
+    /// The trust anchors' PEM, handed to each proxy in its environment; without them the
+    /// proxy mounts the ConfigMap [`TRUST_ROOTS_CONFIGMAP`] of its own namespace.
+    pub(crate) trust_anchors: Option<String>,
     /// Inject pods that carry no inject annotation (`mesh inject` does, the webhook does not).
     pub(crate) inject_by_default: bool,
     /// Recorded in `mesh.io/proxy-version`.
@@ -176,7 +181,9 @@ pub(crate) fn inject_pod(
 
     let volumes = spec.volumes.get_or_insert_with(Vec::new);
     volumes.push(token_volume(config));
-    volumes.push(trust_roots_volume());
+    if config.trust_anchors.is_none() {
+        volumes.push(trust_roots_volume());
+    }
     if !config.cni {
         volumes.push(Volume {
             name: XTABLES_VOLUME.to_owned(),
@@ -317,12 +324,35 @@ fn proxy_container(
         env_from("MESH_POD_IP", field("status.podIP")),
         env_from("MESH_SERVICE_ACCOUNT", field("spec.serviceAccountName")),
         env("MESH_IDENTITY_ADDR", &config.identity_addr),
-        env("MESH_IDENTITY_TOKEN_FILE", &format!("{TOKEN_DIR}/token")),
         env(
-            "MESH_TRUST_ANCHORS_FILE",
-            &format!("{TRUST_ROOTS_DIR}/{TRUST_ROOTS_KEY}"),
+            "MESH_IDENTITY_SERVICE_ACCOUNT",
+            &config.identity_service_account,
         ),
+        env("MESH_IDENTITY_TOKEN_FILE", &format!("{TOKEN_DIR}/token")),
     ];
+    let mut mounts = vec![VolumeMount {
+        name: TOKEN_VOLUME.to_owned(),
+        mount_path: TOKEN_DIR.to_owned(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }];
+    // Anchors are public and small (a few KiB): in the environment they reach a pod in any
+    // namespace, as Linkerd's do, with no per-namespace copy to keep in step.
+    match &config.trust_anchors {
+        Some(pem) => vars.push(env("MESH_TRUST_ANCHORS", pem)),
+        None => {
+            vars.push(env(
+                "MESH_TRUST_ANCHORS_FILE",
+                &format!("{TRUST_ROOTS_DIR}/{TRUST_ROOTS_KEY}"),
+            ));
+            mounts.push(VolumeMount {
+                name: TRUST_ROOTS_VOLUME.to_owned(),
+                mount_path: TRUST_ROOTS_DIR.to_owned(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            });
+        }
+    }
     if let Some(ports) = opaque_ports {
         vars.push(env("MESH_OPAQUE_PORTS", ports));
     }
@@ -362,20 +392,7 @@ fn proxy_container(
             }),
             ..SecurityContext::default()
         }),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: TOKEN_VOLUME.to_owned(),
-                mount_path: TOKEN_DIR.to_owned(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: TRUST_ROOTS_VOLUME.to_owned(),
-                mount_path: TRUST_ROOTS_DIR.to_owned(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-        ]),
+        volume_mounts: Some(mounts),
         ..Container::default()
     };
     match config.sidecar {
@@ -641,6 +658,8 @@ mod tests {
             cni: false,
             identity_audience: "identity.mesh.io".to_owned(),
             identity_addr: "mesh-identity.mesh.svc.cluster.local:8443".to_owned(),
+            identity_service_account: "mesh/mesh-identity".to_owned(),
+            trust_anchors: None,
             inject_by_default: true,
             version: "0.0.0".to_owned(),
         }

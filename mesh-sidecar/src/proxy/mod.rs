@@ -166,6 +166,26 @@ struct ProxyArgs {
     /// The trust anchors (PEM), for the issuer and for peers.
     #[arg(long, env = "MESH_TRUST_ANCHORS_FILE", value_name = "PEM")]
     trust_anchors: Option<PathBuf>,
+    /// The trust anchors themselves, PEM text: how the injector hands them to every pod, so
+    /// no namespace needs a copy of them (Linkerd's LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS).
+    #[arg(
+        long,
+        env = "MESH_TRUST_ANCHORS",
+        value_name = "PEM",
+        conflicts_with = "trust_anchors",
+        hide_env_values = true,
+        // PEM begins with "-----BEGIN": a value, not a flag.
+        allow_hyphen_values = true
+    )]
+    trust_anchors_pem: Option<String>,
+    /// The namespace and service account the issuer runs as; its certificate must name them.
+    /// Default: <control-namespace>/identity.
+    #[arg(
+        long,
+        env = "MESH_IDENTITY_SERVICE_ACCOUNT",
+        value_name = "NAMESPACE/NAME"
+    )]
+    identity_service_account: Option<crate::identity::IssuerAccount>,
     /// The trust domain.
     #[arg(long, env = "MESH_TRUST_DOMAIN", default_value = mesh_core::identity::DEFAULT_TRUST_DOMAIN)]
     trust_domain: String,
@@ -357,17 +377,28 @@ async fn identity(
     } else {
         format!("https://{url}")
     };
-    let (Some(token_file), Some(anchors)) = (&args.identity_token_file, &args.trust_anchors) else {
-        return Err("--identity-issuer needs --identity-token-file and --trust-anchors".to_owned());
+    let Some(token_file) = &args.identity_token_file else {
+        return Err("--identity-issuer needs --identity-token-file".to_owned());
     };
-    let pem =
-        std::fs::read_to_string(anchors).map_err(|e| format!("{}: {e}", anchors.display()))?;
-    let trust = TrustStore::new(
-        TrustBundle::from_pem(&pem).map_err(|e| format!("{}: {e}", anchors.display()))?,
-    );
-    let issuer_id =
-        mesh_identity::issuer::issuer_identity(&args.trust_domain, &args.control_namespace)
-            .map_err(|e| e.to_string())?;
+    let (pem, source) = match (&args.trust_anchors_pem, &args.trust_anchors) {
+        (Some(pem), _) => (pem.clone(), "MESH_TRUST_ANCHORS".to_owned()),
+        (None, Some(file)) => (
+            std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?,
+            file.display().to_string(),
+        ),
+        (None, None) => {
+            return Err(
+                "--identity-issuer needs --trust-anchors or --trust-anchors-pem".to_owned(),
+            );
+        }
+    };
+    let trust = TrustStore::new(TrustBundle::from_pem(&pem).map_err(|e| format!("{source}: {e}"))?);
+    let issuer_id = crate::identity::IssuerAccount::identity_of(
+        args.identity_service_account.as_ref(),
+        &args.trust_domain,
+        &args.control_namespace,
+    )
+    .map_err(|e| e.to_string())?;
     let mut attempt = 0u32;
     loop {
         // The token may be rotated by the kubelet: read it for every attempt.
@@ -387,7 +418,10 @@ async fn identity(
                 return Ok(Some((store, trust, Some(rotation))));
             }
             Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?wait, "cannot get a certificate from the issuer");
+                // With its causes: "cannot reach the issuer" alone hides an issuer that
+                // answered under another name than --identity-service-account.
+                let why = format!("{:#}", anyhow::Error::new(e));
+                tracing::warn!(error = %why, retry_in = ?wait, "cannot get a certificate from the issuer");
                 attempt += 1;
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
