@@ -73,6 +73,10 @@ pub(crate) struct ProxyArgs {
     /// mesh-identity-trust-roots, which must then exist in the pod's namespace.
     #[arg(long, value_name = "PEM")]
     trust_anchors: Option<PathBuf>,
+    /// The trust domain the issuer signs for, handed to each proxy (`mesh install` passes the
+    /// one of its issuer).
+    #[arg(long, default_value = mesh_core::identity::DEFAULT_TRUST_DOMAIN)]
+    trust_domain: String,
 }
 
 /// One named input: a file, or stdin.
@@ -572,6 +576,7 @@ impl ProxyArgs {
             identity_audience: self.identity_audience.clone(),
             identity_addr: self.identity_addr.clone(),
             identity_service_account: self.identity_service_account.to_string(),
+            trust_domain: self.trust_domain.clone(),
             trust_anchors,
             inject_by_default,
             version: env!("CARGO_PKG_VERSION").to_owned(),

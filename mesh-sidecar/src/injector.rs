@@ -506,6 +506,7 @@ mod tests {
             identity_audience: "identity.mesh.io".to_owned(),
             identity_addr: "mesh-identity.mesh.svc.cluster.local:8443".to_owned(),
             identity_service_account: "mesh/mesh-identity".to_owned(),
+            trust_domain: mesh_core::identity::DEFAULT_TRUST_DOMAIN.to_owned(),
             trust_anchors: None,
             inject_by_default: by_default,
             version: "0.0.0".to_owned(),

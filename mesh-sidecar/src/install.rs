@@ -106,6 +106,10 @@ pub(crate) struct UninstallArgs {
 /// The certificates and keys the control plane is installed with, PEM.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Pki {
+    /// The trust domain the issuer signs for (`--trust-domain`, or the one `--identity-dir`'s
+    /// issuer certificate names): the injector hands it to every proxy, so the identities they
+    /// expect match the certificates the issuer signs.
+    pub(crate) trust_domain: String,
     pub(crate) trust_anchors: String,
     pub(crate) issuer_crt: String,
     pub(crate) issuer_key: String,
@@ -120,6 +124,8 @@ pub(crate) enum InstallError {
     Certificate(#[from] rcgen::Error),
     #[error("making the trust anchor and issuer: {0}")]
     Ca(#[from] ca::CaError),
+    #[error("{}: issuer.crt and issuer.key are not an issuer `mesh identity serve` can use: {source}", dir.display())]
+    Issuer { dir: PathBuf, source: ca::CaError },
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -431,6 +437,8 @@ pub(crate) fn control_plane(
             &issuer_account.to_string(),
             "--trust-anchors",
             &format!("{TRUST_ROOTS_DIR}/{TRUST_ROOTS_KEY}"),
+            "--trust-domain",
+            &pki.trust_domain,
         ])),
         ports: Some(vec![container_port("https", INJECTOR_PORT)]),
         readiness_probe: Some(https_probe()),
@@ -773,14 +781,23 @@ impl Pki {
         namespace: &str,
     ) -> Result<Self, InstallError> {
         let now = time::OffsetDateTime::now_utc();
-        let (trust_anchors, issuer_crt, issuer_key) = match identity_dir {
+        let (trust_anchors, issuer_crt, issuer_key, trust_domain) = match identity_dir {
             Some(dir) => {
                 let read = |f: &str| {
                     let path = dir.join(f);
                     std::fs::read_to_string(&path)
                         .map_err(|source| InstallError::Read { path, source })
                 };
-                (read("ca.crt")?, read("issuer.crt")?, read("issuer.key")?)
+                let (crt, key) = (read("issuer.crt")?, read("issuer.key")?);
+                // Refused here, not by a crash-looping issuer after the install is applied.
+                let trust_domain = ca::Issuer::from_pem(&crt, &key)
+                    .map_err(|source| InstallError::Issuer {
+                        dir: dir.to_owned(),
+                        source,
+                    })?
+                    .trust_domain()
+                    .to_owned();
+                (read("ca.crt")?, crt, key, trust_domain)
             }
             None => {
                 // The anchor and issuer `mesh identity init` writes, made by the same code: the
@@ -791,6 +808,7 @@ impl Pki {
                     anchor.cert_pem(),
                     issuer.cert_pem(),
                     issuer.key_pem().to_owned(),
+                    trust_domain.to_owned(),
                 )
             }
         };
@@ -810,6 +828,7 @@ impl Pki {
         let leaf_crt = leaf.signed_by(&leaf_key, &webhook_ca)?;
 
         Ok(Self {
+            trust_domain,
             trust_anchors,
             issuer_crt,
             issuer_key,

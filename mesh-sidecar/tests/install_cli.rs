@@ -272,30 +272,55 @@ fn control_plane_parses_as_kubernetes_types() {
 #[test]
 fn identity_dir_supplies_anchor_and_issuer() {
     let dir = tmp_dir("identity");
-    for (f, text) in [
-        ("ca.crt", "ANCHOR PEM\n"),
-        ("ca.key", "MUST NOT BE INSTALLED\n"),
-        ("issuer.crt", "ISSUER PEM\n"),
-        ("issuer.key", "ISSUER KEY\n"),
-    ] {
-        std::fs::write(dir.join(f), text).unwrap();
-    }
-    let out = ok(&["install", "--identity-dir", dir.to_str().unwrap()]);
-    assert!(!out.contains("MUST NOT BE INSTALLED"));
+    let d = dir.to_str().unwrap();
+    let init = mesh(&[
+        "identity",
+        "init",
+        "--out",
+        d,
+        "--trust-domain",
+        "example.org",
+    ]);
+    assert_eq!(init.status.code(), Some(0), "{init:?}");
+    let file = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    let out = ok(&["install", "--identity-dir", d]);
+    assert!(
+        !out.contains(file("ca.key").trim()),
+        "the anchor's key is never installed"
+    );
     let ds = docs(&out);
     let cm: ConfigMap = parse(ds.iter().find(|d| d["kind"] == "ConfigMap").unwrap());
-    assert_eq!(cm.data.unwrap()["ca-bundle.crt"], "ANCHOR PEM\n");
+    assert_eq!(cm.data.unwrap()["ca-bundle.crt"], file("ca.crt"));
     let secret: Secret = parse(
         ds.iter()
             .find(|d| d["metadata"]["name"] == "mesh-identity-issuer")
             .unwrap(),
     );
     let data = secret.string_data.unwrap();
-    assert_eq!(data["issuer.crt"], "ISSUER PEM\n");
-    assert_eq!(data["issuer.key"], "ISSUER KEY\n");
+    assert_eq!(data["issuer.crt"], file("issuer.crt"));
+    assert_eq!(data["issuer.key"], file("issuer.key"));
+    // Proxies are told the trust domain of the issuer they are given.
+    let injector: Deployment = parse(
+        ds.iter()
+            .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "mesh-injector")
+            .unwrap(),
+    );
+    let args = injector.spec.template.spec.unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap();
+    assert_eq!(arg_after(&args, "--trust-domain"), "example.org");
+
+    // An issuer the issuer could not use is refused now, not by a crash loop later.
+    std::fs::write(dir.join("issuer.crt"), "ISSUER PEM\n").unwrap();
+    let out = mesh(&["install", "--identity-dir", d]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not an issuer"), "{err}");
 
     std::fs::remove_file(dir.join("issuer.key")).unwrap();
-    let out = mesh(&["install", "--identity-dir", dir.to_str().unwrap()]);
+    let out = mesh(&["install", "--identity-dir", d]);
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("issuer.key"));
@@ -421,6 +446,28 @@ fn arg_after<'a>(args: &'a [String], flag: &str) -> &'a str {
         .position(|a| a == flag)
         .unwrap_or_else(|| panic!("{flag} in {args:?}"));
     &args[i + 1]
+}
+
+/// The injector hands every proxy the trust domain of the issuer the install made, so their
+/// expected identities match the certificates it issues.
+#[test]
+fn the_injector_hands_proxies_the_issuers_trust_domain() {
+    let injector_args = |args: &[&str]| -> Vec<String> {
+        let ds = docs(&ok(args));
+        let d = ds
+            .iter()
+            .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "mesh-injector")
+            .unwrap();
+        let deploy: Deployment = parse(d);
+        deploy.spec.template.spec.unwrap().containers[0]
+            .args
+            .clone()
+            .unwrap()
+    };
+    let default = injector_args(&["install"]);
+    assert_eq!(arg_after(&default, "--trust-domain"), "cluster.local");
+    let custom = injector_args(&["install", "--trust-domain", "example.org"]);
+    assert_eq!(arg_after(&custom, "--trust-domain"), "example.org");
 }
 
 /// A child process killed on drop, so a failing test leaves nothing running.

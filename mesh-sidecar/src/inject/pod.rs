@@ -65,6 +65,9 @@ pub(crate) struct InjectConfig {
     pub(crate) identity_addr: String,
     /// The issuer's `namespace/service-account`, which its certificate names.
     pub(crate) identity_service_account: String,
+    /// The trust domain the issuer signs for; proxies are told only when it is not the
+    /// default they assume.
+    pub(crate) trust_domain: String,
     /// The trust anchors' PEM, handed to each proxy in its environment; without them the
     /// proxy mounts the ConfigMap [`TRUST_ROOTS_CONFIGMAP`] of its own namespace.
     pub(crate) trust_anchors: Option<String>,
@@ -330,6 +333,9 @@ fn proxy_container(
         ),
         env("MESH_IDENTITY_TOKEN_FILE", &format!("{TOKEN_DIR}/token")),
     ];
+    if config.trust_domain != mesh_core::identity::DEFAULT_TRUST_DOMAIN {
+        vars.push(env("MESH_TRUST_DOMAIN", &config.trust_domain));
+    }
     let mut mounts = vec![VolumeMount {
         name: TOKEN_VOLUME.to_owned(),
         mount_path: TOKEN_DIR.to_owned(),
@@ -659,6 +665,7 @@ mod tests {
             identity_audience: "identity.mesh.io".to_owned(),
             identity_addr: "mesh-identity.mesh.svc.cluster.local:8443".to_owned(),
             identity_service_account: "mesh/mesh-identity".to_owned(),
+            trust_domain: mesh_core::identity::DEFAULT_TRUST_DOMAIN.to_owned(),
             trust_anchors: None,
             inject_by_default: true,
             version: "0.0.0".to_owned(),
@@ -713,6 +720,25 @@ mod tests {
         let ann = m.annotations.unwrap();
         assert_eq!(ann["mesh.io/injected"], "true");
         assert_eq!(ann["kubectl.kubernetes.io/default-container"], "app");
+    }
+
+    #[test]
+    fn proxies_learn_a_trust_domain_other_than_the_default() {
+        let env_of = |cfg: &InjectConfig| {
+            let (m, s) = pod(&[]);
+            let (_, s) = injected(inject_pod(&m, &s, &BTreeMap::new(), cfg).unwrap());
+            let proxy = s.init_containers.unwrap().remove(1);
+            proxy
+                .env
+                .unwrap()
+                .into_iter()
+                .find(|e| e.name == "MESH_TRUST_DOMAIN")
+                .and_then(|e| e.value)
+        };
+        let mut cfg = config(SidecarMode::Native);
+        assert_eq!(env_of(&cfg), None, "the default needs no telling");
+        cfg.trust_domain = "example.org".to_owned();
+        assert_eq!(env_of(&cfg).as_deref(), Some("example.org"));
     }
 
     #[test]
