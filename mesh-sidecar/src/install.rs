@@ -8,7 +8,7 @@
 //! with it).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
@@ -32,10 +32,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use mesh_identity::ca;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
 use serde::Serialize;
 use serde_norway::Value;
 
@@ -45,6 +41,12 @@ use crate::crds;
 use crate::identity::IssuerAccount;
 use crate::inject::DEFAULT_IMAGE;
 use crate::inject::pod::{INJECT_ANNOTATION, TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_KEY};
+
+mod pki;
+mod webhooks;
+
+pub(crate) use pki::Pki;
+use webhooks::{validating_webhook_configuration, webhook_configuration};
 
 const IDENTITY: &str = "mesh-identity";
 const INJECTOR: &str = "mesh-injector";
@@ -101,21 +103,6 @@ pub(crate) struct UninstallArgs {
     /// The control-plane namespace.
     #[arg(long, default_value = "mesh")]
     namespace: String,
-}
-
-/// The certificates and keys the control plane is installed with, PEM.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Pki {
-    /// The trust domain the issuer signs for (`--trust-domain`, or the one `--identity-dir`'s
-    /// issuer certificate names): the injector hands it to every proxy, so the identities they
-    /// expect match the certificates the issuer signs.
-    pub(crate) trust_domain: String,
-    pub(crate) trust_anchors: String,
-    pub(crate) issuer_crt: String,
-    pub(crate) issuer_key: String,
-    pub(crate) webhook_ca: String,
-    pub(crate) webhook_crt: String,
-    pub(crate) webhook_key: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -470,125 +457,6 @@ pub(crate) fn control_plane(
     Ok(docs)
 }
 
-/// Two webhooks, because selectors see labels only and a review carries no namespace
-/// metadata: one for namespaces labelled `mesh.io/inject=enabled` (path `/inject/enabled`:
-/// inject unless the pod says disabled), one for every other namespace not disabled (path
-/// `/inject`: inject only pods annotated enabled). Pods labelled disabled are never sent.
-fn webhook_configuration(namespace: &str, pki: &Pki) -> MutatingWebhookConfiguration {
-    let expr = |key: &str, op: &str, values: &[&str]| LabelSelectorRequirement {
-        key: key.to_owned(),
-        operator: op.to_owned(),
-        values: Some(strings(values)),
-    };
-    let not_disabled = LabelSelector {
-        match_expressions: Some(vec![expr(INJECT_ANNOTATION, "NotIn", &["disabled"])]),
-        ..LabelSelector::default()
-    };
-    let webhook = |name: &str, path: &str, namespaces: LabelSelector| MutatingWebhook {
-        name: name.to_owned(),
-        admission_review_versions: strings(&["v1"]),
-        client_config: injector_client_config(namespace, pki, path),
-        // A down injector must not stop pods from starting; they start unmeshed.
-        failure_policy: Some("Ignore".to_owned()),
-        side_effects: "None".to_owned(),
-        timeout_seconds: Some(10),
-        reinvocation_policy: Some("Never".to_owned()),
-        namespace_selector: Some(namespaces),
-        object_selector: Some(not_disabled.clone()),
-        rules: Some(vec![RuleWithOperations {
-            api_groups: Some(strings(&[""])),
-            api_versions: Some(strings(&["v1"])),
-            operations: Some(strings(&["CREATE"])),
-            resources: Some(strings(&["pods"])),
-            scope: Some("Namespaced".to_owned()),
-        }]),
-        ..MutatingWebhook::default()
-    };
-    MutatingWebhookConfiguration {
-        metadata: ObjectMeta {
-            name: Some(format!("{INJECTOR}-{namespace}")),
-            labels: Some(labels(INJECTOR)),
-            ..ObjectMeta::default()
-        },
-        webhooks: Some(vec![
-            webhook(
-                "namespace.inject.mesh.io",
-                "/inject/enabled",
-                LabelSelector {
-                    match_expressions: Some(vec![expr(INJECT_ANNOTATION, "In", &["enabled"])]),
-                    ..LabelSelector::default()
-                },
-            ),
-            webhook(
-                "pod.inject.mesh.io",
-                "/inject",
-                LabelSelector {
-                    match_expressions: Some(vec![
-                        expr(INJECT_ANNOTATION, "NotIn", &["enabled", "disabled"]),
-                        expr(
-                            "kubernetes.io/metadata.name",
-                            "NotIn",
-                            &["kube-system", "kube-node-lease", namespace],
-                        ),
-                    ]),
-                    ..LabelSelector::default()
-                },
-            ),
-        ]),
-    }
-}
-
-/// The injector's `/validate` for every policy kind that is a CRD, at each version a cluster
-/// serves, on CREATE and UPDATE: `kubectl apply` refuses an invalid object with the words of
-/// `mesh policy check`. `Ignore` and a short timeout, so a down injector never blocks a
-/// cluster's policy changes (they are then only checked by the controller).
-fn validating_webhook_configuration(namespace: &str, pki: &Pki) -> ValidatingWebhookConfiguration {
-    let rules = catalog::iter()
-        .filter(|k| k.definition != Definition::BuiltIn)
-        .map(|k| RuleWithOperations {
-            api_groups: Some(strings(&[k.group])),
-            api_versions: Some(k.served().map(|v| v.name.to_owned()).collect()),
-            operations: Some(strings(&["CREATE", "UPDATE"])),
-            // No `/status`: the controller's status writes on a refused object go through.
-            resources: Some(strings(&[k.plural])),
-            scope: Some("Namespaced".to_owned()),
-        })
-        .collect();
-    ValidatingWebhookConfiguration {
-        metadata: ObjectMeta {
-            name: Some(format!("{INJECTOR}-validate-{namespace}")),
-            labels: Some(labels(INJECTOR)),
-            ..ObjectMeta::default()
-        },
-        webhooks: Some(vec![ValidatingWebhook {
-            name: "validate.policy.mesh.io".to_owned(),
-            admission_review_versions: strings(&["v1"]),
-            client_config: injector_client_config(namespace, pki, "/validate"),
-            failure_policy: Some("Ignore".to_owned()),
-            // Other versions of these kinds are converted to one listed here and sent too.
-            match_policy: Some("Equivalent".to_owned()),
-            side_effects: "None".to_owned(),
-            timeout_seconds: Some(5),
-            rules: Some(rules),
-            ..ValidatingWebhook::default()
-        }]),
-    }
-}
-
-/// Both webhooks call the injector's Service, verified by the install's webhook CA.
-fn injector_client_config(namespace: &str, pki: &Pki, path: &str) -> WebhookClientConfig {
-    WebhookClientConfig {
-        ca_bundle: Some(ByteString(pki.webhook_ca.clone().into_bytes())),
-        service: Some(ServiceReference {
-            name: INJECTOR.to_owned(),
-            namespace: namespace.to_owned(),
-            path: Some(path.to_owned()),
-            port: Some(443),
-        }),
-        ..WebhookClientConfig::default()
-    }
-}
-
 fn labels(name: &str) -> BTreeMap<String, String> {
     [
         ("app.kubernetes.io/name", name),
@@ -768,89 +636,4 @@ fn configmap_volume(name: &str) -> Volume {
 
 fn to_value<T: Serialize>(o: &T) -> Result<Value, InstallError> {
     Ok(serde_norway::to_value(o)?)
-}
-
-// === impl Pki ===
-
-impl Pki {
-    /// Reads the identity from `identity_dir`, or makes an anchor and issuer; always makes
-    /// the webhook's CA and serving certificate.
-    pub(crate) fn new(
-        identity_dir: Option<&Path>,
-        trust_domain: &str,
-        namespace: &str,
-    ) -> Result<Self, InstallError> {
-        let now = time::OffsetDateTime::now_utc();
-        let (trust_anchors, issuer_crt, issuer_key, trust_domain) = match identity_dir {
-            Some(dir) => {
-                let read = |f: &str| {
-                    let path = dir.join(f);
-                    std::fs::read_to_string(&path)
-                        .map_err(|source| InstallError::Read { path, source })
-                };
-                let (crt, key) = (read("issuer.crt")?, read("issuer.key")?);
-                // Refused here, not by a crash-looping issuer after the install is applied.
-                let trust_domain = ca::Issuer::from_pem(&crt, &key)
-                    .map_err(|source| InstallError::Issuer {
-                        dir: dir.to_owned(),
-                        source,
-                    })?
-                    .trust_domain()
-                    .to_owned();
-                (read("ca.crt")?, crt, key, trust_domain)
-            }
-            None => {
-                // The anchor and issuer `mesh identity init` writes, made by the same code: the
-                // issuer then carries the spiffe://<trust-domain> SAN `identity serve` requires.
-                let anchor = ca::TrustAnchor::generate(trust_domain, ca::DEFAULT_ANCHOR_LIFETIME)?;
-                let issuer = ca::Issuer::generate(&anchor, ca::DEFAULT_ISSUER_LIFETIME)?;
-                (
-                    anchor.cert_pem(),
-                    issuer.cert_pem(),
-                    issuer.key_pem().to_owned(),
-                    trust_domain.to_owned(),
-                )
-            }
-        };
-
-        let ca_key = KeyPair::generate()?;
-        let ca_params = webhook_ca_params(&format!("{INJECTOR}.{namespace} webhook CA"), now);
-        let ca_crt = ca_params.self_signed(&ca_key)?;
-        let webhook_ca = Issuer::new(ca_params, ca_key);
-        let host = format!("{INJECTOR}.{namespace}.svc");
-        let mut leaf = CertificateParams::new(vec![host.clone(), format!("{host}.cluster.local")])?;
-        leaf.distinguished_name.push(DnType::CommonName, host);
-        leaf.not_before = now - time::Duration::minutes(5);
-        leaf.not_after = now + time::Duration::days(365);
-        leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let leaf_key = KeyPair::generate()?;
-        let leaf_crt = leaf.signed_by(&leaf_key, &webhook_ca)?;
-
-        Ok(Self {
-            trust_domain,
-            trust_anchors,
-            issuer_crt,
-            issuer_key,
-            webhook_ca: ca_crt.pem(),
-            webhook_crt: leaf_crt.pem(),
-            webhook_key: leaf_key.serialize_pem(),
-        })
-    }
-}
-
-/// The webhook's CA signs one serving certificate and nothing else: path length 0.
-fn webhook_ca_params(cn: &str, now: time::OffsetDateTime) -> CertificateParams {
-    let mut p = CertificateParams::default();
-    p.distinguished_name.push(DnType::CommonName, cn);
-    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    p.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    // A little slack for clocks that run behind ours.
-    p.not_before = now - time::Duration::minutes(5);
-    p.not_after = now + time::Duration::days(365);
-    p
 }
