@@ -14,7 +14,7 @@
 //! `failurePolicy: Ignore`: a bug or an outage of ours never blocks a policy change.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Status, StatusCause, StatusDetails};
-use mesh_core::kinds::catalog;
+use mesh_core::kinds::{self, catalog};
 use mesh_core::{ApplyError, LoadError, ObjectRef, ObjectStatus, PolicyConfig, PolicyIndex};
 use serde_json::Value;
 
@@ -126,9 +126,8 @@ fn for_the_mesh(kind: &catalog::KindInfo, object: &Value) -> bool {
         .map(Vec::as_slice)
         .unwrap_or_default();
     parents.iter().any(|p| {
-        let kind = p.get("kind").and_then(Value::as_str).unwrap_or("Gateway");
-        let group = p.get("group").and_then(Value::as_str);
-        kind == "Service" && matches!(group, Some("" | "core"))
+        let field = |k: &str| p.get(k).and_then(Value::as_str);
+        kinds::route_parent(field("group"), field("kind")) != kinds::RouteParent::Other
     })
 }
 
@@ -277,6 +276,12 @@ mod tests {
         gateway_route["spec"]["parentRefs"] = serde_json::json!([{ "name": "ingress" }]);
         let r = &answer(&review_of("CREATE", GATEWAY, gateway_route))["response"];
         assert_eq!(r["allowed"], true, "{r}");
+        // `kind: Service` without a group is the core Service to the mesh, so it is checked.
+        let mut mesh_route = route("/api/([");
+        mesh_route["spec"]["parentRefs"] =
+            serde_json::json!([{ "name": "web", "kind": "Service" }]);
+        let r = &answer(&review_of("CREATE", GATEWAY, mesh_route))["response"];
+        assert_eq!(r["allowed"], false, "{r}");
     }
 
     #[test]

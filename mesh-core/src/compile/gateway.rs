@@ -60,11 +60,8 @@ fn parents(cx: &mut Cx, doc: &Doc, refs: &[kinds::ParentRef]) -> Vec<RouteParent
         let group = p.group.as_deref().unwrap_or("gateway.networking.k8s.io");
         let kind = p.kind.as_deref().unwrap_or("Gateway");
         let namespace = p.namespace.clone().unwrap_or_else(|| doc.namespace.clone());
-        // An omitted group defaults to Gateway API's own, which has no Service kind: a
-        // user who wrote `kind: Service` means the core one.
-        let core = p.group.is_none() || matches!(group, "" | "core");
-        match (group, kind) {
-            (_, "Service") if core => {
+        match kinds::route_parent(p.group.as_deref(), p.kind.as_deref()) {
+            kinds::RouteParent::Service => {
                 let port = match p.port {
                     None => None,
                     Some(n) => match port(n) {
@@ -81,11 +78,11 @@ fn parents(cx: &mut Cx, doc: &Doc, refs: &[kinds::ParentRef]) -> Vec<RouteParent
                     port,
                 });
             }
-            ("policy.linkerd.io", "Server") => out.push(RouteParent::Server {
+            kinds::RouteParent::Server => out.push(RouteParent::Server {
                 name: p.name.clone(),
                 namespace,
             }),
-            _ => cx.note(
+            kinds::RouteParent::Other => cx.note(
                 doc,
                 format!(
                     "spec.parentRefs[{i}] is a {kind} ({group}), not a Service or Server: validated, but it steers no mesh traffic"

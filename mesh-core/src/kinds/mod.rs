@@ -103,3 +103,25 @@ where
 
     d.deserialize_seq(AtMost::<N, T>(PhantomData))
 }
+
+/// What a route's `parentRef` attaches it to, as the mesh reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteParent {
+    /// A Service: the route steers outbound traffic to it (GAMMA).
+    Service,
+    /// A Linkerd `Server`: the route is inbound policy.
+    Server,
+    /// Anything else (a Gateway): another implementation's, steering no mesh traffic.
+    Other,
+}
+
+/// Reads a `parentRef`'s `group` and `kind` as given (either may be omitted). An omitted group
+/// defaults to Gateway API's own, which has no Service kind: a user who wrote `kind: Service`
+/// means the core one.
+pub fn route_parent(group: Option<&str>, kind: Option<&str>) -> RouteParent {
+    match (group, kind.unwrap_or("Gateway")) {
+        (None | Some("" | "core"), "Service") => RouteParent::Service,
+        (Some("policy.linkerd.io"), "Server") => RouteParent::Server,
+        _ => RouteParent::Other,
+    }
+}
