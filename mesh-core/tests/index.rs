@@ -478,3 +478,90 @@ fn changes_name_what_an_object_touched() {
     );
     assert!(ids.services.is_empty());
 }
+
+/// The outbound decisions for Service `host` in `ns`, and what its cluster IP resolves to.
+fn outbound_decisions(p: &MeshPolicy, ns: &str, host: &str) -> BTreeMap<String, String> {
+    let n = if ns == "a" { 1 } else { 2 };
+    let ip = if host == "web" { 10 } else { 11 };
+    let addr = format!("addr 10.96.{n}.{ip}:80");
+    decisions(p, ns)
+        .into_iter()
+        .filter(|(k, _)| k.contains(&format!(" {host}.{ns}/")) || *k == addr)
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// What a controller sends a client watching a Service: the client's own index, fed only
+    /// those objects (their accepted versions, in no particular order), decides every request
+    /// to the Service as the controller's whole index does.
+    #[test]
+    fn a_services_outbound_objects_decide_as_the_whole_index(ops in prop::collection::vec(op(), 1..40)) {
+        let mut index = PolicyIndex::new(PolicyConfig::default());
+        let mut accepted: BTreeMap<ObjectRef, serde_json::Value> = BTreeMap::new();
+        for op in &ops {
+            match *op {
+                Op::Apply { kind, ns, version } => {
+                    let v = value(&object(KINDS[kind], NAMESPACES[ns], version));
+                    if index.apply(&v).is_ok() {
+                        accepted.insert(object_ref(KINDS[kind], NAMESPACES[ns]), v);
+                    }
+                }
+                Op::Delete { kind, ns } => {
+                    let r = object_ref(KINDS[kind], NAMESPACES[ns]);
+                    index.delete(&r);
+                    accepted.remove(&r);
+                }
+            }
+        }
+        let whole = index.snapshot();
+        for ns in NAMESPACES {
+            for host in ["web", "api"] {
+                let mut client = PolicyIndex::new(PolicyConfig::default());
+                for r in index.outbound_objects(ns, host) {
+                    let doc = accepted.get(&r);
+                    prop_assert!(doc.is_some(), "{r:?} is not accepted");
+                    if let Some(doc) = doc {
+                        prop_assert!(client.apply(doc).is_ok());
+                    }
+                }
+                prop_assert_eq!(
+                    outbound_decisions(&client.snapshot(), ns, host),
+                    outbound_decisions(&whole, ns, host)
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn outbound_objects_are_the_services_own_and_what_it_reads() {
+    let mut index = PolicyIndex::new(PolicyConfig::default());
+    for kind in [
+        "HTTPRouteGroup",
+        "Service/web",
+        "Service/api",
+        "TrafficSplit",
+        "Server",
+        "Pod",
+    ] {
+        index.apply(&value(&object(kind, "a", 1))).unwrap();
+    }
+    index.apply(&value(&object("Service/web", "b", 0))).unwrap();
+    let objects: std::collections::BTreeSet<String> = (index.outbound_objects("a", "web"))
+        .into_iter()
+        .map(|r| format!("{}/{}/{}", r.kind, r.namespace, r.name))
+        .collect();
+    let expected = [
+        "Service/a/web",
+        "HTTPRouteGroup/a/web-group",
+        "TrafficSplit/a/web-split",
+    ];
+    assert_eq!(objects, expected.map(String::from).into());
+    let inbound: Vec<String> = (index.inbound_objects("a").into_iter())
+        .map(|r| r.kind)
+        .collect();
+    assert_eq!(inbound, ["Server"]);
+    assert!(index.outbound_objects("a", "nope").is_empty());
+}

@@ -45,6 +45,7 @@ use crate::policy::{
     EndpointSet, MeshPolicy, NamespaceInfo, PolicyConfig, ServicePolicy, Workload,
 };
 
+mod objects;
 mod shard;
 
 pub(crate) use shard::Sharded;
@@ -119,6 +120,8 @@ pub struct PolicyIndex {
     config: PolicyConfig,
     next_seq: u64,
     objects: BTreeMap<ObjectRef, Slot>,
+    /// Which object each accepted sequence number is: what the keys' members are, by name.
+    refs: HashMap<u64, ObjectRef>,
     /// Accepted objects by the keys they are filed under.
     members: Members,
     /// Key → the units whose last linking read it.
@@ -196,6 +199,7 @@ impl PolicyIndex {
             config,
             next_seq: 0,
             objects: BTreeMap::new(),
+            refs: HashMap::new(),
             members: Members::new(),
             readers: HashMap::new(),
             unit_reads: HashMap::new(),
@@ -280,6 +284,7 @@ impl PolicyIndex {
             None => {
                 self.next_seq += 1;
                 *self.counts.entry(object_ref.kind.clone()).or_default() += 1;
+                self.refs.insert(self.next_seq, object_ref.clone());
                 self.next_seq
             }
         };
@@ -314,6 +319,7 @@ impl PolicyIndex {
         let Some(old) = slot.accepted else {
             return Changes::default();
         };
+        self.refs.remove(&old.seq);
         if let Some(n) = self.counts.get_mut(&object.kind) {
             *n -= 1;
             if *n == 0 {
