@@ -12,12 +12,14 @@ mod init;
 mod inject;
 mod injector;
 mod install;
+mod kube_watch;
 mod policy;
 mod proxy;
 mod server_limits;
 mod tls_files;
 mod tokenreview;
 mod validate;
+mod workload_identity;
 
 /// A service mesh in a crate.
 #[derive(Debug, Parser)]

@@ -1,120 +1,37 @@
-//! `mesh proxy --kube`: policy and discovery live from the Kubernetes API server.
+//! `mesh proxy --kube`: policy and discovery live from the Kubernetes API server, read by
+//! the proxy itself. A development option: in a cluster, proxies get their policy from
+//! `mesh controller` (`--controller`) and need no RBAC; with `--kube` every proxy watches
+//! Services, EndpointSlices and Pods cluster-wide (see `crate::kube_watch`).
 //!
-//! One kube-runtime [`watcher`] per kind (and per namespace when `--kube-namespaces` names
-//! some) keeps a store of that kind's current objects. The watcher lists, then watches from
-//! the list's resourceVersion, resumes from the last version it saw after a dropped
-//! connection, and lists again when the API server answers 410 Gone (the version was
-//! compacted away); a relist replaces the kind's store as a whole, so deletions missed while
-//! disconnected disappear too. Errors back off (kube-runtime's default: 0.8 s doubling to
-//! 30 s).
-//!
-//! Each event goes, object by object, to one thread that owns a [`mesh_core::PolicyIndex`]
-//! ([`apply`]): an object is accepted or refused alone, so a bad object in one namespace
-//! freezes nothing else; the refused ones are logged once per resourceVersion and counted in
-//! `policy_object_refused_total{kind}` and the gauge `policy_objects_refused{kind}`. After a
-//! short debounce the index's snapshot is served; an EndpointSlice or Pod change updates only
-//! the endpoints of the Services it touched. Nothing is served before every kind has been
-//! listed once, so the proxy never routes on half a picture; until then `/ready` says
-//! "kubernetes watch not synced".
-//!
-//! A kind the API server does not serve (its CRD is not installed: 404) counts as listed and
-//! empty; it is logged once and looked for again with the watcher's backoff.
+//! The index thread serves the index's snapshot after a short debounce; an EndpointSlice or
+//! Pod change updates only the endpoints of the Services it touched. Nothing is served before
+//! every kind has been listed once, so the proxy never routes on half a picture; until then
+//! `/ready` says "kubernetes watch not synced".
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Sender};
+use std::sync::mpsc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use kube::api::{Api, ApiResource, DynamicObject};
-use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher::{self, Event};
+use mesh_core::PolicyIndex;
 use mesh_tower::metrics::Registry;
-use serde_json::Value;
 
 use super::config::ConfigSource;
-use apply::{Applier, Op};
-
-mod apply;
-
-/// What the proxy reads from the API server.
-#[derive(Debug)]
-struct Kind {
-    group: &'static str,
-    version: &'static str,
-    kind: &'static str,
-    plural: &'static str,
-    /// Inbound policy of this workload: only its own namespace matters.
-    workload_namespace: bool,
-}
-
-/// The kinds `mesh-core` compiles that a proxy watches (not pod templates or namespaces),
-/// at the version the catalog stores them at.
-static KINDS: std::sync::LazyLock<Vec<Kind>> = std::sync::LazyLock::new(|| {
-    mesh_core::kinds::catalog::iter()
-        .filter(|k| !k.family.is_template())
-        .map(|k| Kind {
-            group: k.group,
-            version: k.storage().name,
-            kind: k.kind,
-            plural: k.plural,
-            workload_namespace: k.family.is_inbound_policy(),
-        })
-        .collect()
-});
+use crate::kube_watch::{Applier, KINDS, Scope, Watches};
 
 /// The live Kubernetes source of the proxy's configuration.
 pub(crate) struct KubeSource {
-    watches: parking_lot::Mutex<BTreeMap<String, WatchState>>,
-    /// To the thread that owns the index.
-    ops: Sender<Op>,
-    registry: Registry,
+    watches: Arc<Watches>,
     /// Whether a snapshot from the API server has ever been served.
     applied: Arc<AtomicBool>,
 }
 
-/// A watcher's connection, for `/ready` and `kube_watch_healthy` (its objects live in the
-/// index thread).
-#[derive(Debug)]
-struct WatchState {
-    kind: &'static Kind,
-    /// Listed at least once (or not served at all).
-    synced: bool,
-    healthy: bool,
-    /// The API server does not serve this kind; logged once.
-    absent: bool,
-}
-
-// === impl Kind ===
-
-impl Kind {
-    fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.to_owned()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
-    }
-
-    /// The metric label: `HTTPRoute.gateway.networking.k8s.io`, `Service`.
-    fn label(&self) -> String {
-        if self.group.is_empty() {
-            self.kind.to_owned()
-        } else {
-            format!("{}.{}", self.kind, self.group)
-        }
-    }
-
-    fn resource(&self) -> ApiResource {
-        ApiResource {
-            group: self.group.to_owned(),
-            version: self.version.to_owned(),
-            api_version: self.api_version(),
-            kind: self.kind.to_owned(),
-            plural: self.plural.to_owned(),
-        }
-    }
+/// Serves the index to the proxy's configuration.
+struct Publisher {
+    config: Arc<ConfigSource>,
+    applied: Arc<AtomicBool>,
+    published: bool,
 }
 
 // === impl KubeSource ===
@@ -134,65 +51,35 @@ impl KubeSource {
             .await
             .map_err(|e| format!("--kube: cannot configure a Kubernetes client: {e}"))?;
         let (tx, rx) = mpsc::channel();
-        let source = Arc::new(Self {
-            watches: parking_lot::Mutex::new(BTreeMap::new()),
-            ops: tx,
-            registry: registry.clone(),
-            applied: Arc::new(AtomicBool::new(false)),
-        });
-        let mut tasks = Vec::new();
-        for k in KINDS.iter() {
-            let scopes: Vec<Option<String>> = if k.workload_namespace {
-                vec![Some(namespace.to_owned())]
-            } else if namespaces.is_empty() {
-                vec![None]
-            } else {
-                namespaces.iter().cloned().map(Some).collect()
-            };
-            for ns in scopes {
-                let key = format!("{}@{}", k.label(), ns.as_deref().unwrap_or("*"));
-                source.watches.lock().insert(
-                    key.clone(),
-                    WatchState {
-                        kind: k,
-                        synced: false,
-                        healthy: false,
-                        absent: false,
-                    },
-                );
-                source.set_health(k, false);
-                tasks.push((key, k, ns));
-            }
-        }
-        let applier = Applier::new(
+        // A proxy has its default inbound policy from the injector, not from Namespaces.
+        let kinds = KINDS.iter().filter(|k| !k.cluster_scoped);
+        let scopes = Scope::all(kinds, Some(namespace), namespaces);
+        let index = PolicyIndex::new(config.policy.load().config().clone());
+        let applier = Applier::new(index, (), registry.clone(), &scopes);
+        let applied = Arc::new(AtomicBool::new(false));
+        let mut publisher = Publisher {
             config,
-            registry,
-            Arc::clone(&source.applied),
-            tasks.iter().map(|(key, k, _)| (key.clone(), *k)),
-        );
+            applied: Arc::clone(&applied),
+            published: false,
+        };
         std::thread::Builder::new()
             .name("mesh-policy-index".to_owned())
-            .spawn(move || applier.run(&rx, debounce))
+            .spawn(move || {
+                applier.run(&rx, debounce, Applier::handle, |a| publisher.publish(a));
+            })
             .map_err(|e| format!("--kube: cannot start the policy index thread: {e}"))?;
-        for (key, k, ns) in tasks {
-            let ar = k.resource();
-            let api: Api<DynamicObject> = match &ns {
-                Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-                None => Api::all_with(client.clone(), &ar),
-            };
-            tokio::spawn(Arc::clone(&source).watch(key, api));
-        }
+        let watches = Watches::start(&client, &scopes, tx, registry);
         tracing::info!(
             namespace,
             namespaces = ?namespaces,
             "watching the Kubernetes API for policy and discovery"
         );
-        Ok(source)
+        Ok(Arc::new(Self { watches, applied }))
     }
 
     /// What keeps the proxy from being ready, for `/ready`.
     pub(crate) fn not_ready(&self) -> Option<&'static str> {
-        if !self.watches.lock().values().all(|w| w.synced) {
+        if !self.watches.unsynced().is_empty() {
             return Some("kubernetes watch not synced");
         }
         if !self.applied.load(Ordering::Acquire) {
@@ -203,203 +90,280 @@ impl KubeSource {
 
     /// Watches whose connection is failing: the proxy serves its last good snapshot.
     pub(crate) fn degraded(&self) -> Vec<String> {
-        self.watches
-            .lock()
-            .iter()
-            .filter(|(_, w)| w.synced && !w.healthy && !w.absent)
-            .map(|(k, _)| k.clone())
-            .collect()
-    }
-
-    async fn watch(self: Arc<Self>, key: String, api: Api<DynamicObject>) {
-        let mut events = watcher::watcher(api, watcher::Config::default())
-            .default_backoff()
-            .boxed();
-        while let Some(event) = events.next().await {
-            match event {
-                Ok(e) => self.on_event(&key, e),
-                Err(e) => self.on_error(&key, &e),
-            }
-        }
-    }
-
-    fn on_event(&self, key: &str, event: Event<DynamicObject>) {
-        let mut watches = self.watches.lock();
-        let Some(w) = watches.get_mut(key) else {
-            return;
-        };
-        let watch = key.to_owned();
-        let op = match event {
-            Event::Init => Op::Relist { watch },
-            Event::InitApply(object) => Op::Listing { watch, object },
-            Event::InitDone => {
-                if w.absent {
-                    tracing::info!(watch = key, "the API server serves this kind now");
-                }
-                w.synced = true;
-                w.absent = false;
-                tracing::debug!(watch = key, "listed");
-                Op::Listed { watch }
-            }
-            Event::Apply(object) => Op::Applied { watch, object },
-            Event::Delete(object) => Op::Deleted { watch, object },
-        };
-        let was_healthy = std::mem::replace(&mut w.healthy, true);
-        let k = w.kind;
-        drop(watches);
-        self.send(op);
-        if !was_healthy {
-            self.set_health(k, true);
-        }
-    }
-
-    /// To the index thread. It ends only with the process, so a failed send (it panicked)
-    /// leaves the last snapshot serving, as a refused update would.
-    fn send(&self, op: Op) {
-        if self.ops.send(op).is_err() {
-            tracing::error!("the policy index thread is gone; the last snapshot keeps serving");
-        }
-    }
-
-    fn on_error(&self, key: &str, error: &watcher::Error) {
-        let not_served = matches!(
-            error,
-            watcher::Error::InitialListFailed(kube::Error::Api(s)) if s.is_not_found()
-        );
-        let mut watches = self.watches.lock();
-        let Some(w) = watches.get_mut(key) else {
-            return;
-        };
-        let k = w.kind;
-        if not_served {
-            // A CRD that is not installed: nothing of this kind exists, which is a complete
-            // (empty) picture. Look again later, through the watcher's backoff.
-            let first = !w.absent;
-            w.absent = true;
-            let was_synced = std::mem::replace(&mut w.synced, true);
-            w.healthy = true;
-            drop(watches);
-            if first {
-                tracing::info!(
-                    watch = key,
-                    "the API server does not serve this kind (CRD not installed?); skipped, looking again later"
-                );
-            }
-            self.set_health(k, true);
-            if first || !was_synced {
-                self.send(Op::Absent {
-                    watch: key.to_owned(),
-                });
-            }
-            return;
-        }
-        w.healthy = false;
-        drop(watches);
-        tracing::warn!(watch = key, %error, "kubernetes watch failed; the last good snapshot keeps serving");
-        self.registry
-            .counter(
-                "kube_watch_errors_total",
-                vec![metrics::Label::new("kind", k.label())],
-            )
-            .increment(1);
-        self.set_health(k, false);
-    }
-
-    /// `kube_watch_healthy{kind}`: 1 when every watch of the kind is connected or not needed.
-    fn set_health(&self, k: &Kind, hint: bool) {
-        let healthy = hint
-            && self
-                .watches
-                .lock()
-                .values()
-                .filter(|w| std::ptr::eq(w.kind, k))
-                .all(|w| w.healthy);
-        self.registry
-            .gauge(
-                "kube_watch_healthy",
-                vec![metrics::Label::new("kind", k.label())],
-            )
-            .set(if healthy { 1.0 } else { 0.0 });
+        self.watches.degraded()
     }
 }
 
 impl std::fmt::Debug for KubeSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KubeSource")
-            .field("watches", &self.watches.lock().len())
+            .field("watches", &self.watches)
             .finish_non_exhaustive()
     }
 }
 
-/// The object as a document `mesh-core` reads, keyed by namespace and name: `apiVersion`
-/// and `kind` restored (list items from the API server carry neither), and what only the
-/// API server needs (status, managedFields, resourceVersion) left out, so that a status
-/// update does not recompile the policy.
-fn document(k: &Kind, obj: DynamicObject) -> ((String, String), Value) {
-    let id = (
-        obj.metadata.namespace.clone().unwrap_or_default(),
-        obj.metadata.name.clone().unwrap_or_default(),
-    );
-    let mut v = serde_json::to_value(&obj).unwrap_or(Value::Null);
-    if let Some(map) = v.as_object_mut() {
-        map.insert("apiVersion".to_owned(), Value::String(k.api_version()));
-        map.insert("kind".to_owned(), Value::String(k.kind.to_owned()));
-        map.remove("status");
-        if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
-            meta.remove("managedFields");
-            meta.remove("resourceVersion");
+// === impl Publisher ===
+
+impl Publisher {
+    /// Serves the index's snapshot once every watch has listed, and then whenever something
+    /// changed: only the endpoints of the Services that changed are pushed to the resolver.
+    fn publish(&mut self, a: &mut Applier<()>) {
+        if !a.synced() {
+            return;
         }
+        let changes = a.take_changes();
+        if self.published && changes.is_empty() {
+            return;
+        }
+        // An endpoint change swaps the snapshot as well: a transparent proxy finds pods by
+        // address in it. Taking it clones Arcs; nothing is recompiled.
+        let snapshot = a.index.snapshot();
+        let endpoints: BTreeSet<(String, String)> = changes
+            .endpoints
+            .iter()
+            .chain(&changes.services)
+            .cloned()
+            .collect();
+        // A Pod change reaches the endpoints of the slices that name it (the index reports
+        // their Services), so only the first snapshot syncs every Service.
+        let only = self.published.then_some(&endpoints);
+        self.config.serve(snapshot, only, "kubernetes");
+        self.published = true;
+        self.applied.store(true, Ordering::Release);
     }
-    (id, v)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use mesh_core::PolicyConfig;
+    use mesh_core::split::BackendRef;
+    use mesh_tower::discover::Resolve;
+    use serde_json::json;
 
-    #[test]
-    fn documents_carry_their_type_and_drop_server_fields() {
-        let k = KINDS
+    use kube::api::DynamicObject;
+
+    use super::*;
+    use crate::kube_watch::Op;
+
+    const ROUTES: &str = "HTTPRoute.gateway.networking.k8s.io@*";
+    const SERVICES: &str = "Service@*";
+    const SLICES: &str = "EndpointSlice.discovery.k8s.io@*";
+
+    /// The index thread's state, driven by hand.
+    struct Harness {
+        a: Applier<()>,
+        p: Publisher,
+    }
+
+    impl Harness {
+        fn handle(&mut self, op: Op) {
+            self.a.handle(op);
+        }
+
+        fn publish(&mut self) {
+            self.a.count_refused();
+            self.p.publish(&mut self.a);
+        }
+    }
+
+    /// An index thread watching `watches` (scope keys, all namespaces).
+    fn applier_of(watches: &[&str]) -> (Harness, Arc<ConfigSource>, Registry) {
+        let registry = Registry::new();
+        let config = Arc::new(ConfigSource::new(
+            None,
+            PolicyConfig::default(),
+            registry.clone(),
+        ));
+        let scopes: Vec<Scope> = watches
             .iter()
-            .find(|k| k.kind == "Service")
-            .expect("Service is watched");
-        let obj: DynamicObject = serde_json::from_value(serde_json::json!({
-            "metadata": {
-                "name": "web", "namespace": "shop", "resourceVersion": "7",
-                "managedFields": [{"manager": "kubectl"}]
-            },
+            .map(|key| {
+                let label = key.trim_end_matches("@*");
+                let kind = KINDS.iter().find(|k| k.label() == label);
+                Scope::new(kind.expect("a watched kind"), None)
+            })
+            .collect();
+        let index = PolicyIndex::new(PolicyConfig::default());
+        let a = Applier::new(index, (), registry.clone(), &scopes);
+        let p = Publisher {
+            config: Arc::clone(&config),
+            applied: Arc::new(AtomicBool::new(false)),
+            published: false,
+        };
+        (Harness { a, p }, config, registry)
+    }
+
+    fn applier() -> (Harness, Arc<ConfigSource>, Registry) {
+        applier_of(&[ROUTES, SERVICES])
+    }
+
+    fn object(v: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(v).expect("a DynamicObject")
+    }
+
+    fn service(ns: &str, name: &str) -> DynamicObject {
+        object(json!({
+            "metadata": {"name": name, "namespace": ns, "resourceVersion": "1"},
             "spec": {"ports": [{"port": 80}]},
-            "status": {"loadBalancer": {}}
         }))
-        .expect("a DynamicObject");
-        let ((ns, name), v) = document(k, obj);
-        assert_eq!((ns.as_str(), name.as_str()), ("shop", "web"));
-        assert_eq!(v["apiVersion"], "v1");
-        assert_eq!(v["kind"], "Service");
-        assert!(v.get("status").is_none());
-        assert!(v["metadata"].get("resourceVersion").is_none());
-        assert!(v["metadata"].get("managedFields").is_none());
-        let policy = mesh_core::MeshPolicy::from_yaml(&serde_json::to_string(&v).expect("json"));
-        assert!(policy.is_ok(), "{policy:?}");
+    }
+
+    /// A route of `ns/name` on Service `web` sending everything to `backend`, at
+    /// resourceVersion `rv`, whose path regex is `regex` when given.
+    fn route(ns: &str, name: &str, backend: &str, rv: &str, regex: Option<&str>) -> DynamicObject {
+        let matches = regex.map_or_else(
+            || json!([]),
+            |r| json!([{"path": {"type": "RegularExpression", "value": r}}]),
+        );
+        object(json!({
+            "metadata": {"name": name, "namespace": ns, "resourceVersion": rv},
+            "spec": {
+                "parentRefs": [{"name": "web", "kind": "Service", "group": "core", "port": 80}],
+                "rules": [{"matches": matches, "backendRefs": [{"name": backend, "port": 80}]}],
+            },
+        }))
+    }
+
+    fn list(a: &mut Harness, watch: &str, objects: Vec<DynamicObject>) {
+        a.handle(Op::Relist {
+            watch: watch.to_owned(),
+        });
+        for object in objects {
+            a.handle(Op::Listing {
+                watch: watch.to_owned(),
+                object,
+            });
+        }
+        a.handle(Op::Listed {
+            watch: watch.to_owned(),
+        });
+        a.publish();
+    }
+
+    fn applied(a: &mut Harness, object: DynamicObject) {
+        a.handle(Op::Applied {
+            watch: ROUTES.to_owned(),
+            object,
+        });
+        a.publish();
+    }
+
+    /// The backend a request to `web` in `ns` goes to.
+    fn backend(config: &ConfigSource, ns: &str) -> Option<String> {
+        let req =
+            mesh_core::Request::new("GET", &format!("http://web.{ns}:80/")).expect("a request");
+        let policy = config.policy.load();
+        let service = policy.service("web", ns)?;
+        let decision = service.decide(80, &req);
+        decision.pick(0).map(|b| b.name.clone())
+    }
+
+    fn refused_total(registry: &Registry) -> u64 {
+        registry.counter_sum("policy_object_refused_total", &[])
     }
 
     #[test]
-    fn kinds_are_ones_the_compiler_reads() {
-        for k in KINDS.iter() {
-            let doc = format!(
-                "apiVersion: {}\nkind: {}\nmetadata: {{ name: x, namespace: y }}\n",
-                k.api_version(),
-                k.kind
-            );
-            let notes = match mesh_core::MeshPolicy::from_yaml(&doc) {
-                Ok(p) => format!("{:?}", p.notes()),
-                Err(e) => format!("{e}"),
-            };
-            assert!(
-                !notes.contains("not a kind the mesh reads"),
-                "{}: {notes}",
-                k.label()
-            );
-        }
+    fn a_refused_object_freezes_nothing_else() {
+        let (mut a, config, registry) = applier();
+        list(
+            &mut a,
+            SERVICES,
+            vec![service("x", "web"), service("y", "web")],
+        );
+        list(
+            &mut a,
+            ROUTES,
+            vec![
+                route("x", "r", "x-v1", "1", None),
+                route("y", "r", "y-v1", "1", None),
+            ],
+        );
+        assert_eq!(backend(&config, "x").as_deref(), Some("x-v1"));
+
+        // x's route turns bad: refused, its last accepted version serves, counted once.
+        applied(&mut a, route("x", "r", "x-v2", "2", Some("/api/([")));
+        assert_eq!(refused_total(&registry), 1);
+        assert_eq!(a.a.index.refused().count(), 1);
+        assert_eq!(backend(&config, "x").as_deref(), Some("x-v1"));
+
+        // y's route changes afterwards and applies.
+        applied(&mut a, route("y", "r", "y-v2", "2", None));
+        assert_eq!(backend(&config, "y").as_deref(), Some("y-v2"));
+
+        // A relist brings the same bad version again: not counted again.
+        list(
+            &mut a,
+            ROUTES,
+            vec![
+                route("x", "r", "x-v2", "2", Some("/api/([")),
+                route("y", "r", "y-v2", "2", None),
+            ],
+        );
+        assert_eq!(refused_total(&registry), 1);
+
+        // Fixed, it applies.
+        applied(&mut a, route("x", "r", "x-v3", "3", None));
+        assert_eq!(backend(&config, "x").as_deref(), Some("x-v3"));
+        assert_eq!(a.a.index.refused().count(), 0);
+    }
+
+    #[test]
+    fn a_relist_deletes_what_vanished_and_nothing_serves_before_every_kind_listed() {
+        let (mut a, config, _) = applier();
+        list(&mut a, ROUTES, vec![route("x", "r", "x-v1", "1", None)]);
+        // Services not listed yet: nothing served.
+        assert!(!a.p.applied.load(Ordering::Acquire));
+        list(&mut a, SERVICES, vec![service("x", "web")]);
+        assert_eq!(backend(&config, "x").as_deref(), Some("x-v1"));
+
+        // Deleted while the watch was away: the relist no longer has it, and the Service
+        // goes to itself again.
+        list(&mut a, ROUTES, vec![]);
+        assert_eq!(backend(&config, "x").as_deref(), Some("web"));
+    }
+
+    #[test]
+    fn endpoint_changes_reach_the_resolver_of_their_service() {
+        let (mut a, config, _) = applier_of(&[ROUTES, SERVICES, SLICES]);
+        let eps = SLICES;
+        let slice = |ip: &str, rv: &str| {
+            object(json!({
+                "metadata": {
+                    "name": "web-abc", "namespace": "x", "resourceVersion": rv,
+                    "labels": {"kubernetes.io/service-name": "web"},
+                },
+                "addressType": "IPv4",
+                "ports": [{"port": 8080}],
+                "endpoints": [{"addresses": [ip]}],
+            }))
+        };
+        list(&mut a, ROUTES, vec![]);
+        list(&mut a, SERVICES, vec![service("x", "web")]);
+        list(&mut a, eps, vec![slice("10.0.0.1", "1")]);
+        let web = BackendRef {
+            name: "web".into(),
+            namespace: "x".into(),
+            port: Some(80),
+        };
+        let mut rx = config.resolver.resolve(&web).expect("web resolves");
+        let addrs = |rx: &mut mesh_tower::discover::Endpoints| -> Vec<String> {
+            let eps = rx.borrow_and_update().clone();
+            eps.iter().map(|e| e.addr.to_string()).collect()
+        };
+        assert_eq!(addrs(&mut rx), ["10.0.0.1:8080"]);
+
+        a.handle(Op::Applied {
+            watch: eps.to_owned(),
+            object: slice("10.0.0.2", "2"),
+        });
+        a.publish();
+        assert!(matches!(rx.has_changed(), Ok(true)));
+        assert_eq!(addrs(&mut rx), ["10.0.0.2:8080"]);
+
+        a.handle(Op::Deleted {
+            watch: eps.to_owned(),
+            object: slice("10.0.0.2", "2"),
+        });
+        a.publish();
+        assert!(addrs(&mut rx).is_empty());
     }
 }

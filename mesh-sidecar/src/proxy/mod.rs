@@ -16,7 +16,6 @@ use std::time::Duration;
 use clap::{Args, Subcommand, ValueEnum};
 use hyper::body::Incoming;
 use mesh_core::{Identity, InboundTarget, PolicyConfig};
-use mesh_identity::{CertStore, TrustBundle, TrustStore};
 use mesh_tower::client::MeshClient;
 use mesh_tower::metrics::Registry;
 use tokio::net::TcpListener;
@@ -43,12 +42,7 @@ const DEFAULT_OPAQUE_PORTS: &str = "25,587,3306,4444,5432,6379,9300,11211";
 /// How long `--kube` waits after a change for more before recompiling.
 const KUBE_DEBOUNCE: Duration = Duration::from_millis(50);
 
-/// A workload certificate with its trust anchors, and its rotation when an issuer renews it.
-type LoadedIdentity = (
-    CertStore,
-    TrustStore,
-    Option<mesh_identity::rotate::Rotation>,
-);
+use crate::workload_identity::LoadedIdentity;
 
 /// Server and client TLS configs, the workload's identity, and the rotation to keep alive.
 type TlsConfigs = (
@@ -353,83 +347,17 @@ async fn identity(
     args: &ProxyArgs,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<Option<LoadedIdentity>, String> {
-    if let Some(dir) = &args.identity_dir {
-        let read = |f: &str| {
-            std::fs::read_to_string(dir.join(f))
-                .map_err(|e| format!("{}: {e}", dir.join(f).display()))
-        };
-        let chain = mesh_identity::cert::certs_from_pem(&read("tls.crt")?)
-            .map_err(|e| format!("tls.crt: {e}"))?;
-        let key =
-            rcgen::KeyPair::from_pem(&read("tls.key")?).map_err(|e| format!("tls.key: {e}"))?;
-        let creds = mesh_identity::Credentials::from_key_pair(chain, &key)
-            .map_err(|e| format!("{}: {e}", dir.display()))?;
-        let trust = TrustBundle::from_pem(&read("ca.crt")?).map_err(|e| format!("ca.crt: {e}"))?;
-        tracing::info!(identity = %creds.identity(), "identity loaded from files");
-        return Ok(Some((CertStore::with(creds), TrustStore::new(trust), None)));
-    }
-    let Some(url) = &args.identity_issuer else {
-        return Ok(None);
+    let source = crate::workload_identity::Source {
+        dir: args.identity_dir.as_deref(),
+        issuer: args.identity_issuer.as_deref(),
+        token_file: args.identity_token_file.as_deref(),
+        trust_anchors: args.trust_anchors.as_deref(),
+        trust_anchors_pem: args.trust_anchors_pem.as_deref(),
+        issuer_account: args.identity_service_account.as_ref(),
+        trust_domain: &args.trust_domain,
+        control_namespace: &args.control_namespace,
     };
-    // `mesh inject` gives the issuer as host:port (MESH_IDENTITY_ADDR); it speaks only https.
-    let url = &if url.contains("://") {
-        url.clone()
-    } else {
-        format!("https://{url}")
-    };
-    let Some(token_file) = &args.identity_token_file else {
-        return Err("--identity-issuer needs --identity-token-file".to_owned());
-    };
-    let (pem, source) = match (&args.trust_anchors_pem, &args.trust_anchors) {
-        (Some(pem), _) => (pem.clone(), "MESH_TRUST_ANCHORS".to_owned()),
-        (None, Some(file)) => (
-            std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?,
-            file.display().to_string(),
-        ),
-        (None, None) => {
-            return Err(
-                "--identity-issuer needs --trust-anchors or --trust-anchors-pem".to_owned(),
-            );
-        }
-    };
-    let trust = TrustStore::new(TrustBundle::from_pem(&pem).map_err(|e| format!("{source}: {e}"))?);
-    let issuer_id = crate::identity::IssuerAccount::identity_of(
-        args.identity_service_account.as_ref(),
-        &args.trust_domain,
-        &args.control_namespace,
-    )
-    .map_err(|e| e.to_string())?;
-    let mut attempt = 0u32;
-    loop {
-        // The token may be rotated by the kubelet: read it for every attempt.
-        let token = std::fs::read_to_string(token_file)
-            .map_err(|e| format!("{}: {e}", token_file.display()))?;
-        let client =
-            mesh_identity::client::IssuerClient::new(url, &issuer_id, trust.clone(), &token)
-                .map_err(|e| e.to_string())?;
-        let config = mesh_identity::rotate::RotationConfig::default();
-        let wait = config.backoff(attempt);
-        match mesh_identity::rotate::Rotation::start(client, config).await {
-            Ok(rotation) => {
-                let store = rotation.store().clone();
-                if let Some(c) = store.current() {
-                    tracing::info!(identity = %c.identity(), "identity issued");
-                }
-                return Ok(Some((store, trust, Some(rotation))));
-            }
-            Err(e) => {
-                // With its causes: "cannot reach the issuer" alone hides an issuer that
-                // answered under another name than --identity-service-account.
-                let why = format!("{:#}", anyhow::Error::new(e));
-                tracing::warn!(error = %why, retry_in = ?wait, "cannot get a certificate from the issuer");
-                attempt += 1;
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    () = stopped(shutdown) => return Err("shut down before an identity was issued".to_owned()),
-                }
-            }
-        }
-    }
+    source.load(shutdown).await
 }
 
 async fn serve(args: ProxyArgs) -> Result<(), String> {
