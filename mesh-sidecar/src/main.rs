@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod controller;
 mod crds;
 mod demo;
 mod files;
@@ -35,6 +36,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Check policy manifests and explain the decisions taken on them.
     Policy(policy::PolicyArgs),
+    /// Serve policy and discovery from the cluster to the mesh's proxies.
+    Controller(Box<controller::ControllerArgs>),
     /// Run the sidecar proxy (or `mesh proxy await` its readiness).
     Proxy(Box<proxy::ProxyCommand>),
     /// Trust anchors, the issuer service and workload certificates.
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Policy(args) => policy::run(args),
+        Command::Controller(args) => controller::run(*args),
         Command::Proxy(cmd) => proxy::run(*cmd),
         Command::Identity(args) => identity::run(args),
         Command::Init(args) => init::run(args),

@@ -2,7 +2,7 @@
 //! `mesh controller`): from files (`mesh identity issue`), or from the issuer, renewed as it
 //! ages.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use mesh_identity::{CertStore, TrustBundle, TrustStore};
 use tokio::sync::watch;
@@ -15,6 +15,56 @@ pub(crate) type LoadedIdentity = (
     TrustStore,
     Option<mesh_identity::rotate::Rotation>,
 );
+
+/// The identity flags of a command that serves or calls over mesh mTLS as a workload
+/// (`mesh controller`; `mesh proxy` has the same flags in its own arguments).
+#[derive(Clone, Debug, clap::Args)]
+pub(crate) struct IdentityArgs {
+    /// A directory with tls.crt (leaf, then issuer), tls.key and ca.crt, as
+    /// `mesh identity issue` writes them.
+    #[arg(long, env = "MESH_IDENTITY_DIR", value_name = "DIR")]
+    pub(crate) identity_dir: Option<PathBuf>,
+    /// The issuer, https://host:port or host:port; the certificate is requested and renewed
+    /// from it.
+    #[arg(
+        long,
+        env = "MESH_IDENTITY_ADDR",
+        value_name = "URL",
+        conflicts_with = "identity_dir"
+    )]
+    pub(crate) identity_issuer: Option<String>,
+    /// The token that entitles this workload to its identity.
+    #[arg(long, env = "MESH_IDENTITY_TOKEN_FILE", value_name = "FILE")]
+    pub(crate) identity_token_file: Option<PathBuf>,
+    /// The trust anchors (PEM file), for the issuer and for peers.
+    #[arg(long, env = "MESH_TRUST_ANCHORS_FILE", value_name = "PEM")]
+    pub(crate) trust_anchors: Option<PathBuf>,
+    /// The trust anchors themselves, PEM text (how the injector hands them to pods).
+    #[arg(
+        long,
+        env = "MESH_TRUST_ANCHORS",
+        value_name = "PEM",
+        conflicts_with = "trust_anchors",
+        hide_env_values = true,
+        // PEM begins with "-----BEGIN": a value, not a flag.
+        allow_hyphen_values = true
+    )]
+    pub(crate) trust_anchors_pem: Option<String>,
+    /// The namespace and service account the issuer runs as; its certificate must name them.
+    /// Default: <control-namespace>/identity.
+    #[arg(
+        long,
+        env = "MESH_IDENTITY_SERVICE_ACCOUNT",
+        value_name = "NAMESPACE/NAME"
+    )]
+    pub(crate) identity_service_account: Option<IssuerAccount>,
+    /// The trust domain.
+    #[arg(long, env = "MESH_TRUST_DOMAIN", default_value = mesh_core::identity::DEFAULT_TRUST_DOMAIN)]
+    pub(crate) trust_domain: String,
+    /// The control-plane namespace in DNS-form identities.
+    #[arg(long, env = "MESH_CONTROL_NAMESPACE", default_value = mesh_core::identity::DEFAULT_CONTROL_NAMESPACE)]
+    pub(crate) control_namespace: String,
+}
 
 /// Where a workload's certificate comes from: the flags its command was given.
 #[derive(Debug)]
@@ -29,6 +79,23 @@ pub(crate) struct Source<'a> {
     pub(crate) issuer_account: Option<&'a IssuerAccount>,
     pub(crate) trust_domain: &'a str,
     pub(crate) control_namespace: &'a str,
+}
+
+// === impl IdentityArgs ===
+
+impl IdentityArgs {
+    pub(crate) fn source(&self) -> Source<'_> {
+        Source {
+            dir: self.identity_dir.as_deref(),
+            issuer: self.identity_issuer.as_deref(),
+            token_file: self.identity_token_file.as_deref(),
+            trust_anchors: self.trust_anchors.as_deref(),
+            trust_anchors_pem: self.trust_anchors_pem.as_deref(),
+            issuer_account: self.identity_service_account.as_ref(),
+            trust_domain: &self.trust_domain,
+            control_namespace: &self.control_namespace,
+        }
+    }
 }
 
 // === impl Source ===

@@ -29,12 +29,26 @@ pub(crate) trait Observer {
     /// server holds it (the document has none).
     fn accepted(&mut self, _r: &ObjectRef, _doc: &Value, _status: Option<&Value>) {}
     /// A version of an object was refused; told once per resourceVersion.
-    fn refused(&mut self, _r: &ObjectRef, _doc: &Value, _version: &str, _errors: &[LoadError]) {}
+    fn refused(&mut self, _r: &ObjectRef, _doc: &Value, _refusal: Refusal<'_>) {}
     /// An object is gone.
     fn deleted(&mut self, _r: &ObjectRef) {}
 }
 
 impl Observer for () {}
+
+/// What the index thread does with its input and, after each burst, with the index.
+pub(crate) trait Driver<O, M> {
+    fn handle(&mut self, a: &mut Applier<O>, m: M);
+    fn publish(&mut self, a: &mut Applier<O>);
+}
+
+/// Why and which version of an object was refused, with its status as the API server holds it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Refusal<'a> {
+    pub(crate) version: &'a str,
+    pub(crate) status: Option<&'a Value>,
+    pub(crate) errors: &'a [LoadError],
+}
 
 /// The index and what is needed to feed it.
 pub(crate) struct Applier<O> {
@@ -110,29 +124,28 @@ impl<O: Observer> Applier<O> {
         }
     }
 
-    /// Applies what arrives on `ops` until every sender is gone; a burst of events (a relist,
-    /// `kubectl apply -f dir/`) within `debounce` of its first is applied before `publish`
-    /// runs once. `extra` handles whatever else the caller sends the thread.
+    /// Handles what arrives on `input` with `driver` until every sender is gone; a burst
+    /// (a relist, `kubectl apply -f dir/`) within `debounce` of its first is handled before
+    /// the driver publishes once.
     pub(crate) fn run<M>(
         mut self,
         input: &Receiver<M>,
         debounce: Duration,
-        mut handle: impl FnMut(&mut Self, M),
-        mut publish: impl FnMut(&mut Self),
+        driver: &mut impl Driver<O, M>,
     ) {
         while let Ok(m) = input.recv() {
-            handle(&mut self, m);
+            driver.handle(&mut self, m);
             let deadline = Instant::now() + debounce;
             loop {
                 let left = deadline.saturating_duration_since(Instant::now());
                 match input.recv_timeout(left) {
-                    Ok(m) => handle(&mut self, m),
+                    Ok(m) => driver.handle(&mut self, m),
                     Err(RecvTimeoutError::Timeout) => break,
                     Err(RecvTimeoutError::Disconnected) => return,
                 }
             }
             self.count_refused();
-            publish(&mut self);
+            driver.publish(&mut self);
         }
     }
 
@@ -251,7 +264,12 @@ impl<O: Observer> Applier<O> {
                 "object refused; its last accepted version keeps serving, other objects are unaffected"
             );
         }
-        self.observer.refused(&o.r, &o.doc, &o.version, errors);
+        let refusal = Refusal {
+            version: &o.version,
+            status: o.status.as_ref(),
+            errors,
+        };
+        self.observer.refused(&o.r, &o.doc, refusal);
         self.registry
             .counter(
                 "policy_object_refused_total",

@@ -31,7 +31,7 @@ use serde_json::Value;
 
 mod apply;
 
-pub(crate) use apply::Applier;
+pub(crate) use apply::{Applier, Driver, Observer, Refusal};
 
 /// A kind the mesh reads from the API server.
 #[derive(Debug)]
@@ -101,8 +101,8 @@ pub(crate) enum Op {
 /// the index thread).
 pub(crate) struct Watches {
     states: parking_lot::Mutex<BTreeMap<String, WatchState>>,
-    /// To the thread that owns the index.
-    ops: Sender<Op>,
+    /// To the thread that owns the index; false once it is gone.
+    ops: Box<dyn Fn(Op) -> bool + Send + Sync>,
     registry: Registry,
 }
 
@@ -178,13 +178,15 @@ impl Scope {
 // === impl Watches ===
 
 impl Watches {
-    /// Starts one watcher per scope on the runtime; their events go to `ops`.
-    pub(crate) fn start(
+    /// Starts one watcher per scope on the runtime; their events go to `ops` (a channel that
+    /// may carry more than watch events: `M: From<Op>`).
+    pub(crate) fn start<M: From<Op> + Send + 'static>(
         client: &kube::Client,
         scopes: &[Scope],
-        ops: Sender<Op>,
+        ops: Sender<M>,
         registry: Registry,
     ) -> Arc<Self> {
+        let ops = Box::new(move |op: Op| ops.send(M::from(op)).is_ok());
         let states = scopes.iter().map(|s| {
             let state = WatchState {
                 kind: s.kind,
@@ -272,7 +274,7 @@ impl Watches {
     /// To the index thread. It ends only with the process, so a failed send (it panicked)
     /// leaves the last published state serving, as a refused update would.
     fn send(&self, op: Op) {
-        if self.ops.send(op).is_err() {
+        if !(self.ops)(op) {
             tracing::error!("the policy index thread is gone; the last published state serves");
         }
     }

@@ -51,7 +51,7 @@ pub(crate) async fn serve(
         metrics: MetricsLayer::with_control_namespace(
             proxy.registry.clone(),
             Direction::Inbound,
-            &proxy.args.control_namespace,
+            &proxy.args.identity.control_namespace,
         ),
         authz: AuthorizeLayer::new(proxy.config.policy.clone())
             .with_metrics(proxy.registry.clone()),
@@ -197,7 +197,11 @@ async fn handle(
     let (io, identity) = accept_tls(&proxy, tcp, tls_wait).await?;
     let io = Counted::new(
         io,
-        ConnMetrics::accepted(&proxy.registry, identity.as_ref(), &args.control_namespace),
+        ConnMetrics::accepted(
+            &proxy.registry,
+            identity.as_ref(),
+            &args.identity.control_namespace,
+        ),
     );
     let client = ClientInfo {
         identity,

@@ -18,7 +18,7 @@ use mesh_core::PolicyIndex;
 use mesh_tower::metrics::Registry;
 
 use super::config::ConfigSource;
-use crate::kube_watch::{Applier, KINDS, Scope, Watches};
+use crate::kube_watch::{Applier, Driver, KINDS, Op, Scope, Watches};
 
 /// The live Kubernetes source of the proxy's configuration.
 pub(crate) struct KubeSource {
@@ -65,7 +65,7 @@ impl KubeSource {
         std::thread::Builder::new()
             .name("mesh-policy-index".to_owned())
             .spawn(move || {
-                applier.run(&rx, debounce, Applier::handle, |a| publisher.publish(a));
+                applier.run(&rx, debounce, &mut publisher);
             })
             .map_err(|e| format!("--kube: cannot start the policy index thread: {e}"))?;
         let watches = Watches::start(&client, &scopes, tx, registry);
@@ -104,7 +104,11 @@ impl std::fmt::Debug for KubeSource {
 
 // === impl Publisher ===
 
-impl Publisher {
+impl Driver<(), Op> for Publisher {
+    fn handle(&mut self, a: &mut Applier<()>, op: Op) {
+        a.handle(op);
+    }
+
     /// Serves the index's snapshot once every watch has listed, and then whenever something
     /// changed: only the endpoints of the Services that changed are pushed to the resolver.
     fn publish(&mut self, a: &mut Applier<()>) {
@@ -143,7 +147,6 @@ mod tests {
     use kube::api::DynamicObject;
 
     use super::*;
-    use crate::kube_watch::Op;
 
     const ROUTES: &str = "HTTPRoute.gateway.networking.k8s.io@*";
     const SERVICES: &str = "Service@*";

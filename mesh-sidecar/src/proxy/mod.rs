@@ -146,46 +146,9 @@ struct ProxyArgs {
     /// Pod labels, `k=v,k=v`, when no workload in the config describes the pod.
     #[arg(long, env = "MESH_PROXY_LABELS", value_delimiter = ',')]
     labels: Vec<String>,
-    /// A directory with tls.crt (leaf, then issuer), tls.key and ca.crt, as
-    /// `mesh identity issue` writes them.
-    #[arg(long, env = "MESH_PROXY_IDENTITY_DIR", value_name = "DIR")]
-    identity_dir: Option<PathBuf>,
-    /// The issuer, https://host:port or host:port; certificates are requested and renewed
-    /// from it.
-    #[arg(long, env = "MESH_IDENTITY_ADDR", value_name = "URL")]
-    identity_issuer: Option<String>,
-    /// The token that entitles this workload to its identity.
-    #[arg(long, env = "MESH_IDENTITY_TOKEN_FILE", value_name = "FILE")]
-    identity_token_file: Option<PathBuf>,
-    /// The trust anchors (PEM), for the issuer and for peers.
-    #[arg(long, env = "MESH_TRUST_ANCHORS_FILE", value_name = "PEM")]
-    trust_anchors: Option<PathBuf>,
-    /// The trust anchors themselves, PEM text: how the injector hands them to every pod, so
-    /// no namespace needs a copy of them (Linkerd's LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS).
-    #[arg(
-        long,
-        env = "MESH_TRUST_ANCHORS",
-        value_name = "PEM",
-        conflicts_with = "trust_anchors",
-        hide_env_values = true,
-        // PEM begins with "-----BEGIN": a value, not a flag.
-        allow_hyphen_values = true
-    )]
-    trust_anchors_pem: Option<String>,
-    /// The namespace and service account the issuer runs as; its certificate must name them.
-    /// Default: <control-namespace>/identity.
-    #[arg(
-        long,
-        env = "MESH_IDENTITY_SERVICE_ACCOUNT",
-        value_name = "NAMESPACE/NAME"
-    )]
-    identity_service_account: Option<crate::identity::IssuerAccount>,
-    /// The trust domain.
-    #[arg(long, env = "MESH_TRUST_DOMAIN", default_value = mesh_core::identity::DEFAULT_TRUST_DOMAIN)]
-    trust_domain: String,
-    /// The control-plane namespace in DNS-form identities.
-    #[arg(long, env = "MESH_CONTROL_NAMESPACE", default_value = mesh_core::identity::DEFAULT_CONTROL_NAMESPACE)]
-    control_namespace: String,
+    /// Certificate, trust anchors, trust domain: shared with `mesh controller`.
+    #[command(flatten)]
+    identity: crate::workload_identity::IdentityArgs,
     /// Policy for inbound ports no Server selects (all-unauthenticated, all-authenticated,
     /// cluster-authenticated, cluster-unauthenticated, deny, audit); a namespace or workload
     /// annotation in the config takes precedence.
@@ -342,24 +305,6 @@ pub(crate) fn run(cmd: ProxyCommand) -> ExitCode {
     }
 }
 
-/// Loads the workload's certificate: from files, or from the issuer (renewed as it ages).
-async fn identity(
-    args: &ProxyArgs,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Result<Option<LoadedIdentity>, String> {
-    let source = crate::workload_identity::Source {
-        dir: args.identity_dir.as_deref(),
-        issuer: args.identity_issuer.as_deref(),
-        token_file: args.identity_token_file.as_deref(),
-        trust_anchors: args.trust_anchors.as_deref(),
-        trust_anchors_pem: args.trust_anchors_pem.as_deref(),
-        issuer_account: args.identity_service_account.as_ref(),
-        trust_domain: &args.trust_domain,
-        control_namespace: &args.control_namespace,
-    };
-    source.load(shutdown).await
-}
-
 async fn serve(args: ProxyArgs) -> Result<(), String> {
     if let Some(p) = &args.config {
         config::check_path(p)?;
@@ -367,8 +312,8 @@ async fn serve(args: ProxyArgs) -> Result<(), String> {
     let labels = parse_labels(&args.labels)?;
     let registry = Registry::with_series_limit(args.limits.metrics_series_limit);
     let mut policy_config = PolicyConfig::default();
-    policy_config.inbound.trust_domain = args.trust_domain.clone();
-    policy_config.inbound.control_namespace = args.control_namespace.clone();
+    policy_config.inbound.trust_domain = args.identity.trust_domain.clone();
+    policy_config.inbound.control_namespace = args.identity.control_namespace.clone();
     let config = Arc::new(ConfigSource::new(
         args.config.clone(),
         policy_config,
@@ -400,13 +345,13 @@ async fn serve(args: ProxyArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("outbound {}: {e}", args.outbound_addr))?;
 
-    let id = identity(&args, &mut shutdown_rx).await?;
+    let id = args.identity.source().load(&mut shutdown_rx).await?;
     admin.readiness().identity_ready();
     let (tls_server, tls_client, identity, _rotation) = tls_configs(id)?;
     let own = outbound::Outbound::new(vec![args.inbound_addr, args.outbound_addr, args.admin_addr]);
     let mut builder = MeshClient::builder(config.policy.clone(), config.resolver.clone())
         .metrics(registry.clone())
-        .control_namespace(&args.control_namespace)
+        .control_namespace(&args.identity.control_namespace)
         .namespace(&args.namespace)
         .cluster_domain(&args.cluster_domain)
         .refuse(own.own.clone());
@@ -524,7 +469,8 @@ async fn start_admin(
     let listener = TcpListener::bind(args.admin_addr)
         .await
         .map_err(|e| format!("admin {}: {e}", args.admin_addr))?;
-    let identity_wanted = args.identity_dir.is_some() || args.identity_issuer.is_some();
+    let identity_wanted =
+        args.identity.identity_dir.is_some() || args.identity.identity_issuer.is_some();
     let readiness = admin::Readiness::new(
         Arc::clone(config),
         args.kube,

@@ -1,0 +1,252 @@
+//! Where users look for why an object does nothing: for each refused object an
+//! `Accepted=False` condition (reason `Invalid`, the errors as its message) and a `Warning`
+//! Event; `Accepted=True` again once a later version is accepted.
+//!
+//! Gateway API and Linkerd routes carry the condition per parentRef in `status.parents[]`
+//! under our `controllerName`, as Gateway API controllers do; the other CRDs in
+//! `status.conditions[]`. Core kinds (Service, Pod, EndpointSlice, Namespace) have no status
+//! of ours: they get the Event only. Writes go through the `/status` subresource as merge
+//! patches and are skipped when the status already says the same. Events are named after the
+//! object and its resourceVersion, so two replicas create one between them (409 is ignored).
+
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use mesh_core::ObjectRef;
+use serde_json::{Value, json};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::kube_watch::{KINDS, Refusal, object_name};
+
+/// Ours, in `status.parents[].controllerName`.
+pub(crate) const CONTROLLER_NAME: &str = "mesh.io/controller";
+
+/// A status to write.
+#[derive(Debug)]
+pub(crate) struct Work {
+    r: ObjectRef,
+    /// `metadata.uid`, `metadata.generation` and `spec.parentRefs` of the version concerned.
+    uid: Option<String>,
+    generation: Option<i64>,
+    parent_refs: Vec<Value>,
+    status: Option<Value>,
+    /// `None`: accepted. Else the resourceVersion refused and why.
+    refused: Option<(String, String)>,
+}
+
+// === impl Work ===
+
+impl Work {
+    /// Work for an accepted object, only when its status still says we refused it.
+    pub(crate) fn accepted(r: &ObjectRef, doc: &Value, status: Option<&Value>) -> Option<Self> {
+        let refused_by_us = |c: &Value| c["type"] == "Accepted" && c["status"] == "False";
+        let marked = status.is_some_and(|s| {
+            let parents = s["parents"].as_array().into_iter().flatten();
+            let ours = parents
+                .filter(|p| p["controllerName"] == CONTROLLER_NAME)
+                .flat_map(|p| p["conditions"].as_array().into_iter().flatten());
+            let conditions = s["conditions"].as_array().into_iter().flatten();
+            ours.chain(conditions).any(refused_by_us)
+        });
+        marked.then(|| Self::new(r, doc, status, None))
+    }
+
+    pub(crate) fn refused(r: &ObjectRef, doc: &Value, refusal: Refusal<'_>) -> Self {
+        let message = (refusal.errors.iter())
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        let refused = Some((refusal.version.to_owned(), message));
+        Self::new(r, doc, refusal.status, refused)
+    }
+
+    fn new(
+        r: &ObjectRef,
+        doc: &Value,
+        status: Option<&Value>,
+        refused: Option<(String, String)>,
+    ) -> Self {
+        Self {
+            r: r.clone(),
+            uid: doc["metadata"]["uid"].as_str().map(str::to_owned),
+            generation: doc["metadata"]["generation"].as_i64(),
+            parent_refs: doc["spec"]["parentRefs"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
+            status: status.cloned(),
+            refused,
+        }
+    }
+
+    /// Core kinds have no status of ours.
+    fn has_status(&self) -> bool {
+        !matches!(self.r.group.as_str(), "" | "discovery.k8s.io")
+    }
+
+    fn is_route(&self) -> bool {
+        matches!(self.r.kind.as_str(), "HTTPRoute" | "GRPCRoute")
+    }
+
+    fn condition(&self) -> Value {
+        let (status, reason, message) = match &self.refused {
+            Some((_, why)) => ("False", "Invalid", why.as_str()),
+            None => ("True", "Accepted", "accepted by the mesh"),
+        };
+        let mut c = json!({
+            "type": "Accepted",
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": Time(Timestamp::now()),
+        });
+        if let Some(g) = self.generation {
+            c["observedGeneration"] = json!(g);
+        }
+        c
+    }
+
+    /// The status to write, or `None` when the current one already says it.
+    fn new_status(&self) -> Option<Value> {
+        let condition = self.condition();
+        let current = self.status.as_ref();
+        let list = |field: &str| {
+            (current.and_then(|s| s[field].as_array()))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let (field, (old, mut keep), mine): (_, (Vec<Value>, Vec<Value>), Vec<Value>) =
+            if self.is_route() {
+                let parents = list("parents").into_iter();
+                let split = parents.partition(|p| p["controllerName"] == CONTROLLER_NAME);
+                let mine = (self.parent_refs.iter())
+                    .map(|p| {
+                        json!({
+                            "parentRef": p,
+                            "controllerName": CONTROLLER_NAME,
+                            "conditions": [condition.clone()],
+                        })
+                    })
+                    .collect();
+                ("parents", split, mine)
+            } else {
+                let conditions = list("conditions").into_iter();
+                let split = conditions.partition(|c| c["type"] == "Accepted");
+                ("conditions", split, vec![condition])
+            };
+        if timeless(&old) == timeless(&mine) {
+            return None;
+        }
+        keep.extend(mine);
+        Some(json!({ field: keep }))
+    }
+}
+
+/// Conditions as compared: when they last changed does not count.
+fn timeless(values: &[Value]) -> Vec<Value> {
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                m.remove("lastTransitionTime");
+                m.values_mut().for_each(strip);
+            }
+            Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut values = values.to_vec();
+    values.iter_mut().for_each(strip);
+    values
+}
+
+/// Writes status and Events as the index thread reports refusals, one at a time, until the
+/// process ends. A failed write is logged: the next refusal or acceptance writes again.
+pub(crate) async fn run(client: kube::Client, mut work: UnboundedReceiver<Work>) {
+    while let Some(w) = work.recv().await {
+        if w.has_status()
+            && let Err(e) = write_status(&client, &w).await
+        {
+            tracing::warn!(object = %object_name(&w.r), error = %e, "cannot write the object's status");
+        }
+        if let Some((version, message)) = &w.refused
+            && let Err(e) = event(&client, &w, version, message).await
+        {
+            tracing::warn!(object = %object_name(&w.r), error = %e, "cannot record an Event");
+        }
+    }
+}
+
+async fn write_status(client: &kube::Client, w: &Work) -> Result<(), kube::Error> {
+    let Some(status) = w.new_status() else {
+        return Ok(());
+    };
+    let Some(kind) = KINDS
+        .iter()
+        .find(|k| k.group == w.r.group && k.kind == w.r.kind)
+    else {
+        return Ok(());
+    };
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &w.r.namespace, &kind.resource());
+    let patch = Patch::Merge(json!({ "status": status }));
+    api.patch_status(&w.r.name, &PatchParams::default(), &patch)
+        .await?;
+    Ok(())
+}
+
+/// One `Warning` Event per refused resourceVersion.
+async fn event(
+    client: &kube::Client,
+    w: &Work,
+    version: &str,
+    message: &str,
+) -> Result<(), kube::Error> {
+    let kind = KINDS
+        .iter()
+        .find(|k| k.group == w.r.group && k.kind == w.r.kind);
+    let now = Time(Timestamp::now());
+    let name = format!(
+        "{}.{}.{}",
+        w.r.name,
+        w.r.kind.to_ascii_lowercase(),
+        if version.is_empty() { "0" } else { version }
+    );
+    let event = Event {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(w.r.namespace.clone()),
+            ..ObjectMeta::default()
+        },
+        involved_object: ObjectReference {
+            api_version: kind.map(|k| k.api_version()),
+            kind: Some(w.r.kind.clone()),
+            name: Some(w.r.name.clone()),
+            namespace: Some(w.r.namespace.clone()),
+            uid: w.uid.clone(),
+            resource_version: Some(version.to_owned()),
+            ..ObjectReference::default()
+        },
+        reason: Some("Invalid".to_owned()),
+        message: Some(format!(
+            "refused by the mesh, the last accepted version serves: {message}"
+        )),
+        type_: Some("Warning".to_owned()),
+        source: Some(EventSource {
+            component: Some("mesh-controller".to_owned()),
+            host: None,
+        }),
+        reporting_component: Some(CONTROLLER_NAME.to_owned()),
+        first_timestamp: Some(now.clone()),
+        last_timestamp: Some(now),
+        count: Some(1),
+        ..Event::default()
+    };
+    let api: Api<Event> = Api::namespaced(client.clone(), &w.r.namespace);
+    match api.create(&PostParams::default(), &event).await {
+        Ok(_) => Ok(()),
+        // The other replica recorded it.
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
