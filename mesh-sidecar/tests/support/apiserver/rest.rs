@@ -1,485 +1,27 @@
-//! A Kubernetes API server for tests: in process, plain HTTP on 127.0.0.1, speaking the parts
-//! of the real API that the mesh and kubectl use.
-//!
-//! - discovery: `/version`, `/api`, `/api/v1`, `/apis`, `/apis/<group>/<version>`;
-//! - per resource, namespaced or cluster-wide: list (with `metadata.resourceVersion`), get,
-//!   create (POST), replace (PUT, honouring `metadata.resourceVersion` as a precondition),
-//!   merge patch (PATCH), delete;
-//! - watch (`?watch=1&resourceVersion=N&allowWatchBookmarks=true&timeoutSeconds=S`):
-//!   chunked, newline-delimited `{"type":"ADDED|MODIFIED|DELETED|BOOKMARK|ERROR","object":…}`
-//!   events; from a version older than the last [`ApiServer::compact`] the stream is one
-//!   `ERROR` event holding a `Status` with code 410 and reason `Expired`, as the real API
-//!   server answers a watch whose version was compacted away;
-//! - `POST /apis/authentication.k8s.io/v1/tokenreviews`, answered from a token table the test
-//!   fills with [`ApiServer::set_token`].
-//!
-//! Objects are JSON values stored by group, resource, namespace and name; every write takes
-//! the next value of one global resourceVersion counter, as etcd's revision does. Schemas are
-//! not validated. The store outlives [`ApiServer::stop`], so a [`ApiServer::start_again`] on
-//! the same port looks like an API server restart to its clients.
+//! The HTTP side of the test API server: discovery, the REST verbs, watch and TokenReview.
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
-type Body = BoxBody<Bytes, Infallible>;
-
-/// A kind the server serves.
-#[derive(Clone, Debug)]
-pub(crate) struct ApiResource {
-    pub(crate) group: &'static str,
-    pub(crate) version: &'static str,
-    pub(crate) kind: &'static str,
-    pub(crate) plural: &'static str,
-    pub(crate) namespaced: bool,
-}
-
-/// Core kinds, EndpointSlices, Gateway API routes and TokenReview; not Linkerd's policy
-/// CRDs, so that clients meet kinds that are not installed.
-pub(crate) const STANDARD: &[ApiResource] = &[
-    res("", "v1", "Namespace", "namespaces", false),
-    res("", "v1", "Service", "services", true),
-    res("", "v1", "Pod", "pods", true),
-    res("", "v1", "ConfigMap", "configmaps", true),
-    res(
-        "discovery.k8s.io",
-        "v1",
-        "EndpointSlice",
-        "endpointslices",
-        true,
-    ),
-    res(
-        "gateway.networking.k8s.io",
-        "v1",
-        "HTTPRoute",
-        "httproutes",
-        true,
-    ),
-    res(
-        "gateway.networking.k8s.io",
-        "v1",
-        "GRPCRoute",
-        "grpcroutes",
-        true,
-    ),
-    res(
-        "authentication.k8s.io",
-        "v1",
-        "TokenReview",
-        "tokenreviews",
-        false,
-    ),
-];
-
-const fn res(
-    group: &'static str,
-    version: &'static str,
-    kind: &'static str,
-    plural: &'static str,
-    namespaced: bool,
-) -> ApiResource {
-    ApiResource {
-        group,
-        version,
-        kind,
-        plural,
-        namespaced,
-    }
-}
-
-/// Store key: group, plural, namespace ("" when cluster-scoped), name.
-type Key = (String, String, String, String);
-
-#[derive(Clone, Debug)]
-struct Change {
-    rv: u64,
-    group: String,
-    plural: String,
-    namespace: String,
-    kind: &'static str,
-    object: Value,
-}
-
-#[derive(Debug)]
-struct State {
-    resources: Vec<ApiResource>,
-    objects: BTreeMap<Key, Value>,
-    rv: u64,
-    log: Vec<Change>,
-    compacted: u64,
-    tokens: HashMap<String, (String, Vec<String>)>,
-    changes: broadcast::Sender<Change>,
-    gone_served: u64,
-    requests: Vec<String>,
-}
-
-/// The running server, stopped on drop.
-#[derive(Debug)]
-pub(crate) struct ApiServer {
-    rt: tokio::runtime::Runtime,
-    state: Arc<parking_lot::Mutex<State>>,
-    addr: SocketAddr,
-    stop: Option<watch::Sender<bool>>,
-}
-
-// === impl ApiServer ===
-
-impl ApiServer {
-    /// Serves [`STANDARD`] on a free loopback port.
-    pub(crate) fn start() -> Self {
-        Self::with_resources(STANDARD)
-    }
-
-    /// Serves `resources` on a free loopback port.
-    pub(crate) fn with_resources(resources: &[ApiResource]) -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("a tokio runtime");
-        let (changes, _) = broadcast::channel(1024);
-        let state = Arc::new(parking_lot::Mutex::new(State {
-            resources: resources.to_vec(),
-            objects: BTreeMap::new(),
-            rv: 1,
-            log: Vec::new(),
-            compacted: 0,
-            tokens: HashMap::new(),
-            changes,
-            gone_served: 0,
-            requests: Vec::new(),
-        }));
-        let listener = rt
-            .block_on(TcpListener::bind("127.0.0.1:0"))
-            .expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("local addr");
-        let mut server = Self {
-            rt,
-            state,
-            addr,
-            stop: None,
-        };
-        server.serve(listener);
-        server
-    }
-
-    fn serve(&mut self, listener: TcpListener) {
-        let (stop, stop_rx) = watch::channel(false);
-        let state = Arc::clone(&self.state);
-        let addr = self.addr;
-        self.rt.spawn(async move {
-            let mut stop_accept = stop_rx.clone();
-            loop {
-                let tcp = tokio::select! {
-                    r = listener.accept() => match r {
-                        Ok((tcp, _)) => tcp,
-                        Err(_) => continue,
-                    },
-                    _ = stop_accept.wait_for(|s| *s) => return,
-                };
-                let state = Arc::clone(&state);
-                let mut stop_conn = stop_rx.clone();
-                let stop_watch = stop_rx.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| {
-                        handle(Arc::clone(&state), addr, stop_watch.clone(), req)
-                    });
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), svc);
-                    // Stopping drops the connection mid-stream, as a crashed server would.
-                    tokio::select! {
-                        _ = conn => {}
-                        _ = stop_conn.wait_for(|s| *s) => {}
-                    }
-                });
-            }
-        });
-        self.stop = Some(stop);
-    }
-
-    pub(crate) fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    pub(crate) fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Stops listening and cuts every open connection (watches included). The store stays.
-    pub(crate) fn stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(true);
-        }
-        // Let the tasks see it before the port is bound again.
-        std::thread::sleep(Duration::from_millis(50));
-    }
-
-    /// Serves again on the same port, with the same store.
-    pub(crate) fn start_again(&mut self) {
-        let addr = self.addr;
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let listener = loop {
-            match self.rt.block_on(TcpListener::bind(addr)) {
-                Ok(l) => break l,
-                Err(e) if std::time::Instant::now() < deadline => {
-                    eprintln!("rebinding {addr}: {e}; retrying");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(e) => panic!("cannot bind {addr} again: {e}"),
-            }
-        };
-        self.serve(listener);
-    }
-
-    /// Starts serving another kind, as installing its CRD does.
-    pub(crate) fn serve_resource(&self, r: ApiResource) {
-        self.state.lock().resources.push(r);
-    }
-
-    /// Forgets the change history: watches from any version before now get 410 Gone.
-    pub(crate) fn compact(&self) {
-        let mut s = self.state.lock();
-        s.compacted = s.rv;
-        s.log.clear();
-    }
-
-    /// How many watches were answered 410 Gone.
-    pub(crate) fn gone_served(&self) -> u64 {
-        self.state.lock().gone_served
-    }
-
-    /// Request lines seen so far (`GET /api/v1/services?watch=1…`), for diagnostics.
-    pub(crate) fn requests(&self) -> Vec<String> {
-        self.state.lock().requests.clone()
-    }
-
-    /// TokenReview authenticates `token` as `system:serviceaccount:<ns>:<sa>` for `audiences`.
-    pub(crate) fn set_token(&self, token: &str, namespace: &str, sa: &str, audiences: &[&str]) {
-        self.state.lock().tokens.insert(
-            token.to_owned(),
-            (
-                format!("system:serviceaccount:{namespace}:{sa}"),
-                audiences.iter().map(|a| (*a).to_owned()).collect(),
-            ),
-        );
-    }
-
-    /// Creates or replaces each document of a YAML stream, as `kubectl apply` would, without
-    /// going through HTTP (so it works while the server is stopped).
-    pub(crate) fn apply(&self, yaml: &str) {
-        for doc in serde_norway::Deserializer::from_str(yaml) {
-            let v: Value = serde::Deserialize::deserialize(doc).expect("a YAML document");
-            if v.is_null() {
-                continue;
-            }
-            let mut s = self.state.lock();
-            let r = s
-                .resource_of(&v)
-                .unwrap_or_else(|| panic!("the server does not serve {v}"));
-            let ns = if r.namespaced {
-                v["metadata"]["namespace"]
-                    .as_str()
-                    .unwrap_or("default")
-                    .to_owned()
-            } else {
-                String::new()
-            };
-            let name = v["metadata"]["name"].as_str().expect("a name").to_owned();
-            let key = (r.group.to_owned(), r.plural.to_owned(), ns, name);
-            s.write(&r, key, v, false)
-                .expect("a replace cannot conflict");
-        }
-    }
-
-    /// Deletes an object, if it exists.
-    pub(crate) fn delete(&self, group: &str, plural: &str, namespace: &str, name: &str) {
-        let mut s = self.state.lock();
-        let key = (
-            group.to_owned(),
-            plural.to_owned(),
-            namespace.to_owned(),
-            name.to_owned(),
-        );
-        if let Some(r) = s.resource(group, plural) {
-            s.remove(&r, &key);
-        }
-    }
-
-    /// The stored object, if any.
-    pub(crate) fn get(
-        &self,
-        group: &str,
-        plural: &str,
-        namespace: &str,
-        name: &str,
-    ) -> Option<Value> {
-        let key = (
-            group.to_owned(),
-            plural.to_owned(),
-            namespace.to_owned(),
-            name.to_owned(),
-        );
-        self.state.lock().objects.get(&key).cloned()
-    }
-
-    /// A kubeconfig for this server in `dir`, with a bearer token the server ignores.
-    pub(crate) fn kubeconfig(&self, dir: &Path) -> PathBuf {
-        let path = dir.join("kubeconfig");
-        let text = format!(
-            "apiVersion: v1
-kind: Config
-clusters:
-- name: test
-  cluster:
-    server: {}
-users:
-- name: test
-  user:
-    token: test-admin-token
-contexts:
-- name: test
-  context:
-    cluster: test
-    user: test
-    namespace: default
-current-context: test
-",
-            self.url()
-        );
-        std::fs::write(&path, text).expect("write the kubeconfig");
-        path
-    }
-}
-
-impl Drop for ApiServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(true);
-        }
-    }
-}
-
-// === impl State ===
-
-impl State {
-    fn resource(&self, group: &str, plural: &str) -> Option<ApiResource> {
-        self.resources
-            .iter()
-            .find(|r| r.group == group && r.plural == plural)
-            .cloned()
-    }
-
-    fn resource_of(&self, v: &Value) -> Option<ApiResource> {
-        let av = v["apiVersion"].as_str()?;
-        let (group, version) = av.rsplit_once('/').unwrap_or(("", av));
-        let kind = v["kind"].as_str()?;
-        self.resources
-            .iter()
-            .find(|r| r.group == group && r.version == version && r.kind == kind)
-            .cloned()
-    }
-
-    fn next_rv(&mut self) -> u64 {
-        self.rv += 1;
-        self.rv
-    }
-
-    /// Stores `v` under `key` (creating or replacing) and records the change.
-    fn write(
-        &mut self,
-        r: &ApiResource,
-        key: Key,
-        mut v: Value,
-        create_only: bool,
-    ) -> Result<Value, Box<Response<Body>>> {
-        let existing = self.objects.get(&key).cloned();
-        if create_only && existing.is_some() {
-            return Err(Box::new(status(
-                StatusCode::CONFLICT,
-                "AlreadyExists",
-                &format!("{} \"{}\" already exists", r.plural, key.3),
-            )));
-        }
-        let rv = self.next_rv();
-        v["apiVersion"] = json!(api_version(r));
-        v["kind"] = json!(r.kind);
-        let meta = &mut v["metadata"];
-        meta["name"] = json!(key.3);
-        if r.namespaced {
-            meta["namespace"] = json!(key.2);
-        }
-        meta["resourceVersion"] = json!(rv.to_string());
-        match &existing {
-            Some(old) => {
-                meta["uid"] = old["metadata"]["uid"].clone();
-                meta["creationTimestamp"] = old["metadata"]["creationTimestamp"].clone();
-            }
-            None => {
-                meta["uid"] = json!(format!("00000000-0000-4000-8000-{rv:012}"));
-                meta["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
-            }
-        }
-        self.objects.insert(key.clone(), v.clone());
-        let kind = if existing.is_some() {
-            "MODIFIED"
-        } else {
-            "ADDED"
-        };
-        self.record(rv, &key, kind, v.clone());
-        Ok(v)
-    }
-
-    fn remove(&mut self, _r: &ApiResource, key: &Key) -> Option<Value> {
-        let mut v = self.objects.remove(key)?;
-        let rv = self.next_rv();
-        v["metadata"]["resourceVersion"] = json!(rv.to_string());
-        self.record(rv, key, "DELETED", v.clone());
-        Some(v)
-    }
-
-    fn record(&mut self, rv: u64, key: &Key, kind: &'static str, object: Value) {
-        let change = Change {
-            rv,
-            group: key.0.clone(),
-            plural: key.1.clone(),
-            namespace: key.2.clone(),
-            kind,
-            object,
-        };
-        self.log.push(change.clone());
-        let _ = self.changes.send(change);
-    }
-}
-
-fn api_version(r: &ApiResource) -> String {
-    if r.group.is_empty() {
-        r.version.to_owned()
-    } else {
-        format!("{}/{}", r.group, r.version)
-    }
-}
+use super::{ApiResource, Body, Part, State, api_version};
 
 // === HTTP ===
 
-fn full(b: impl Into<Bytes>) -> Body {
+pub(super) fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).boxed()
 }
 
-fn json_response(code: StatusCode, v: &Value) -> Response<Body> {
+pub(super) fn json_response(code: StatusCode, v: &Value) -> Response<Body> {
     let mut rsp = Response::new(full(v.to_string()));
     *rsp.status_mut() = code;
     rsp.headers_mut().insert(
@@ -489,7 +31,7 @@ fn json_response(code: StatusCode, v: &Value) -> Response<Body> {
     rsp
 }
 
-fn status_value(code: StatusCode, reason: &str, message: &str) -> Value {
+pub(super) fn status_value(code: StatusCode, reason: &str, message: &str) -> Value {
     json!({
         "kind": "Status",
         "apiVersion": "v1",
@@ -501,11 +43,11 @@ fn status_value(code: StatusCode, reason: &str, message: &str) -> Value {
     })
 }
 
-fn status(code: StatusCode, reason: &str, message: &str) -> Response<Body> {
+pub(super) fn status(code: StatusCode, reason: &str, message: &str) -> Response<Body> {
     json_response(code, &status_value(code, reason, message))
 }
 
-fn not_found(what: &str) -> Response<Body> {
+pub(super) fn not_found(what: &str) -> Response<Body> {
     status(
         StatusCode::NOT_FOUND,
         "NotFound",
@@ -514,13 +56,15 @@ fn not_found(what: &str) -> Response<Body> {
 }
 
 /// What a request path names.
-struct Target {
+pub(super) struct Target {
     resource: ApiResource,
     namespace: Option<String>,
     name: Option<String>,
+    /// `status` for the `/status` subresource.
+    subresource: Option<String>,
 }
 
-async fn handle(
+pub(super) async fn handle(
     state: Arc<parking_lot::Mutex<State>>,
     addr: SocketAddr,
     stop: watch::Receiver<bool>,
@@ -585,7 +129,7 @@ async fn handle(
     Ok(rsp)
 }
 
-fn percent_decode(s: &str) -> String {
+pub(super) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -607,7 +151,7 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn group_list(s: &State) -> Value {
+pub(super) fn group_list(s: &State) -> Value {
     let mut groups: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for r in s.resources.iter().filter(|r| !r.group.is_empty()) {
         let vs = groups.entry(r.group).or_default();
@@ -628,7 +172,7 @@ fn group_list(s: &State) -> Value {
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
-fn resource_list(s: &State, group: &str, version: &str) -> Response<Body> {
+pub(super) fn resource_list(s: &State, group: &str, version: &str) -> Response<Body> {
     let resources: Vec<Value> = s
         .resources
         .iter()
@@ -669,15 +213,15 @@ fn resource_list(s: &State, group: &str, version: &str) -> Response<Body> {
     )
 }
 
-fn target(
+pub(super) fn target(
     s: &State,
     group: &str,
     version: &str,
     rest: &[&str],
 ) -> Result<Target, Box<Response<Body>>> {
-    let (namespace, plural, name) = match rest {
-        ["namespaces", ns, plural, more @ ..] => (Some((*ns).to_owned()), *plural, more.first()),
-        [plural, more @ ..] => (None, *plural, more.first()),
+    let (namespace, plural, more) = match rest {
+        ["namespaces", ns, plural, more @ ..] => (Some((*ns).to_owned()), *plural, more),
+        [plural, more @ ..] => (None, *plural, more),
         [] => return Err(Box::new(not_found("resource"))),
     };
     let resource = s
@@ -693,11 +237,12 @@ fn target(
     Ok(Target {
         resource,
         namespace,
-        name: name.map(|n| (*n).to_owned()),
+        name: more.first().map(|n| (*n).to_owned()),
+        subresource: more.get(1).map(|s| (*s).to_owned()),
     })
 }
 
-async fn resource_request(
+pub(super) async fn resource_request(
     state: &Arc<parking_lot::Mutex<State>>,
     stop: watch::Receiver<bool>,
     method: &Method,
@@ -712,18 +257,21 @@ async fn resource_request(
     };
     let r = t.resource.clone();
     let watching = matches!(query.get("watch").map(String::as_str), Some("1" | "true"));
-    let ns_key = |t: &Target| t.namespace.clone().unwrap_or_default();
+    let key_of = |name: &str| {
+        let ns = t.namespace.clone().unwrap_or_default();
+        (r.group.to_owned(), r.plural.to_owned(), ns, name.to_owned())
+    };
+    let part = match t.subresource.as_deref() {
+        None => Part::Main,
+        Some("status") if r.is_custom() => Part::Status,
+        Some(other) => return not_found(&format!("the subresource {other} of {}", r.plural)),
+    };
     match (method, &t.name) {
         (&Method::POST, None) if r.kind == "TokenReview" => token_review(&state.lock(), body),
         (&Method::GET, None) if watching => watch(state, stop, &t, query),
         (&Method::GET, None) => list(&state.lock(), &t),
         (&Method::GET, Some(name)) => {
-            let key = (
-                r.group.to_owned(),
-                r.plural.to_owned(),
-                ns_key(&t),
-                name.clone(),
-            );
+            let key = key_of(name);
             match state.lock().objects.get(&key) {
                 Some(v) => json_response(StatusCode::OK, v),
                 None => not_found(&format!("{} \"{name}\"", r.plural)),
@@ -744,13 +292,8 @@ async fn resource_request(
                     "metadata.name is required",
                 );
             };
-            let key = (
-                r.group.to_owned(),
-                r.plural.to_owned(),
-                ns_key(&t),
-                name.to_owned(),
-            );
-            match state.lock().write(&r, key, v, true) {
+            let key = key_of(name);
+            match state.lock().write(&r, key, v, true, Part::Main) {
                 Ok(v) => json_response(StatusCode::CREATED, &v),
                 Err(rsp) => *rsp,
             }
@@ -763,12 +306,7 @@ async fn resource_request(
                     "the body is not JSON",
                 );
             };
-            let key = (
-                r.group.to_owned(),
-                r.plural.to_owned(),
-                ns_key(&t),
-                name.clone(),
-            );
+            let key = key_of(name);
             let mut s = state.lock();
             let Some(current) = s.objects.get(&key) else {
                 return not_found(&format!("{} \"{name}\"", r.plural));
@@ -782,18 +320,13 @@ async fn resource_request(
                     "the object has been modified; please apply your changes to the latest version and try again",
                 );
             }
-            match s.write(&r, key, v, false) {
+            match s.write(&r, key, v, false, part) {
                 Ok(v) => json_response(StatusCode::OK, &v),
                 Err(rsp) => *rsp,
             }
         }
         (&Method::PATCH, Some(name)) => {
-            let key = (
-                r.group.to_owned(),
-                r.plural.to_owned(),
-                ns_key(&t),
-                name.clone(),
-            );
+            let key = key_of(name);
             let mut s = state.lock();
             let Some(mut current) = s.objects.get(&key).cloned() else {
                 return not_found(&format!("{} \"{name}\"", r.plural));
@@ -818,18 +351,13 @@ async fn resource_request(
                 // maps and scalars tests change.
                 json_patch::merge(&mut current, &patch);
             }
-            match s.write(&r, key, current, false) {
+            match s.write(&r, key, current, false, part) {
                 Ok(v) => json_response(StatusCode::OK, &v),
                 Err(rsp) => *rsp,
             }
         }
         (&Method::DELETE, Some(name)) => {
-            let key = (
-                r.group.to_owned(),
-                r.plural.to_owned(),
-                ns_key(&t),
-                name.clone(),
-            );
+            let key = key_of(name);
             match state.lock().remove(&r, &key) {
                 Some(v) => json_response(StatusCode::OK, &v),
                 None => not_found(&format!("{} \"{name}\"", r.plural)),
@@ -843,13 +371,13 @@ async fn resource_request(
     }
 }
 
-fn matches(t: &Target, group: &str, plural: &str, namespace: &str) -> bool {
+pub(super) fn matches(t: &Target, group: &str, plural: &str, namespace: &str) -> bool {
     t.resource.group == group
         && t.resource.plural == plural
         && t.namespace.as_deref().is_none_or(|ns| ns == namespace)
 }
 
-fn list(s: &State, t: &Target) -> Response<Body> {
+pub(super) fn list(s: &State, t: &Target) -> Response<Body> {
     let items: Vec<Value> = s
         .objects
         .iter()
@@ -875,13 +403,13 @@ fn list(s: &State, t: &Target) -> Response<Body> {
     )
 }
 
-fn event_line(kind: &str, object: &Value) -> Bytes {
+pub(super) fn event_line(kind: &str, object: &Value) -> Bytes {
     let mut line = json!({"type": kind, "object": object}).to_string();
     line.push('\n');
     Bytes::from(line)
 }
 
-fn watch(
+pub(super) fn watch(
     state: &Arc<parking_lot::Mutex<State>>,
     mut stop: watch::Receiver<bool>,
     t: &Target,
@@ -945,6 +473,7 @@ fn watch(
         resource: r.clone(),
         namespace: t.namespace.clone(),
         name: None,
+        subresource: None,
     };
     tokio::spawn(async move {
         for line in backlog {
@@ -993,7 +522,7 @@ fn watch(
     rsp
 }
 
-fn token_review(s: &State, body: &Bytes) -> Response<Body> {
+pub(super) fn token_review(s: &State, body: &Bytes) -> Response<Body> {
     let Ok(review) = serde_json::from_slice::<Value>(body) else {
         return status(
             StatusCode::BAD_REQUEST,
