@@ -60,6 +60,9 @@ pub(crate) struct ProxyArgs {
     /// The issuer's address, host:port.
     #[arg(long, default_value = "mesh-identity.mesh.svc.cluster.local:8443")]
     identity_addr: String,
+    /// Where proxies get their policy and endpoints: `mesh controller`'s address, host:port.
+    #[arg(long, default_value = "mesh-controller.mesh.svc.cluster.local:8090")]
+    controller_addr: String,
     /// The namespace and service account the issuer runs as, which its certificate names
     /// (`mesh install`'s, beside the address above).
     #[arg(
@@ -575,6 +578,7 @@ impl ProxyArgs {
             cni: self.cni,
             identity_audience: self.identity_audience.clone(),
             identity_addr: self.identity_addr.clone(),
+            controller_addr: self.controller_addr.clone(),
             identity_service_account: self.identity_service_account.to_string(),
             trust_domain: self.trust_domain.clone(),
             trust_anchors,

@@ -42,6 +42,7 @@ use crate::identity::IssuerAccount;
 use crate::inject::DEFAULT_IMAGE;
 use crate::inject::pod::{INJECT_ANNOTATION, TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_KEY};
 
+mod controller;
 mod pki;
 mod webhooks;
 
@@ -277,71 +278,7 @@ pub(crate) fn control_plane(
         }]),
         ..ClusterRole::default()
     })?);
-    docs.push(to_value(&ClusterRoleBinding {
-        metadata: cluster_meta.clone(),
-        role_ref: RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".to_owned()),
-            kind: "ClusterRole".to_owned(),
-            name: cluster_meta.name.clone().unwrap_or_default(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".to_owned(),
-            name: IDENTITY.to_owned(),
-            namespace: Some(namespace.to_owned()),
-            ..Subject::default()
-        }]),
-    })?);
-    // Injected proxies (`mesh proxy --kube`) read policy and endpoints straight from the API
-    // server with their pod's service account: any service account may read these kinds.
-    let proxy_meta = ObjectMeta {
-        name: Some(format!("mesh-proxy-{namespace}")),
-        labels: Some(labels("mesh-proxy")),
-        ..ObjectMeta::default()
-    };
-    let read = |group: &str, resources: &[&str]| PolicyRule {
-        api_groups: Some(vec![group.to_owned()]),
-        resources: Some(strings(resources)),
-        verbs: strings(&["get", "list", "watch"]),
-        ..PolicyRule::default()
-    };
-    docs.push(to_value(&ClusterRole {
-        metadata: proxy_meta.clone(),
-        rules: Some(vec![
-            read("", &["services", "pods"]),
-            read("discovery.k8s.io", &["endpointslices"]),
-            read("gateway.networking.k8s.io", &["httproutes", "grpcroutes"]),
-            read(
-                "policy.linkerd.io",
-                &[
-                    "servers",
-                    "serverauthorizations",
-                    "authorizationpolicies",
-                    "meshtlsauthentications",
-                    "networkauthentications",
-                    "httplocalratelimitpolicies",
-                    "httproutes",
-                ],
-            ),
-            read("linkerd.io", &["serviceprofiles"]),
-            read("split.smi-spec.io", &["trafficsplits"]),
-            read("specs.smi-spec.io", &["httproutegroups"]),
-        ]),
-        ..ClusterRole::default()
-    })?);
-    docs.push(to_value(&ClusterRoleBinding {
-        metadata: proxy_meta.clone(),
-        role_ref: RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".to_owned()),
-            kind: "ClusterRole".to_owned(),
-            name: proxy_meta.name.clone().unwrap_or_default(),
-        },
-        subjects: Some(vec![Subject {
-            api_group: Some("rbac.authorization.k8s.io".to_owned()),
-            kind: "Group".to_owned(),
-            name: "system:serviceaccounts".to_owned(),
-            ..Subject::default()
-        }]),
-    })?);
+    docs.push(to_value(&binding(&cluster_meta, namespace, IDENTITY))?);
     // The issuer's Deployment runs as the service account IDENTITY (see `deployment`).
     let issuer_account = IssuerAccount::new(namespace, IDENTITY);
     let issuer = Container {
@@ -379,6 +316,9 @@ pub(crate) fn control_plane(
         IDENTITY_PORT,
     ))?);
     docs.push(to_value(&pdb(meta(IDENTITY), IDENTITY))?);
+
+    // The controller: proxies' only source of policy and endpoints. Proxies need no RBAC.
+    docs.extend(controller::docs(namespace, image, pki)?);
 
     // The injector: its serving certificate, the webhook and the configuration pointing at it.
     docs.push(to_value(&ServiceAccount {
@@ -422,6 +362,11 @@ pub(crate) fn control_plane(
             &format!("{IDENTITY}.{namespace}.svc.cluster.local:{IDENTITY_PORT}"),
             "--identity-service-account",
             &issuer_account.to_string(),
+            "--controller-addr",
+            &format!(
+                "{}.{namespace}.svc.cluster.local:8090",
+                controller::CONTROLLER
+            ),
             "--trust-anchors",
             &format!("{TRUST_ROOTS_DIR}/{TRUST_ROOTS_KEY}"),
             "--trust-domain",
@@ -455,6 +400,24 @@ pub(crate) fn control_plane(
     docs.push(to_value(&webhook_configuration(namespace, pki))?);
     docs.push(to_value(&validating_webhook_configuration(namespace, pki))?);
     Ok(docs)
+}
+
+/// Grants the ClusterRole named like `meta` to service account `account` of `namespace`.
+fn binding(meta: &ObjectMeta, namespace: &str, account: &str) -> ClusterRoleBinding {
+    ClusterRoleBinding {
+        metadata: meta.clone(),
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".to_owned()),
+            kind: "ClusterRole".to_owned(),
+            name: meta.name.clone().unwrap_or_default(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".to_owned(),
+            name: account.to_owned(),
+            namespace: Some(namespace.to_owned()),
+            ..Subject::default()
+        }]),
+    }
 }
 
 fn labels(name: &str) -> BTreeMap<String, String> {

@@ -179,7 +179,15 @@ fn assert_injected(kind: &str, meta: &ObjectMeta, spec: &PodSpec) {
     assert!(args.contains(&"--skip-inbound-ports".to_owned()));
 
     let p = proxy(spec);
-    assert_eq!(p.args.as_deref().unwrap(), ["proxy", "--kube"]);
+    // Policy and endpoints come from the controller: the proxy watches no API server.
+    assert_eq!(p.args.as_deref().unwrap(), ["proxy"]);
+    let controller = (p.env.iter().flatten())
+        .find(|e| e.name == "MESH_CONTROLLER_ADDR")
+        .and_then(|e| e.value.clone());
+    assert_eq!(
+        controller.as_deref(),
+        Some("mesh-controller.mesh.svc.cluster.local:8090")
+    );
     let sc = p.security_context.as_ref().unwrap();
     assert_eq!(sc.run_as_user, Some(2102));
     let ports: Vec<_> = p

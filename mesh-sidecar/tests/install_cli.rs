@@ -159,12 +159,35 @@ fn control_plane_parses_as_kubernetes_types() {
             "ClusterRole" => {
                 let r: ClusterRole = parse(&d);
                 let rules = r.rules.unwrap();
-                if r.metadata.name.as_deref() == Some("mesh-proxy-mesh") {
-                    // Proxies only read.
-                    assert!(rules.iter().all(|r| r.verbs == ["get", "list", "watch"]));
-                } else {
-                    assert_eq!(rules[0].resources.as_deref().unwrap(), ["tokenreviews"]);
-                    assert_eq!(rules[0].verbs, ["create"]);
+                match r.metadata.name.as_deref() {
+                    // The controller is the only reader of the cluster; it writes only the
+                    // status of objects and Events.
+                    Some("mesh-controller-mesh") => {
+                        let can = |verb: &str, resource: &str| {
+                            rules.iter().any(|r| {
+                                r.verbs.iter().any(|v| v == verb)
+                                    && r.resources.iter().flatten().any(|x| x == resource)
+                            })
+                        };
+                        for read in [
+                            "services",
+                            "pods",
+                            "endpointslices",
+                            "httproutes",
+                            "servers",
+                        ] {
+                            assert!(can("watch", read), "{read}");
+                        }
+                        assert!(can("patch", "httproutes/status"));
+                        assert!(can("create", "events"));
+                        assert!(!can("patch", "httproutes") && !can("patch", "services"));
+                    }
+                    Some("mesh-identity-mesh") => {
+                        assert_eq!(rules[0].resources.as_deref().unwrap(), ["tokenreviews"]);
+                        assert_eq!(rules[0].verbs, ["create"]);
+                    }
+                    // Proxies need no RBAC at all.
+                    other => panic!("unexpected ClusterRole {other:?}"),
                 }
             }
             "ClusterRoleBinding" => drop(parse::<ClusterRoleBinding>(&d)),
@@ -181,7 +204,7 @@ fn control_plane_parses_as_kubernetes_types() {
     }
     assert_eq!(
         kinds.iter().filter(|k| *k == "PodDisruptionBudget").count(),
-        2
+        3
     );
 
     let roots = trust_roots.unwrap();
@@ -205,7 +228,23 @@ fn control_plane_parses_as_kubernetes_types() {
         .unwrap();
     assert_eq!(tls.type_.as_deref(), Some("kubernetes.io/tls"));
 
-    assert_eq!(deployments.len(), 2);
+    assert_eq!(deployments.len(), 3);
+    let controller = (deployments.iter())
+        .find(|d| d.metadata.name.as_deref() == Some("mesh-controller"))
+        .unwrap();
+    assert_eq!(controller.spec.replicas, Some(2));
+    let pod = controller.spec.template.spec.as_ref().unwrap();
+    assert_eq!(pod.service_account_name.as_deref(), Some("mesh-controller"));
+    let c = &pod.containers[0];
+    assert_eq!(c.args.as_ref().unwrap()[0], "controller");
+    let ready = c
+        .readiness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    assert_eq!(ready.path.as_deref(), Some("/ready"));
     for d in &deployments {
         let pod = d.spec.template.spec.as_ref().unwrap();
         let psc = pod.security_context.as_ref().unwrap();

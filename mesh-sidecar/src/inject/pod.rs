@@ -63,6 +63,9 @@ pub(crate) struct InjectConfig {
     pub(crate) identity_audience: String,
     /// Where the issuer listens, `host:port`.
     pub(crate) identity_addr: String,
+    /// Where `mesh controller` listens, `host:port`: the proxy's source of policy and
+    /// endpoints (it needs no RBAC of its own).
+    pub(crate) controller_addr: String,
     /// The issuer's `namespace/service-account`, which its certificate names.
     pub(crate) identity_service_account: String,
     /// The trust domain the issuer signs for; proxies are told only when it is not the
@@ -332,6 +335,7 @@ fn proxy_container(
             &config.identity_service_account,
         ),
         env("MESH_IDENTITY_TOKEN_FILE", &format!("{TOKEN_DIR}/token")),
+        env("MESH_CONTROLLER_ADDR", &config.controller_addr),
     ];
     if config.trust_domain != mesh_core::identity::DEFAULT_TRUST_DOMAIN {
         vars.push(env("MESH_TRUST_DOMAIN", &config.trust_domain));
@@ -370,7 +374,8 @@ fn proxy_container(
     let mut c = Container {
         name: PROXY_CONTAINER.to_owned(),
         image: Some(config.image.clone()),
-        args: Some(vec!["proxy".to_owned(), "--kube".to_owned()]),
+        // Policy and endpoints from `mesh controller` (MESH_CONTROLLER_ADDR).
+        args: Some(vec!["proxy".to_owned()]),
         env: Some(vars),
         ports: Some(vec![
             port("mesh-proxy", INBOUND_PORT),
@@ -663,6 +668,7 @@ mod tests {
             sidecar,
             cni: false,
             identity_audience: "identity.mesh.io".to_owned(),
+            controller_addr: "mesh-controller.mesh.svc.cluster.local:8090".to_owned(),
             identity_addr: "mesh-identity.mesh.svc.cluster.local:8443".to_owned(),
             identity_service_account: "mesh/mesh-identity".to_owned(),
             trust_domain: mesh_core::identity::DEFAULT_TRUST_DOMAIN.to_owned(),
