@@ -480,3 +480,67 @@ fn diff(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use mesh_core::PolicyConfig;
+    use serde_json::json;
+
+    use super::*;
+
+    fn slice(name: &str, ips: &[&str]) -> Value {
+        json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": name, "namespace": "shop",
+                         "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080}],
+            "endpoints": ips.iter().map(|ip| json!({"addresses": [ip]})).collect::<Vec<_>>(),
+        })
+    }
+
+    fn kinds(updates: &[EndpointUpdate]) -> Vec<(&'static str, Vec<String>)> {
+        let ips = |e: &Endpoints| e.endpoints.iter().map(|e| e.ip.clone()).collect();
+        (updates.iter().filter_map(|u| u.update.as_ref()))
+            .map(|u| match u {
+                endpoint_update::Update::Add(e) => ("add", ips(e)),
+                endpoint_update::Update::Remove(e) => ("remove", ips(e)),
+                endpoint_update::Update::NoEndpoints(n) => ("none", vec![n.exists.to_string()]),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn destination_streams_get_the_whole_set_then_differences() {
+        let mut index = PolicyIndex::new(PolicyConfig::default());
+        let key = ("shop".to_owned(), "web".to_owned());
+        let first = endpoints(&index, "shop", "web");
+        assert_eq!(
+            kinds(&diff(&index, &key, None, &first)),
+            [("none", vec!["false".to_owned()])]
+        );
+
+        index
+            .apply(&slice("a", &["10.0.0.1", "10.0.0.2"]))
+            .expect("applies");
+        let set = endpoints(&index, "shop", "web");
+        let whole = diff(&index, &key, None, &set);
+        assert_eq!(
+            kinds(&whole),
+            [("add", vec!["10.0.0.1".to_owned(), "10.0.0.2".to_owned()])]
+        );
+
+        index
+            .apply(&slice("a", &["10.0.0.2", "10.0.0.3"]))
+            .expect("applies");
+        let now = endpoints(&index, "shop", "web");
+        assert_eq!(
+            kinds(&diff(&index, &key, Some(&set), &now)),
+            [
+                ("remove", vec!["10.0.0.1".to_owned()]),
+                ("add", vec!["10.0.0.3".to_owned()])
+            ]
+        );
+        assert!(diff(&index, &key, Some(&now), &now).is_empty());
+    }
+}

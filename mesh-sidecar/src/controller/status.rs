@@ -250,3 +250,91 @@ async fn event(
         Err(e) => Err(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route_ref() -> ObjectRef {
+        ObjectRef {
+            group: "gateway.networking.k8s.io".to_owned(),
+            kind: "HTTPRoute".to_owned(),
+            namespace: "shop".to_owned(),
+            name: "web".to_owned(),
+        }
+    }
+
+    fn route_doc() -> Value {
+        json!({
+            "metadata": {"name": "web", "namespace": "shop", "generation": 3, "uid": "u-1"},
+            "spec": {"parentRefs": [{"name": "web", "kind": "Service", "group": ""}]},
+        })
+    }
+
+    fn refused(status: Option<&Value>) -> Work {
+        let errors = [];
+        let refusal = Refusal {
+            version: "7",
+            status,
+            errors: &errors,
+        };
+        Work::refused(&route_ref(), &route_doc(), refusal)
+    }
+
+    #[test]
+    fn a_refused_route_is_marked_per_parent_beside_other_controllers() {
+        let other = json!({"parents": [{"controllerName": "example.com/gw", "conditions": []}]});
+        let status = refused(Some(&other))
+            .new_status()
+            .expect("a status to write");
+        let parents = status["parents"].as_array().expect("parents");
+        assert_eq!(parents.len(), 2);
+        assert_eq!(parents[0]["controllerName"], "example.com/gw");
+        let ours = &parents[1];
+        assert_eq!(ours["controllerName"], CONTROLLER_NAME);
+        assert_eq!(ours["parentRef"]["name"], "web");
+        let c = &ours["conditions"][0];
+        assert_eq!(
+            (c["type"].as_str(), c["status"].as_str()),
+            (Some("Accepted"), Some("False"))
+        );
+        assert_eq!(c["reason"], "Invalid");
+        assert_eq!(c["observedGeneration"], 3);
+
+        // Written once: the same refusal again changes nothing, whatever the time.
+        let now = json!({"parents": parents});
+        assert!(refused(Some(&now)).new_status().is_none());
+
+        // Accepted again: only because our condition says False, and it turns True.
+        let accepted = Work::accepted(&route_ref(), &route_doc(), Some(&now)).expect("work");
+        let status = accepted.new_status().expect("Accepted=True");
+        assert_eq!(status["parents"][1]["conditions"][0]["status"], "True");
+        assert!(Work::accepted(&route_ref(), &route_doc(), Some(&other)).is_none());
+    }
+
+    #[test]
+    fn other_crds_carry_the_condition_in_status_conditions_and_core_kinds_none() {
+        let server = ObjectRef {
+            group: "policy.linkerd.io".to_owned(),
+            kind: "Server".to_owned(),
+            namespace: "shop".to_owned(),
+            name: "web".to_owned(),
+        };
+        let errors = [];
+        let refusal = Refusal {
+            version: "1",
+            status: None,
+            errors: &errors,
+        };
+        let w = Work::refused(&server, &json!({"metadata": {}}), refusal);
+        let status = w.new_status().expect("a status");
+        assert_eq!(status["conditions"][0]["type"], "Accepted");
+        assert!(w.has_status());
+        let service = ObjectRef {
+            group: String::new(),
+            kind: "Service".to_owned(),
+            ..server
+        };
+        assert!(!Work::refused(&service, &json!({}), refusal).has_status());
+    }
+}
