@@ -401,3 +401,64 @@ spec: { clusterIP: 10.96.0.10, selector: { app: web }, ports: [{ name: http, por
     );
     assert!(metrics.contains("policy_object_refused_total"), "{metrics}");
 }
+
+/// What the controller's status writes rely on: the test API server keeps a custom
+/// resource's status apart from its spec, as a real one does with `subresources.status`.
+#[test]
+fn the_test_api_server_keeps_status_apart_from_the_resource() {
+    use kube::api::{Api, ApiResource as KubeResource, DynamicObject, Patch, PatchParams};
+
+    let api = ApiServer::start();
+    api.apply(&route("web-v1", None));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let config = kube::Config::new(api.url().parse().unwrap());
+        let client = kube::Client::try_from(config).unwrap();
+        let ar = KubeResource {
+            group: "gateway.networking.k8s.io".to_owned(),
+            version: "v1".to_owned(),
+            api_version: "gateway.networking.k8s.io/v1".to_owned(),
+            kind: "HTTPRoute".to_owned(),
+            plural: "httproutes".to_owned(),
+        };
+        let routes: Api<DynamicObject> = Api::namespaced_with(client, "default", &ar);
+        let first = routes.get("web-route").await.unwrap();
+        assert_eq!(first.metadata.generation, Some(1));
+
+        // A status write changes the status only, not the generation.
+        let status = serde_json::json!({"status": {"parents": [{"controllerName": "x"}], "spec": 1}, "spec": {"rules": []}});
+        let after = routes
+            .patch_status("web-route", &PatchParams::default(), &Patch::Merge(status))
+            .await
+            .unwrap();
+        assert_eq!(after.data["status"]["parents"][0]["controllerName"], "x");
+        assert_eq!(after.data["spec"], first.data["spec"]);
+        assert_eq!(after.metadata.generation, Some(1));
+    });
+
+    // A write to the resource keeps the stored status and counts a spec change.
+    api.apply(&route("web-v2", None));
+    let stored = api
+        .get(
+            "gateway.networking.k8s.io",
+            "httproutes",
+            "default",
+            "web-route",
+        )
+        .unwrap();
+    assert_eq!(stored["status"]["parents"][0]["controllerName"], "x");
+    assert_eq!(stored["metadata"]["generation"], 2);
+    api.apply(&route("web-v2", None));
+    let same = api
+        .get(
+            "gateway.networking.k8s.io",
+            "httproutes",
+            "default",
+            "web-route",
+        )
+        .unwrap();
+    assert_eq!(same["metadata"]["generation"], 2);
+}
