@@ -385,6 +385,36 @@ spec: { clusterIP: 10.96.0.10, selector: { app: web }, ports: [{ name: http, por
             "the api stream must get nothing of web's changes"
         );
 
+        // By address, as a transparent proxy asks: a ClusterIP is its Service, a pod IP the
+        // pod and its Service, anything else unknown.
+        for (ip, port, want) in [
+            ("10.96.0.10", 80, "service web"),
+            ("10.213.0.9", 8080, "pod api-pod of api as api"),
+            ("192.0.2.1", 80, "unknown"),
+        ] {
+            let mut client = OutboundPoliciesClient::with_origin(web.clone(), origin());
+            let target = OutboundTarget {
+                target: Some(outbound_target::Target::Address(mesh_api::v1::SocketAddress {
+                    ip: ip.to_owned(),
+                    port,
+                })),
+                source_namespace: "default".to_owned(),
+            };
+            let mut stream = client.watch(target).await.unwrap().into_inner();
+            let p = next(&mut stream, ip).await;
+            let got = match p.target.unwrap() {
+                outbound_policy::Target::Service(s) => format!("service {}", s.name),
+                outbound_policy::Target::Pod(p) => {
+                    let e = p.endpoint.unwrap();
+                    let s = p.service.unwrap();
+                    format!("pod {} of {} as {}", e.pod, s.name, e.service_account)
+                }
+                outbound_policy::Target::Unknown(_) => "unknown".to_owned(),
+                outbound_policy::Target::NotFound(_) => "not found".to_owned(),
+            };
+            assert_eq!(got, want, "{ip}");
+        }
+
         // Inbound: identity web may not read api's pod, and gets its own.
         let denied = inbound(&web, "api-pod").await.unwrap_err();
         assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
