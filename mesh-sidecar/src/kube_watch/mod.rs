@@ -19,6 +19,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::mpsc::Sender;
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use kube::api::{Api, ApiResource, DynamicObject};
@@ -230,15 +231,58 @@ impl Watches {
     }
 
     async fn watch(self: Arc<Self>, key: String, api: Api<DynamicObject>) {
-        let mut events = watcher::watcher(api, watcher::Config::default())
-            .default_backoff()
+        let mut events = watcher::watcher(api.clone(), watcher::Config::default())
+            .backoff(WatchBackoff::default())
             .boxed();
+        let probing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         while let Some(event) = events.next().await {
             match event {
                 Ok(e) => self.on_event(&key, e),
-                Err(e) => self.on_error(&key, &e),
+                Err(e) => {
+                    self.on_error(&key, &e);
+                    if !probing.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                        let probe = Arc::clone(&probing);
+                        tokio::spawn(Arc::clone(&self).probe(key.clone(), api.clone(), probe));
+                    }
+                }
             }
         }
+    }
+
+    /// After a watch error, asks the API server for one object of the kind each second until
+    /// it answers, then counts the watch healthy again. The watcher itself reports nothing when
+    /// it resumes (bookmarks are swallowed), so without this a kind with no changes stayed
+    /// "unhealthy" long after the API server was back; the watch resumes from its version
+    /// within its backoff (at most ~5 s), losing nothing.
+    async fn probe(
+        self: Arc<Self>,
+        key: String,
+        api: Api<DynamicObject>,
+        probing: Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        let params = kube::api::ListParams::default().limit(1);
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let healthy = self.states.lock().get(&key).is_none_or(|w| w.healthy);
+            if healthy || api.list_metadata(&params).await.is_ok() {
+                break;
+            }
+        }
+        probing.store(false, std::sync::atomic::Ordering::Release);
+        let mut states = self.states.lock();
+        let Some(w) = states.get_mut(&key) else {
+            return;
+        };
+        if std::mem::replace(&mut w.healthy, true) {
+            return;
+        }
+        let k = w.kind;
+        drop(states);
+        tracing::info!(
+            watch = key,
+            "the API server answers again; the watch resumes"
+        );
+        self.set_health(k, true);
     }
 
     fn on_event(&self, key: &str, event: Event<DynamicObject>) {
@@ -447,5 +491,43 @@ mod tests {
         assert!(keys.contains(&"Namespace@*"));
         let controller = Scope::all(KINDS.iter(), None, &[]);
         assert!(controller.iter().all(|s| s.namespace.is_none()));
+    }
+}
+
+/// How a failed watch retries: 250 ms doubling to at most 4 s, jittered, back to 250 ms after
+/// any event. kube-runtime's default climbs to 30 s and resets only after 120 s of health, so
+/// after an API server restart some kinds stayed down for 20 s and more; the API server's
+/// own clients (client-go reflectors) retry within about a second.
+#[derive(Debug)]
+struct WatchBackoff {
+    next: Duration,
+}
+
+impl WatchBackoff {
+    const MIN: Duration = Duration::from_millis(250);
+    const MAX: Duration = Duration::from_secs(4);
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        Self { next: Self::MIN }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let base = self.next;
+        self.next = (base * 2).min(Self::MAX);
+        // ±25 %, so that every watch of every replica does not retry in step.
+        let jitter = base.mul_f64(0.75 + fastrand::f64() * 0.5);
+        Some(jitter)
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = Self::MIN;
     }
 }
