@@ -1,0 +1,418 @@
+//! [`ControllerClient`]: lazy watches on the controller, merged into one local index.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use mesh_api::v1;
+use mesh_api::v1::destination_client::DestinationClient;
+use mesh_api::v1::inbound_policies_client::InboundPoliciesClient;
+use mesh_api::v1::outbound_policies_client::OutboundPoliciesClient;
+use mesh_core::{Changes, Identity, MeshPolicy, PolicyConfig};
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use super::channel::GrpcChannel;
+use super::state::{AddressTarget, ServiceId, State, StreamKey};
+use super::{Backoff, Publish};
+use crate::metrics::Registry;
+
+/// How a [`ControllerClient`] reaches the controller and what it asks for.
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// The controller's address.
+    pub addr: SocketAddr,
+    /// The identity the controller must prove (`mesh/mesh-controller` by default).
+    pub identity: Identity,
+    /// The caller's namespace: consumer routes of that namespace apply to it.
+    pub source_namespace: String,
+    /// The caller's own pod (namespace, name), whose inbound policy it watches; none for a
+    /// client that serves nothing.
+    pub workload: Option<(String, String)>,
+    /// How the objects received are compiled.
+    pub policy: PolicyConfig,
+    /// At most this many Services (and addresses) are watched; beyond it the one asked for
+    /// least recently is dropped.
+    pub max_watches: usize,
+    /// How long a first request to a Service waits for the controller's first answer.
+    pub first_answer: Duration,
+    /// Reconnect backoff.
+    pub backoff: Backoff,
+}
+
+/// The client side of `mesh controller`: see the [module docs](super).
+#[derive(Clone, Debug)]
+pub struct ControllerClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ControllerConfig,
+    channel: GrpcChannel,
+    state: Mutex<State>,
+    /// Open streams and when each was last asked for.
+    streams: Mutex<HashMap<StreamKey, Watch>>,
+    publish: Box<dyn Publish>,
+    /// Bumped on every change, so waiters for a first answer wake.
+    changed: watch::Sender<u64>,
+    connected: AtomicBool,
+    last_error: Mutex<Option<String>>,
+    registry: Registry,
+}
+
+#[derive(Debug)]
+struct Watch {
+    task: AbortHandle,
+    used: Instant,
+}
+
+// === impl ControllerConfig ===
+
+impl ControllerConfig {
+    /// Defaults for a controller at `addr` proving `identity`: the caller in `default`, no
+    /// workload, 1,000 watches, 2 s for a first answer, backoff from 100 ms to 10 s.
+    pub fn new(addr: SocketAddr, identity: Identity) -> Self {
+        Self {
+            addr,
+            identity,
+            source_namespace: "default".to_owned(),
+            workload: None,
+            policy: PolicyConfig::default(),
+            max_watches: 1000,
+            first_answer: Duration::from_secs(2),
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+// === impl ControllerClient ===
+
+impl ControllerClient {
+    /// Starts a client: connects lazily (the first watch dials), watches its own workload's
+    /// inbound policy if it has one, and hands every new snapshot to `publish`.
+    ///
+    /// Must be called within a Tokio runtime.
+    pub fn start(
+        config: ControllerConfig,
+        tls: rustls::ClientConfig,
+        publish: impl Publish,
+        registry: Registry,
+    ) -> Self {
+        let channel = GrpcChannel::new(config.addr, config.identity.clone(), tls);
+        let state = State::new(config.policy.clone());
+        let this = Self {
+            inner: Arc::new(Inner {
+                config,
+                channel,
+                state: Mutex::new(state),
+                streams: Mutex::new(HashMap::new()),
+                publish: Box::new(publish),
+                changed: watch::channel(0).0,
+                connected: AtomicBool::new(false),
+                last_error: Mutex::new(None),
+                registry,
+            }),
+        };
+        this.inner.gauge();
+        if this.inner.config.workload.is_some() {
+            this.open(StreamKey::Inbound);
+        }
+        this
+    }
+
+    /// Watches a Service's outbound policy and endpoints (if not yet), and waits a bounded
+    /// time for the controller's first answer. Returns whether it has answered; if not, the
+    /// caller decides with what it has.
+    pub async fn ensure(&self, namespace: &str, name: &str) -> bool {
+        let id: ServiceId = (namespace.to_owned(), name.to_owned());
+        let keys = [StreamKey::Outbound(id.clone()), StreamKey::Endpoints(id)];
+        for key in &keys {
+            self.open(key.clone());
+        }
+        self.wait(|state| keys.iter().all(|k| state.answered(k)))
+            .await
+    }
+
+    /// What the controller says `addr` is (transparent mode), watching it if not yet and
+    /// waiting a bounded time for a first answer; `None` when it has not answered.
+    pub async fn ensure_addr(&self, addr: SocketAddr) -> Option<AddressTarget> {
+        let key = StreamKey::Address(addr);
+        self.open(key.clone());
+        let answered = self.wait(|state| state.answered(&key)).await;
+        let target = self.inner.state.lock().address(addr).cloned();
+        if let Some(AddressTarget::Service(ns, name)) = &target {
+            // A pod's or ClusterIP's Service: its endpoints are what the balancer needs.
+            let id: ServiceId = (ns.clone(), name.clone());
+            let key = StreamKey::Endpoints(id);
+            self.open(key.clone());
+            self.wait(|state| state.answered(&key)).await;
+        }
+        answered.then_some(target).flatten()
+    }
+
+    /// The current snapshot of everything received.
+    pub fn snapshot(&self) -> MeshPolicy {
+        self.inner.state.lock().snapshot()
+    }
+
+    /// Why the client is not ready, if it is not: not connected (with the last error), or
+    /// its own inbound policy not yet received. Empty when ready.
+    pub fn not_ready(&self) -> Vec<String> {
+        let mut reasons = Vec::new();
+        if !self.inner.connected.load(Ordering::Acquire) {
+            let why = self.inner.last_error.lock().clone();
+            reasons.push(format!(
+                "controller not connected: {}",
+                why.as_deref().unwrap_or("connecting")
+            ));
+        }
+        if let Some((ns, pod)) = &self.inner.config.workload
+            && !self.inner.state.lock().answered(&StreamKey::Inbound)
+        {
+            reasons.push(format!(
+                "no answer yet for the inbound policy of pod {ns}/{pod}"
+            ));
+        }
+        reasons
+    }
+
+    /// Waits until `done` holds or the first-answer bound passes. Returns whether it holds.
+    async fn wait(&self, done: impl Fn(&State) -> bool) -> bool {
+        let mut rx = self.inner.changed.subscribe();
+        let deadline = Instant::now() + self.inner.config.first_answer;
+        loop {
+            if done(&self.inner.state.lock()) {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return done(&self.inner.state.lock()),
+            }
+        }
+    }
+
+    /// Opens the stream `key` unless open; marks it used; drops the least recently used
+    /// Service or address watch beyond the cap.
+    fn open(&self, key: StreamKey) {
+        let mut streams = self.inner.streams.lock();
+        if let Some(w) = streams.get_mut(&key) {
+            w.used = Instant::now();
+            return;
+        }
+        let inner = Arc::clone(&self.inner);
+        let task = tokio::spawn(inner.run(key.clone())).abort_handle();
+        streams.insert(
+            key,
+            Watch {
+                task,
+                used: Instant::now(),
+            },
+        );
+        let lazy = |k: &StreamKey| !matches!(k, StreamKey::Inbound);
+        let cap = self.inner.config.max_watches.max(1);
+        let mut dropped = Vec::new();
+        // Outbound and Endpoints of one Service count as one watch.
+        while streams.keys().filter(|k| lazy(k)).count() > cap * 2 {
+            let Some(oldest) = (streams.iter())
+                .filter(|(k, _)| lazy(k))
+                .min_by_key(|(_, w)| w.used)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            if let Some(w) = streams.remove(&oldest) {
+                w.task.abort();
+                dropped.push(oldest);
+            }
+        }
+        drop(streams);
+        for key in dropped {
+            tracing::debug!(?key, "dropping the least recently used controller watch");
+            let changes = self.inner.state.lock().forget(&key);
+            self.inner.publish_changes(&changes);
+        }
+    }
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControllerClient")
+            .field("addr", &self.config.addr)
+            .field("connected", &self.connected.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for w in self.streams.get_mut().values() {
+            w.task.abort();
+        }
+    }
+}
+
+// === impl Inner ===
+
+impl Inner {
+    /// Keeps one stream open: (re)opens it, applies its messages, and on failure keeps what
+    /// it carried and retries with backoff, until the watch is dropped.
+    async fn run(self: Arc<Self>, key: StreamKey) {
+        let mut backoff = self.config.backoff.clone();
+        loop {
+            self.state.lock().reopened(&key);
+            let result = self.stream(&key).await;
+            if self.state.lock().answered(&key) {
+                // It worked for a while: the next failure starts from a short delay again.
+                backoff.reset();
+            }
+            let error = match result {
+                Ok(()) => "the controller ended the stream".to_owned(),
+                Err(status) => format!("{}: {}", status.code(), status.message()),
+            };
+            tracing::debug!(?key, %error, "controller stream ended; reopening");
+            self.disconnected(error);
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+    }
+
+    /// One stream, from open to end. Ok means the server closed it cleanly.
+    async fn stream(&self, key: &StreamKey) -> Result<(), tonic::Status> {
+        let channel = self.channel.clone();
+        let origin = channel.origin();
+        let source_namespace = self.config.source_namespace.clone();
+        match key {
+            StreamKey::Outbound(_) | StreamKey::Address(_) => {
+                let target = match key {
+                    StreamKey::Address(addr) => {
+                        v1::outbound_target::Target::Address(v1::SocketAddress {
+                            ip: addr.ip().to_string(),
+                            port: u32::from(addr.port()),
+                        })
+                    }
+                    StreamKey::Outbound(id) | StreamKey::Endpoints(id) => {
+                        v1::outbound_target::Target::Service(service_ref(id))
+                    }
+                    StreamKey::Inbound => return Ok(()),
+                };
+                let request = v1::OutboundTarget {
+                    target: Some(target),
+                    source_namespace,
+                };
+                let mut client = OutboundPoliciesClient::with_origin(channel, origin);
+                let mut stream = client.watch(request).await?.into_inner();
+                while let Some(msg) = stream.message().await? {
+                    self.outbound(key, msg);
+                }
+            }
+            StreamKey::Endpoints(id) => {
+                let mut client = DestinationClient::with_origin(channel, origin);
+                let mut stream = client.get(service_ref(id)).await?.into_inner();
+                let mut first = true;
+                while let Some(msg) = stream.message().await? {
+                    self.connected();
+                    if let Some(update) = msg.update {
+                        let changes = self.state.lock().endpoints(id, update, first);
+                        self.publish_changes(&changes);
+                    }
+                    first = false;
+                }
+            }
+            StreamKey::Inbound => {
+                let Some((namespace, pod)) = self.config.workload.clone() else {
+                    return Ok(());
+                };
+                let mut client = InboundPoliciesClient::with_origin(channel, origin);
+                let request = v1::WorkloadRef { namespace, pod };
+                let mut stream = client.watch(request).await?.into_inner();
+                while let Some(msg) = stream.message().await? {
+                    self.connected();
+                    let changes = self.state.lock().carry(key, msg.objects);
+                    self.publish_changes(&changes);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One OutboundPolicies message: its objects, and for an address, what it is.
+    fn outbound(&self, key: &StreamKey, msg: v1::OutboundPolicy) {
+        use v1::outbound_policy::Target;
+        self.connected();
+        let mut state = self.state.lock();
+        if let StreamKey::Address(addr) = key {
+            let target = match &msg.target {
+                Some(Target::Service(s)) => {
+                    AddressTarget::Service(s.namespace.clone(), s.name.clone())
+                }
+                Some(Target::Pod(p)) => match &p.service {
+                    Some(s) if !s.name.is_empty() => {
+                        AddressTarget::Service(s.namespace.clone(), s.name.clone())
+                    }
+                    _ => AddressTarget::Pod,
+                },
+                Some(Target::Unknown(_) | Target::NotFound(_)) | None => AddressTarget::Unknown,
+            };
+            state.set_address(*addr, target);
+        }
+        let changes = state.carry(key, msg.objects);
+        drop(state);
+        self.publish_changes(&changes);
+    }
+
+    fn publish_changes(&self, changes: &Changes) {
+        // Under the lock, so that two streams' snapshots are published in the order taken.
+        let state = self.state.lock();
+        let snapshot = state.snapshot();
+        // Endpoints are keyed by Service port, so a Service that changed (or arrived after
+        // its endpoints, as two streams may) has its endpoints keyed anew.
+        let mut endpoints = changes.endpoints.clone();
+        endpoints.extend(changes.services.iter().cloned());
+        self.publish.publish(snapshot, &endpoints);
+        drop(state);
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    fn connected(&self) {
+        if !self.connected.swap(true, Ordering::AcqRel) {
+            if self.last_error.lock().is_some() {
+                self.registry
+                    .counter("controller_reconnects_total", Vec::new())
+                    .increment(1);
+                tracing::info!(addr = %self.config.addr, "reconnected to the controller");
+            }
+            self.gauge();
+        }
+    }
+
+    fn disconnected(&self, error: String) {
+        *self.last_error.lock() = Some(error);
+        if self.connected.swap(false, Ordering::AcqRel) {
+            tracing::warn!(addr = %self.config.addr, "lost the controller; the last data received keeps serving");
+            self.gauge();
+        }
+        // Waiters for a first answer should not wait for an answer that cannot come.
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    fn gauge(&self) {
+        let up = if self.connected.load(Ordering::Acquire) {
+            1.0
+        } else {
+            0.0
+        };
+        self.registry
+            .gauge("controller_connected", Vec::new())
+            .set(up);
+    }
+}
+
+fn service_ref((namespace, name): &ServiceId) -> v1::ServiceRef {
+    v1::ServiceRef {
+        namespace: namespace.clone(),
+        name: name.clone(),
+    }
+}
