@@ -248,3 +248,75 @@ async fn a_server_with_another_identity_is_refused() {
         "{reasons:?}"
     );
 }
+
+#[tokio::test]
+async fn a_mesh_client_routes_by_what_the_controller_sends() {
+    let pki = Pki::new();
+    let (a, b) = (
+        support::Backend::start(&pki, "web").await,
+        support::Backend::start(&pki, "web-v2").await,
+    );
+    let at = |b: &support::Backend, sa: &str| v1::Endpoint {
+        ip: b.addr.ip().to_string(),
+        ports: vec![v1::Port {
+            name: "http".into(),
+            port: u32::from(b.addr.port()),
+        }],
+        pod: sa.into(),
+        namespace: NS.into(),
+        service_account: sa.into(),
+    };
+    let named_port = |mut svc: serde_json::Value| {
+        svc["spec"]["ports"][0]["targetPort"] = json!("http");
+        svc
+    };
+    let (web, v2) = (
+        named_port(service("web", "10.96.0.10")),
+        named_port(service("web-v2", "10.96.0.11")),
+    );
+    let mut data = Data::default();
+    data.services.insert(
+        (NS.into(), "web".into()),
+        (
+            vec![web.clone(), v2.clone(), route("/", "web-v2")],
+            vec![at(&a, "web")],
+        ),
+    );
+    data.services.insert(
+        (NS.into(), "web-v2".into()),
+        (vec![v2], vec![at(&b, "web-v2")]),
+    );
+    let ctl = FakeController::start(
+        "127.0.0.1:0".parse().unwrap(),
+        pki.server_tls(&controller_id()),
+        data,
+    )
+    .await;
+    let c = start_client(&pki, ctl.addr);
+    let client = mesh_tower::client::MeshClient::builder(c.policy.clone(), c.resolver.clone())
+        .mtls(pki.client_tls(&id("client")))
+        .namespace(NS)
+        .controller(c.client.clone())
+        .build();
+
+    // Nothing was asked before this request: it waits for web's policy, sees the route to
+    // web-v2, and web-v2's endpoints are fetched too.
+    let (status, body) = support::read(client.request(support::get("http://web/x")).await).await;
+    assert_eq!((status.as_u16(), body.as_str()), (200, "web-v2"));
+
+    ctl.update(|d| {
+        let web = d.services.get_mut(&(NS.into(), "web".into())).unwrap();
+        web.0[2] = route("/", "web");
+    });
+    assert_eq!((a.hits(), b.hits()), (0, 1));
+    let mut answered_by_web = false;
+    for _ in 0..100 {
+        let (_, body) = support::read(client.request(support::get("http://web/x")).await).await;
+        if body == "web" {
+            answered_by_web = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(answered_by_web, "requests follow the updated route");
+}

@@ -119,7 +119,7 @@ impl ControllerClient {
         };
         this.inner.gauge();
         if this.inner.config.workload.is_some() {
-            this.open(StreamKey::Inbound);
+            this.inner.open(StreamKey::Inbound);
         }
         this
     }
@@ -129,11 +129,11 @@ impl ControllerClient {
     /// caller decides with what it has.
     pub async fn ensure(&self, namespace: &str, name: &str) -> bool {
         let id: ServiceId = (namespace.to_owned(), name.to_owned());
-        let keys = [StreamKey::Outbound(id.clone()), StreamKey::Endpoints(id)];
-        for key in &keys {
-            self.open(key.clone());
-        }
-        self.wait(|state| keys.iter().all(|k| state.answered(k)))
+        let outbound = StreamKey::Outbound(id.clone());
+        let endpoints = StreamKey::Endpoints(id);
+        self.inner.open(outbound.clone());
+        self.inner.open(endpoints.clone());
+        self.wait(|state| state.answered(&endpoints) && state.answered_with_endpoints(&outbound))
             .await
     }
 
@@ -141,14 +141,14 @@ impl ControllerClient {
     /// waiting a bounded time for a first answer; `None` when it has not answered.
     pub async fn ensure_addr(&self, addr: SocketAddr) -> Option<AddressTarget> {
         let key = StreamKey::Address(addr);
-        self.open(key.clone());
-        let answered = self.wait(|state| state.answered(&key)).await;
+        self.inner.open(key.clone());
+        let answered = self.wait(|state| state.answered_with_endpoints(&key)).await;
         let target = self.inner.state.lock().address(addr).cloned();
         if let Some(AddressTarget::Service(ns, name)) = &target {
-            // A pod's or ClusterIP's Service: its endpoints are what the balancer needs.
-            let id: ServiceId = (ns.clone(), name.clone());
-            let key = StreamKey::Endpoints(id);
-            self.open(key.clone());
+            // A pod's Service may not be among the objects carried: its endpoints are what
+            // names the pod.
+            let key = StreamKey::Endpoints((ns.clone(), name.clone()));
+            self.inner.open(key.clone());
             self.wait(|state| state.answered(&key)).await;
         }
         answered.then_some(target).flatten()
@@ -194,48 +194,6 @@ impl ControllerClient {
             }
         }
     }
-
-    /// Opens the stream `key` unless open; marks it used; drops the least recently used
-    /// Service or address watch beyond the cap.
-    fn open(&self, key: StreamKey) {
-        let mut streams = self.inner.streams.lock();
-        if let Some(w) = streams.get_mut(&key) {
-            w.used = Instant::now();
-            return;
-        }
-        let inner = Arc::clone(&self.inner);
-        let task = tokio::spawn(inner.run(key.clone())).abort_handle();
-        streams.insert(
-            key,
-            Watch {
-                task,
-                used: Instant::now(),
-            },
-        );
-        let lazy = |k: &StreamKey| !matches!(k, StreamKey::Inbound);
-        let cap = self.inner.config.max_watches.max(1);
-        let mut dropped = Vec::new();
-        // Outbound and Endpoints of one Service count as one watch.
-        while streams.keys().filter(|k| lazy(k)).count() > cap * 2 {
-            let Some(oldest) = (streams.iter())
-                .filter(|(k, _)| lazy(k))
-                .min_by_key(|(_, w)| w.used)
-                .map(|(k, _)| k.clone())
-            else {
-                break;
-            };
-            if let Some(w) = streams.remove(&oldest) {
-                w.task.abort();
-                dropped.push(oldest);
-            }
-        }
-        drop(streams);
-        for key in dropped {
-            tracing::debug!(?key, "dropping the least recently used controller watch");
-            let changes = self.inner.state.lock().forget(&key);
-            self.inner.publish_changes(&changes);
-        }
-    }
 }
 
 impl std::fmt::Debug for Inner {
@@ -258,6 +216,48 @@ impl Drop for Inner {
 // === impl Inner ===
 
 impl Inner {
+    /// Opens the stream `key` unless open; marks it used; drops the least recently used
+    /// Service or address watch beyond the cap.
+    fn open(self: &Arc<Self>, key: StreamKey) {
+        let mut streams = self.streams.lock();
+        if let Some(w) = streams.get_mut(&key) {
+            w.used = Instant::now();
+            return;
+        }
+        let inner = Arc::clone(self);
+        let task = tokio::spawn(inner.run(key.clone())).abort_handle();
+        streams.insert(
+            key,
+            Watch {
+                task,
+                used: Instant::now(),
+            },
+        );
+        let lazy = |k: &StreamKey| !matches!(k, StreamKey::Inbound);
+        let cap = self.config.max_watches.max(1);
+        let mut dropped = Vec::new();
+        // Outbound and Endpoints of one Service count as one watch.
+        while streams.keys().filter(|k| lazy(k)).count() > cap * 2 {
+            let Some(oldest) = (streams.iter())
+                .filter(|(k, _)| lazy(k))
+                .min_by_key(|(_, w)| w.used)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            if let Some(w) = streams.remove(&oldest) {
+                w.task.abort();
+                dropped.push(oldest);
+            }
+        }
+        drop(streams);
+        for key in dropped {
+            tracing::debug!(?key, "dropping the least recently used controller watch");
+            let changes = self.state.lock().forget(&key);
+            self.publish_changes(&changes);
+        }
+    }
+
     /// Keeps one stream open: (re)opens it, applies its messages, and on failure keeps what
     /// it carried and retries with backoff, until the watch is dropped.
     async fn run(self: Arc<Self>, key: StreamKey) {
@@ -280,7 +280,7 @@ impl Inner {
     }
 
     /// One stream, from open to end. Ok means the server closed it cleanly.
-    async fn stream(&self, key: &StreamKey) -> Result<(), tonic::Status> {
+    async fn stream(self: &Arc<Self>, key: &StreamKey) -> Result<(), tonic::Status> {
         let channel = self.channel.clone();
         let origin = channel.origin();
         let source_namespace = self.config.source_namespace.clone();
@@ -339,7 +339,7 @@ impl Inner {
     }
 
     /// One OutboundPolicies message: its objects, and for an address, what it is.
-    fn outbound(&self, key: &StreamKey, msg: v1::OutboundPolicy) {
+    fn outbound(self: &Arc<Self>, key: &StreamKey, msg: v1::OutboundPolicy) {
         use v1::outbound_policy::Target;
         self.connected();
         let mut state = self.state.lock();
@@ -358,9 +358,18 @@ impl Inner {
             };
             state.set_address(*addr, target);
         }
+        // The Services carried are the target and the backends its routes and splits name:
+        // the balancer needs the endpoints of each.
+        let services: Vec<StreamKey> = (msg.objects.iter())
+            .filter(|o| o.group.is_empty() && o.kind == "Service")
+            .map(|o| StreamKey::Endpoints((o.namespace.clone(), o.name.clone())))
+            .collect();
         let changes = state.carry(key, msg.objects);
         drop(state);
         self.publish_changes(&changes);
+        for key in services {
+            self.open(key);
+        }
     }
 
     fn publish_changes(&self, changes: &Changes) {

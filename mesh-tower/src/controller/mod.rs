@@ -42,10 +42,12 @@ pub use crate::discover::PolicyResolver;
 
 mod channel;
 mod client;
+pub mod ensure;
 mod state;
 
 pub use channel::GrpcChannel;
 pub use client::{ControllerClient, ControllerConfig};
+pub use ensure::{Ensure, EnsureLayer};
 pub use state::AddressTarget;
 
 /// Where a [`ControllerClient`]'s snapshots go. Called in the order the snapshots were

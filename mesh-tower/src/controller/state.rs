@@ -86,6 +86,18 @@ impl State {
         self.answered.contains(key)
     }
 
+    /// Whether `key` has answered, and so have the endpoints of every Service it carries
+    /// (the target and the backends its routes and splits name): all a first request needs.
+    pub(crate) fn answered_with_endpoints(&self, key: &StreamKey) -> bool {
+        self.answered(key)
+            && (self.carried_by.get(key).into_iter().flatten())
+                .filter(|o| o.group.is_empty() && o.kind == "Service")
+                .all(|o| {
+                    let id = (o.namespace.clone(), o.name.clone());
+                    self.answered(&StreamKey::Endpoints(id))
+                })
+    }
+
     pub(crate) fn address(&self, addr: SocketAddr) -> Option<&AddressTarget> {
         self.addresses.get(&addr)
     }
