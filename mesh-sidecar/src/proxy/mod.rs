@@ -26,6 +26,7 @@ pub(crate) mod accept;
 mod admin;
 mod app;
 mod config;
+mod controller;
 mod detect;
 mod inbound;
 mod io;
@@ -126,6 +127,8 @@ struct ProxyArgs {
         conflicts_with = "kube"
     )]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    controller: controller::ControllerArgs,
     /// Policy and discovery live from the Kubernetes API server (in-cluster config or
     /// KUBECONFIG): policy kinds in the workload's namespace, routes, Services,
     /// EndpointSlices and Pods in --kube-namespaces.
@@ -283,6 +286,8 @@ pub(crate) struct Proxy {
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) open_opaque: AtomicUsize,
     pub(crate) outbound: outbound::Outbound,
+    /// With --controller: asked where an original destination is unknown yet.
+    pub(crate) controller: Option<mesh_tower::controller::ControllerClient>,
     labels: std::collections::BTreeMap<String, String>,
 }
 
@@ -432,7 +437,7 @@ async fn identity(
     }
 }
 
-async fn serve(args: ProxyArgs) -> Result<(), String> {
+async fn serve(mut args: ProxyArgs) -> Result<(), String> {
     if let Some(p) = &args.config {
         config::check_path(p)?;
     }
@@ -475,6 +480,18 @@ async fn serve(args: ProxyArgs) -> Result<(), String> {
     let id = identity(&args, &mut shutdown_rx).await?;
     admin.readiness().identity_ready();
     let (tls_server, tls_client, identity, _rotation) = tls_configs(id)?;
+    let setup = controller::Setup {
+        namespace: &args.namespace,
+        policy: config.policy.load().config().clone(),
+        tls: tls_client.clone(),
+        config: Arc::clone(&config),
+        registry: registry.clone(),
+    };
+    let controller = args.controller.start(setup).await?;
+    if let Some(c) = &controller {
+        admin.readiness().controller_started(c.clone());
+        args.workload = args.workload.take().or_else(|| args.controller.workload());
+    }
     let own = outbound::Outbound::new(vec![args.inbound_addr, args.outbound_addr, args.admin_addr]);
     let mut builder = MeshClient::builder(config.policy.clone(), config.resolver.clone())
         .metrics(registry.clone())
@@ -484,6 +501,9 @@ async fn serve(args: ProxyArgs) -> Result<(), String> {
         .refuse(own.own.clone());
     if let Some(c) = &tls_client {
         builder = builder.mtls(c.clone());
+    }
+    if let Some(c) = &controller {
+        builder = builder.controller(c.clone());
     }
     let proxy = Arc::new(Proxy {
         registry,
@@ -495,6 +515,7 @@ async fn serve(args: ProxyArgs) -> Result<(), String> {
         shutdown: shutdown.clone(),
         open_opaque: AtomicUsize::new(0),
         outbound: own,
+        controller,
         labels,
         args,
     });
@@ -599,8 +620,11 @@ async fn start_admin(
     let identity_wanted = args.identity_dir.is_some() || args.identity_issuer.is_some();
     let readiness = admin::Readiness::new(
         Arc::clone(config),
-        args.kube,
-        identity_wanted,
+        admin::Sources {
+            kube: args.kube,
+            controller: args.controller.addr.is_some(),
+            identity: identity_wanted,
+        },
         shutdown.clone(),
     );
     let limits = &args.limits;

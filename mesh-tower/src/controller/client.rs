@@ -60,6 +60,8 @@ struct Inner {
     /// Bumped on every change, so waiters for a first answer wake.
     changed: watch::Sender<u64>,
     connected: AtomicBool,
+    /// Some stream had an answer since the client started.
+    ever_connected: AtomicBool,
     last_error: Mutex<Option<String>>,
     registry: Registry,
 }
@@ -113,6 +115,7 @@ impl ControllerClient {
                 publish: Box::new(publish),
                 changed: watch::channel(0).0,
                 connected: AtomicBool::new(false),
+                ever_connected: AtomicBool::new(false),
                 last_error: Mutex::new(None),
                 registry,
             }),
@@ -159,16 +162,13 @@ impl ControllerClient {
         self.inner.state.lock().snapshot()
     }
 
-    /// Why the client is not ready, if it is not: not connected (with the last error), or
-    /// its own inbound policy not yet received. Empty when ready.
+    /// Why the client is not ready, if it is not: the controller never answered yet
+    /// ("controller not connected: …", with the last error), or its own inbound policy has
+    /// not arrived ("no answer yet for …"). Empty when ready.
     pub fn not_ready(&self) -> Vec<String> {
         let mut reasons = Vec::new();
-        if !self.inner.connected.load(Ordering::Acquire) {
-            let why = self.inner.last_error.lock().clone();
-            reasons.push(format!(
-                "controller not connected: {}",
-                why.as_deref().unwrap_or("connecting")
-            ));
+        if !self.inner.ever_connected.load(Ordering::Acquire) {
+            reasons.push(self.inner.not_connected());
         }
         if let Some((ns, pod)) = &self.inner.config.workload
             && !self.inner.state.lock().answered(&StreamKey::Inbound)
@@ -178,6 +178,18 @@ impl ControllerClient {
             ));
         }
         reasons
+    }
+
+    /// Why the client serves old data, if it does: it had answers from the controller, lost
+    /// it, and keeps serving the last data received while it reconnects.
+    pub fn degraded(&self) -> Vec<String> {
+        let inner = &self.inner;
+        if inner.ever_connected.load(Ordering::Acquire) && !inner.connected.load(Ordering::Acquire)
+        {
+            vec![inner.not_connected()]
+        } else {
+            Vec::new()
+        }
     }
 
     /// Waits until `done` holds or the first-answer bound passes. Returns whether it holds.
@@ -385,7 +397,16 @@ impl Inner {
         self.changed.send_modify(|v| *v += 1);
     }
 
+    fn not_connected(&self) -> String {
+        let why = self.last_error.lock().clone();
+        format!(
+            "controller not connected: {}",
+            why.as_deref().unwrap_or("connecting")
+        )
+    }
+
     fn connected(&self) {
+        self.ever_connected.store(true, Ordering::Release);
         if !self.connected.swap(true, Ordering::AcqRel) {
             if self.last_error.lock().is_some() {
                 self.registry
