@@ -74,6 +74,28 @@ fn controller_id() -> Identity {
     Identity::new(TD, "mesh", "mesh-controller").unwrap()
 }
 
+/// This pod as the controller sends it: labels and a named port are what inbound policy
+/// selects by.
+fn pod(app_port: u16) -> serde_json::Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": { "name": "client-0", "namespace": NS, "labels": { "app": "client" } },
+        "spec": {
+            "serviceAccountName": "client",
+            "containers": [{ "name": "app", "image": "x", "ports": [{ "name": "http", "containerPort": app_port }] }],
+        },
+    })
+}
+
+/// A Server on this pod's `http` port with no authorization: every request is refused.
+fn locked_server() -> serde_json::Value {
+    json!({
+        "apiVersion": "policy.linkerd.io/v1beta3", "kind": "Server",
+        "metadata": { "name": "client-http", "namespace": NS },
+        "spec": { "podSelector": { "matchLabels": { "app": "client" } }, "port": "http", "proxyProtocol": "HTTP/1" },
+    })
+}
+
 /// Service `web.shop:80` (targetPort `http`) whose one endpoint is `app`.
 fn data(app: SocketAddr) -> Data {
     let service = json!({
@@ -142,13 +164,15 @@ fn the_proxy_routes_by_the_controller_and_rides_out_its_absence() {
     let (first, first_seen) = recording_app();
     let (second, second_seen) = recording_app();
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let (app, _) = recording_app();
+    let mut initial = data(first);
+    initial.inbound = vec![pod(app.port())];
     let ctl = rt.block_on(FakeController::start(
         any,
         pki.server_tls(&controller_id()),
-        data(first),
+        initial,
     ));
     let ctl_addr = ctl.addr.to_string();
-    let (app, _) = recording_app();
     let proxy = LoopbackProxy::start(
         app,
         &[
@@ -172,6 +196,16 @@ fn the_proxy_routes_by_the_controller_and_rides_out_its_absence() {
         d.services.get_mut(&(NS.into(), "web".into())).unwrap().1 = vec![endpoint(second)];
     });
     reaches(&proxy, &second_seen, "the endpoint update");
+
+    // Inbound: the pod object's labels and named port select the Server the controller
+    // sends; with no authorization on it, the application is no longer reachable.
+    assert!(get(proxy.inbound, "/").starts_with("HTTP/1.1 200"));
+    ctl.update(|d| d.inbound.push(locked_server()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !get(proxy.inbound, "/").starts_with("HTTP/1.1 403") {
+        assert!(Instant::now() < deadline, "{}", get(proxy.inbound, "/"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // The controller goes away: the last data keeps serving, and /ready says why.
     let mut known = ctl.stop();

@@ -321,3 +321,40 @@ async fn a_mesh_client_routes_by_what_the_controller_sends() {
     }
     assert!(answered_by_web, "requests follow the updated route");
 }
+
+#[tokio::test]
+async fn watches_beyond_the_cap_drop_the_least_recently_asked() {
+    let pki = Pki::new();
+    let ctl = serve(&pki, &controller_id()).await;
+    ctl.update(|d| {
+        let api = (
+            vec![service("api", "10.96.0.20")],
+            vec![endpoint("10.1.0.20")],
+        );
+        d.services.insert((NS.into(), "api".into()), api);
+    });
+    let policy = PolicyHandle::from_yaml("").unwrap();
+    let mut config = ControllerConfig::new(ctl.addr, controller_id());
+    config.max_watches = 1;
+    let client = ControllerClient::start(
+        config,
+        pki.client_tls(&id("client")),
+        (policy.clone(), PolicyResolver::default()),
+        Registry::new(),
+    );
+
+    assert!(client.ensure(NS, "web").await);
+    assert!(policy.load().service("web", NS).is_some());
+    assert!(client.ensure(NS, "api").await);
+    // web was asked for less recently: its watches and everything only they carried are gone.
+    let snapshot = policy.load();
+    assert!(snapshot.service("api", NS).is_some());
+    assert!(snapshot.service("web", NS).is_none());
+    assert!(
+        (snapshot.endpoints().iter()).all(|s| s.service == "api"),
+        "web's endpoints left with its watch"
+    );
+    // Asked again, it is watched again.
+    assert!(client.ensure(NS, "web").await);
+    assert!(policy.load().service("web", NS).is_some());
+}
