@@ -200,6 +200,11 @@ impl ControllerClient {
             if done(&self.inner.state.lock()) {
                 return true;
             }
+            if self.inner.known_down() {
+                // No answer can come before a reconnect: decide now with what is known,
+                // rather than hold every new destination for the whole bound.
+                return false;
+            }
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) | Err(_) => return done(&self.inner.state.lock()),
@@ -262,12 +267,25 @@ impl Inner {
                 dropped.push(oldest);
             }
         }
-        drop(streams);
+        // Under the streams lock, so that a dropped stream's last message (see `apply`)
+        // cannot land after it is forgotten.
         for key in dropped {
             tracing::debug!(?key, "dropping the least recently used controller watch");
             let changes = self.state.lock().forget(&key);
             self.publish_changes(&changes);
         }
+    }
+
+    /// Applies what stream `key` received, unless its watch was dropped meanwhile: its task
+    /// is aborted at its next await, and this runs between awaits.
+    fn apply(&self, key: &StreamKey, f: impl FnOnce(&mut State) -> Changes) {
+        let streams = self.streams.lock();
+        if !streams.contains_key(key) {
+            return;
+        }
+        let changes = f(&mut self.state.lock());
+        self.publish_changes(&changes);
+        drop(streams);
     }
 
     /// Keeps one stream open: (re)opens it, applies its messages, and on failure keeps what
@@ -327,8 +345,7 @@ impl Inner {
                 while let Some(msg) = stream.message().await? {
                     self.connected();
                     if let Some(update) = msg.update {
-                        let changes = self.state.lock().endpoints(id, update, first);
-                        self.publish_changes(&changes);
+                        self.apply(key, |state| state.endpoints(id, update, first));
                     }
                     first = false;
                 }
@@ -342,8 +359,7 @@ impl Inner {
                 let mut stream = client.watch(request).await?.into_inner();
                 while let Some(msg) = stream.message().await? {
                     self.connected();
-                    let changes = self.state.lock().carry(key, msg.objects);
-                    self.publish_changes(&changes);
+                    self.apply(key, |state| state.carry(key, msg.objects));
                 }
             }
         }
@@ -354,31 +370,30 @@ impl Inner {
     fn outbound(self: &Arc<Self>, key: &StreamKey, msg: v1::OutboundPolicy) {
         use v1::outbound_policy::Target;
         self.connected();
-        let mut state = self.state.lock();
-        if let StreamKey::Address(addr) = key {
-            let target = match &msg.target {
-                Some(Target::Service(s)) => {
-                    AddressTarget::Service(s.namespace.clone(), s.name.clone())
-                }
-                Some(Target::Pod(p)) => match &p.service {
-                    Some(s) if !s.name.is_empty() => {
-                        AddressTarget::Service(s.namespace.clone(), s.name.clone())
-                    }
-                    _ => AddressTarget::Pod,
-                },
-                Some(Target::Unknown(_) | Target::NotFound(_)) | None => AddressTarget::Unknown,
-            };
-            state.set_address(*addr, target);
-        }
-        // The Services carried are the target and the backends its routes and splits name:
-        // the balancer needs the endpoints of each.
         let services: Vec<StreamKey> = (msg.objects.iter())
             .filter(|o| o.group.is_empty() && o.kind == "Service")
             .map(|o| StreamKey::Endpoints((o.namespace.clone(), o.name.clone())))
             .collect();
-        let changes = state.carry(key, msg.objects);
-        drop(state);
-        self.publish_changes(&changes);
+        self.apply(key, |state| {
+            if let StreamKey::Address(addr) = key {
+                let target = match &msg.target {
+                    Some(Target::Service(s)) => {
+                        AddressTarget::Service(s.namespace.clone(), s.name.clone())
+                    }
+                    Some(Target::Pod(p)) => match &p.service {
+                        Some(s) if !s.name.is_empty() => {
+                            AddressTarget::Service(s.namespace.clone(), s.name.clone())
+                        }
+                        _ => AddressTarget::Pod,
+                    },
+                    Some(Target::Unknown(_) | Target::NotFound(_)) | None => AddressTarget::Unknown,
+                };
+                state.set_address(*addr, target);
+            }
+            state.carry(key, msg.objects)
+        });
+        // The Services carried are the target and the backends its routes and splits name:
+        // the balancer needs the endpoints of each.
         for key in services {
             self.open(key);
         }
@@ -395,6 +410,11 @@ impl Inner {
         self.publish.publish(snapshot, &endpoints);
         drop(state);
         self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// The last attempt failed and nothing has answered since.
+    fn known_down(&self) -> bool {
+        !self.connected.load(Ordering::Acquire) && self.last_error.lock().is_some()
     }
 
     fn not_connected(&self) -> String {
