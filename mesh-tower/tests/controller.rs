@@ -12,7 +12,7 @@ use mesh_api::v1;
 use mesh_core::split::BackendRef;
 use mesh_identity::Identity;
 use mesh_tower::PolicyHandle;
-use mesh_tower::controller::{ControllerClient, ControllerConfig, PolicyResolver};
+use mesh_tower::controller::{AddressTarget, ControllerClient, ControllerConfig, PolicyResolver};
 use mesh_tower::discover::Resolve;
 use mesh_tower::metrics::Registry;
 use serde_json::json;
@@ -357,4 +357,34 @@ async fn watches_beyond_the_cap_drop_the_least_recently_asked() {
     // Asked again, it is watched again.
     assert!(client.ensure(NS, "web").await);
     assert!(policy.load().service("web", NS).is_some());
+}
+
+#[tokio::test]
+async fn an_original_destination_is_asked_for_by_address() {
+    let pki = Pki::new();
+    let ctl = serve(&pki, &controller_id()).await;
+    let cluster_ip: SocketAddr = "10.96.0.10:80".parse().unwrap();
+    ctl.update(|d| {
+        d.addresses.insert(cluster_ip, (NS.into(), "web".into()));
+    });
+    let c = start_client(&pki, ctl.addr);
+
+    let target = c.client.ensure_addr(cluster_ip).await;
+    assert_eq!(
+        target,
+        Some(AddressTarget::Service(NS.into(), "web".into()))
+    );
+    // The snapshot now routes that address as web, and web's endpoints are known.
+    assert!(matches!(
+        c.policy.load().lookup_addr(cluster_ip),
+        mesh_core::Destination::Service { port: 80, .. }
+    ));
+    assert_eq!(web_endpoints(&c), vec!["10.1.0.1:8080".parse().unwrap()]);
+
+    let elsewhere: SocketAddr = "192.0.2.1:443".parse().unwrap();
+    assert_eq!(
+        c.client.ensure_addr(elsewhere).await,
+        Some(AddressTarget::Unknown),
+        "the controller answered: nothing the mesh knows"
+    );
 }
