@@ -388,3 +388,30 @@ async fn an_original_destination_is_asked_for_by_address() {
         "the controller answered: nothing the mesh knows"
     );
 }
+
+#[tokio::test]
+async fn a_refused_inbound_policy_says_why_the_client_is_not_ready() {
+    let pki = Pki::new();
+    let ctl = serve(&pki, &controller_id()).await;
+    ctl.update(|d| d.deny_inbound = true);
+    let mut config = ControllerConfig::new(ctl.addr, controller_id());
+    config.workload = Some((NS.into(), "web-0".into()));
+    let client = ControllerClient::start(
+        config,
+        pki.client_tls(&id("client")),
+        (
+            PolicyHandle::from_yaml("").unwrap(),
+            PolicyResolver::default(),
+        ),
+        Registry::new(),
+    );
+    // Outbound still works: the refusal is about this pod's inbound policy only.
+    assert!(client.ensure(NS, "web").await);
+    eventually("the refusal is reported", || {
+        client.not_ready().iter().any(|r| {
+            r.starts_with("no answer yet for the inbound policy of pod shop/web-0")
+                && r.contains("is not pod web-0's service account")
+        })
+    })
+    .await;
+}

@@ -13,6 +13,10 @@ use mesh_tower::metrics::Registry;
 use super::config::ConfigSource;
 use crate::identity::IssuerAccount;
 
+/// Why `--controller` alone is refused.
+pub(super) const NEEDS_IDENTITY: &str = "--controller needs an identity (--identity-dir or \
+     --identity-issuer): the controller is reached over mTLS";
+
 /// The controller's service account, as `mesh install` runs it.
 const CONTROLLER_ACCOUNT: &str = "mesh/mesh-controller";
 
@@ -67,10 +71,7 @@ impl ControllerArgs {
         let Some(addr) = &self.addr else {
             return Ok(None);
         };
-        let tls = setup.tls.ok_or(
-            "--controller needs an identity (--identity-dir or --identity-issuer): the \
-             controller is reached over mTLS",
-        )?;
+        let tls = setup.tls.ok_or(NEEDS_IDENTITY)?;
         // Resolved once: the controller's Service address does not move.
         let sock = tokio::net::lookup_host(addr.as_str())
             .await

@@ -441,6 +441,10 @@ async fn serve(mut args: ProxyArgs) -> Result<(), String> {
     if let Some(p) = &args.config {
         config::check_path(p)?;
     }
+    let identity_wanted = args.identity_dir.is_some() || args.identity_issuer.is_some();
+    if args.controller.addr.is_some() && !identity_wanted {
+        return Err(controller::NEEDS_IDENTITY.to_owned());
+    }
     let labels = parse_labels(&args.labels)?;
     let registry = Registry::with_series_limit(args.limits.metrics_series_limit);
     let mut policy_config = PolicyConfig::default();

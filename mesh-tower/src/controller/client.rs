@@ -62,6 +62,8 @@ struct Inner {
     connected: AtomicBool,
     /// Some stream had an answer since the client started.
     ever_connected: AtomicBool,
+    /// Why the inbound stream last failed (a controller refusing this pod's identity).
+    inbound_error: Mutex<Option<String>>,
     last_error: Mutex<Option<String>>,
     registry: Registry,
 }
@@ -116,6 +118,7 @@ impl ControllerClient {
                 changed: watch::channel(0).0,
                 connected: AtomicBool::new(false),
                 ever_connected: AtomicBool::new(false),
+                inbound_error: Mutex::new(None),
                 last_error: Mutex::new(None),
                 registry,
             }),
@@ -173,8 +176,10 @@ impl ControllerClient {
         if let Some((ns, pod)) = &self.inner.config.workload
             && !self.inner.state.lock().answered(&StreamKey::Inbound)
         {
+            let why = self.inner.inbound_error.lock().clone();
+            let why = why.map(|e| format!(": {e}")).unwrap_or_default();
             reasons.push(format!(
-                "no answer yet for the inbound policy of pod {ns}/{pod}"
+                "no answer yet for the inbound policy of pod {ns}/{pod}{why}"
             ));
         }
         reasons
@@ -299,12 +304,25 @@ impl Inner {
                 // It worked for a while: the next failure starts from a short delay again.
                 backoff.reset();
             }
-            let error = match result {
-                Ok(()) => "the controller ended the stream".to_owned(),
-                Err(status) => format!("{}: {}", status.code(), status.message()),
+            let (error, refused) = match result {
+                Ok(()) => ("the controller ended the stream".to_owned(), false),
+                Err(status) => (
+                    format!("{}: {}", status.code(), status.message()),
+                    is_refusal(status.code()),
+                ),
             };
-            tracing::debug!(?key, %error, "controller stream ended; reopening");
-            self.disconnected(error);
+            if key == StreamKey::Inbound {
+                *self.inbound_error.lock() = Some(error.clone());
+            }
+            if refused {
+                // The controller answered, and said no: the connection is fine, and the
+                // other streams are not affected.
+                tracing::warn!(?key, %error, "the controller refused a watch; retrying");
+                self.connected();
+            } else {
+                tracing::debug!(?key, %error, "controller stream ended; reopening");
+                self.disconnected(error);
+            }
             tokio::time::sleep(backoff.next_delay()).await;
         }
     }
@@ -458,6 +476,21 @@ impl Inner {
             .gauge("controller_connected", Vec::new())
             .set(up);
     }
+}
+
+/// A status the controller itself sent about this one request, as opposed to a connection
+/// or server failure.
+fn is_refusal(code: tonic::Code) -> bool {
+    use tonic::Code;
+    matches!(
+        code,
+        Code::PermissionDenied
+            | Code::Unauthenticated
+            | Code::InvalidArgument
+            | Code::NotFound
+            | Code::FailedPrecondition
+            | Code::Unimplemented
+    )
 }
 
 fn service_ref((namespace, name): &ServiceId) -> v1::ServiceRef {

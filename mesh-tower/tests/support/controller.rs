@@ -25,6 +25,8 @@ pub struct Data {
     pub addresses: HashMap<SocketAddr, (String, String)>,
     /// The inbound objects of any pod that asks.
     pub inbound: Vec<serde_json::Value>,
+    /// Refuse inbound policy (PERMISSION_DENIED), as for a caller that is not the pod.
+    pub deny_inbound: bool,
 }
 
 /// A running fake controller. Dropping it (or [`FakeController::stop`]) closes the listener
@@ -263,8 +265,14 @@ impl v1::inbound_policies_server::InboundPolicies for Svc {
 
     async fn watch(
         &self,
-        _req: tonic::Request<v1::WorkloadRef>,
+        req: tonic::Request<v1::WorkloadRef>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        if self.data.borrow().deny_inbound {
+            let pod = req.into_inner().pod;
+            return Err(Status::permission_denied(format!(
+                "the caller is not pod {pod}'s service account"
+            )));
+        }
         let stream = self.stream(|data| {
             vec![v1::InboundPolicy {
                 objects: data.inbound.iter().map(object).collect(),
