@@ -6,6 +6,9 @@
 //! given to [`MeshClientBuilder::namespace`] (`default` unless set), `http://web.shop/` and
 //! `http://web.shop.svc.cluster.local/` are `web` in `shop`.
 //!
+//! In a cluster, policy and endpoints come from `mesh controller` instead: see
+//! [`MeshClientBuilder::controller`].
+//!
 //! ```no_run
 //! use mesh_tower::{client::MeshClient, discover::{Endpoint, StaticResolver}, PolicyHandle};
 //! use http_body_util::Empty;
@@ -37,6 +40,7 @@ use crate::accrual::AccrualConfig;
 use crate::balance::{BalanceLayer, DEFAULT_DECAY};
 use crate::body::{ReplayBody, ResponseBody};
 use crate::connect::Connect;
+use crate::controller::{ControllerClient, EnsureLayer};
 use crate::discover::Resolve;
 use crate::errors::RespondLayer;
 use crate::listeners::{OwnListeners, RefuseOwnLayer};
@@ -68,6 +72,7 @@ pub struct MeshClientBuilder<R> {
     accrual: AccrualConfig,
     names: NameContext,
     own: OwnListeners,
+    controller: Option<ControllerClient>,
 }
 
 // === impl MeshClient ===
@@ -85,6 +90,7 @@ impl MeshClient<()> {
             accrual: AccrualConfig::default(),
             names: NameContext::default(),
             own: OwnListeners::default(),
+            controller: None,
         }
     }
 }
@@ -182,6 +188,46 @@ impl<R: Resolve> MeshClientBuilder<R> {
         self
     }
 
+    /// Takes policy and endpoints from `mesh controller`: each request first makes
+    /// `controller` watch the Service it names and waits (a bounded time) for its first
+    /// answer. The builder's policy and resolver must be the ones the controller client
+    /// publishes to.
+    ///
+    /// ```no_run
+    /// use mesh_tower::client::MeshClient;
+    /// use mesh_tower::controller::{ControllerClient, ControllerConfig, PolicyResolver};
+    /// use mesh_tower::metrics::Registry;
+    /// use mesh_tower::PolicyHandle;
+    /// use http_body_util::Empty;
+    /// use bytes::Bytes;
+    ///
+    /// # async fn run(tls: rustls::ClientConfig) -> Result<(), Box<dyn std::error::Error>> {
+    /// let identity = mesh_core::Identity::new("cluster.local", "mesh", "mesh-controller")?;
+    /// let mut config = ControllerConfig::new("10.96.0.20:8090".parse()?, identity);
+    /// config.source_namespace = "shop".into();
+    /// let (policy, resolver) = (PolicyHandle::from_yaml("")?, PolicyResolver::default());
+    /// let registry = Registry::new();
+    /// let controller = ControllerClient::start(
+    ///     config,
+    ///     tls.clone(),
+    ///     (policy.clone(), resolver.clone()),
+    ///     registry.clone(),
+    /// );
+    /// let client = MeshClient::builder(policy, resolver)
+    ///     .mtls(tls)
+    ///     .namespace("shop")
+    ///     .metrics(registry)
+    ///     .controller(controller)
+    ///     .build::<Empty<Bytes>>();
+    /// let rsp = client.request(http::Request::get("http://web/").body(Empty::new())?).await;
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn controller(mut self, controller: ControllerClient) -> Self {
+        self.controller = Some(controller);
+        self
+    }
+
     /// The registry the client records into.
     pub fn registry(&self) -> &Registry {
         &self.registry
@@ -198,8 +244,10 @@ impl<R: Resolve> MeshClientBuilder<R> {
         let connect = refuse.layer(connect);
         let balanced =
             BalanceLayer::with_config(self.resolver, self.accrual, DEFAULT_DECAY).layer(connect);
+        let ensure = (self.controller).map(|c| EnsureLayer::new(c, self.names.clone()));
         let svc = tower::ServiceBuilder::new()
             .layer(RespondLayer::new())
+            .option_layer(ensure)
             .layer(RouteLayer::new(self.policy).with_names(self.names))
             .layer(MetricsLayer::with_control_namespace(
                 self.registry,

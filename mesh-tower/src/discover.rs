@@ -15,12 +15,14 @@
 //! assert!(rx.borrow().is_empty());
 //! ```
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use mesh_core::Identity;
+use arc_swap::ArcSwap;
+use mesh_core::policy::EndpointSet;
 use mesh_core::split::BackendRef;
+use mesh_core::{Identity, MeshPolicy};
 use parking_lot::RwLock;
 use tokio::sync::watch;
 
@@ -141,6 +143,167 @@ impl Resolve for StaticResolver {
             return Some(tx.subscribe());
         }
         map.get(&name).map(watch::Sender::subscribe)
+    }
+}
+
+/// Endpoints from a compiled policy's endpoint sets (a `--config`, a cluster, a controller),
+/// and the identity each address must present: each Service port keyed `name.namespace:port`
+/// to its endpoints at the port behind it.
+#[derive(Clone, Debug, Default)]
+pub struct PolicyResolver {
+    services: StaticResolver,
+    by_ip: Arc<ArcSwap<HashMap<IpAddr, Identity>>>,
+    /// What each Service (namespace, name) contributed, so that one Service's endpoints can be
+    /// replaced without touching (and waking the balancers of) every other.
+    parts: Arc<parking_lot::Mutex<HashMap<(String, String), ServiceEntries>>>,
+}
+
+/// One Service's resolver entries and the identities of its addresses.
+#[derive(Debug, Default)]
+struct ServiceEntries {
+    sets: HashMap<String, Vec<Endpoint>>,
+    identities: Vec<(IpAddr, Identity)>,
+}
+
+// === impl PolicyResolver ===
+
+impl PolicyResolver {
+    /// The identity an address must present, if the config names one.
+    pub fn identity_of(&self, ip: IpAddr) -> Option<Identity> {
+        self.by_ip.load().get(&ip).cloned()
+    }
+
+    /// Replaces the endpoints with those of `policy` (a set it no longer has is emptied).
+    pub fn sync(&self, policy: &MeshPolicy) {
+        let mut by_service: HashMap<(String, String), Vec<&EndpointSet>> = HashMap::new();
+        for set in policy.endpoints() {
+            by_service
+                .entry((set.namespace.clone(), set.service.clone()))
+                .or_default()
+                .push(set);
+        }
+        let parts: HashMap<_, _> = by_service
+            .into_iter()
+            .map(|(id, sets)| {
+                let entries = ServiceEntries::new(policy, &id, &sets);
+                (id, entries)
+            })
+            .collect();
+        let all = parts
+            .values()
+            .flat_map(|p| p.sets.iter().map(|(k, v)| (k.clone(), v.clone())))
+            .collect();
+        self.services.replace_all(all);
+        let mut current = self.parts.lock();
+        *current = parts;
+        self.by_ip.store(Arc::new(by_ip(&current)));
+    }
+
+    /// Replaces the endpoints of the Services `changed` (namespace, name) with those of
+    /// `policy`, leaving every other Service's alone: an EndpointSlice change wakes only the
+    /// balancers of its own Service.
+    pub fn sync_services(&self, policy: &MeshPolicy, changed: &BTreeSet<(String, String)>) {
+        if changed.is_empty() {
+            return;
+        }
+        let mut sets: HashMap<&(String, String), Vec<&EndpointSet>> = HashMap::new();
+        for set in policy.endpoints() {
+            // A scan of the sets, not a lookup: cheap next to what wakes up afterwards.
+            if let Some(id) = changed.get(&(set.namespace.clone(), set.service.clone())) {
+                sets.entry(id).or_default().push(set);
+            }
+        }
+        let mut parts = self.parts.lock();
+        for id in changed {
+            let new = ServiceEntries::new(policy, id, sets.get(id).map_or(&[][..], |s| s));
+            let old = parts.remove(id).unwrap_or_default();
+            for key in old.sets.keys().filter(|k| !new.sets.contains_key(*k)) {
+                // Emptied, not forgotten: a balancer watching it must see the endpoints go.
+                self.services.set(key, Vec::new());
+            }
+            for (key, endpoints) in &new.sets {
+                if old.sets.get(key) != Some(endpoints) {
+                    self.services.set(key, endpoints.clone());
+                }
+            }
+            if !new.sets.is_empty() {
+                parts.insert(id.clone(), new);
+            }
+        }
+        self.by_ip.store(Arc::new(by_ip(&parts)));
+    }
+}
+
+/// Every address with an identity, over all Services.
+fn by_ip(parts: &HashMap<(String, String), ServiceEntries>) -> HashMap<IpAddr, Identity> {
+    parts
+        .values()
+        .flat_map(|p| p.identities.iter().cloned())
+        .collect()
+}
+
+// === impl ServiceEntries ===
+
+impl ServiceEntries {
+    /// The entries of one Service from its endpoint sets: each Service port keyed
+    /// (`name.namespace:port`) to its endpoints at the port behind it, a named `targetPort`
+    /// resolved through the slice's port names.
+    fn new(
+        policy: &MeshPolicy,
+        (namespace, name): &(String, String),
+        sets: &[&EndpointSet],
+    ) -> Self {
+        let td = &policy.config().inbound.trust_domain;
+        let service = policy.service(name, namespace);
+        let key = format!("{name}.{namespace}");
+        let mut entries = Self::default();
+        for set in sets {
+            // (Service port, endpoint port); without a Service, the slice's own ports.
+            let ports: Vec<(u16, u16)> = match service {
+                Some(s) if !s.ports().is_empty() => s
+                    .ports()
+                    .iter()
+                    .filter_map(|p| Some((p.port, s.endpoint_port(p.port, &set.ports)?)))
+                    .collect(),
+                _ => set.ports.iter().map(|&(_, p)| (p, p)).collect(),
+            };
+            if ports.is_empty() {
+                entries.sets.entry(key.clone()).or_default();
+            }
+            for a in &set.addresses {
+                let id = a
+                    .service_account
+                    .as_deref()
+                    .and_then(|sa| Identity::new(td, namespace, sa).ok());
+                if let Some(id) = &id {
+                    entries.identities.push((a.ip, id.clone()));
+                }
+                for &(svc_port, ep_port) in &ports {
+                    entries
+                        .sets
+                        .entry(format!("{key}:{svc_port}"))
+                        .or_default()
+                        .push(Endpoint {
+                            addr: SocketAddr::new(a.ip, ep_port),
+                            identity: id.clone(),
+                        });
+                }
+            }
+        }
+        entries
+    }
+}
+
+impl Resolve for PolicyResolver {
+    fn resolve(&self, backend: &BackendRef) -> Option<Endpoints> {
+        if let (Some(ip), Some(port)) = (backend.ip(), backend.port) {
+            let ep = Endpoint {
+                addr: SocketAddr::new(ip, port),
+                identity: self.identity_of(ip),
+            };
+            return Some(watch::channel(Arc::new(vec![ep])).1);
+        }
+        self.services.resolve(backend)
     }
 }
 

@@ -14,6 +14,7 @@ pub mod balance;
 pub mod body;
 pub mod client;
 pub mod connect;
+pub mod controller;
 pub mod discover;
 pub mod errors;
 pub mod listeners;

@@ -391,6 +391,45 @@ impl PolicyIndex {
             .collect()
     }
 
+    /// Makes `sets` the endpoints of a Service, given directly (as a controller's Destination
+    /// stream sends them) rather than read from EndpointSlice objects; the address index
+    /// follows, so a snapshot finds the Service behind each address. Empty `sets` forgets
+    /// them. Each set counts as applied now, after every object applied so far.
+    ///
+    /// ```
+    /// use mesh_core::{PolicyConfig, PolicyIndex};
+    /// use mesh_core::policy::EndpointSet;
+    ///
+    /// let mut index = PolicyIndex::new(PolicyConfig::default());
+    /// let set = EndpointSet {
+    ///     service: "web".into(), namespace: "shop".into(),
+    ///     ports: vec![(None, 8080)], addresses: vec![],
+    /// };
+    /// let changes = index.set_endpoints("shop", "web", vec![set]);
+    /// assert!(changes.endpoints.contains(&("shop".to_owned(), "web".to_owned())));
+    /// assert_eq!(index.service_endpoints("web", "shop").len(), 1);
+    /// ```
+    pub fn set_endpoints(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        sets: Vec<EndpointSet>,
+    ) -> Changes {
+        let sets = sets
+            .into_iter()
+            .map(|set| {
+                self.next_seq += 1;
+                (self.next_seq, set)
+            })
+            .collect();
+        self.link_endpoint_sets(namespace, name, sets);
+        let mut changes = Changes::default();
+        changes
+            .endpoints
+            .insert((namespace.to_owned(), name.to_owned()));
+        changes
+    }
+
     /// Takes an object version out from under `key`.
     fn unfile(&mut self, key: &Key, seq: u64) {
         if let Some(m) = self.members.get_mut(key) {
@@ -443,7 +482,7 @@ impl PolicyIndex {
                 let sets = compile::link_endpoints(&mut r, ns, name);
                 let reads = std::mem::take(&mut r.reads);
                 self.record(&unit, reads);
-                self.set_endpoints(ns, name, sets);
+                self.link_endpoint_sets(ns, name, sets);
                 changes.endpoints.insert((ns.clone(), name.clone()));
             }
             Key::Workloads => {
@@ -520,7 +559,7 @@ impl PolicyIndex {
         self.linked.servers = Arc::new(servers);
     }
 
-    fn set_endpoints(&mut self, ns: &str, name: &str, sets: Vec<(u64, EndpointSet)>) {
+    fn link_endpoint_sets(&mut self, ns: &str, name: &str, sets: Vec<(u64, EndpointSet)>) {
         let l = &mut self.linked;
         let key = (ns.to_owned(), name.to_owned());
         for (seq, old) in l.endpoints.remove(&key).into_iter().flatten() {

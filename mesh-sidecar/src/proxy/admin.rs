@@ -35,6 +35,7 @@ use tokio::time::{Instant, Sleep};
 use super::accept;
 use super::config::ConfigSource;
 use super::kube::KubeSource;
+use mesh_tower::controller::ControllerClient;
 
 /// What the admin endpoint serves from, available before the proxy itself is built.
 pub(crate) struct Admin {
@@ -49,11 +50,21 @@ pub(crate) struct Readiness {
     config: Arc<ConfigSource>,
     /// Set once the Kubernetes client is up, when `--kube` asks for one.
     kube: OnceLock<Arc<KubeSource>>,
-    kube_wanted: bool,
+    /// Set once the controller client is up, when `--controller` asks for one.
+    controller: OnceLock<ControllerClient>,
+    wanted: Sources,
     identity_pending: AtomicBool,
     /// Set once the inbound and outbound listeners serve.
     serving: AtomicBool,
     shutdown: watch::Sender<bool>,
+}
+
+/// Which sources of readiness the flags ask for.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Sources {
+    pub(crate) kube: bool,
+    pub(crate) controller: bool,
+    pub(crate) identity: bool,
 }
 
 /// A stream that fails with `TimedOut` once no bytes have passed either way for a while.
@@ -131,14 +142,8 @@ async fn handle(
             if missing.is_empty() && degraded.is_empty() {
                 text(StatusCode::OK, "ready\n")
             } else if missing.is_empty() {
-                // Still ready: the last good snapshot serves while the watches reconnect.
-                text(
-                    StatusCode::OK,
-                    format!(
-                        "ready (kubernetes watch failing, serving the last good snapshot: {})\n",
-                        degraded.join(", ")
-                    ),
-                )
+                // Still ready: the last good data serves while the sources reconnect.
+                text(StatusCode::OK, format!("ready ({})\n", degraded.join("; ")))
             } else {
                 text(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -191,15 +196,15 @@ async fn metrics(registry: Registry) -> Response<Full<Bytes>> {
 impl Readiness {
     pub(crate) fn new(
         config: Arc<ConfigSource>,
-        kube_wanted: bool,
-        identity_wanted: bool,
+        wanted: Sources,
         shutdown: watch::Sender<bool>,
     ) -> Self {
         Self {
             config,
             kube: OnceLock::new(),
-            kube_wanted,
-            identity_pending: AtomicBool::new(identity_wanted),
+            controller: OnceLock::new(),
+            wanted,
+            identity_pending: AtomicBool::new(wanted.identity),
             serving: AtomicBool::new(false),
             shutdown,
         }
@@ -208,6 +213,11 @@ impl Readiness {
     /// The Kubernetes watches have started.
     pub(crate) fn kube_started(&self, kube: Arc<KubeSource>) {
         let _ = self.kube.set(kube);
+    }
+
+    /// The controller client has started.
+    pub(crate) fn controller_started(&self, controller: ControllerClient) {
+        let _ = self.controller.set(controller);
     }
 
     /// The workload's certificate is in hand.
@@ -221,30 +231,44 @@ impl Readiness {
     }
 
     /// What is not ready yet.
-    fn not_ready(&self) -> Vec<&'static str> {
-        let mut v = Vec::new();
+    fn not_ready(&self) -> Vec<String> {
+        let mut v: Vec<String> = Vec::new();
         if self.identity_pending.load(Ordering::Acquire) {
-            v.push("identity not issued yet");
+            v.push("identity not issued yet".into());
         } else if !self.serving.load(Ordering::Acquire) {
-            v.push("listeners starting");
+            v.push("listeners starting".into());
         }
         if !self.config.is_ready() {
-            v.push("config not loaded");
+            v.push("config not loaded".into());
         }
         match self.kube.get() {
-            Some(k) => v.extend(k.not_ready()),
-            None if self.kube_wanted => v.push("kubernetes client starting"),
+            Some(k) => v.extend(k.not_ready().map(String::from)),
+            None if self.wanted.kube => v.push("kubernetes client starting".into()),
+            None => {}
+        }
+        match self.controller.get() {
+            Some(c) => v.extend(c.not_ready()),
+            // Before the identity is issued, which the controller's mTLS needs.
+            None if self.wanted.controller => v.push("controller client starting".into()),
             None => {}
         }
         if *self.shutdown.borrow() {
-            v.push("shutting down");
+            v.push("shutting down".into());
         }
         v
     }
 
-    /// Watches that are failing while the last good snapshot serves.
+    /// Sources that are failing while the last good data serves.
     fn degraded(&self) -> Vec<String> {
-        self.kube.get().map(|k| k.degraded()).unwrap_or_default()
+        let mut v: Vec<String> = (self.kube.get().map(|k| k.degraded()).into_iter().flatten())
+            .map(|w| format!("kubernetes watch failing, serving the last good snapshot: {w}"))
+            .collect();
+        if let Some(c) = self.controller.get() {
+            v.extend(
+                (c.degraded().into_iter()).map(|r| format!("{r}; serving the last data received")),
+            );
+        }
+        v
     }
 }
 

@@ -25,6 +25,7 @@ pub(crate) mod accept;
 mod admin;
 mod app;
 mod config;
+mod controller;
 mod detect;
 mod inbound;
 mod io;
@@ -120,6 +121,8 @@ struct ProxyArgs {
         conflicts_with = "kube"
     )]
     config: Option<PathBuf>,
+    #[command(flatten)]
+    controller: controller::ControllerArgs,
     /// Policy and discovery live from the Kubernetes API server (in-cluster config or
     /// KUBECONFIG): policy kinds in the workload's namespace, routes, Services,
     /// EndpointSlices and Pods in --kube-namespaces.
@@ -240,6 +243,8 @@ pub(crate) struct Proxy {
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) open_opaque: AtomicUsize,
     pub(crate) outbound: outbound::Outbound,
+    /// With --controller: asked where an original destination is unknown yet.
+    pub(crate) controller: Option<mesh_tower::controller::ControllerClient>,
     labels: std::collections::BTreeMap<String, String>,
 }
 
@@ -305,9 +310,14 @@ pub(crate) fn run(cmd: ProxyCommand) -> ExitCode {
     }
 }
 
-async fn serve(args: ProxyArgs) -> Result<(), String> {
+async fn serve(mut args: ProxyArgs) -> Result<(), String> {
     if let Some(p) = &args.config {
         config::check_path(p)?;
+    }
+    let identity_wanted =
+        args.identity.identity_dir.is_some() || args.identity.identity_issuer.is_some();
+    if args.controller.addr.is_some() && !identity_wanted {
+        return Err(controller::NEEDS_IDENTITY.to_owned());
     }
     let labels = parse_labels(&args.labels)?;
     let registry = Registry::with_series_limit(args.limits.metrics_series_limit);
@@ -348,6 +358,18 @@ async fn serve(args: ProxyArgs) -> Result<(), String> {
     let id = args.identity.source().load(&mut shutdown_rx).await?;
     admin.readiness().identity_ready();
     let (tls_server, tls_client, identity, _rotation) = tls_configs(id)?;
+    let setup = controller::Setup {
+        namespace: &args.namespace,
+        policy: config.policy.load().config().clone(),
+        tls: tls_client.clone(),
+        config: Arc::clone(&config),
+        registry: registry.clone(),
+    };
+    let controller = args.controller.start(setup).await?;
+    if let Some(c) = &controller {
+        admin.readiness().controller_started(c.clone());
+        args.workload = args.workload.take().or_else(|| args.controller.workload());
+    }
     let own = outbound::Outbound::new(vec![args.inbound_addr, args.outbound_addr, args.admin_addr]);
     let mut builder = MeshClient::builder(config.policy.clone(), config.resolver.clone())
         .metrics(registry.clone())
@@ -357,6 +379,9 @@ async fn serve(args: ProxyArgs) -> Result<(), String> {
         .refuse(own.own.clone());
     if let Some(c) = &tls_client {
         builder = builder.mtls(c.clone());
+    }
+    if let Some(c) = &controller {
+        builder = builder.controller(c.clone());
     }
     let proxy = Arc::new(Proxy {
         registry,
@@ -368,6 +393,7 @@ async fn serve(args: ProxyArgs) -> Result<(), String> {
         shutdown: shutdown.clone(),
         open_opaque: AtomicUsize::new(0),
         outbound: own,
+        controller,
         labels,
         args,
     });
@@ -473,8 +499,11 @@ async fn start_admin(
         args.identity.identity_dir.is_some() || args.identity.identity_issuer.is_some();
     let readiness = admin::Readiness::new(
         Arc::clone(config),
-        args.kube,
-        identity_wanted,
+        admin::Sources {
+            kube: args.kube,
+            controller: args.controller.addr.is_some(),
+            identity: identity_wanted,
+        },
         shutdown.clone(),
     );
     let limits = &args.limits;

@@ -127,6 +127,14 @@ async fn handle(
         Mode::Explicit => (args.outbound_dst, None),
     };
     if let Some(OrigDst(d)) = orig {
+        if let Some(c) = &proxy.controller
+            && !proxy.outbound.own.contains(d)
+        {
+            // An address not asked about yet waits (a bounded time) for the controller to
+            // say what it is, so that the first connection is routed as a later one would be;
+            // unanswered, it is forwarded as an unknown address.
+            c.ensure_addr(d).await;
+        }
         note_discovery(&proxy, d);
     }
     let io: BoxIo = Box::new(tcp);

@@ -22,6 +22,8 @@ use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
+pub mod controller;
+
 pub const TRUST_DOMAIN: &str = "cluster.local";
 pub const NS: &str = "shop";
 /// The port the backends' Server resources name (the sockets themselves are ephemeral).
