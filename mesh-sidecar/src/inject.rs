@@ -63,6 +63,14 @@ pub(crate) struct ProxyArgs {
     /// Where proxies get their policy and endpoints: `mesh controller`'s address, host:port.
     #[arg(long, default_value = "mesh-controller.mesh.svc.cluster.local:8090")]
     controller_addr: String,
+    /// The namespace and service account `mesh controller` runs as, which its certificate
+    /// names; proxies check it (`mesh install`'s, beside the address above).
+    #[arg(
+        long,
+        value_name = "NAMESPACE/NAME",
+        default_value = "mesh/mesh-controller"
+    )]
+    controller_service_account: IssuerAccount,
     /// The namespace and service account the issuer runs as, which its certificate names
     /// (`mesh install`'s, beside the address above).
     #[arg(
@@ -579,6 +587,7 @@ impl ProxyArgs {
             identity_audience: self.identity_audience.clone(),
             identity_addr: self.identity_addr.clone(),
             controller_addr: self.controller_addr.clone(),
+            controller_service_account: self.controller_service_account.to_string(),
             identity_service_account: self.identity_service_account.to_string(),
             trust_domain: self.trust_domain.clone(),
             trust_anchors,

@@ -505,6 +505,7 @@ mod tests {
             cni: false,
             identity_audience: "identity.mesh.io".to_owned(),
             controller_addr: "mesh-controller.mesh.svc.cluster.local:8090".to_owned(),
+            controller_service_account: "mesh/mesh-controller".to_owned(),
             identity_addr: "mesh-identity.mesh.svc.cluster.local:8443".to_owned(),
             identity_service_account: "mesh/mesh-identity".to_owned(),
             trust_domain: mesh_core::identity::DEFAULT_TRUST_DOMAIN.to_owned(),

@@ -367,6 +367,8 @@ pub(crate) fn control_plane(
                 "{}.{namespace}.svc.cluster.local:8090",
                 controller::CONTROLLER
             ),
+            "--controller-service-account",
+            &format!("{namespace}/{}", controller::CONTROLLER),
             "--trust-anchors",
             &format!("{TRUST_ROOTS_DIR}/{TRUST_ROOTS_KEY}"),
             "--trust-domain",

@@ -66,6 +66,8 @@ pub(crate) struct InjectConfig {
     /// Where `mesh controller` listens, `host:port`: the proxy's source of policy and
     /// endpoints (it needs no RBAC of its own).
     pub(crate) controller_addr: String,
+    /// `NAMESPACE/NAME` of the controller's service account, which proxies verify.
+    pub(crate) controller_service_account: String,
     /// The issuer's `namespace/service-account`, which its certificate names.
     pub(crate) identity_service_account: String,
     /// The trust domain the issuer signs for; proxies are told only when it is not the
@@ -336,6 +338,10 @@ fn proxy_container(
         ),
         env("MESH_IDENTITY_TOKEN_FILE", &format!("{TOKEN_DIR}/token")),
         env("MESH_CONTROLLER_ADDR", &config.controller_addr),
+        env(
+            "MESH_CONTROLLER_IDENTITY",
+            &config.controller_service_account,
+        ),
     ];
     if config.trust_domain != mesh_core::identity::DEFAULT_TRUST_DOMAIN {
         vars.push(env("MESH_TRUST_DOMAIN", &config.trust_domain));
@@ -669,6 +675,7 @@ mod tests {
             cni: false,
             identity_audience: "identity.mesh.io".to_owned(),
             controller_addr: "mesh-controller.mesh.svc.cluster.local:8090".to_owned(),
+            controller_service_account: "mesh/mesh-controller".to_owned(),
             identity_addr: "mesh-identity.mesh.svc.cluster.local:8443".to_owned(),
             identity_service_account: "mesh/mesh-identity".to_owned(),
             trust_domain: mesh_core::identity::DEFAULT_TRUST_DOMAIN.to_owned(),
