@@ -188,6 +188,11 @@ fn assert_injected(kind: &str, meta: &ObjectMeta, spec: &PodSpec) {
         controller.as_deref(),
         Some("mesh-controller.mesh.svc.cluster.local:8090")
     );
+    // ...and it checks the controller's identity, not the address it dialled.
+    let controller_id = (p.env.iter().flatten())
+        .find(|e| e.name == "MESH_CONTROLLER_IDENTITY")
+        .and_then(|e| e.value.clone());
+    assert_eq!(controller_id.as_deref(), Some("mesh/mesh-controller"));
     let sc = p.security_context.as_ref().unwrap();
     assert_eq!(sc.run_as_user, Some(2102));
     let ports: Vec<_> = p
