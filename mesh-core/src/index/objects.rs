@@ -17,8 +17,26 @@ impl PolicyIndex {
     /// An index fed only these objects links the same [`ServicePolicy`](crate::ServicePolicy)
     /// for the Service: this is what a controller sends a client watching it. Empty for a
     /// Service the index knows nothing about.
+    ///
+    /// The Services its routes and splits send to are among them (their ports map a backend
+    /// port to the endpoints' port), so a client knows which endpoints to ask for.
     pub fn outbound_objects(&self, namespace: &str, name: &str) -> BTreeSet<ObjectRef> {
-        self.unit_objects(Key::Service(namespace.to_owned(), name.to_owned()))
+        let mut objects = self.unit_objects(Key::Service(namespace.to_owned(), name.to_owned()));
+        if let Some(svc) = self.service(name, namespace) {
+            for b in svc.backends() {
+                let r = ObjectRef {
+                    group: String::new(),
+                    kind: "Service".to_owned(),
+                    namespace: b.namespace.clone(),
+                    name: b.name.clone(),
+                };
+                let accepted = self.objects.get(&r).is_some_and(|s| s.accepted.is_some());
+                if accepted {
+                    objects.insert(r);
+                }
+            }
+        }
+        objects
     }
 
     /// The accepted objects a namespace's inbound policy is linked from: its Servers,

@@ -251,6 +251,18 @@ impl ServicePolicy {
         self.default_decision(port, req)
     }
 
+    /// Every backend its routes, split and default route may send to (with repeats).
+    pub(crate) fn backends(&self) -> impl Iterator<Item = &BackendRef> {
+        let split = self.split.iter().flat_map(|s| s.backends.iter());
+        (self
+            .routes
+            .iter()
+            .chain(std::iter::once(&self.default_route)))
+        .flat_map(|r| r.backends.iter())
+        .chain(split)
+        .map(|w| &w.backend)
+    }
+
     fn default_backends(&self, req: &impl RequestFacts) -> &Arc<Backends> {
         match &self.split {
             Some(s) if s.matches.is_empty() || s.matches.iter().any(|m| m.matches(req)) => {

@@ -249,7 +249,10 @@ impl Hub {
         let snapshot = by_address.then(|| index.snapshot());
         for s in &mut self.outbound {
             let due = match &s.key {
-                Target::Service(ns, name) => changes.services.contains(&(ns.clone(), name.clone())),
+                Target::Service(ns, name) => {
+                    changes.services.contains(&(ns.clone(), name.clone()))
+                        || carries_changed_service(s.last.as_ref(), changes)
+                }
                 Target::Address(_) => address_may_change(changes),
             };
             if s.last.is_some() && !due {
@@ -306,6 +309,17 @@ impl Hub {
         self.sent.clients(Api::Inbound, self.inbound.len());
         self.sent.clients(Api::Destination, self.destination.len());
     }
+}
+
+/// Whether the last message sent carried a Service (a backend) that changed since.
+fn carries_changed_service(last: Option<&OutboundPolicy>, changes: &Changes) -> bool {
+    (last.into_iter().flat_map(|m| &m.objects))
+        .filter(|o| o.group.is_empty() && o.kind == "Service")
+        .any(|o| {
+            changes
+                .services
+                .contains(&(o.namespace.clone(), o.name.clone()))
+        })
 }
 
 /// A Service's or an address's target may change with any Service or endpoint.

@@ -35,6 +35,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 pub(crate) mod apiserver;
+pub(crate) mod controller;
 pub(crate) mod loopback;
 pub(crate) mod pods;
 
