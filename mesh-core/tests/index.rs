@@ -553,8 +553,11 @@ fn outbound_objects_are_the_services_own_and_what_it_reads() {
         .into_iter()
         .map(|r| format!("{}/{}/{}", r.kind, r.namespace, r.name))
         .collect();
+    // The split sends to api too: a client needs api's Service (its ports) to ask for its
+    // endpoints.
     let expected = [
         "Service/a/web",
+        "Service/a/api",
         "HTTPRouteGroup/a/web-group",
         "TrafficSplit/a/web-split",
     ];
