@@ -7,15 +7,8 @@
 
 mod support;
 
-use std::future::Future;
-use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use mesh_api::v1::destination_client::DestinationClient;
 use mesh_api::v1::inbound_policies_client::InboundPoliciesClient;
 use mesh_api::v1::outbound_policies_client::OutboundPoliciesClient;
@@ -23,10 +16,9 @@ use mesh_api::v1::{
     EndpointUpdate, InboundPolicy, OutboundPolicy, OutboundTarget, ServiceRef, WorkloadRef,
     endpoint_update, outbound_policy, outbound_target,
 };
-use mesh_identity::{CertStore, Identity, TrustBundle, TrustStore};
 use serde_json::Value;
 use support::apiserver::ApiServer;
-use support::controller::Controller;
+use support::controller::{Controller, H2, connect, origin};
 use support::pods::{Trust, free_port};
 
 /// How long any one expected message may take.
@@ -95,54 +87,6 @@ ports: [{{ name: http, port: 8080 }}]
 endpoints: [{{ addresses: [{ip}] }}]
 "
     )
-}
-
-/// One HTTP/2 connection over mesh mTLS, as a tonic `GrpcService`.
-#[derive(Clone)]
-struct H2(SendRequest<tonic::body::Body>);
-
-impl tower::Service<http::Request<tonic::body::Body>> for H2 {
-    type Response = http::Response<hyper::body::Incoming>;
-    type Error = hyper::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, hyper::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        let fut = self.0.send_request(req);
-        Box::pin(fut)
-    }
-}
-
-/// Connects to the controller as service account `sa` (certificates from `trust`), checking
-/// that the controller is `default/mesh-controller`.
-async fn connect(trust: &Trust, sa: &str, addr: SocketAddr) -> H2 {
-    let dir = trust.certs(sa);
-    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
-    let chain = mesh_identity::cert::certs_from_pem(&read("tls.crt")).unwrap();
-    let key = rcgen::KeyPair::from_pem(&read("tls.key")).unwrap();
-    let creds = mesh_identity::Credentials::from_key_pair(chain, &key).unwrap();
-    let anchors = TrustStore::new(TrustBundle::from_pem(&read("ca.crt")).unwrap());
-    let config = mesh_identity::tls::client_config(CertStore::with(creds), anchors).unwrap();
-    let expected = Identity::new("cluster.local", "default", "mesh-controller").unwrap();
-    let name = mesh_identity::tls::server_name(&expected).unwrap();
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .unwrap();
-    let (send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    H2(send)
-}
-
-fn origin() -> http::Uri {
-    "https://mesh-controller.default".parse().unwrap()
 }
 
 async fn next<T: std::fmt::Debug>(stream: &mut tonic::Streaming<T>, what: &str) -> T {

@@ -6,8 +6,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use mesh_identity::{CertStore, Identity, TrustBundle, TrustStore};
+
 use super::mesh_bin;
-use super::pods::free_port;
+use super::pods::{Trust, free_port};
 
 /// How long the controller may take to become ready.
 const WAIT: Duration = Duration::from_secs(15);
@@ -34,6 +43,11 @@ impl Controller {
             .spawn()
             .unwrap();
         Self { child, log, admin }
+    }
+
+    /// The process id, for /proc.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub(crate) fn log(&self) -> String {
@@ -74,4 +88,52 @@ impl Drop for Controller {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// One HTTP/2 connection over mesh mTLS, as a tonic `GrpcService`.
+#[derive(Clone)]
+pub(crate) struct H2(SendRequest<tonic::body::Body>);
+
+impl tower::Service<http::Request<tonic::body::Body>> for H2 {
+    type Response = http::Response<hyper::body::Incoming>;
+    type Error = hyper::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, hyper::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let fut = self.0.send_request(req);
+        Box::pin(fut)
+    }
+}
+
+/// Connects to the controller as service account `sa` (certificates from `trust`), checking
+/// that the controller is `default/mesh-controller`.
+pub(crate) async fn connect(trust: &Trust, sa: &str, addr: SocketAddr) -> H2 {
+    let dir = trust.certs(sa);
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    let chain = mesh_identity::cert::certs_from_pem(&read("tls.crt")).unwrap();
+    let key = rcgen::KeyPair::from_pem(&read("tls.key")).unwrap();
+    let creds = mesh_identity::Credentials::from_key_pair(chain, &key).unwrap();
+    let anchors = TrustStore::new(TrustBundle::from_pem(&read("ca.crt")).unwrap());
+    let config = mesh_identity::tls::client_config(CertStore::with(creds), anchors).unwrap();
+    let expected = Identity::new("cluster.local", "default", "mesh-controller").unwrap();
+    let name = mesh_identity::tls::server_name(&expected).unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    H2(send)
+}
+
+pub(crate) fn origin() -> http::Uri {
+    "https://mesh-controller.default".parse().unwrap()
 }
