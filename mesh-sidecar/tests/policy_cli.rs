@@ -437,5 +437,8 @@ fn explain_shows_the_filters_and_what_the_request_becomes() {
     ] {
         assert!(text.contains(want), "want {want:?} in:\n{text}");
     }
-    assert!(!text.contains("x-debug: 1"), "removed header still shown:\n{text}");
+    assert!(
+        !text.contains("x-debug: 1"),
+        "removed header still shown:\n{text}"
+    );
 }
