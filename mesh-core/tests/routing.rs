@@ -365,30 +365,50 @@ spec:
 }
 
 #[test]
-fn retries_never_cover_post_unless_the_route_names_it() {
-    let p = policy(
-        r#"
+fn retries_cover_any_method_as_linkerd_unless_idempotent_only_is_asked_for() {
+    let route = |extra: &str| {
+        policy(&format!(
+            r#"
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata:
   name: r
   namespace: ns
-  annotations: { retry.linkerd.io/http: 5xx, retry.linkerd.io/limit: "3", retry.linkerd.io/timeout: 300ms }
+  annotations: {{ retry.linkerd.io/http: 5xx, retry.linkerd.io/limit: "3", retry.linkerd.io/timeout: 300ms{extra} }}
 spec:
-  parentRefs: [{ name: svc, kind: Service }]
+  parentRefs: [{{ name: svc, kind: Service }}]
   rules:
-  - matches: [{ path: { value: /orders }, method: POST }]
-  - matches: [{ path: { value: / } }]
-"#,
-    );
+  - matches: [{{ path: {{ value: /orders }}, method: POST }}]
+  - matches: [{{ path: {{ value: / }} }}]
+"#
+        ))
+    };
+    // Linkerd retries a retry.linkerd.io route whatever the method.
+    let p = route("");
     let d = p.outbound(&req("POST", "http://svc.ns/orders", &[]));
     let r = d.retry().unwrap();
     assert_eq!(r.limit, 3);
     assert_eq!(r.per_try_timeout, Some(Duration::from_millis(300)));
     assert!(r.method_allowed("POST"));
     let d = p.outbound(&req("POST", "http://svc.ns/other", &[]));
+    assert!(d.retry().unwrap().method_allowed("POST"));
+    // Ours, asked for: idempotent methods, and POST only where the route names it.
+    let p = route(", retry.mesh.io/methods: idempotent");
+    let d = p.outbound(&req("POST", "http://svc.ns/orders", &[]));
+    assert!(d.retry().unwrap().method_allowed("POST"));
+    let d = p.outbound(&req("POST", "http://svc.ns/other", &[]));
     assert!(!d.retry().unwrap().method_allowed("POST"));
     assert!(d.retry().unwrap().method_allowed("GET"));
+    let e = MeshPolicy::from_yaml(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: { name: svc, namespace: ns, annotations: { retry.linkerd.io/http: 5xx, retry.mesh.io/methods: safe } }
+"#,
+    )
+    .expect_err("an unknown value is refused")
+    .to_string();
+    assert!(e.contains("\"safe\" is not any or idempotent"), "{e}");
 }
 
 #[test]

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::doc::{Cx, Doc};
-use super::fields::service_ref;
+use super::fields::{retry_methods, service_ref};
 use crate::authz::ResourceId;
 use crate::classify::{ResponseClass, ResponseMatch};
 use crate::kinds::{self, IntOrString};
 use crate::policy::{ProfileMatch, Route, Timeouts};
-use crate::retry::{RetryBudgetConfig, RetryConditions, RetryPolicy};
+use crate::retry::{RetryBudgetConfig, RetryConditions, RetryMethods, RetryPolicy};
 use crate::route;
 use crate::split::{Backends, WeightedBackend};
 use crate::values::{parse_duration, parse_milli_quantity};
@@ -61,6 +61,13 @@ pub(crate) fn parse_profile(
         .filter_map(|(i, r)| check_route(cx, doc, &format!("spec.routes[{i}]"), r))
         .collect();
     let budget = retry_budget(cx, doc, spec.retry_budget.as_ref());
+    let methods = match retry_methods(&doc.meta.annotations) {
+        Ok(m) => m,
+        Err((key, e)) => {
+            cx.err(doc, format!("metadata.annotations[{key:?}]"), e);
+            RetryMethods::Any
+        }
+    };
     let overrides = dst_overrides(cx, doc, &namespace, &spec.dst_overrides);
     let id = doc.id();
     let mut routes = Vec::new();
@@ -74,7 +81,12 @@ pub(crate) fn parse_profile(
                 on_failure_class: true,
             },
             per_try_timeout: None,
-            allow_non_idempotent: r.methods.iter().any(|m| !crate::retry::is_idempotent(m)),
+            methods: match &methods {
+                RetryMethods::Any => RetryMethods::Any,
+                RetryMethods::Idempotent { .. } => RetryMethods::Idempotent {
+                    route_names_method: r.methods.iter().any(|m| !crate::retry::is_idempotent(m)),
+                },
+            },
             budget,
         });
         matches.push((r.condition, routes.len()));
