@@ -495,3 +495,46 @@ mod weights {
             .collect()
     }
 }
+
+/// What linkerd2-proxy ignores in a ServiceProfile, mesh ignores too, and says so.
+#[test]
+fn profile_parts_linkerd2_proxy_ignores_are_ignored_with_a_note() {
+    let profile = |ttl: &str, status: &str| {
+        policy(&format!(
+            r#"
+apiVersion: linkerd.io/v1alpha2
+kind: ServiceProfile
+metadata: {{ name: web.shop.svc.cluster.local, namespace: shop }}
+spec:
+  retryBudget: {{ retryRatio: 0.2, minRetriesPerSecond: 10, ttl: {ttl} }}
+  routes:
+  - name: get
+    condition: {{ method: GET }}
+    isRetryable: true
+    responseClasses:
+    - condition: {{ status: {status} }}
+      isFailure: true
+"#
+        ))
+    };
+    let get = req("GET", "http://web.shop/", &[]);
+    let p = profile("10s", "{ min: 400, max: 499 }");
+    assert!(p.notes().is_empty(), "{:?}", p.notes());
+    let d = p.outbound(&get);
+    assert!(d.retry().is_some());
+    assert_eq!(d.classify(404, None).as_str(), "failure");
+
+    // A budget ttl outside 1s–60s: no retries at all.
+    for ttl in ["500ms", "61s"] {
+        let p = profile(ttl, "{ min: 400, max: 499 }");
+        assert!(p.outbound(&get).retry().is_none(), "ttl {ttl}");
+        let notes = format!("{:?}", p.notes());
+        assert!(notes.contains("outside 1s–60s"), "{notes}");
+    }
+
+    // An open-ended range: the response class is ignored, not read as 400–599.
+    let p = profile("10s", "{ min: 400 }");
+    assert_eq!(p.outbound(&get).classify(404, None).as_str(), "success");
+    let notes = format!("{:?}", p.notes());
+    assert!(notes.contains("needs both min and max"), "{notes}");
+}

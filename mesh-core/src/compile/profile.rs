@@ -33,6 +33,10 @@ pub(crate) struct ParsedProfile {
     pub(crate) overrides: Arc<Backends>,
 }
 
+/// The retry budget ttl linkerd2-proxy accepts.
+const BUDGET_TTL_MIN: Duration = Duration::from_secs(1);
+const BUDGET_TTL_MAX: Duration = Duration::from_secs(60);
+
 /// One route of a profile, checked, before the budget it shares is known.
 struct CheckedRoute {
     name: String,
@@ -73,7 +77,7 @@ pub(crate) fn parse_profile(
     let mut routes = Vec::new();
     let mut matches = Vec::new();
     for r in checked {
-        let retry = r.retryable.then(|| RetryPolicy {
+        let retry = budget.filter(|_| r.retryable).map(|budget| RetryPolicy {
             limit: PROFILE_RETRY_LIMIT,
             conditions: RetryConditions {
                 http: Vec::new(),
@@ -125,7 +129,17 @@ fn check_route(cx: &mut Cx, doc: &Doc, field: &str, r: &kinds::SpRoute) -> Optio
     let mut classes = Vec::new();
     for (j, c) in r.response_classes.iter().enumerate() {
         let f = format!("{field}.responseClasses[{j}].condition");
-        if let Some(condition) = response_match(cx, doc, &f, &c.condition) {
+        let condition = response_match(cx, doc, &f, &c.condition);
+        if condition.is_some() && open_ended(&c.condition) {
+            cx.note(
+                doc,
+                format!(
+                    "{f}: a status range needs both min and max; linkerd2-proxy ignores this response class, and so does mesh"
+                ),
+            );
+            continue;
+        }
+        if let Some(condition) = condition {
             classes.push(ResponseClass {
                 condition,
                 is_failure: c.is_failure,
@@ -153,13 +167,15 @@ fn check_route(cx: &mut Cx, doc: &Doc, field: &str, r: &kinds::SpRoute) -> Optio
     })
 }
 
+/// The profile's retry budget; `None` when its `ttl` is outside 1–60 s, which linkerd2-proxy
+/// ignores, retrying nothing under it (noted, so the user learns why).
 fn retry_budget(
     cx: &mut Cx,
     doc: &Doc,
     budget: Option<&kinds::SpRetryBudget>,
-) -> RetryBudgetConfig {
+) -> Option<RetryBudgetConfig> {
     let Some(b) = budget else {
-        return RetryBudgetConfig::default();
+        return Some(RetryBudgetConfig::default());
     };
     if !(0.0..=1000.0).contains(&b.retry_ratio) || b.retry_ratio.is_nan() {
         cx.err(
@@ -186,12 +202,22 @@ fn retry_budget(
             Duration::ZERO
         }
     };
+    if !(BUDGET_TTL_MIN..=BUDGET_TTL_MAX).contains(&ttl) && !ttl.is_zero() {
+        cx.note(
+            doc,
+            format!(
+                "spec.retryBudget.ttl: {} is outside 1s–60s; linkerd2-proxy ignores such a budget and retries none of this profile's routes, and so does mesh",
+                b.ttl
+            ),
+        );
+        return None;
+    }
     // Values behind an error are never served: the profile is refused.
-    RetryBudgetConfig {
+    Some(RetryBudgetConfig {
         retry_ratio: b.retry_ratio,
         min_retries_per_second,
         ttl,
-    }
+    })
 }
 
 fn dst_overrides(
@@ -350,6 +376,15 @@ fn status_range(s: &kinds::SpRange) -> Result<(u16, u16), Vec<String>> {
         (Ok(min), Ok(max)) if errors.is_empty() => Ok((min, max)),
         _ => Err(errors),
     }
+}
+
+/// Whether a response condition has a status range without both ends anywhere in it.
+fn open_ended(m: &kinds::SpResponseMatch) -> bool {
+    m.status
+        .as_ref()
+        .is_some_and(|s| s.min.is_none() || s.max.is_none())
+        || m.all.iter().chain(&m.any).any(open_ended)
+        || m.not.as_deref().is_some_and(open_ended)
 }
 
 /// A condition that nests: `all`, `any`, `not`.
