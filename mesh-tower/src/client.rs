@@ -39,6 +39,7 @@ use crate::body::{ReplayBody, ResponseBody};
 use crate::connect::Connect;
 use crate::discover::Resolve;
 use crate::errors::RespondLayer;
+use crate::filter::{FilterBody, FilterLayer};
 use crate::listeners::{OwnListeners, RefuseOwnLayer};
 use crate::metrics::{Direction, MetricsLayer, Registry};
 use crate::policy::PolicyHandle;
@@ -193,7 +194,7 @@ impl<R: Resolve> MeshClientBuilder<R> {
         B: Body<Data = Bytes> + Send + Sync + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
-        let connect = Connect::<ReplayBody<B>>::new(self.tls);
+        let connect = Connect::<ReplayBody<FilterBody<B>>>::new(self.tls);
         let refuse = RefuseOwnLayer::new(self.own);
         let connect = refuse.layer(connect);
         let balanced =
@@ -202,11 +203,12 @@ impl<R: Resolve> MeshClientBuilder<R> {
             .layer(RespondLayer::new())
             .layer(RouteLayer::new(self.policy).with_names(self.names))
             .layer(MetricsLayer::with_control_namespace(
-                self.registry,
+                self.registry.clone(),
                 Direction::Outbound,
                 &self.control_namespace,
             ))
             .layer(TraceLayer::new())
+            .layer(FilterLayer::new(self.registry))
             .layer(TimeoutLayer::new())
             .layer(self.retry)
             .layer(SplitLayer::new())
