@@ -122,7 +122,7 @@ pub struct Unauthorized {
 
 /// A route's `RequestRedirect` filter answers the request: nothing is forwarded.
 #[derive(Clone, Debug, thiserror::Error)]
-#[error("request redirected ({status}) to {location:?}")]
+#[error("request redirected with {status}")]
 pub struct Redirected {
     /// 301, 302, 303, 307 or 308.
     pub status: StatusCode,

@@ -199,13 +199,13 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let target = req.extensions().get::<RouteTarget>().cloned();
-        let route = target.as_ref().and_then(|t| t.route.clone());
-        let (Some(target), Some(route)) = (target, route.filter(|r| !r.filters().is_empty()))
-        else {
-            return Either::Left(self.forward(req.map(FilterBody::new), Vec::new()));
+        // Most routes have no filters: those requests pass with nothing copied.
+        let target = match req.extensions().get::<RouteTarget>() {
+            Some(t) if t.route.as_ref().is_some_and(|r| !r.filters().is_empty()) => t.clone(),
+            _ => return Either::Left(self.forward(req.map(FilterBody::new), Vec::new())),
         };
-        let outcome = filter::plan(route.filters(), &request_line(&req, &target));
+        let filters = target.route.as_deref().map_or(&[][..], |r| r.filters());
+        let outcome = filter::plan(filters, &request_line(&req, &target));
         let forward = match outcome {
             Outcome::Redirect { status, location } => {
                 let e = self.redirect(status, &location);
