@@ -16,7 +16,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use support::loopback::{LoopbackProxy, app, exchange, free_port, get, metric, wait_for};
+use support::loopback::{LoopbackProxy, app, exchange, get, metric, wait_for};
 
 /// What a backend was sent: the request head (request line and headers), lower-cased names.
 #[derive(Clone, Debug)]
@@ -356,6 +356,13 @@ fn mirrors_get_their_share_and_never_hold_up_the_client() {
     let (arrived_tx, arrived) = mpsc::channel();
     let (release, release_rx) = mpsc::channel();
     let (held, _) = backend(Some((arrived_tx, release_rx)));
+    // Bound and not listening: connections are refused, and no other test can take the port
+    // (as it could a free port's) while this test runs.
+    let refusing =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    refusing
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
     let mirror = |svc: &str, extra: &str| {
         format!(
             "[{{ type: RequestMirror, requestMirror: {{ backendRef: {{ name: {svc}, port: 80 }}{extra} }} }}]"
@@ -371,7 +378,7 @@ fn mirrors_get_their_share_and_never_hold_up_the_client() {
     let config = service("web", web)
         + &service("shadow", shadow)
         + &service("held", held)
-        + &service("down", free_port())
+        + &service("down", refusing.local_addr().unwrap().as_socket().unwrap())
         + &http_route(&[
             ("/all", &all),
             ("/none", &none),
@@ -459,4 +466,95 @@ fn mirrors_get_their_share_and_never_hold_up_the_client() {
     assert!(wait_for(Duration::from_secs(5), || {
         proxy_metric(&f.proxy, "outbound_http_mirror_total", "result=\"failed\"") >= 1.0
     }));
+}
+
+/// An h2c backend that reads each request, logs its path and headers, and answers like a gRPC
+/// server (`grpc-status: 0`) with `x-app: one`.
+async fn grpc_backend() -> (SocketAddr, Arc<Mutex<Vec<http::Request<()>>>>) {
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&log);
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let log = Arc::clone(&log);
+            let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let log = Arc::clone(&log);
+                async move {
+                    // A gRPC server reads the request message before it answers.
+                    let (parts, body) = req.into_parts();
+                    let _ = http_body_util::BodyExt::collect(body).await;
+                    log.lock().push(http::Request::from_parts(parts, ()));
+                    http::Response::builder()
+                        .header("content-type", "application/grpc")
+                        .header("grpc-status", "0")
+                        .header("x-app", "one")
+                        .body(http_body_util::Full::new(bytes::Bytes::new()))
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc),
+            );
+        }
+    });
+    (addr, seen)
+}
+
+#[test]
+fn grpc_routes_get_header_modifiers_and_mirrors() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (web, seen) = rt.block_on(grpc_backend());
+    let (shadow, mirrored) = rt.block_on(grpc_backend());
+    let config = service("web", web)
+        + &service("shadow", shadow)
+        + "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: { name: greet, namespace: shop }
+spec:
+  parentRefs: [{ name: web, kind: Service, group: core, port: 80 }]
+  rules:
+  - matches: [{ method: { service: hello.Greeter, method: SayHello } }]
+    filters:
+    - { type: RequestHeaderModifier, requestHeaderModifier: { add: [{ name: x-via, value: mesh }], remove: [x-secret] } }
+    - { type: ResponseHeaderModifier, responseHeaderModifier: { set: [{ name: x-app, value: two }] } }
+    - { type: RequestMirror, requestMirror: { backendRef: { name: shadow, port: 80 } } }
+";
+    let f = start("filters-grpc", &config);
+    let outbound = f.proxy.outbound;
+    let rsp = rt.block_on(async move {
+        let s = tokio::net::TcpStream::connect(outbound).await.unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::post("http://web.shop:80/hello.Greeter/SayHello")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("x-secret", "s3cr3t")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                b"\0\0\0\0\0",
+            )))
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), send.send_request(req))
+            .await
+            .expect("answered in time")
+            .unwrap()
+    });
+    assert_eq!(rsp.status(), 200);
+    assert_eq!(rsp.headers()["x-app"], "two");
+    assert_eq!(rsp.headers()["grpc-status"], "0");
+    let got = seen.lock().pop().expect("the backend got the call");
+    assert_eq!(got.uri().path(), "/hello.Greeter/SayHello");
+    assert_eq!(got.headers()["x-via"], "mesh");
+    assert!(!got.headers().contains_key("x-secret"));
+    assert!(wait_for(Duration::from_secs(5), || mirrored.lock().len() == 1));
+    let copy = mirrored.lock().pop().unwrap();
+    assert_eq!(copy.uri().path(), "/hello.Greeter/SayHello");
+    assert_eq!(copy.headers()["x-via"], "mesh");
 }
