@@ -47,6 +47,7 @@ pub mod classify;
 mod compile;
 pub mod destination;
 pub mod error;
+pub mod filter;
 pub mod identity;
 pub mod index;
 pub mod kinds;

@@ -14,11 +14,10 @@ use crate::split::BackendRef;
 mod outbound;
 mod service;
 
+pub use crate::filter::{Filter, HeaderModifier};
 pub use outbound::{OutboundDecision, Samples};
-pub use service::{
-    Filter, HeaderModifier, Route, ServicePolicy, ServicePort, TargetPort, Timeouts,
-};
 pub(crate) use service::{ProfileMatch, RouteEntry, Split};
+pub use service::{Route, ServicePolicy, ServicePort, TargetPort, Timeouts};
 
 /// Settings that shape compilation: the trust domain and the inbound defaults.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

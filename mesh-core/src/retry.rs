@@ -20,11 +20,29 @@ pub struct RetryPolicy {
     pub conditions: RetryConditions,
     /// A timeout for each retry attempt (`retry.linkerd.io/timeout`).
     pub per_try_timeout: Option<Duration>,
-    /// Whether the route names a non-idempotent method explicitly (`POST`, `PATCH`) and so may
-    /// retry it.
-    pub allow_non_idempotent: bool,
+    /// Which request methods may be retried.
+    pub methods: RetryMethods,
     /// The budget shared by all requests of the route.
     pub budget: RetryBudgetConfig,
+}
+
+/// The annotation (on a route, its Service or a ServiceProfile) that asks for mesh's stricter
+/// method rule: `retry.mesh.io/methods: idempotent` (the default, `any`, is Linkerd's).
+pub const RETRY_METHODS_ANNOTATION: &str = "retry.mesh.io/methods";
+
+/// Which request methods a retry policy may retry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum RetryMethods {
+    /// Every method, as Linkerd retries an `isRetryable` or `retry.linkerd.io` route: a request
+    /// is retried only when its body fitted the replay buffer, and within the budget.
+    #[default]
+    Any,
+    /// mesh's stricter rule (`retry.mesh.io/methods: idempotent`): RFC 9110's idempotent
+    /// methods, and a non-idempotent one (`POST`, `PATCH`) only on a route whose match names it.
+    Idempotent {
+        /// The route's match names a non-idempotent method.
+        route_names_method: bool,
+    },
 }
 
 /// Which responses count as retryable failures.
@@ -111,7 +129,12 @@ impl RetryPolicy {
 
     /// Whether requests with this method may be retried under this policy.
     pub fn method_allowed(&self, method: &str) -> bool {
-        is_idempotent(method) || self.allow_non_idempotent
+        match self.methods {
+            RetryMethods::Any => true,
+            RetryMethods::Idempotent { route_names_method } => {
+                is_idempotent(method) || route_names_method
+            }
+        }
     }
 }
 
@@ -321,7 +344,7 @@ mod tests {
     }
 
     #[test]
-    fn only_idempotent_methods_unless_explicit() {
+    fn any_method_as_linkerd_unless_asked_for_idempotent_only() {
         let mut p = RetryPolicy {
             limit: 3,
             conditions: RetryConditions {
@@ -330,8 +353,13 @@ mod tests {
                 on_failure_class: false,
             },
             per_try_timeout: None,
-            allow_non_idempotent: false,
+            methods: RetryMethods::Any,
             budget: RetryBudgetConfig::default(),
+        };
+        assert!(p.is_retryable("POST", 503, None, Class::Failure));
+        assert!(!p.is_retryable("GET", 404, None, Class::Failure));
+        p.methods = RetryMethods::Idempotent {
+            route_names_method: false,
         };
         let cases = [
             ("GET", 503, true),
@@ -343,7 +371,9 @@ mod tests {
         for (m, s, want) in cases {
             assert_eq!(p.is_retryable(m, s, None, Class::Failure), want, "{m} {s}");
         }
-        p.allow_non_idempotent = true;
+        p.methods = RetryMethods::Idempotent {
+            route_names_method: true,
+        };
         assert!(p.is_retryable("POST", 503, None, Class::Failure));
     }
 

@@ -102,6 +102,8 @@ pub trait RequestFacts {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {
     method: String,
+    /// `http` or `https`, lower case.
+    scheme: String,
     host: String,
     port: u16,
     path: String,
@@ -183,6 +185,7 @@ impl Request {
         }
         Ok(Self {
             method: method.to_ascii_uppercase(),
+            scheme: scheme.to_ascii_lowercase(),
             host: host.to_ascii_lowercase(),
             port,
             path: path.to_owned(),
@@ -212,6 +215,22 @@ impl Request {
     /// `host:port`.
     pub fn authority(&self) -> String {
         format!("{}:{}", self.host, self.port)
+    }
+
+    /// The headers added, names lower case, in order.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
+    /// What route filters read of it (see [`crate::filter::plan`]).
+    pub fn line(&self) -> crate::filter::RequestLine<'_> {
+        crate::filter::RequestLine {
+            scheme: &self.scheme,
+            host: &self.host,
+            port: self.port,
+            path: &self.path,
+            query: self.query.as_deref(),
+        }
     }
 }
 

@@ -333,3 +333,60 @@ spec:
     assert!(!p.authorize(&target, &voting, &r).allowed);
     assert!(!p.authorize(&target, &Peer::default(), &r).allowed);
 }
+
+/// Linkerd refuses a policy that reaches into another namespace; so do we, per object, so a
+/// live index keeps the rest and a file is refused whole.
+#[test]
+fn policy_never_reaches_across_namespaces() {
+    let cases = [
+        (
+            r#"
+apiVersion: policy.linkerd.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: { name: open-up, namespace: attacker }
+spec:
+  targetRef: { kind: Namespace, name: emojivoto }
+  requiredAuthenticationRefs: []
+"#,
+            "spec.targetRef.name",
+        ),
+        (
+            r#"
+apiVersion: policy.linkerd.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: { name: open-up, namespace: attacker }
+spec:
+  targetRef: { group: policy.linkerd.io, kind: Server, name: web-http, namespace: emojivoto }
+  requiredAuthenticationRefs: []
+"#,
+            "spec.targetRef.namespace",
+        ),
+        (
+            r#"
+apiVersion: policy.linkerd.io/v1alpha1
+kind: HTTPLocalRateLimitPolicy
+metadata: { name: throttle, namespace: attacker }
+spec:
+  targetRef: { group: policy.linkerd.io, kind: Server, name: web-http, namespace: emojivoto }
+  total: { requestsPerSecond: 1 }
+"#,
+            "spec.targetRef.namespace",
+        ),
+    ];
+    for (yaml, field) in cases {
+        let e = MeshPolicy::from_yaml(yaml)
+            .expect_err("refused")
+            .to_string();
+        assert!(e.contains(field), "want {field} in:\n{e}");
+        assert!(e.contains("may target only its own namespace"), "{e}");
+    }
+    let own = r#"
+apiVersion: policy.linkerd.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: { name: all, namespace: emojivoto }
+spec:
+  targetRef: { kind: Namespace, name: emojivoto }
+  requiredAuthenticationRefs: []
+"#;
+    assert!(MeshPolicy::from_yaml(own).is_ok());
+}

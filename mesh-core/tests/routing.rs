@@ -365,30 +365,50 @@ spec:
 }
 
 #[test]
-fn retries_never_cover_post_unless_the_route_names_it() {
-    let p = policy(
-        r#"
+fn retries_cover_any_method_as_linkerd_unless_idempotent_only_is_asked_for() {
+    let route = |extra: &str| {
+        policy(&format!(
+            r#"
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata:
   name: r
   namespace: ns
-  annotations: { retry.linkerd.io/http: 5xx, retry.linkerd.io/limit: "3", retry.linkerd.io/timeout: 300ms }
+  annotations: {{ retry.linkerd.io/http: 5xx, retry.linkerd.io/limit: "3", retry.linkerd.io/timeout: 300ms{extra} }}
 spec:
-  parentRefs: [{ name: svc, kind: Service }]
+  parentRefs: [{{ name: svc, kind: Service }}]
   rules:
-  - matches: [{ path: { value: /orders }, method: POST }]
-  - matches: [{ path: { value: / } }]
-"#,
-    );
+  - matches: [{{ path: {{ value: /orders }}, method: POST }}]
+  - matches: [{{ path: {{ value: / }} }}]
+"#
+        ))
+    };
+    // Linkerd retries a retry.linkerd.io route whatever the method.
+    let p = route("");
     let d = p.outbound(&req("POST", "http://svc.ns/orders", &[]));
     let r = d.retry().unwrap();
     assert_eq!(r.limit, 3);
     assert_eq!(r.per_try_timeout, Some(Duration::from_millis(300)));
     assert!(r.method_allowed("POST"));
     let d = p.outbound(&req("POST", "http://svc.ns/other", &[]));
+    assert!(d.retry().unwrap().method_allowed("POST"));
+    // Ours, asked for: idempotent methods, and POST only where the route names it.
+    let p = route(", retry.mesh.io/methods: idempotent");
+    let d = p.outbound(&req("POST", "http://svc.ns/orders", &[]));
+    assert!(d.retry().unwrap().method_allowed("POST"));
+    let d = p.outbound(&req("POST", "http://svc.ns/other", &[]));
     assert!(!d.retry().unwrap().method_allowed("POST"));
     assert!(d.retry().unwrap().method_allowed("GET"));
+    let e = MeshPolicy::from_yaml(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: { name: svc, namespace: ns, annotations: { retry.linkerd.io/http: 5xx, retry.mesh.io/methods: safe } }
+"#,
+    )
+    .expect_err("an unknown value is refused")
+    .to_string();
+    assert!(e.contains("\"safe\" is not any or idempotent"), "{e}");
 }
 
 #[test]
@@ -474,4 +494,47 @@ mod weights {
             .map(|s| W((s != "null").then(|| s.to_owned())))
             .collect()
     }
+}
+
+/// What linkerd2-proxy ignores in a ServiceProfile, mesh ignores too, and says so.
+#[test]
+fn profile_parts_linkerd2_proxy_ignores_are_ignored_with_a_note() {
+    let profile = |ttl: &str, status: &str| {
+        policy(&format!(
+            r#"
+apiVersion: linkerd.io/v1alpha2
+kind: ServiceProfile
+metadata: {{ name: web.shop.svc.cluster.local, namespace: shop }}
+spec:
+  retryBudget: {{ retryRatio: 0.2, minRetriesPerSecond: 10, ttl: {ttl} }}
+  routes:
+  - name: get
+    condition: {{ method: GET }}
+    isRetryable: true
+    responseClasses:
+    - condition: {{ status: {status} }}
+      isFailure: true
+"#
+        ))
+    };
+    let get = req("GET", "http://web.shop/", &[]);
+    let p = profile("10s", "{ min: 400, max: 499 }");
+    assert!(p.notes().is_empty(), "{:?}", p.notes());
+    let d = p.outbound(&get);
+    assert!(d.retry().is_some());
+    assert_eq!(d.classify(404, None).as_str(), "failure");
+
+    // A budget ttl outside 1s–60s: no retries at all.
+    for ttl in ["500ms", "61s"] {
+        let p = profile(ttl, "{ min: 400, max: 499 }");
+        assert!(p.outbound(&get).retry().is_none(), "ttl {ttl}");
+        let notes = format!("{:?}", p.notes());
+        assert!(notes.contains("outside 1s–60s"), "{notes}");
+    }
+
+    // An open-ended range: the response class is ignored, not read as 400–599.
+    let p = profile("10s", "{ min: 400 }");
+    assert_eq!(p.outbound(&get).classify(404, None).as_str(), "success");
+    let notes = format!("{:?}", p.notes());
+    assert!(notes.contains("needs both min and max"), "{notes}");
 }

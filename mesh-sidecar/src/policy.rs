@@ -1,13 +1,15 @@
 //! `mesh policy check` and `mesh policy explain`.
 
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
+use mesh_core::filter;
 use mesh_core::policy::OutboundDecision;
 use mesh_core::{Destination, Identity, MeshPolicy, NameContext, Peer, Request, RequestFacts};
 use serde_json::{Value, json};
+
+mod table;
 
 /// Check manifests and explain the decisions the mesh takes on them.
 #[derive(Debug, Args)]
@@ -233,7 +235,7 @@ fn explain(a: &ExplainArgs) -> Result<ExitCode, Usage> {
             serde_json::to_string_pretty(&out)
                 .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
         ),
-        Output::Table => print!("{}", table(&req, &out)),
+        Output::Table => print!("{}", table::table(&req, &out)),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -310,6 +312,8 @@ fn outbound(
         "route": route,
         "no_route": d.is_no_route(),
         "backends": backends,
+        "filters": d.route().map_or_else(Vec::new, |r| r.filters().iter().map(ToString::to_string).collect()),
+        "after_filters": after_filters(&d, req),
         "timeout_ms": {"request": ms(t.request), "backend_request": ms(t.backend_request)},
         "retry": {
             "retryable": retryable,
@@ -336,6 +340,37 @@ fn outbound(
         out["samples"] = json!(s.counts());
     }
     out
+}
+
+/// What the matched rule's filters make of the request: a redirect, or the request the
+/// backend sees (host, path, headers), the response header changes and the mirrors.
+fn after_filters(d: &OutboundDecision<'_>, req: &Request) -> Value {
+    let Some(filters) = d.route().map(|r| r.filters()).filter(|f| !f.is_empty()) else {
+        return Value::Null;
+    };
+    let line = req.line();
+    match filter::plan(filters, &line) {
+        filter::Outcome::Redirect { status, location } => {
+            json!({"redirect": {"status": status, "location": location}})
+        }
+        filter::Outcome::Forward(f) => {
+            let mut headers = req.headers().to_vec();
+            for m in &f.request_headers {
+                m.apply(&mut headers);
+            }
+            let path = f.path.as_deref().unwrap_or(line.path);
+            json!({
+                "authority": format!("{}:{}", f.host.as_deref().unwrap_or(line.host), line.port),
+                "path": match line.query {
+                    Some(q) => format!("{path}?{q}"),
+                    None => path.to_owned(),
+                },
+                "headers": headers.iter().map(|(n, v)| format!("{n}: {v}")).collect::<Vec<_>>(),
+                "response_headers": f.response_headers.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "mirrors": f.mirrors.iter().map(|m| filter::Filter::Mirror((*m).clone()).to_string()).collect::<Vec<_>>(),
+            })
+        }
+    }
 }
 
 fn describe_conditions(c: &mesh_core::retry::RetryConditions) -> String {
@@ -393,217 +428,4 @@ fn inbound(
         "rate_limit": rate,
         "notes": why.into_iter().chain(policy.notes().iter().map(ToString::to_string)).collect::<Vec<_>>(),
     })
-}
-
-/// How the destination was found, in words.
-fn describe_destination(d: &Value) -> String {
-    let text = |k: &str| d[k].as_str().unwrap_or("").to_owned();
-    match d["by"].as_str() {
-        Some("name") => format!(
-            "by name, from namespace {}{}",
-            text("from_namespace"),
-            if d["assumed"] == json!(true) {
-                " (assumed; set --from-namespace)"
-            } else {
-                ""
-            }
-        ),
-        _ if d["kind"] == json!("pod") => format!(
-            "by address: pod {} of {}",
-            d["pod"].as_str().unwrap_or("(unnamed)"),
-            text("service")
-        ),
-        _ => format!("by address: {}", text("kind")),
-    }
-}
-
-/// The human form of the same object.
-fn table(req: &Request, v: &Value) -> String {
-    let mut s = String::new();
-    let line = |s: &mut String, k: &str, val: String| {
-        let _ = writeln!(s, "{k:<15} {val}");
-    };
-    line(
-        &mut s,
-        "request",
-        format!("{} {}{}", req.method(), req.authority(), req.path()),
-    );
-    if let Some(t) = v.get("target") {
-        line(
-            &mut s,
-            "target",
-            format!(
-                "pod in {} port {}{}",
-                t["namespace"].as_str().unwrap_or(""),
-                t["port"],
-                t["port_name"]
-                    .as_str()
-                    .map(|n| format!(" ({n})"))
-                    .unwrap_or_default()
-            ),
-        );
-        line(
-            &mut s,
-            "server",
-            v["server"]
-                .as_str()
-                .unwrap_or("none (default policy)")
-                .to_owned(),
-        );
-    } else {
-        line(
-            &mut s,
-            "destination",
-            describe_destination(&v["destination"]),
-        );
-        line(
-            &mut s,
-            "service",
-            v["service"]
-                .as_str()
-                .unwrap_or("unknown (not in the input)")
-                .to_owned(),
-        );
-    }
-    let route = &v["route"];
-    line(
-        &mut s,
-        "route",
-        if route.is_null() {
-            if v["no_route"] == json!(true) {
-                "none matches: routes are attached and none matches (404)".to_owned()
-            } else {
-                "default".to_owned()
-            }
-        } else {
-            format!(
-                "{} ({})",
-                route["name"].as_str().unwrap_or(""),
-                route["source"].as_str().unwrap_or("")
-            )
-        },
-    );
-    if let Some(bs) = v["backends"].as_array().filter(|b| !b.is_empty()) {
-        let total: u64 = bs.iter().filter_map(|b| b["weight"].as_u64()).sum();
-        for (i, b) in bs.iter().enumerate() {
-            let w = b["weight"].as_u64().unwrap_or(0);
-            let pct = if total > 0 {
-                w as f64 * 100.0 / total as f64
-            } else {
-                0.0
-            };
-            line(
-                &mut s,
-                if i == 0 { "backends" } else { "" },
-                format!(
-                    "{}:{}  weight {w} ({pct:.1}%)",
-                    b["service"].as_str().unwrap_or(""),
-                    b["port"]
-                ),
-            );
-        }
-    }
-    if let Some(samples) = v.get("samples").and_then(Value::as_object) {
-        let total: u64 = samples.values().filter_map(Value::as_u64).sum();
-        for (i, (k, c)) in samples.iter().enumerate() {
-            let c = c.as_u64().unwrap_or(0);
-            let pct = if total > 0 {
-                c as f64 * 100.0 / total as f64
-            } else {
-                0.0
-            };
-            line(
-                &mut s,
-                if i == 0 { "samples" } else { "" },
-                format!("{k}  {c} ({pct:.1}%)"),
-            );
-        }
-    }
-    let t = &v["timeout_ms"];
-    let show = |x: &Value| x.as_u64().map_or("none".to_owned(), |m| format!("{m}ms"));
-    line(
-        &mut s,
-        "timeouts",
-        format!(
-            "request {}, backend request {}",
-            show(&t["request"]),
-            show(&t["backend_request"])
-        ),
-    );
-    let r = &v["retry"];
-    line(
-        &mut s,
-        "retry",
-        if r["retryable"] == json!(true) {
-            let mut x = format!(
-                "up to {} on {}",
-                r["limit"],
-                r["conditions"].as_str().unwrap_or("")
-            );
-            if let Some(b) = r["budget"].as_object() {
-                let _ = write!(
-                    x,
-                    "; budget {}% + {}/s over {}s",
-                    b["retry_ratio"].as_f64().unwrap_or(0.0) * 100.0,
-                    b["min_retries_per_second"],
-                    b["ttl_ms"].as_u64().unwrap_or(0) / 1000
-                );
-            }
-            x
-        } else {
-            "no".to_owned()
-        },
-    );
-    if let Some(c) = v.get("classification").and_then(Value::as_object) {
-        let failing: Vec<&str> = c
-            .iter()
-            .filter(|(_, x)| x.as_str() == Some("failure"))
-            .map(|(k, _)| k.as_str())
-            .collect();
-        line(
-            &mut s,
-            "failures",
-            format!(
-                "of 200/404/500/503: {}",
-                if failing.is_empty() {
-                    "none".to_owned()
-                } else {
-                    failing.join(", ")
-                }
-            ),
-        );
-    }
-    let a = &v["authorization"];
-    if !a.is_null() {
-        line(
-            &mut s,
-            "authorization",
-            format!(
-                "{} by {}: {}",
-                if a["allowed"] == json!(true) {
-                    "allowed"
-                } else {
-                    "DENIED"
-                },
-                a["by"].as_str().unwrap_or(""),
-                a["reason"].as_str().unwrap_or("")
-            ),
-        );
-        if let Some(rl) = v["rate_limit"].as_object() {
-            line(
-                &mut s,
-                "rate limit",
-                format!(
-                    "{} total {} rps, this client {} rps",
-                    rl["source"].as_str().unwrap_or(""),
-                    rl["total_rps"],
-                    rl["per_identity_rps"]
-                ),
-            );
-        }
-    }
-    for n in v["notes"].as_array().into_iter().flatten() {
-        line(&mut s, "note", n.as_str().unwrap_or("").to_owned());
-    }
-    s
 }

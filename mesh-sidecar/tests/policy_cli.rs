@@ -378,3 +378,67 @@ fn explain_a_cluster_ip_and_short_names_as_the_full_name() {
     assert_eq!(unknown["backends"][0]["service"], "10.96.7.99");
     assert_eq!(unknown["backends"][0]["port"], 8080);
 }
+
+const FILTERS: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: { name: web, namespace: shop }
+spec: { ports: [{ port: 80 }] }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: web, namespace: shop }
+spec:
+  parentRefs: [{ name: web, kind: Service, group: core, port: 80 }]
+  rules:
+  - matches: [{ path: { type: PathPrefix, value: /old } }]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: { scheme: https, statusCode: 308, path: { type: ReplacePrefixMatch, replacePrefixMatch: /new } }
+  - matches: [{ path: { type: PathPrefix, value: /api } }]
+    filters:
+    - type: URLRewrite
+      urlRewrite: { hostname: api.internal, path: { type: ReplacePrefixMatch, replacePrefixMatch: /v2 } }
+    - type: RequestHeaderModifier
+      requestHeaderModifier: { set: [{ name: x-env, value: prod }], remove: [x-debug] }
+    - type: ResponseHeaderModifier
+      responseHeaderModifier: { add: [{ name: x-served-by, value: mesh }] }
+    - type: RequestMirror
+      requestMirror: { backendRef: { name: shadow, port: 80 }, percent: 10 }
+    backendRefs: [{ name: web, port: 80 }]
+"#;
+
+#[test]
+fn explain_shows_the_filters_and_what_the_request_becomes() {
+    let f = tmp_yaml("filters", FILTERS);
+    let redirect = explain_json(&f, "GET http://web.shop/old/page?x=1", &[]);
+    assert_eq!(
+        redirect["after_filters"]["redirect"],
+        serde_json::json!({"status": 308, "location": "https://web.shop/new/page?x=1"}),
+        "{redirect}"
+    );
+    let out = mesh(&[
+        "policy",
+        "explain",
+        f.to_str().unwrap(),
+        "--request",
+        "GET http://web.shop/api/users?page=2",
+        "--header",
+        "x-debug: 1",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", s(&out.stderr));
+    let text = s(&out.stdout);
+    for want in [
+        "URLRewrite hostname=api.internal path ReplacePrefixMatch /api → /v2",
+        "forwarded as    GET api.internal:80/v2/users?page=2",
+        "with headers    x-env: prod",
+        "response        add x-served-by: mesh",
+        "mirrored        RequestMirror to shadow.shop:80 (10/100 of requests)",
+    ] {
+        assert!(text.contains(want), "want {want:?} in:\n{text}");
+    }
+    assert!(
+        !text.contains("x-debug: 1"),
+        "removed header still shown:\n{text}"
+    );
+}

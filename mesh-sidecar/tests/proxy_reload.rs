@@ -15,9 +15,9 @@ mod support;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::loopback::{app, free_port, get};
+use support::loopback::{app, free_port, get, metric, wait_for};
 use support::mesh_bin;
 
 /// The proxy and its log file, both removed on drop.
@@ -76,14 +76,6 @@ spec:
     s
 }
 
-/// The sum of the samples of `name` whose labels contain `label`.
-fn metric(text: &str, name: &str, label: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 fn reloads_ok(admin: std::net::SocketAddr) -> f64 {
     metric(
         &get(admin, "/metrics"),
@@ -97,17 +89,6 @@ fn write_atomically(path: &Path, text: &str) {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, path).unwrap();
-}
-
-fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while !f() {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    true
 }
 
 #[test]

@@ -43,6 +43,7 @@ use crate::connect::Connect;
 use crate::controller::{ControllerClient, EnsureLayer};
 use crate::discover::Resolve;
 use crate::errors::RespondLayer;
+use crate::filter::{FilterBody, FilterLayer};
 use crate::listeners::{OwnListeners, RefuseOwnLayer};
 use crate::metrics::{Direction, MetricsLayer, Registry};
 use crate::policy::PolicyHandle;
@@ -239,7 +240,7 @@ impl<R: Resolve> MeshClientBuilder<R> {
         B: Body<Data = Bytes> + Send + Sync + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
-        let connect = Connect::<ReplayBody<B>>::new(self.tls);
+        let connect = Connect::<ReplayBody<FilterBody<B>>>::new(self.tls);
         let refuse = RefuseOwnLayer::new(self.own);
         let connect = refuse.layer(connect);
         let balanced =
@@ -250,11 +251,12 @@ impl<R: Resolve> MeshClientBuilder<R> {
             .option_layer(ensure)
             .layer(RouteLayer::new(self.policy).with_names(self.names))
             .layer(MetricsLayer::with_control_namespace(
-                self.registry,
+                self.registry.clone(),
                 Direction::Outbound,
                 &self.control_namespace,
             ))
             .layer(TraceLayer::new())
+            .layer(FilterLayer::new(self.registry))
             .layer(TimeoutLayer::new())
             .layer(self.retry)
             .layer(SplitLayer::new())

@@ -6,6 +6,10 @@
 //! timeout, 403 unauthorized, 429 rate limited, 404 no route) and an `l5d-proxy-error` header
 //! saying why, as Linkerd's proxy does.
 //!
+//! A redirect (a route's `RequestRedirect` filter) is answered here too, as linkerd2-proxy
+//! answers its `HttpRouteRedirect`: the status and a `Location`, an empty body, no
+//! `l5d-proxy-error` (it is the route's answer, not a failure).
+//!
 //! A 403 is the exception: its body and header say only `forbidden` unless the layer is built
 //! with [`DenialDetail::Shown`]. A denied client may be anyone, and the names of the Server,
 //! route and policy that refused it map the mesh's policy for them; the authorization layer
@@ -116,6 +120,16 @@ pub struct Unauthorized {
     pub reason: String,
 }
 
+/// A route's `RequestRedirect` filter answers the request: nothing is forwarded.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("request redirected with {status}")]
+pub struct Redirected {
+    /// 301, 302, 303, 307 or 308.
+    pub status: StatusCode,
+    /// The `Location` header (left out if HTTP cannot carry it).
+    pub location: Option<HeaderValue>,
+}
+
 /// A rate limit refused the request.
 #[derive(Clone, Debug, thiserror::Error)]
 #[error("rate limited by {by}")]
@@ -143,7 +157,9 @@ pub fn find<'a, E: Error + 'static>(err: &'a (dyn Error + 'static)) -> Option<&'
 
 /// The status the mesh answers an error with.
 pub fn status_for(err: &(dyn Error + 'static)) -> StatusCode {
-    if is_caused_by::<Unauthorized>(err) {
+    if let Some(r) = find::<Redirected>(err) {
+        r.status
+    } else if is_caused_by::<Unauthorized>(err) {
         StatusCode::FORBIDDEN
     } else if is_caused_by::<RateLimited>(err) {
         StatusCode::TOO_MANY_REQUESTS
@@ -168,6 +184,14 @@ pub fn error_response<B>(
     err: &(dyn Error + 'static),
     denial: DenialDetail,
 ) -> Response<ResponseBody<B>> {
+    if let Some(r) = find::<Redirected>(err) {
+        let mut rsp = Response::new(ResponseBody::default());
+        *rsp.status_mut() = r.status;
+        if let Some(l) = &r.location {
+            rsp.headers_mut().insert(http::header::LOCATION, l.clone());
+        }
+        return rsp;
+    }
     let status = status_for(err);
     let msg = match denial {
         DenialDetail::Hidden if is_caused_by::<Unauthorized>(err) => FORBIDDEN.to_owned(),

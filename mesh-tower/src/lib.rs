@@ -1,6 +1,7 @@
 //! The mesh as composable Tower layers, for in-process use and for the sidecar.
 //!
-//! Outbound, a request goes `route → metrics → timeout → retry → split → balance → connect`;
+//! Outbound, a request goes
+//! `route → metrics → trace → filters → timeout → retry → split → balance → connect`;
 //! inbound, `authorize → metrics → rate limit → the application`; and one edge layer,
 //! [`errors::RespondLayer`], answers every failure with the right status and an
 //! `l5d-proxy-error` header. Each layer is usable on its own; [`client::MeshClient`] and
@@ -17,8 +18,10 @@ pub mod connect;
 pub mod controller;
 pub mod discover;
 pub mod errors;
+pub mod filter;
 pub mod listeners;
 pub mod metrics;
+pub mod mirror;
 pub mod policy;
 pub mod rate_limit;
 pub mod retry;

@@ -166,7 +166,7 @@ async fn a_retry_that_succeeds_is_what_the_caller_sees() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_post_is_sent_once_and_a_4xx_is_not_retried() {
+async fn a_post_is_retried_as_linkerd_does_and_a_4xx_is_not() {
     let (svc, handle) = outbound(RETRIES);
     let attempts = respond(handle, |_, r| {
         Some(if r.method() == http::Method::POST {
@@ -181,10 +181,29 @@ async fn a_post_is_sent_once_and_a_4xx_is_not_retried() {
         .await
         .unwrap();
     assert_eq!(rsp.status(), StatusCode::INTERNAL_SERVER_ERROR);
-    assert_eq!(attempts.load(Ordering::SeqCst), 1);
+    assert_eq!(attempts.load(Ordering::SeqCst), 1 + 3);
     let rsp = svc.oneshot(req("GET", "http://web.shop/")).await.unwrap();
     assert_eq!(rsp.status(), StatusCode::NOT_FOUND);
-    assert_eq!(attempts.load(Ordering::SeqCst), 2);
+    assert_eq!(attempts.load(Ordering::SeqCst), 1 + 3 + 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_post_is_sent_once_where_retries_are_idempotent_only() {
+    let strict = RETRIES.replace(
+        "    retry.linkerd.io/timeout: 300ms\n",
+        "    retry.linkerd.io/timeout: 300ms\n    retry.mesh.io/methods: idempotent\n",
+    );
+    let (svc, handle) = outbound(&strict);
+    let attempts = respond(handle, |_, _| Some(StatusCode::INTERNAL_SERVER_ERROR));
+    let rsp = svc
+        .clone()
+        .oneshot(req("POST", "http://web.shop/orders"))
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(attempts.load(Ordering::SeqCst), 1);
+    svc.oneshot(req("GET", "http://web.shop/")).await.unwrap();
+    assert_eq!(attempts.load(Ordering::SeqCst), 1 + 1 + 3);
 }
 
 #[tokio::test(start_paused = true)]

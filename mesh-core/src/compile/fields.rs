@@ -7,7 +7,10 @@ use std::time::Duration;
 use super::doc::{Cx, Doc};
 use crate::authz::{Cidr, NetworkMatch, Selector, SelectorExpr};
 use crate::kinds;
-use crate::retry::{DEFAULT_RETRY_LIMIT, RetryBudgetConfig, RetryConditions, RetryPolicy};
+use crate::retry::{
+    DEFAULT_RETRY_LIMIT, RETRY_METHODS_ANNOTATION, RetryBudgetConfig, RetryConditions,
+    RetryMethods, RetryPolicy,
+};
 use crate::split::BackendRef;
 use crate::values::parse_duration;
 
@@ -176,6 +179,7 @@ fn parse_annotations(
             })
         })
         .transpose()?;
+    let methods = retry_methods(map)?;
     let retry = (http.is_some() || grpc_codes.is_some() || limit.is_some()).then(|| {
         let (http, grpc_codes) = match (http, grpc_codes) {
             (None, None) if grpc => (Vec::new(), vec![1, 4, 8, 14]),
@@ -190,7 +194,7 @@ fn parse_annotations(
                 on_failure_class: false,
             },
             per_try_timeout: per_try,
-            allow_non_idempotent: false,
+            methods: methods.clone(),
             budget: RetryBudgetConfig::default(),
         }
     });
@@ -199,4 +203,20 @@ fn parse_annotations(
         response,
         retry,
     })
+}
+
+/// `retry.mesh.io/methods`: `any` (Linkerd's rule, the default) or `idempotent` (ours).
+pub(crate) fn retry_methods(
+    map: &BTreeMap<String, String>,
+) -> Result<RetryMethods, (String, String)> {
+    match map.get(RETRY_METHODS_ANNOTATION).map(|v| v.trim()) {
+        None | Some("any") => Ok(RetryMethods::Any),
+        Some("idempotent") => Ok(RetryMethods::Idempotent {
+            route_names_method: false,
+        }),
+        Some(other) => Err((
+            RETRY_METHODS_ANNOTATION.to_owned(),
+            format!("{other:?} is not any or idempotent"),
+        )),
+    }
 }

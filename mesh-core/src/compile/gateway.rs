@@ -4,9 +4,11 @@
 
 use super::doc::{Cx, Doc};
 use super::fields::{Annotated, annotated, port};
+use super::filters::{RuleCx, filters};
 use crate::authz::ResourceId;
+use crate::filter::Filter;
 use crate::kinds;
-use crate::policy::{Filter, HeaderModifier, Timeouts};
+use crate::policy::Timeouts;
 use crate::route::{self, HttpMatch, PathMatch, ValueMatch, ValuePattern};
 use crate::split::{BackendRef, WeightedBackend};
 use crate::values::parse_duration;
@@ -133,7 +135,11 @@ pub(crate) fn parse_http_route(cx: &mut Cx, doc: &Doc, spec: kinds::HttpRouteSpe
                 );
             }
         }
-        let filters = filters(cx, doc, &format!("{field}.filters"), &rule.filters);
+        let rcx = RuleCx {
+            matches: &matches,
+            grpc: false,
+        };
+        let filters = filters(cx, doc, &format!("{field}.filters"), &rule.filters, &rcx);
         rules.push(ParsedRule {
             matches,
             backends,
@@ -186,7 +192,11 @@ pub(crate) fn parse_grpc_route(cx: &mut Cx, doc: &Doc, spec: kinds::GrpcRouteSpe
             matches.push(HttpMatch::any());
         }
         let backends = backend_refs(cx, doc, &field, &rule.backend_refs);
-        let filters = filters(cx, doc, &format!("{field}.filters"), &rule.filters);
+        let rcx = RuleCx {
+            matches: &matches,
+            grpc: true,
+        };
+        let filters = filters(cx, doc, &format!("{field}.filters"), &rule.filters, &rcx);
         rules.push(ParsedRule {
             matches,
             backends,
@@ -387,7 +397,12 @@ fn backend_refs(
     out
 }
 
-fn backend_ref(cx: &mut Cx, doc: &Doc, f: &str, b: &kinds::BackendRef) -> Option<WeightedBackend> {
+pub(super) fn backend_ref(
+    cx: &mut Cx,
+    doc: &Doc,
+    f: &str,
+    b: &kinds::BackendRef,
+) -> Option<WeightedBackend> {
     let group = b.group.as_deref().unwrap_or("");
     let kind = b.kind.as_deref().unwrap_or("Service");
     if !(matches!(group, "" | "core") && kind == "Service") {
@@ -428,98 +443,5 @@ fn backend_ref(cx: &mut Cx, doc: &Doc, f: &str, b: &kinds::BackendRef) -> Option
             port,
         },
         weight: weight as u64,
-    })
-}
-
-fn filters(cx: &mut Cx, doc: &Doc, field: &str, list: &[kinds::HttpRouteFilter]) -> Vec<Filter> {
-    let mut out = Vec::new();
-    for (i, f) in list.iter().enumerate() {
-        let fi = format!("{field}[{i}]");
-        let missing = |cx: &mut Cx, what: &str| {
-            cx.err(
-                doc,
-                format!("{fi}.{what}"),
-                format!("missing for type {}", f.kind),
-            )
-        };
-        let modifier = |m: &kinds::HeaderModifier| HeaderModifier {
-            set: m
-                .set
-                .iter()
-                .map(|h| (h.name.clone(), h.value.clone()))
-                .collect(),
-            add: m
-                .add
-                .iter()
-                .map(|h| (h.name.clone(), h.value.clone()))
-                .collect(),
-            remove: m.remove.clone(),
-        };
-        match f.kind.as_str() {
-            "RequestHeaderModifier" => match &f.request_header_modifier {
-                Some(m) => out.push(Filter::RequestHeaders(modifier(m))),
-                None => missing(cx, "requestHeaderModifier"),
-            },
-            "ResponseHeaderModifier" => match &f.response_header_modifier {
-                Some(m) => out.push(Filter::ResponseHeaders(modifier(m))),
-                None => missing(cx, "responseHeaderModifier"),
-            },
-            "RequestRedirect" => match &f.request_redirect {
-                Some(r) => {
-                    if let Some(f) = redirect(cx, doc, &format!("{fi}.requestRedirect"), r) {
-                        out.push(f);
-                    }
-                }
-                None => missing(cx, "requestRedirect"),
-            },
-            "RequestMirror" => match &f.request_mirror {
-                Some(m) => {
-                    if let Some(b) = backend_ref(
-                        cx,
-                        doc,
-                        &format!("{fi}.requestMirror.backendRef"),
-                        &m.backend_ref,
-                    ) {
-                        out.push(Filter::Mirror(b.backend));
-                    }
-                }
-                None => missing(cx, "requestMirror"),
-            },
-            "URLRewrite" => out.push(Filter::UrlRewrite),
-            other => cx.err(
-                doc,
-                format!("{fi}.type"),
-                format!("{other:?} is not a filter type this mesh knows"),
-            ),
-        }
-    }
-    out
-}
-
-/// A `RequestRedirect` filter: status 301 or 302 (302 when unset), a port if one is given.
-fn redirect(cx: &mut Cx, doc: &Doc, field: &str, r: &kinds::RequestRedirect) -> Option<Filter> {
-    let status = r.status_code.unwrap_or(302);
-    if status != 301 && status != 302 {
-        cx.err(
-            doc,
-            format!("{field}.statusCode"),
-            format!("{status} is not 301 or 302"),
-        );
-        return None;
-    }
-    let port = match r.port.map(port) {
-        Some(Err(e)) => {
-            cx.err(doc, format!("{field}.port"), e);
-            return None;
-        }
-        Some(Ok(p)) => Some(p),
-        None => None,
-    };
-    Some(Filter::Redirect {
-        scheme: r.scheme.clone(),
-        hostname: r.hostname.clone(),
-        port,
-        // Checked above: 301 or 302.
-        status: status as u16,
     })
 }

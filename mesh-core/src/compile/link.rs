@@ -10,6 +10,7 @@ use super::fields::Annotated;
 use super::gateway::{ParsedRoute, RouteParent};
 use super::object::{Entry, Key, Object, Reader};
 use crate::policy::{EndpointSet, Route, RouteEntry, ServicePolicy, Split, Timeouts};
+use crate::retry::RetryMethods;
 use crate::route::{HttpMatch, PathMatch};
 use crate::split::{BackendRef, Backends, WeightedBackend};
 
@@ -127,8 +128,10 @@ fn attach_route(svc: &mut ServicePolicy, pr: &ParsedRoute, svc_ann: &Annotated) 
                     .or(svc_ann.response),
             };
             let mut retry = ann.retry.clone().or_else(|| svc_ann.retry.clone());
-            if let Some(r) = &mut retry {
-                r.allow_non_idempotent = rule
+            if let Some(RetryMethods::Idempotent { route_names_method }) =
+                retry.as_mut().map(|r| &mut r.methods)
+            {
+                *route_names_method = rule
                     .matches
                     .iter()
                     .any(|m| m.method().is_some_and(|m| !crate::retry::is_idempotent(m)));

@@ -188,8 +188,23 @@ pub(crate) fn parse_auth_policy(
         }
     }
     let t = &spec.target_ref;
-    let namespace = t.namespace.clone().unwrap_or_else(|| doc.namespace.clone());
+    if !own_namespace(cx, doc, t.namespace.as_deref()) {
+        return None;
+    }
+    let namespace = doc.namespace.clone();
     let name = t.name.clone().unwrap_or_default();
+    if t.kind == "Namespace" && name != doc.namespace {
+        // Linkerd's admission refuses this too: a policy would open up another team's pods.
+        cx.err(
+            doc,
+            "spec.targetRef.name",
+            format!(
+                "{name:?}: a policy in namespace {:?} may target only its own namespace",
+                doc.namespace
+            ),
+        );
+        return None;
+    }
     let target = match t.kind.as_str() {
         "Server" => PolicyTarget::Server { namespace, name },
         "Namespace" => PolicyTarget::Namespace(name),
@@ -287,6 +302,7 @@ pub(crate) fn parse_rate_limit(
             format!("{:?}: a rate limit targets a Server", spec.target_ref.kind),
         );
     }
+    own_namespace(cx, doc, spec.target_ref.namespace.as_deref());
     let rps = |cx: &mut Cx, field: &str, v: i64| match u32::try_from(v) {
         Ok(n) if n > 0 => Some(n),
         _ => {
@@ -347,10 +363,27 @@ pub(crate) fn parse_rate_limit(
             per_identity,
             overrides,
         }),
-        server_namespace: target
-            .namespace
-            .clone()
-            .unwrap_or_else(|| doc.namespace.clone()),
+        server_namespace: doc.namespace.clone(),
         server_name: target.name.clone().unwrap_or_default(),
+    }
+}
+
+/// A `targetRef.namespace` may only name the object's own namespace: policy never reaches
+/// across namespaces (Linkerd's admission controller and index refuse it alike). Reports and
+/// returns `false` otherwise.
+fn own_namespace(cx: &mut Cx, doc: &Doc, target: Option<&str>) -> bool {
+    match target {
+        Some(ns) if ns != doc.namespace => {
+            cx.err(
+                doc,
+                "spec.targetRef.namespace",
+                format!(
+                    "{ns:?}: a policy in namespace {:?} may target only its own namespace",
+                    doc.namespace
+                ),
+            );
+            false
+        }
+        _ => true,
     }
 }

@@ -14,6 +14,7 @@ use crate::policy::{MeshPolicy, PolicyConfig};
 
 mod doc;
 mod fields;
+mod filters;
 mod gateway;
 pub(crate) mod identify;
 mod inbound;

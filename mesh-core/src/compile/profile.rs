@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::doc::{Cx, Doc};
-use super::fields::service_ref;
+use super::fields::{retry_methods, service_ref};
 use crate::authz::ResourceId;
 use crate::classify::{ResponseClass, ResponseMatch};
 use crate::kinds::{self, IntOrString};
 use crate::policy::{ProfileMatch, Route, Timeouts};
-use crate::retry::{RetryBudgetConfig, RetryConditions, RetryPolicy};
+use crate::retry::{RetryBudgetConfig, RetryConditions, RetryMethods, RetryPolicy};
 use crate::route;
 use crate::split::{Backends, WeightedBackend};
 use crate::values::{parse_duration, parse_milli_quantity};
@@ -32,6 +32,10 @@ pub(crate) struct ParsedProfile {
     /// `dstOverrides`; empty when it names none.
     pub(crate) overrides: Arc<Backends>,
 }
+
+/// The retry budget ttl linkerd2-proxy accepts.
+const BUDGET_TTL_MIN: Duration = Duration::from_secs(1);
+const BUDGET_TTL_MAX: Duration = Duration::from_secs(60);
 
 /// One route of a profile, checked, before the budget it shares is known.
 struct CheckedRoute {
@@ -61,12 +65,19 @@ pub(crate) fn parse_profile(
         .filter_map(|(i, r)| check_route(cx, doc, &format!("spec.routes[{i}]"), r))
         .collect();
     let budget = retry_budget(cx, doc, spec.retry_budget.as_ref());
+    let methods = match retry_methods(&doc.meta.annotations) {
+        Ok(m) => m,
+        Err((key, e)) => {
+            cx.err(doc, format!("metadata.annotations[{key:?}]"), e);
+            RetryMethods::Any
+        }
+    };
     let overrides = dst_overrides(cx, doc, &namespace, &spec.dst_overrides);
     let id = doc.id();
     let mut routes = Vec::new();
     let mut matches = Vec::new();
     for r in checked {
-        let retry = r.retryable.then(|| RetryPolicy {
+        let retry = budget.filter(|_| r.retryable).map(|budget| RetryPolicy {
             limit: PROFILE_RETRY_LIMIT,
             conditions: RetryConditions {
                 http: Vec::new(),
@@ -74,7 +85,12 @@ pub(crate) fn parse_profile(
                 on_failure_class: true,
             },
             per_try_timeout: None,
-            allow_non_idempotent: r.methods.iter().any(|m| !crate::retry::is_idempotent(m)),
+            methods: match &methods {
+                RetryMethods::Any => RetryMethods::Any,
+                RetryMethods::Idempotent { .. } => RetryMethods::Idempotent {
+                    route_names_method: r.methods.iter().any(|m| !crate::retry::is_idempotent(m)),
+                },
+            },
             budget,
         });
         matches.push((r.condition, routes.len()));
@@ -113,7 +129,17 @@ fn check_route(cx: &mut Cx, doc: &Doc, field: &str, r: &kinds::SpRoute) -> Optio
     let mut classes = Vec::new();
     for (j, c) in r.response_classes.iter().enumerate() {
         let f = format!("{field}.responseClasses[{j}].condition");
-        if let Some(condition) = response_match(cx, doc, &f, &c.condition) {
+        let condition = response_match(cx, doc, &f, &c.condition);
+        if condition.is_some() && open_ended(&c.condition) {
+            cx.note(
+                doc,
+                format!(
+                    "{f}: a status range needs both min and max; linkerd2-proxy ignores this response class, and so does mesh"
+                ),
+            );
+            continue;
+        }
+        if let Some(condition) = condition {
             classes.push(ResponseClass {
                 condition,
                 is_failure: c.is_failure,
@@ -141,13 +167,15 @@ fn check_route(cx: &mut Cx, doc: &Doc, field: &str, r: &kinds::SpRoute) -> Optio
     })
 }
 
+/// The profile's retry budget; `None` when its `ttl` is outside 1–60 s, which linkerd2-proxy
+/// ignores, retrying nothing under it (noted, so the user learns why).
 fn retry_budget(
     cx: &mut Cx,
     doc: &Doc,
     budget: Option<&kinds::SpRetryBudget>,
-) -> RetryBudgetConfig {
+) -> Option<RetryBudgetConfig> {
     let Some(b) = budget else {
-        return RetryBudgetConfig::default();
+        return Some(RetryBudgetConfig::default());
     };
     if !(0.0..=1000.0).contains(&b.retry_ratio) || b.retry_ratio.is_nan() {
         cx.err(
@@ -174,12 +202,22 @@ fn retry_budget(
             Duration::ZERO
         }
     };
+    if !(BUDGET_TTL_MIN..=BUDGET_TTL_MAX).contains(&ttl) && !ttl.is_zero() {
+        cx.note(
+            doc,
+            format!(
+                "spec.retryBudget.ttl: {} is outside 1s–60s; linkerd2-proxy ignores such a budget and retries none of this profile's routes, and so does mesh",
+                b.ttl
+            ),
+        );
+        return None;
+    }
     // Values behind an error are never served: the profile is refused.
-    RetryBudgetConfig {
+    Some(RetryBudgetConfig {
         retry_ratio: b.retry_ratio,
         min_retries_per_second,
         ttl,
-    }
+    })
 }
 
 fn dst_overrides(
@@ -338,6 +376,15 @@ fn status_range(s: &kinds::SpRange) -> Result<(u16, u16), Vec<String>> {
         (Ok(min), Ok(max)) if errors.is_empty() => Ok((min, max)),
         _ => Err(errors),
     }
+}
+
+/// Whether a response condition has a status range without both ends anywhere in it.
+fn open_ended(m: &kinds::SpResponseMatch) -> bool {
+    m.status
+        .as_ref()
+        .is_some_and(|s| s.min.is_none() || s.max.is_none())
+        || m.all.iter().chain(&m.any).any(open_ended)
+        || m.not.as_deref().is_some_and(open_ended)
 }
 
 /// A condition that nests: `all`, `any`, `not`.

@@ -254,7 +254,7 @@ pub(crate) struct RequestRedirect {
     pub(crate) path: Option<PathModifier>,
     #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 65535), extend("format" = "int32")))]
     pub(crate) port: Option<i64>,
-    #[cfg_attr(feature = "schema", schemars(extend("enum" = [301, 302])))]
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = [301, 302, 303, 307, 308])))]
     pub(crate) status_code: Option<i64>,
 }
 

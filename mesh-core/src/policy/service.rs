@@ -3,6 +3,7 @@
 
 use crate::authz::ResourceId;
 use crate::classify::{self, Class, ResponseClass};
+use crate::filter::Filter;
 use crate::retry::RetryPolicy;
 use crate::route::{HttpMatch, RequestFacts};
 use crate::split::{BackendRef, Backends, WeightedBackend};
@@ -104,41 +105,6 @@ pub struct Timeouts {
     pub request: Option<Duration>,
     /// Each attempt to a backend (`timeouts.backendRequest`, `timeout.linkerd.io/response`).
     pub backend_request: Option<Duration>,
-}
-
-/// A Gateway API filter of a route, kept as data.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Filter {
-    /// `RequestHeaderModifier`.
-    RequestHeaders(HeaderModifier),
-    /// `ResponseHeaderModifier`.
-    ResponseHeaders(HeaderModifier),
-    /// `RequestRedirect`.
-    Redirect {
-        /// New scheme.
-        scheme: Option<String>,
-        /// New host.
-        hostname: Option<String>,
-        /// New port.
-        port: Option<u16>,
-        /// Status code (301 or 302).
-        status: u16,
-    },
-    /// `RequestMirror`: a copy of each request goes to this backend.
-    Mirror(BackendRef),
-    /// `URLRewrite`.
-    UrlRewrite,
-}
-
-/// Header changes of a `*HeaderModifier` filter.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct HeaderModifier {
-    /// Headers to set, replacing existing values.
-    pub set: Vec<(String, String)>,
-    /// Headers to add.
-    pub add: Vec<(String, String)>,
-    /// Headers to remove.
-    pub remove: Vec<String>,
 }
 
 // === impl ServicePolicy ===
