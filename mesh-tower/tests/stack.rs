@@ -163,20 +163,23 @@ spec:
   rules: [{ backendRefs: [{ name: web-v1, port: 80 }] }]
 "#;
 
-/// A client of `web` with retries (limit 3, Linkerd's default budget) to one backend.
-async fn retrying_client(backend: &Backend, pki: &Pki) -> MeshClient<Full<Bytes>> {
+/// A client of `web` with retries (limit 3, Linkerd's default budget) to one backend, by
+/// `route`.
+async fn retrying_client(backend: &Backend, pki: &Pki, route: &str) -> MeshClient<Full<Bytes>> {
     let resolver = StaticResolver::new().with("web-v1.shop", vec![backend.endpoint()]);
     client(
         pki,
         "frontend",
-        PolicyHandle::from_yaml(RETRY_ROUTE).unwrap(),
+        PolicyHandle::from_yaml(route).unwrap(),
         resolver,
     )
     .0
 }
 
+/// With mesh's opt-in rule (`retry.mesh.io/methods: idempotent`) a POST is never replayed;
+/// Linkerd's default retries it (tests/layers.rs).
 #[tokio::test]
-async fn retries_mask_a_30_percent_failing_backend_but_never_replay_a_post() {
+async fn retries_mask_a_30_percent_failing_backend_and_idempotent_only_never_replays_a_post() {
     let pki = Pki::new();
     // Seeded, so the run is the same every time; every POST fails.
     let rng = Arc::new(parking_lot::Mutex::new(fastrand::Rng::with_seed(7)));
@@ -191,7 +194,11 @@ async fn retries_mask_a_30_percent_failing_backend_but_never_replay_a_post() {
         }
     })
     .await;
-    let client = retrying_client(&backend, &pki).await;
+    let strict = RETRY_ROUTE.replace(
+        "retry.linkerd.io/limit: \"3\" }",
+        "retry.linkerd.io/limit: \"3\", retry.mesh.io/methods: idempotent }",
+    );
+    let client = retrying_client(&backend, &pki, &strict).await;
 
     // ~20 requests per second for 4 seconds.
     let mut tick = tokio::time::interval(Duration::from_millis(50));
