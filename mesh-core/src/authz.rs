@@ -158,6 +158,9 @@ pub struct Server {
     pub routes: Vec<InboundRoute>,
     /// Its `HTTPLocalRateLimitPolicy`, if any, shared with the decisions that admit requests.
     pub rate_limit: Option<Arc<RateLimit>>,
+    /// `metadata.creationTimestamp`: of two Servers selecting the same pod and port, the older
+    /// applies (then the first by name), as in Linkerd.
+    pub created: Option<String>,
 }
 
 /// A compiled label selector.
@@ -439,7 +442,18 @@ impl Selector {
 // === impl Server ===
 
 impl Server {
-    fn selects(&self, target: &InboundTarget) -> bool {
+    /// Orders Servers by precedence: older first (RFC 3339 timestamps compare as text; one
+    /// without a timestamp, as in a file, counts as newest), then by name.
+    pub(crate) fn precedence(&self) -> (bool, Option<&str>, &str, &str) {
+        (
+            self.created.is_none(),
+            self.created.as_deref(),
+            &self.id.namespace,
+            &self.id.name,
+        )
+    }
+
+    pub(crate) fn selects(&self, target: &InboundTarget) -> bool {
         self.id.namespace == target.namespace
             && self.selector.matches(&target.labels)
             && match &self.port {

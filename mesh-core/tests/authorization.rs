@@ -390,3 +390,60 @@ spec:
 "#;
     assert!(MeshPolicy::from_yaml(own).is_ok());
 }
+
+/// Two Servers select the same pod port: the older applies (then the first by name), as in
+/// Linkerd, whatever order they were written or applied in; `check` notes the other.
+#[test]
+fn of_two_servers_on_one_port_the_oldest_applies() {
+    let server = |name: &str, created: Option<&str>, access: &str| {
+        let created = created.map_or(String::new(), |c| format!(", creationTimestamp: \"{c}\""));
+        format!(
+            r#"
+apiVersion: policy.linkerd.io/v1beta3
+kind: Server
+metadata: {{ name: {name}, namespace: shop{created} }}
+spec:
+  podSelector: {{ matchLabels: {{ app: web }} }}
+  port: http
+  accessPolicy: {access}
+---"#
+        )
+    };
+    let workload = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: { name: web, namespace: shop }
+spec:
+  selector: { matchLabels: { app: web } }
+  template:
+    metadata: { labels: { app: web } }
+    spec:
+      containers: [{ name: web, image: web, ports: [{ name: http, containerPort: 8080 }] }]
+"#;
+    let decide = |yaml: String| {
+        let p = MeshPolicy::from_yaml(&yaml).unwrap_or_else(|e| panic!("{e}"));
+        let target = p
+            .workload_target("shop", "deployment/web", 8080)
+            .expect("the workload");
+        let peer = Peer::default();
+        let req = Request::new("GET", "http://web.shop:8080/").unwrap();
+        let d = p.authorize(&target, &peer, &req);
+        let notes = format!("{:?}", p.notes());
+        (d.allowed, notes)
+    };
+    // The newer one is written first; the older one (which allows everyone) applies.
+    let (allowed, notes) = decide(format!(
+        "{}{}{workload}",
+        server("newer", Some("2026-02-01T00:00:00Z"), "deny"),
+        server("older", Some("2025-01-01T00:00:00Z"), "all-unauthenticated"),
+    ));
+    assert!(allowed, "the older Server applies");
+    assert!(notes.contains("as Server older does"), "{notes}");
+    // Without timestamps (a file): the first by name.
+    let (allowed, _) = decide(format!(
+        "{}{}{workload}",
+        server("b-deny", None, "deny"),
+        server("a-open", None, "all-unauthenticated"),
+    ));
+    assert!(allowed, "a-open comes first by name");
+}

@@ -22,6 +22,7 @@ mod link;
 mod linkerd;
 mod notes;
 mod object;
+mod overlap;
 mod profile;
 mod smi;
 mod workloads;

@@ -33,6 +33,7 @@ pub(crate) fn notes(entries: &[&Entry]) -> Vec<Note> {
     let seen = Seen::gather(entries);
     let mut out = Vec::new();
     profile_notes(entries, &mut out);
+    super::overlap::server_overlap_notes(entries, &mut out);
     route_notes(entries, &seen, &mut out);
     split_notes(entries, &seen, &mut out);
     for e in entries {

@@ -551,10 +551,11 @@ impl PolicyIndex {
         };
     }
 
-    /// Every namespace's Servers in one list, in apply order (as a stream lists them).
+    /// Every namespace's Servers in one list, by precedence: the first that selects a pod's
+    /// port is the one that applies (the oldest, then by name, as in Linkerd).
     fn flatten_servers(&mut self) {
         let mut all: Vec<&(u64, Server)> = self.linked.inbound.values().flatten().collect();
-        all.sort_by_key(|(seq, _)| *seq);
+        all.sort_by(|(_, a), (_, b)| a.precedence().cmp(&b.precedence()));
         let servers = all.into_iter().map(|(_, s)| s.clone()).collect();
         self.linked.servers = Arc::new(servers);
     }
