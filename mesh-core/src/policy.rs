@@ -214,7 +214,7 @@ impl MeshPolicy {
     ) -> OutboundDecision<'a> {
         let name = service_name(host, namespace, domain);
         match name.and_then(|n| self.lookup_service_name(n)) {
-            Some(svc) => svc.decide(port, req),
+            Some(svc) => svc.decide_from(namespace, port, req),
             // Not a Service we know: straight through, to the host itself.
             None => OutboundDecision::to_backend(match name {
                 Some(n) => BackendRef {

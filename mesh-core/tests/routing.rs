@@ -538,3 +538,49 @@ spec:
     let notes = format!("{:?}", p.notes());
     assert!(notes.contains("needs both min and max"), "{notes}");
 }
+
+/// GAMMA consumer routes: an HTTPRoute in namespace `shop` whose parent is Service
+/// `web.prod` applies to callers in `shop` only, and there instead of `prod`'s own route;
+/// callers in `prod` and elsewhere get the producer route, whatever the names sort as.
+#[test]
+fn consumer_routes_apply_to_their_namespace_only() {
+    let p = policy(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: { name: web, namespace: prod }
+spec: { clusterIP: 10.96.0.20, ports: [{ port: 80 }] }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: producer, namespace: prod }
+spec:
+  parentRefs: [{ name: web, kind: Service, group: core, port: 80 }]
+  rules: [{ backendRefs: [{ name: web-stable, port: 80 }] }]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: consumer, namespace: ann }
+spec:
+  parentRefs: [{ name: web, namespace: prod, kind: Service, group: core, port: 80 }]
+  rules: [{ backendRefs: [{ name: web-canary, namespace: prod, port: 80 }] }]
+"#,
+    );
+    let get = req("GET", "http://web.prod/", &[]);
+    let from = |ns: &str| {
+        let cx = mesh_core::NameContext::new(ns);
+        p.route_from(&cx, "web.prod", 80, &get)
+            .route_name()
+            .unwrap_or("default")
+            .to_owned()
+    };
+    assert_eq!(from("ann"), "consumer");
+    assert_eq!(from("prod"), "producer");
+    assert_eq!(from("zzz"), "producer");
+    let web = p.service("web", "prod").unwrap();
+    assert_eq!(web.decide(80, &get).route_name(), Some("producer"));
+    assert_eq!(
+        web.decide_from("ann", 80, &get).route_name(),
+        Some("consumer")
+    );
+}

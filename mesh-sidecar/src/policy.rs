@@ -256,7 +256,7 @@ fn decide<'a>(
         let addr = std::net::SocketAddr::new(ip, req.port());
         return match policy.lookup_addr(addr) {
             Destination::Service { service, port } => (
-                service.decide(port, req),
+                service.decide_from(from.unwrap_or(service.namespace()), port, req),
                 json!({"by": "address", "kind": "service ClusterIP"}),
             ),
             Destination::Endpoint(p) => (

@@ -363,7 +363,7 @@ impl<S> Route<S> {
         if let Some((host, port)) = dst_override(req)
             && let Some(svc) = snapshot.lookup_name(&self.names, host)
         {
-            let d = svc.decide(port, &facts);
+            let d = svc.decide_from(self.names.namespace(), port, &facts);
             return self.decided(self.authorities.get(host, port), port, d, None);
         }
         let authority = match destination(req) {
@@ -373,7 +373,8 @@ impl<S> Route<S> {
         let port = addr.port();
         match snapshot.lookup_addr(addr) {
             Destination::Service { service, port } => {
-                self.decided(authority, port, service.decide(port, &facts), None)
+                let d = service.decide_from(self.names.namespace(), port, &facts);
+                self.decided(authority, port, d, None)
             }
             Destination::Endpoint(p) => {
                 let d = OutboundDecision::forward(addr);

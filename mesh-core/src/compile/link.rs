@@ -154,6 +154,7 @@ fn attach_route(svc: &mut ServicePolicy, pr: &ParsedRoute, svc_ann: &Annotated) 
                     route: idx,
                     port: *port,
                     m: m.clone(),
+                    consumer: (pr.id.namespace != svc.namespace).then(|| pr.id.namespace.clone()),
                 });
             }
         }

@@ -62,6 +62,9 @@ pub(crate) struct RouteEntry {
     pub(crate) route: usize,
     pub(crate) port: Option<u16>,
     pub(crate) m: HttpMatch,
+    /// A consumer route's namespace (the route lives outside the Service's namespace): it
+    /// applies only to callers in that namespace, and there instead of the producer's routes.
+    pub(crate) consumer: Option<String>,
 }
 
 /// A ServiceProfile route condition.
@@ -173,8 +176,21 @@ impl ServicePolicy {
         &self.routes
     }
 
-    /// Routes a request to this Service's `port`: its routes, split and profile.
+    /// Routes a request to this Service's `port` as a caller in the Service's own namespace
+    /// (or any namespace without consumer routes for it) would: its routes, split and profile.
     pub fn decide(&self, port: u16, req: &impl RequestFacts) -> OutboundDecision<'_> {
+        self.decide_from(&self.namespace, port, req)
+    }
+
+    /// Routes a request from a caller in namespace `from`: GAMMA's consumer routes (routes in
+    /// `from` whose parent is this Service, in another namespace) apply to it instead of the
+    /// Service's own (producer) routes; callers elsewhere get the producer routes.
+    pub fn decide_from(
+        &self,
+        from: &str,
+        port: u16,
+        req: &impl RequestFacts,
+    ) -> OutboundDecision<'_> {
         if self.profile.is_some() {
             if let Some((_, i)) = self.profile_routes.iter().find(|(m, _)| m.matches(req)) {
                 // Profile routes classify and time out; the split still picks the backend.
@@ -188,9 +204,15 @@ impl ServicePolicy {
             }
             return self.default_decision(port, req);
         }
+        let consumer = (from != self.namespace
+            && self
+                .entries
+                .iter()
+                .any(|e| e.consumer.as_deref() == Some(from)))
+        .then_some(from);
         let mut attached = false;
         for e in &self.entries {
-            if e.port.is_some_and(|p| p != port) {
+            if e.port.is_some_and(|p| p != port) || e.consumer.as_deref() != consumer {
                 continue;
             }
             attached = true;
