@@ -62,6 +62,10 @@ struct ExplainArgs {
     /// Seed for --samples; the same seed gives the same counts.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Show how the route classifies these response statuses (repeatable; default 200, 404,
+    /// 500 and 503).
+    #[arg(long = "status", value_name = "CODE", value_parser = clap::value_parser!(u16).range(100..=599))]
+    statuses: Vec<u16>,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
     output: Output,
@@ -221,13 +225,7 @@ fn explain(a: &ExplainArgs) -> Result<ExitCode, Usage> {
         if from.is_some() || a.client_ip.is_some() {
             eprintln!("note: --from and --client-ip matter for --inbound only");
         }
-        outbound(
-            &policy,
-            &req,
-            a.from_namespace.as_deref(),
-            a.samples,
-            a.seed,
-        )
+        outbound(&policy, &req, a)
     };
     match a.output {
         Output::Json => println!(
@@ -284,14 +282,19 @@ fn decide<'a>(
     )
 }
 
-fn outbound(
-    policy: &MeshPolicy,
-    req: &Request,
-    from: Option<&str>,
-    samples: Option<u64>,
-    seed: u64,
-) -> Value {
-    let (d, destination) = decide(policy, req, from);
+/// Statuses `explain` classifies when no `--status` is given.
+const DEFAULT_STATUSES: [u16; 4] = [200, 404, 500, 503];
+
+fn outbound(policy: &MeshPolicy, req: &Request, a: &ExplainArgs) -> Value {
+    let (d, destination) = decide(policy, req, a.from_namespace.as_deref());
+    let statuses = if a.statuses.is_empty() {
+        &DEFAULT_STATUSES[..]
+    } else {
+        &a.statuses[..]
+    };
+    let classification: serde_json::Map<String, Value> = (statuses.iter())
+        .map(|s| (s.to_string(), json!(d.classify(*s, None).as_str())))
+        .collect();
     let route = d.route().and_then(|r| r.source().map(|s| (r, s))).map_or(
         Value::Null,
         |(r, s)| json!({"name": r.name(), "source": s.to_string(), "rule": r.rule()}),
@@ -326,17 +329,12 @@ fn outbound(
                 "ttl_ms": r.budget.ttl.as_millis() as u64,
             })),
         },
-        "classification": {
-            "200": d.classify(200, None).as_str(),
-            "404": d.classify(404, None).as_str(),
-            "500": d.classify(500, None).as_str(),
-            "503": d.classify(503, None).as_str(),
-        },
+        "classification": classification,
         "authorization": Value::Null,
         "notes": policy.notes().iter().map(ToString::to_string).collect::<Vec<_>>(),
     });
-    if let Some(n) = samples {
-        let s = d.sample(n, seed);
+    if let Some(n) = a.samples {
+        let s = d.sample(n, a.seed);
         out["samples"] = json!(s.counts());
     }
     out

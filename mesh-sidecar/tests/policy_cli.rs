@@ -442,3 +442,28 @@ fn explain_shows_the_filters_and_what_the_request_becomes() {
         "removed header still shown:\n{text}"
     );
 }
+
+#[test]
+fn explain_classifies_any_status_asked_for() {
+    let f = tmp_yaml("status", FILTERS);
+    let v = explain_json(
+        &f,
+        "GET http://web.shop/api/x",
+        &["--status", "429", "--status", "502"],
+    );
+    assert_eq!(
+        v["classification"],
+        serde_json::json!({"429": "success", "502": "failure"}),
+        "{v}"
+    );
+    let out = mesh(&[
+        "policy",
+        "explain",
+        f.to_str().unwrap(),
+        "--request",
+        "GET http://web.shop/api/x",
+        "--status",
+        "700",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", s(&out.stderr));
+}

@@ -214,11 +214,13 @@ pub(super) fn table(req: &Request, v: &Value) -> String {
             .filter(|(_, x)| x.as_str() == Some("failure"))
             .map(|(k, _)| k.as_str())
             .collect();
+        let codes: Vec<&str> = c.keys().map(String::as_str).collect();
         line(
             &mut s,
             "failures",
             format!(
-                "of 200/404/500/503: {}",
+                "of {}: {}",
+                codes.join("/"),
                 if failing.is_empty() {
                     "none".to_owned()
                 } else {
