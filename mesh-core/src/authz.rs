@@ -321,6 +321,11 @@ impl Cidr {
             _ => false,
         }
     }
+
+    /// Whether `other` lies wholly inside this network.
+    pub fn covers(&self, other: &Self) -> bool {
+        other.prefix >= self.prefix && self.contains(other.addr)
+    }
 }
 
 impl FromStr for Cidr {

@@ -447,3 +447,26 @@ spec:
     ));
     assert!(allowed, "a-open comes first by name");
 }
+
+#[test]
+fn a_network_exception_must_lie_inside_its_network() {
+    let yaml = r#"
+apiVersion: policy.linkerd.io/v1alpha1
+kind: NetworkAuthentication
+metadata: { name: office, namespace: shop }
+spec:
+  networks: [{ cidr: 192.0.2.0/24, except: [192.0.2.66/32, 198.51.100.0/24, 192.0.0.0/16] }]
+"#;
+    let e = MeshPolicy::from_yaml(yaml)
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        e.contains("except[1]") && e.contains("198.51.100.0/24 is not inside 192.0.2.0/24"),
+        "{e}"
+    );
+    assert!(
+        e.contains("except[2]"),
+        "a wider exception is refused too: {e}"
+    );
+    assert!(!e.contains("except[0]"), "{e}");
+}

@@ -115,6 +115,15 @@ pub(crate) fn networks(
         let mut except = Vec::new();
         for (j, e) in n.except.iter().enumerate() {
             match e.parse::<Cidr>() {
+                // The API server's schema cannot say it; Linkerd's admission refuses it.
+                Ok(c) if !net.covers(&c) => {
+                    cx.err(
+                        doc,
+                        format!("{field}[{i}].except[{j}]"),
+                        format!("{e} is not inside {}", n.cidr),
+                    );
+                    ok = false;
+                }
                 Ok(c) => except.push(c),
                 Err(err) => {
                     cx.err(doc, format!("{field}[{i}].except[{j}]"), err);
