@@ -101,7 +101,9 @@ async fn a_50_50_split_holds_over_2000_requests() {
 
     let counts = spray(&client, 2000, 8).await;
     let v1_share = counts["web-v1"] as f64 / 2000.0;
-    assert!((0.47..=0.53).contains(&v1_share), "{counts:?}");
+    // Picks are random: ±0.05 is 4.5 standard deviations at 2,000 requests, so this fails
+    // for a wrong split, not for an unlucky run (±0.03 failed about one run in 150).
+    assert!((0.45..=0.55).contains(&v1_share), "{counts:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

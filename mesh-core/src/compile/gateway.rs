@@ -418,7 +418,15 @@ pub(super) fn backend_ref(
         return None;
     }
     let port = match b.port {
-        None => None,
+        // Gateway API's CRDs refuse this ("Must have port for Service reference").
+        None => {
+            cx.err(
+                doc,
+                format!("{f}.port"),
+                "required for a Service backend (Gateway API)",
+            );
+            return None;
+        }
         Some(n) => match port(n) {
             Ok(p) => Some(p),
             Err(e) => {
