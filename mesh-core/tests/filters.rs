@@ -193,3 +193,14 @@ spec:
         .to_string();
     assert!(e.contains("URLRewrite is not a GRPCRoute filter"), "{e}");
 }
+
+#[test]
+fn a_service_backend_needs_a_port() {
+    let e = refused(
+        r#"
+  - backendRefs: [{ name: web }]
+"#,
+    );
+    assert!(e.contains("backendRefs[0].port"), "{e}");
+    assert!(e.contains("required for a Service backend"), "{e}");
+}
