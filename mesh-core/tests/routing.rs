@@ -584,3 +584,41 @@ spec:
         Some("consumer")
     );
 }
+
+/// A backend Service absent from the input is noted (it is still sampled); one present is not.
+#[test]
+fn an_absent_backend_service_is_noted() {
+    let p = policy(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: { name: web, namespace: shop }
+spec: { ports: [{ port: 80 }] }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: canary, namespace: shop }
+spec:
+  parentRefs: [{ name: web, kind: Service, group: core, port: 80 }]
+  rules:
+  - backendRefs: [{ name: web, port: 80, weight: 90 }, { name: web-v2, port: 80, weight: 10 }]
+"#,
+    );
+    let notes: Vec<String> = p.notes().iter().map(ToString::to_string).collect();
+    assert_eq!(
+        notes
+            .iter()
+            .filter(|n| n.contains("is not in the input"))
+            .count(),
+        1,
+        "{notes:?}"
+    );
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("backend Service web-v2.shop")),
+        "{notes:?}"
+    );
+    let get = req("GET", "http://web.shop/", &[]);
+    assert!(p.sample_backends(&get, 1_000, 1).share("web-v2") > 0.0);
+}

@@ -26,6 +26,8 @@ struct Seen<'a> {
     routed: BTreeSet<Name>,
     /// Routes attached to a Server that exists.
     on_servers: BTreeSet<Name>,
+    /// Services in the input.
+    services: BTreeSet<Name>,
 }
 
 /// Every note about how the accepted objects (in apply order) link.
@@ -99,6 +101,19 @@ fn route_notes(entries: &[&Entry], seen: &Seen<'_>, out: &mut Vec<Note>) {
         let Object::Route(r) = &e.object else {
             continue;
         };
+        let mut absent = BTreeSet::new();
+        for b in r.rules.iter().flat_map(|rule| &rule.backends) {
+            let key = (b.backend.namespace.clone(), b.backend.name.clone());
+            if !seen.services.contains(&key) && absent.insert(key) {
+                out.push(at(
+                    e,
+                    format!(
+                        "backend Service {}.{} is not in the input: its share is still sampled, but a proxy sends it nowhere until the Service exists",
+                        b.backend.name, b.backend.namespace
+                    ),
+                ));
+            }
+        }
         for parent in &r.parents {
             match parent {
                 RouteParent::Service {
@@ -231,6 +246,9 @@ impl<'a> Seen<'a> {
                 }
                 Object::Network(_) => {
                     seen.networks.insert(name(e));
+                }
+                Object::Service(_) => {
+                    seen.services.insert(name(e));
                 }
                 _ => {}
             }
