@@ -1,8 +1,10 @@
 //! The controller's three gRPC services over mesh mTLS.
 //!
 //! Each call becomes a stream registered with the index thread, which sends its messages
-//! into an unbounded channel that the response streams from: the index thread never waits
-//! for a slow client (a policy stream holds at most what changed while it was slow).
+//! into a bounded channel that the response streams from: the index thread never waits for a
+//! slow client, and a client that lets [`STREAM_BUFFER`] messages pile up has its stream ended
+//! (counted in `controller_streams_cut_total{api}`); it reconnects and gets the whole current
+//! state as its first message, as after any disconnect.
 //! Served with hyper's HTTP/2 server over our own rustls accept; the caller's identity,
 //! read from its client certificate, travels to the services as a request extension.
 
@@ -10,6 +12,8 @@ use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::mpsc::Sender;
+
+use tokio::sync::mpsc::error::TrySendError;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
@@ -24,7 +28,7 @@ use mesh_core::Identity;
 use mesh_identity::PeerIdentity;
 use mesh_tower::BoxError;
 use mesh_tower::metrics::Registry;
-use tonic::codegen::tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tower::Service;
 
@@ -55,7 +59,10 @@ pub(crate) struct Services {
 #[derive(Clone, Debug)]
 struct Caller(Identity);
 
-type Stream<M> = UnboundedReceiverStream<Result<M, Status>>;
+type Stream<M> = ReceiverStream<Result<M, Status>>;
+
+/// Messages one stream may hold unread before it is ended.
+pub(crate) const STREAM_BUFFER: usize = 256;
 
 // === impl Api ===
 
@@ -82,16 +89,29 @@ impl Sent {
             "controller_update_bytes_total",
             "Protobuf bytes of the messages sent to clients, per API.",
         );
+        registry.describe(
+            "controller_streams_cut_total",
+            "Streams ended because their client did not read them, per API.",
+        );
         Self { registry }
     }
 
-    /// Sends one message on a stream and counts it; a closed stream is forgotten later.
-    pub(crate) fn send<M: prost::Message>(&self, tx: &Tx<M>, api: Api, msg: M) {
+    /// Sends one message on a stream and counts it; a closed stream is forgotten later. A
+    /// stream whose client reads too slowly to take it is ended here (see the module docs).
+    pub(crate) fn send<M: prost::Message>(&self, tx: &mut Tx<M>, api: Api, msg: M) {
         let bytes = msg.encoded_len() as u64;
-        if tx.send(Ok(msg)).is_err() {
-            return;
-        }
         let labels = || vec![metrics::Label::new("api", api.label())];
+        match tx.try_send(Ok(msg)) {
+            Ok(()) => {}
+            Err(TrySendError::Closed(_)) => return,
+            Err(TrySendError::Full(_)) => {
+                *tx = super::index::closed();
+                self.registry
+                    .counter("controller_streams_cut_total", labels())
+                    .increment(1);
+                return;
+            }
+        }
         self.registry
             .counter("controller_updates_sent_total", labels())
             .increment(1);
@@ -114,10 +134,10 @@ impl Services {
     }
 
     fn open<M>(&self, watch: impl FnOnce(Tx<M>) -> Watch) -> Result<Response<Stream<M>>, Status> {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
         (self.input.send(Input::Watch(watch(tx))))
             .map_err(|_| Status::unavailable("the controller's index has stopped"))?;
-        Ok(Response::new(UnboundedReceiverStream::new(rx)))
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
 
@@ -238,4 +258,28 @@ pub(crate) async fn serve_connection(
         .serve_connection(TokioIo::new(tls), TowerToHyperService::new(svc))
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_its_client_does_not_read_is_ended_not_grown() {
+        let registry = Registry::new();
+        let sent = Sent::new(registry.clone());
+        let (mut tx, mut rx) = tokio::sync::mpsc::channel(2);
+        for _ in 0..3 {
+            sent.send(&mut tx, Api::Inbound, InboundPolicy::default());
+        }
+        // Two were queued; the third found the buffer full and ended the stream.
+        assert!(rx.try_recv().is_ok());
+        assert!(rx.try_recv().is_ok());
+        assert!(rx.try_recv().is_err());
+        assert!(tx.is_closed(), "the stream is let go");
+        assert_eq!(
+            registry.counter_value("controller_streams_cut_total", &[("api", "inbound")]),
+            Some(1)
+        );
+    }
 }

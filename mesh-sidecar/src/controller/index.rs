@@ -36,7 +36,7 @@ pub(crate) enum Input {
 }
 
 /// Where a stream's messages go.
-pub(crate) type Tx<T> = UnboundedSender<Result<T, Status>>;
+pub(crate) type Tx<T> = tokio::sync::mpsc::Sender<Result<T, Status>>;
 
 /// A client stream opening.
 #[derive(Debug)]
@@ -260,7 +260,7 @@ impl Hub {
             }
             let msg = outbound(index, docs, snapshot.as_ref(), &s.key);
             if s.last.as_ref() != Some(&msg) {
-                self.sent.send(&s.tx, Api::Outbound, msg.clone());
+                self.sent.send(&mut s.tx, Api::Outbound, msg.clone());
                 s.last = Some(msg);
             }
         }
@@ -274,13 +274,13 @@ impl Hub {
                 Ok(None) => {}
                 Ok(Some(msg)) => {
                     if s.last.as_ref() != Some(&msg) {
-                        self.sent.send(&s.tx, Api::Inbound, msg.clone());
+                        self.sent.send(&mut s.tx, Api::Inbound, msg.clone());
                         s.last = Some(msg);
                     }
                 }
                 Err(status) => {
                     // The stream ends: dropping the sender after the error closes it.
-                    let _ = s.tx.send(Err(status));
+                    let _ = s.tx.try_send(Err(status));
                     s.last = Some(InboundPolicy::default());
                     s.tx = closed();
                 }
@@ -294,7 +294,7 @@ impl Hub {
             }
             let now = endpoints(index, ns, name);
             for update in diff(index, &s.key, s.last.as_ref(), &now) {
-                self.sent.send(&s.tx, Api::Destination, update);
+                self.sent.send(&mut s.tx, Api::Destination, update);
             }
             s.last = Some(now);
         }
@@ -328,8 +328,8 @@ fn address_may_change(c: &Changes) -> bool {
 }
 
 /// A sender whose receiver is gone: the stream is forgotten at the next count.
-fn closed<T>() -> Tx<T> {
-    tokio::sync::mpsc::unbounded_channel().0
+pub(super) fn closed<T>() -> Tx<T> {
+    tokio::sync::mpsc::channel(1).0
 }
 
 fn outbound(
