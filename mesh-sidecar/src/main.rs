@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod check;
 mod controller;
 mod crds;
 mod demo;
@@ -52,6 +53,8 @@ enum Command {
     Install(install::InstallArgs),
     /// Print what `mesh install` created, for `kubectl delete -f -`.
     Uninstall(install::UninstallArgs),
+    /// Check the health of the mesh, of a cluster before install (--pre) or of a pod (--proxy).
+    Check(check::CheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,5 +70,6 @@ fn main() -> ExitCode {
         Command::Injector(args) => injector::run(args),
         Command::Install(args) => install::run_install(args),
         Command::Uninstall(args) => install::run_uninstall(args),
+        Command::Check(args) => check::run(args),
     }
 }

@@ -14,10 +14,12 @@ use clap::{ArgAction, Args};
 
 use self::plan::{Family, Mode, RulesConfig};
 use self::ports::{PortList, PortRange};
+// `mesh check --proxy` reads the rules back the way `--uninstall` does.
+pub(crate) use self::state::NatState;
 
 mod cmd;
-mod exec;
-mod plan;
+pub(crate) mod exec;
+pub(crate) mod plan;
 mod ports;
 mod state;
 
