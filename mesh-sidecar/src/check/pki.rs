@@ -18,11 +18,12 @@ use super::report::Outcome;
 /// Certificates closer than this to their end are warned about, as `linkerd check` does.
 pub(crate) const EXPIRY_WARNING: Duration = Duration::from_secs(60 * 24 * 3600);
 
-const ROTATE_ANCHORS: &str = "make a new anchor and issuer with `mesh identity init --dir DIR`, \
+const ROTATE_ANCHORS: &str = "make a new anchor and issuer with `mesh identity init --out DIR`, \
     add the new anchor to the trust bundle beside the old one, roll the proxies, then \
     `mesh install --identity-dir DIR | kubectl apply -f -`";
-const ROTATE_ISSUER: &str = "issue a new issuer from the current anchor and re-install with \
-    `mesh install --identity-dir DIR | kubectl apply -f -` (README: \"Rotating the issuer\")";
+const ROTATE_ISSUER: &str = "put a new issuer signed by the trust anchor in DIR (or a new \
+    anchor and issuer: `mesh identity init --out DIR`) and apply it with \
+    `mesh install --identity-dir DIR | kubectl apply -f -`";
 
 /// Whether every certificate of `pem` is valid at `now`, warning when one ends within
 /// [`EXPIRY_WARNING`]. `what` names them in the message ("trust anchor").

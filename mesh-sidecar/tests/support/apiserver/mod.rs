@@ -16,7 +16,13 @@
 //!   with `subresources.status`; core kinds keep what they are given;
 //! - Events, `core/v1` and `events.k8s.io/v1`, stored like any object;
 //! - `POST /apis/authentication.k8s.io/v1/tokenreviews`, answered from a token table the test
-//!   fills with [`ApiServer::set_token`].
+//!   fills with [`ApiServer::set_token`];
+//! - `POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews`: every request is allowed
+//!   (the kubeconfig's user is an admin) unless [`ApiServer::allow_only`] names what is;
+//! - with `install::INSTALL`, the kinds `mesh install` writes: a Secret's `stringData` is merged into
+//!   its base64 `data` as the API server does; Deployments have the `/status` subresource; a
+//!   CustomResourceDefinition is established on write (its status conditions, and its kinds
+//!   served from then on) and, when deleted, takes its kinds and their objects with it.
 //!
 //! Objects are JSON values stored by group, resource, namespace and name; every write takes
 //! the next value of one global resourceVersion counter, as etcd's revision does. Schemas are
@@ -39,8 +45,10 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 
+mod install;
 mod rest;
 
+use install::secret_write;
 use rest::{handle, status};
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -94,7 +102,7 @@ pub(crate) const STANDARD: &[ApiResource] = &[
     ),
 ];
 
-const fn res(
+pub(super) const fn res(
     group: &'static str,
     version: &'static str,
     kind: &'static str,
@@ -143,6 +151,8 @@ struct State {
     changes: broadcast::Sender<Change>,
     gone_served: u64,
     requests: Vec<String>,
+    /// What SelfSubjectAccessReviews allow, as (group, resource, verb); `None`: everything.
+    allowed: Option<Vec<(String, String, String)>>,
 }
 
 /// The running server, stopped on drop.
@@ -180,6 +190,7 @@ impl ApiServer {
             changes,
             gone_served: 0,
             requests: Vec::new(),
+            allowed: None,
         }));
         let listener = rt
             .block_on(TcpListener::bind("127.0.0.1:0"))
@@ -402,11 +413,18 @@ impl Drop for ApiServer {
 // === impl ApiResource ===
 
 impl ApiResource {
-    /// A CRD's kind (not built into Kubernetes): it has the `/status` subresource.
+    /// A kind with the `/status` subresource, whose main resource keeps the stored status: a
+    /// CRD's kind, and the built-in ones here that have it (Deployment, PodDisruptionBudget,
+    /// CustomResourceDefinition). Core kinds keep what they are given.
     fn is_custom(&self) -> bool {
         !matches!(
             self.group,
-            "" | "discovery.k8s.io" | "authentication.k8s.io" | "events.k8s.io"
+            "" | "discovery.k8s.io"
+                | "authentication.k8s.io"
+                | "authorization.k8s.io"
+                | "events.k8s.io"
+                | "rbac.authorization.k8s.io"
+                | "admissionregistration.k8s.io"
         )
     }
 }
@@ -467,8 +485,12 @@ impl State {
                 whole
             }
             (Part::Main, _) if r.is_custom() => custom_main_write(v, existing.as_ref()),
+            (Part::Main, _) if r.kind == "Secret" => secret_write(v),
             (Part::Main, _) => v,
         };
+        if r.kind == "CustomResourceDefinition" {
+            self.establish(&mut v);
+        }
         let rv = self.next_rv();
         v["apiVersion"] = json!(api_version(r));
         v["kind"] = json!(r.kind);
@@ -498,8 +520,11 @@ impl State {
         Ok(v)
     }
 
-    fn remove(&mut self, _r: &ApiResource, key: &Key) -> Option<Value> {
+    fn remove(&mut self, r: &ApiResource, key: &Key) -> Option<Value> {
         let mut v = self.objects.remove(key)?;
+        if r.kind == "CustomResourceDefinition" {
+            self.unestablish(&v);
+        }
         let rv = self.next_rv();
         v["metadata"]["resourceVersion"] = json!(rv.to_string());
         self.record(rv, key, "DELETED", v.clone());

@@ -13,6 +13,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
+use super::install::access_review;
 use super::{ApiResource, Body, Part, State, api_version};
 
 // === HTTP ===
@@ -178,7 +179,7 @@ pub(super) fn resource_list(s: &State, group: &str, version: &str) -> Response<B
         .iter()
         .filter(|r| r.group == group && r.version == version)
         .map(|r| {
-            let verbs = if r.kind == "TokenReview" {
+            let verbs = if matches!(r.kind, "TokenReview" | "SelfSubjectAccessReview") {
                 json!(["create"])
             } else {
                 json!([
@@ -268,6 +269,9 @@ pub(super) async fn resource_request(
     };
     match (method, &t.name) {
         (&Method::POST, None) if r.kind == "TokenReview" => token_review(&state.lock(), body),
+        (&Method::POST, None) if r.kind == "SelfSubjectAccessReview" => {
+            access_review(&state.lock(), body)
+        }
         (&Method::GET, None) if watching => watch(state, stop, &t, query),
         (&Method::GET, None) => list(&state.lock(), &t),
         (&Method::GET, Some(name)) => {
