@@ -259,7 +259,7 @@ fn a_cabundle_of_another_install_fails() {
     // installs was applied only in part.
     let other = stdout_of(&["install"]);
     let webhook = other
-        .split("---\n")
+        .split("\n---\n")
         .find(|d| d.contains("kind: MutatingWebhookConfiguration"))
         .unwrap();
     cluster.api.apply(webhook);
@@ -274,6 +274,39 @@ fn a_cabundle_of_another_install_fails() {
         f.contains("from one `mesh install | kubectl apply -f -`"),
         "{f}"
     );
+}
+
+#[test]
+fn an_unready_injector_and_a_proxy_on_old_anchors_fail() {
+    let cluster = Cluster::installed("unready", &[]);
+    // A rollout in progress: the Deployment controller has not seen generation 2 yet.
+    let mut d = cluster
+        .api
+        .get("apps", "deployments", NS, "mesh-injector")
+        .unwrap();
+    d["spec"]["template"]["metadata"]["annotations"] = json!({"restartedAt": "now"});
+    cluster.api.apply(&d.to_string());
+    // The pod's namespace still holds the anchors of another install.
+    let other = stdout_of(&["install"]);
+    let roots = other
+        .split("\n---\n")
+        .find(|d| d.contains("kind: ConfigMap"))
+        .unwrap()
+        .replace("namespace: mesh", "namespace: shop");
+    cluster.api.apply(&roots);
+    let (code, text) = cluster.check(&[]);
+    assert_eq!(code, Some(1), "{text}");
+    let f = failure(&text, "mesh-injector is ready");
+    assert!(
+        f.contains("kubectl -n mesh describe deploy/mesh-injector"),
+        "{f}"
+    );
+    let f = failure(&text, "data plane proxies trust the current anchors");
+    assert!(
+        f.contains("shop/web-1") && f.contains("rollout restart"),
+        "{f}"
+    );
+    assert!(text.contains("✓ data plane proxies are ready"), "{text}");
 }
 
 #[test]
