@@ -145,6 +145,16 @@ impl Drop for Cluster {
     }
 }
 
+/// The document of `kind` from a new `mesh install` (new certificates). Documents are split
+/// on separator lines only: PEM lines end in dashes too.
+fn another_install(kind: &str) -> String {
+    let stream = stdout_of(&["install"]);
+    (stream.split("\n---\n"))
+        .find(|d| d.contains(&format!("kind: {kind}\n")))
+        .unwrap_or_else(|| panic!("no {kind} in the install"))
+        .to_owned()
+}
+
 /// The check lines of a report: (symbol, description).
 fn lines(text: &str) -> Vec<(char, String)> {
     text.lines()
@@ -257,12 +267,9 @@ fn a_cabundle_of_another_install_fails() {
     let cluster = Cluster::installed("wrong-cabundle", &[]);
     // The webhook configuration of another install (another webhook CA), as when one of two
     // installs was applied only in part.
-    let other = stdout_of(&["install"]);
-    let webhook = other
-        .split("\n---\n")
-        .find(|d| d.contains("kind: MutatingWebhookConfiguration"))
-        .unwrap();
-    cluster.api.apply(webhook);
+    cluster
+        .api
+        .apply(&another_install("MutatingWebhookConfiguration"));
     let (code, text) = cluster.check(&[]);
     assert_eq!(code, Some(1), "{text}");
     let f = failure(&text, "the injector webhook's caBundle verifies");
@@ -287,12 +294,7 @@ fn an_unready_injector_and_a_proxy_on_old_anchors_fail() {
     d["spec"]["template"]["metadata"]["annotations"] = json!({"restartedAt": "now"});
     cluster.api.apply(&d.to_string());
     // The pod's namespace still holds the anchors of another install.
-    let other = stdout_of(&["install"]);
-    let roots = other
-        .split("\n---\n")
-        .find(|d| d.contains("kind: ConfigMap"))
-        .unwrap()
-        .replace("namespace: mesh", "namespace: shop");
+    let roots = another_install("ConfigMap").replace("namespace: mesh", "namespace: shop");
     cluster.api.apply(&roots);
     let (code, text) = cluster.check(&[]);
     assert_eq!(code, Some(1), "{text}");
