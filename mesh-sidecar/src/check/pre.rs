@@ -9,13 +9,6 @@ use super::control_plane::{Install, api_failed};
 use super::kube::Kube;
 use super::report::{Category, Outcome};
 
-/// A kind `mesh install` (or `--crds`) writes.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-struct Kind {
-    api_version: String,
-    kind: String,
-}
-
 /// Where the served resource of a kind was found by discovery.
 struct Served {
     plural: String,
@@ -43,10 +36,9 @@ pub(crate) async fn checks(kube: &Kube, install: &Install) -> Vec<Category> {
 
     let mut capability = Category::new("pre-kubernetes-capability");
     let mut discovered: BTreeMap<String, Option<Value>> = BTreeMap::new();
-    for kind in install.kinds() {
-        let av = &kind.0;
-        if !discovered.contains_key(av) {
-            let path = group_version_path(av);
+    for (av, kind) in install.kinds() {
+        if !discovered.contains_key(&av) {
+            let path = group_version_path(&av);
             let list = kube.get(&path).await;
             let outcome = match &list {
                 Ok(Some(_)) => Outcome::Success,
@@ -59,15 +51,9 @@ pub(crate) async fn checks(kube: &Kube, install: &Install) -> Vec<Category> {
             capability.push(format!("the API server serves {av}"), outcome);
             discovered.insert(av.clone(), list.ok().flatten());
         }
-        let kind = Kind {
-            api_version: kind.0.clone(),
-            kind: kind.1.clone(),
-        };
-        let served = discovered
-            .get(av)
-            .and_then(|l| served(l.as_ref()?, &kind.kind));
+        let served = discovered.get(&av).and_then(|l| served(l.as_ref()?, &kind));
         if let Some(served) = served {
-            let outcome = can_create(kube, &kind, &served, ns).await;
+            let outcome = can_create(kube, &av, &served, ns).await;
             setup.push(format!("can create {}", served.plural), outcome);
         }
     }
@@ -94,8 +80,8 @@ fn served(list: &Value, kind: &str) -> Option<Served> {
 }
 
 /// Asks the API server whether the caller may create `kind`, as `kubectl auth can-i` does.
-async fn can_create(kube: &Kube, kind: &Kind, served: &Served, ns: &str) -> Outcome {
-    let group = kind.api_version.rsplit_once('/').map_or("", |(g, _)| g);
+async fn can_create(kube: &Kube, api_version: &str, served: &Served, ns: &str) -> Outcome {
+    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
     let mut attributes = json!({"group": group, "resource": served.plural, "verb": "create"});
     if served.namespaced {
         attributes["namespace"] = json!(ns);
