@@ -391,6 +391,15 @@ fn no_api_server_fails_at_the_first_category() {
 }
 
 #[test]
+fn an_unknown_context_fails_to_make_the_client() {
+    let cluster = Cluster::empty("context");
+    let (code, text) = cluster.check(&["--context", "nope"]);
+    assert_eq!(code, Some(1), "{text}");
+    let f = failure(&text, "can initialize the client");
+    assert!(f.contains("nope") && f.contains("--context"), "{f}");
+}
+
+#[test]
 fn proxy_passes_in_a_pod_and_fails_without_the_redirect() {
     if !skip_unless_root_and_netns() {
         return;

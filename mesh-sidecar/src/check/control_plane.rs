@@ -134,7 +134,10 @@ fn deployment_ready(d: &Value, ns: &str, name: &str) -> Outcome {
     let ready = d["status"]["readyReplicas"].as_i64().unwrap_or(0);
     let generation = d["metadata"]["generation"].as_i64().unwrap_or(0);
     let observed = d["status"]["observedGeneration"].as_i64().unwrap_or(0);
-    if observed >= generation && ready >= want {
+    // The Deployment controller's own verdict, when it has given one, outranks the counts.
+    let unavailable = (d["status"]["conditions"].as_array().into_iter().flatten())
+        .any(|c| c["type"] == "Available" && c["status"] == "False");
+    if observed >= generation && ready >= want && !unavailable {
         return Outcome::Success;
     }
     Outcome::error(
