@@ -233,6 +233,25 @@ fn an_expired_issuer_fails_with_a_rotation_hint() {
 }
 
 #[test]
+fn an_issuer_of_other_anchors_fails() {
+    let dir = tmp_dir("mixed-identity");
+    let (ours, theirs) = (dir.join("ours"), dir.join("theirs"));
+    for d in [&ours, &theirs] {
+        stdout_of(&["identity", "init", "--out", d.to_str().unwrap()]);
+    }
+    // Anchors of one `identity init`, issuer of another: proxies would refuse every peer.
+    std::fs::copy(theirs.join("ca.crt"), ours.join("ca.crt")).unwrap();
+    let cluster = Cluster::installed("mixed", &["--identity-dir", ours.to_str().unwrap()]);
+    let (code, text) = cluster.check(&[]);
+    assert_eq!(code, Some(1), "{text}");
+    let f = failure(&text, "issuer certificate is signed by the trust anchors");
+    assert!(f.contains("not signed by the trust anchors"), "{f}");
+    assert!(f.contains("mesh install --identity-dir DIR"), "{f}");
+    assert!(text.contains("✓ issuer certificate is within its validity period"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn a_missing_crd_fails_naming_it_and_the_install_command() {
     let cluster = Cluster::installed("missing-crd", &[]);
     let crd = "servers.policy.linkerd.io";
