@@ -65,7 +65,7 @@ impl Install {
             .collect()
     }
 
-    /// The name of the Secret of `kind`'s document that holds `key`.
+    /// The name of the Secret the install writes that holds `key`.
     fn secret_with(&self, key: &str) -> Option<String> {
         (self.docs.iter())
             .find(|d| d["kind"] == "Secret" && d["stringData"].get(key).is_some())

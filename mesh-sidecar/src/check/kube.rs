@@ -20,7 +20,7 @@ pub(crate) enum KubeError {
     Request(#[from] http::Error),
 }
 
-/// An API server client and the clock of the answers it got.
+/// An API server client, for `mesh check`'s reads and reviews.
 #[derive(Clone)]
 pub(crate) struct Kube {
     client: kube::Client,
