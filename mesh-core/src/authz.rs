@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use crate::identity::Identity;
 use crate::route::HttpMatch;
+use crate::values::Timestamp;
 
 mod connection;
 mod decision;
@@ -160,7 +161,7 @@ pub struct Server {
     pub rate_limit: Option<Arc<RateLimit>>,
     /// `metadata.creationTimestamp`: of two Servers selecting the same pod and port, the older
     /// applies (then the first by name), as in Linkerd.
-    pub created: Option<String>,
+    pub created: Option<Timestamp>,
 }
 
 /// A compiled label selector.
@@ -447,12 +448,12 @@ impl Selector {
 // === impl Server ===
 
 impl Server {
-    /// Orders Servers by precedence: older first (RFC 3339 timestamps compare as text; one
-    /// without a timestamp, as in a file, counts as newest), then by name.
-    pub(crate) fn precedence(&self) -> (bool, Option<&str>, &str, &str) {
+    /// Orders Servers by precedence: older first (compared as instants; one without a
+    /// timestamp, as in a file, counts as newest), then by name.
+    pub(crate) fn precedence(&self) -> (bool, Option<Timestamp>, &str, &str) {
         (
             self.created.is_none(),
-            self.created.as_deref(),
+            self.created,
             &self.id.namespace,
             &self.id.name,
         )

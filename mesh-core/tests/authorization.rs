@@ -446,6 +446,22 @@ spec:
         server("a-open", None, "all-unauthenticated"),
     ));
     assert!(allowed, "a-open comes first by name");
+    // Ages compare as instants: "…T00:30:00-01:00" (01:30 UTC) is newer than "…T01:00:00Z",
+    // and "…00.5Z" is newer than "…00Z", though text comparison says the opposite of both.
+    for (newer, older) in [
+        ("2025-01-01T00:30:00-01:00", "2025-01-01T01:00:00Z"),
+        ("2025-01-01T00:00:00.5Z", "2025-01-01T00:00:00Z"),
+    ] {
+        let (allowed, notes) = decide(format!(
+            "{}{}{workload}",
+            server("a-deny", Some(newer), "deny"),
+            server("b-open", Some(older), "all-unauthenticated"),
+        ));
+        assert!(
+            allowed,
+            "b-open, created {older}, is older than {newer}: {notes}"
+        );
+    }
 }
 
 #[test]

@@ -147,7 +147,7 @@ fn attach_route(svc: &mut ServicePolicy, pr: &ParsedRoute, svc_ann: &Annotated) 
                 response_classes: Vec::new(),
                 filters: rule.filters.clone(),
                 grpc: pr.grpc,
-                created: pr.created.clone(),
+                created: pr.created,
             }));
             for m in &rule.matches {
                 svc.entries.push(RouteEntry {

@@ -7,6 +7,7 @@ use crate::filter::Filter;
 use crate::retry::RetryPolicy;
 use crate::route::{HttpMatch, RequestFacts};
 use crate::split::{BackendRef, Backends, WeightedBackend};
+use crate::values::Timestamp;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -97,7 +98,7 @@ pub struct Route {
     pub(crate) response_classes: Vec<ResponseClass>,
     pub(crate) filters: Vec<Filter>,
     pub(crate) grpc: bool,
-    pub(crate) created: Option<String>,
+    pub(crate) created: Option<Timestamp>,
 }
 
 /// Request timeouts of a route.
