@@ -486,3 +486,87 @@ spec:
     );
     assert!(!e.contains("except[0]"), "{e}");
 }
+
+/// Linkerd's `MeshTLSAuthentication.spec.identities` takes any name, not only service-account
+/// identities; a namespace wildcard matches every label of its suffix.
+#[test]
+fn mesh_tls_identities_take_any_name_and_wildcards_match_every_label() {
+    let policy = |identities: &str| {
+        format!(
+            r#"
+apiVersion: policy.linkerd.io/v1beta3
+kind: Server
+metadata: {{ name: db, namespace: data }}
+spec:
+  podSelector: {{ matchLabels: {{ app: db }} }}
+  port: 5432
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: MeshTLSAuthentication
+metadata: {{ name: clients, namespace: data }}
+spec:
+  identities: {identities}
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {{ name: db-clients, namespace: data }}
+spec:
+  targetRef: {{ group: policy.linkerd.io, kind: Server, name: db }}
+  requiredAuthenticationRefs: [{{ group: policy.linkerd.io, kind: MeshTLSAuthentication, name: clients }}]
+"#
+        )
+    };
+    let target = mesh_core::InboundTarget {
+        namespace: "data".to_owned(),
+        labels: [("app".to_owned(), "db".to_owned())].into(),
+        port: 5432,
+        ..Default::default()
+    };
+    let admits = |identities: &str, client: &str| {
+        let p = MeshPolicy::from_yaml(&policy(identities)).unwrap_or_else(|e| panic!("{e}"));
+        let peer = Peer {
+            identity: id(client),
+            ip: None,
+        };
+        let req = Request::new("GET", "http://db.data:5432/").unwrap();
+        p.authorize(&target, &peer, &req).allowed
+    };
+    let web = "spiffe://cluster.local/ns/emojivoto/sa/web";
+    let cases = [
+        // From Linkerd's docs: every account of a namespace, and one account.
+        (
+            r#"["*.emojivoto.serviceaccount.identity.linkerd.cluster.local"]"#,
+            true,
+        ),
+        (
+            r#"["web.emojivoto.serviceaccount.identity.linkerd.cluster.local"]"#,
+            true,
+        ),
+        (r#"["*"]"#, true),
+        // Another control plane's names are other names.
+        (
+            r#"["*.emojivoto.serviceaccount.identity.other.cluster.local"]"#,
+            false,
+        ),
+        (
+            r#"["web.emojivoto.serviceaccount.identity.other.cluster.local"]"#,
+            false,
+        ),
+        // Names outside the service-account scheme are accepted; no mesh workload has them.
+        (
+            r#"["spiffe://cluster.local/vm/db", "db.example.org"]"#,
+            false,
+        ),
+        (
+            r#"["spiffe://cluster.local/vm/db", "*.emojivoto.serviceaccount.identity.linkerd.cluster.local"]"#,
+            true,
+        ),
+    ];
+    for (identities, want) in cases {
+        assert_eq!(admits(identities, web), want, "{identities}");
+    }
+    // A string no peer can carry is still refused, naming the entry.
+    let e = MeshPolicy::from_yaml(&policy(r#"["db.example.org", "not a name"]"#))
+        .expect_err("not a name");
+    assert_eq!(e.0[0].field.as_deref(), Some("spec.identities[1]"));
+}
