@@ -16,7 +16,7 @@ mod service;
 
 pub use crate::filter::{Filter, HeaderModifier};
 pub use outbound::{OutboundDecision, Samples};
-pub(crate) use service::{ProfileMatch, RouteEntry, Split};
+pub(crate) use service::{ClientProfile, ProfileMatch, RouteEntry, Split};
 pub use service::{Route, ServicePolicy, ServicePort, TargetPort, Timeouts};
 
 /// Settings that shape compilation: the trust domain and the inbound defaults.

@@ -16,8 +16,10 @@ type Name = (String, String);
 /// What the notes look up, gathered once.
 #[derive(Default)]
 struct Seen<'a> {
-    /// The profile in force per Service (the last applied).
+    /// The Service's own profile in force per Service (the last applied).
     profiles: HashMap<Name, &'a ResourceId>,
+    /// Client-side profiles in force, by (callers' namespace, Service namespace, Service).
+    client_profiles: HashMap<(String, String, String), &'a ResourceId>,
     servers: HashMap<Name, &'a ParsedServer>,
     route_groups: BTreeSet<Name>,
     mesh_tls: BTreeSet<Name>,
@@ -82,13 +84,20 @@ fn at(e: &Entry, message: String) -> Note {
 }
 
 fn profile_notes(entries: &[&Entry], out: &mut Vec<Note>) {
-    let mut previous: HashMap<Name, &ResourceId> = HashMap::new();
+    let mut previous: HashMap<(String, String, String), &ResourceId> = HashMap::new();
     for e in entries {
         if let Object::Profile(p) = &e.object {
-            let key = (p.namespace.clone(), p.service.clone());
+            let (svc, ns, from) = (&p.service, &p.namespace, &p.id.namespace);
+            let key = (from.clone(), ns.clone(), svc.clone());
             if let Some(prev) = previous.insert(key, &p.id) {
-                let (svc, ns) = (&p.service, &p.namespace);
                 let msg = format!("{prev} already governs {svc}.{ns}; this profile replaces it");
+                out.push(at(e, msg));
+            }
+            if from != ns {
+                // Often meant, sometimes a profile applied to the wrong namespace: say which.
+                let msg = format!(
+                    "client-side: governs calls to {svc}.{ns} from namespace {from} only; other callers get {ns}'s own profile or routes"
+                );
                 out.push(at(e, msg));
             }
         }
@@ -119,7 +128,10 @@ fn route_notes(entries: &[&Entry], seen: &Seen<'_>, out: &mut Vec<Note>) {
                 RouteParent::Service {
                     name, namespace, ..
                 } => {
-                    if let Some(profile) = seen.profiles.get(&(namespace.clone(), name.clone())) {
+                    let client = (r.id.namespace.clone(), namespace.clone(), name.clone());
+                    let profile = (seen.client_profiles.get(&client))
+                        .or_else(|| seen.profiles.get(&(namespace.clone(), name.clone())));
+                    if let Some(profile) = profile {
                         inert.push(Note {
                             origin: None,
                             resource: Some(r.id.to_string()),
@@ -231,6 +243,14 @@ impl<'a> Seen<'a> {
         let name = |e: &Entry| (e.namespace.clone(), e.name.clone());
         for e in entries {
             match &e.object {
+                Object::Profile(p) if p.id.namespace != p.namespace => {
+                    let key = (
+                        p.id.namespace.clone(),
+                        p.namespace.clone(),
+                        p.service.clone(),
+                    );
+                    seen.client_profiles.insert(key, &p.id);
+                }
                 Object::Profile(p) => {
                     let key = (p.namespace.clone(), p.service.clone());
                     seen.profiles.insert(key, &p.id);
