@@ -528,3 +528,59 @@ fn explain_from_namespace_shows_the_client_side_profile() {
     assert_eq!(out.status.code(), Some(0), "{}", s(&out.stderr));
     assert!(s(&out.stdout).contains("client-side"), "{}", s(&out.stdout));
 }
+
+/// The summary counts what `check` applies, says what it skipped, calls an empty file empty,
+/// and sets the closing count apart from the last file's errors.
+#[test]
+fn check_summaries_count_only_what_is_applied() {
+    let mixed = tmp_yaml(
+        "summary-mixed.yaml",
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: { name: settings, namespace: shop }
+data: { a: b }
+---
+apiVersion: policy.linkerd.io/v1beta3
+kind: Server
+metadata: { name: web, namespace: shop }
+spec:
+  podSelector: { matchLabels: { app: web } }
+  port: 8080
+"#,
+    );
+    let empty = tmp_yaml("summary-empty.yaml", "# nothing yet\n---\n");
+    let bad = tmp_yaml(
+        "summary-bad.yaml",
+        "apiVersion: policy.linkerd.io/v1beta3\nkind: Server\nmetadata: { name: x }\nspec: {}\n",
+    );
+    let path = |p: &Path| p.to_str().unwrap().to_owned();
+
+    let out = mesh(&["policy", "check", &path(&mixed)]);
+    assert_eq!(out.status.code(), Some(0), "{}", s(&out.stdout));
+    let first = s(&out.stdout).lines().next().unwrap_or_default().to_owned();
+    assert_eq!(
+        first,
+        format!(
+            "{}: ok, 1 resource (1 Server), 1 skipped, 1 note",
+            mixed.display()
+        )
+    );
+
+    // Empty is valid (kubectl apply does not fail on it either) but says so.
+    let out = mesh(&["policy", "check", &path(&empty)]);
+    assert_eq!(out.status.code(), Some(0), "{}", s(&out.stdout));
+    assert_eq!(
+        s(&out.stdout),
+        format!("{}: empty: no resources\n", empty.display())
+    );
+
+    let out = mesh(&["policy", "check", &path(&mixed), &path(&bad), &path(&empty)]);
+    assert_eq!(out.status.code(), Some(1), "{}", s(&out.stdout));
+    let stdout = s(&out.stdout);
+    assert!(
+        stdout.ends_with("\n\n1 of 3 files invalid\n"),
+        "the count stands apart, last:\n{stdout}"
+    );
+    assert!(s(&out.stderr).is_empty(), "{}", s(&out.stderr));
+}
