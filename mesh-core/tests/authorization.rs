@@ -122,6 +122,16 @@ fn id(s: &str) -> Option<Identity> {
     Some(s.parse().unwrap())
 }
 
+/// The pod `app: <app>` in `namespace`, reached at `port`.
+fn pod(namespace: &str, app: &str, port: u16) -> mesh_core::InboundTarget {
+    mesh_core::InboundTarget {
+        namespace: namespace.to_owned(),
+        labels: [("app".to_owned(), app.to_owned())].into(),
+        port,
+        ..Default::default()
+    }
+}
+
 #[test]
 fn authorization_table() {
     let p = MeshPolicy::from_yaml(POLICY).unwrap_or_else(|e| panic!("{e}"));
@@ -516,12 +526,7 @@ spec:
 "#
         )
     };
-    let target = mesh_core::InboundTarget {
-        namespace: "data".to_owned(),
-        labels: [("app".to_owned(), "db".to_owned())].into(),
-        port: 5432,
-        ..Default::default()
-    };
+    let target = pod("data", "db", 5432);
     let admits = |identities: &str, client: &str| {
         let p = MeshPolicy::from_yaml(&policy(identities)).unwrap_or_else(|e| panic!("{e}"));
         let peer = Peer {
@@ -569,4 +574,57 @@ spec:
     let e = MeshPolicy::from_yaml(&policy(r#"["db.example.org", "not a name"]"#))
         .expect_err("not a name");
     assert_eq!(e.0[0].field.as_deref(), Some("spec.identities[1]"));
+}
+
+/// Filters on a route whose parent is a Server are accepted (Linkerd accepts them) but not
+/// applied inbound by this mesh: `check` says so, naming them, and authorization is unchanged.
+#[test]
+fn inbound_route_filters_are_noted_as_not_applied() {
+    let yaml = r#"
+apiVersion: policy.linkerd.io/v1beta3
+kind: Server
+metadata: { name: web, namespace: shop }
+spec:
+  podSelector: { matchLabels: { app: web } }
+  port: 8080
+  accessPolicy: all-unauthenticated
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: web-in, namespace: shop }
+spec:
+  parentRefs: [{ name: web, kind: Server, group: policy.linkerd.io }]
+  rules:
+  - matches: [{ path: { value: /old } }]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: { path: { type: ReplaceFullPath, replaceFullPath: /new }, statusCode: 301 }
+  - filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier: { set: [{ name: x-env, value: prod }] }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: plain-in, namespace: shop }
+spec:
+  parentRefs: [{ name: web, kind: Server, group: policy.linkerd.io }]
+  rules: [{ matches: [{ path: { value: /plain } }] }]
+"#;
+    let p = MeshPolicy::from_yaml(yaml).unwrap_or_else(|e| panic!("{e}"));
+    let notes: Vec<String> = p.notes().iter().map(ToString::to_string).collect();
+    let filters: Vec<&String> = notes
+        .iter()
+        .filter(|n| n.contains("filters not applied"))
+        .collect();
+    assert_eq!(filters.len(), 1, "{notes:?}");
+    assert!(filters[0].contains("HTTPRoute/shop/web-in"), "{filters:?}");
+    assert!(
+        filters[0].contains("RequestHeaderModifier, RequestRedirect"),
+        "{filters:?}"
+    );
+    let target = pod("shop", "web", 8080);
+    let req = Request::new("GET", "http://web.shop:8080/old").unwrap();
+    let peer = Peer::default();
+    let d = p.authorize(&target, &peer, &req);
+    assert!(d.allowed, "{}", d.reason);
 }

@@ -4,12 +4,13 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::gateway::RouteParent;
+use super::gateway::{ParsedRoute, RouteParent};
 use super::inbound::ParsedServer;
 use super::linkerd::{AuthRef, PolicyTarget, ServerTarget};
 use super::object::{Entry, Object};
 use crate::authz::ResourceId;
 use crate::error::Note;
+use crate::filter::Filter;
 
 type Name = (String, String);
 
@@ -157,8 +158,30 @@ fn route_notes(entries: &[&Entry], seen: &Seen<'_>, out: &mut Vec<Note>) {
                 }
             }
         }
+        inbound_filter_note(e, r, out);
     }
     out.extend(inert);
+}
+
+/// Linkerd applies a Server route's header modifiers and redirects; this mesh's inbound proxy
+/// does not yet, so a user relying on them must hear it from `check`, not from production.
+fn inbound_filter_note(e: &Entry, r: &ParsedRoute, out: &mut Vec<Note>) {
+    if !(r.parents.iter()).any(|p| matches!(p, RouteParent::Server { .. })) {
+        return;
+    }
+    let kinds: BTreeSet<&str> = (r.rules.iter())
+        .flat_map(|rule| &rule.filters)
+        .map(Filter::kind)
+        .collect();
+    if kinds.is_empty() {
+        return;
+    }
+    let kinds: Vec<&str> = kinds.into_iter().collect();
+    let msg = format!(
+        "filters not applied inbound: {} (the route's parent is a Server; this mesh's inbound proxy passes requests and answers unchanged, unlike Linkerd's)",
+        kinds.join(", ")
+    );
+    out.push(at(e, msg));
 }
 
 fn split_notes(entries: &[&Entry], seen: &Seen<'_>, out: &mut Vec<Note>) {
