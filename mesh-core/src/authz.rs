@@ -12,8 +12,9 @@ use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use crate::identity::Identity;
+use crate::identity::{self, Identity};
 use crate::route::HttpMatch;
+use crate::values::Timestamp;
 
 mod connection;
 mod decision;
@@ -76,17 +77,22 @@ pub struct NetworkMatch {
 pub enum IdentityMatch {
     /// Any authenticated client (`*`, or `unauthenticatedTLS`).
     Any,
-    /// Exactly this identity.
+    /// Exactly this identity (its SPIFFE form, or a `ServiceAccount` identityRef).
     Exact(Identity),
-    /// Any service account of a namespace (`*.<ns>.serviceaccount.identity.…`, or a
-    /// `Namespace` identityRef).
+    /// Exactly this name, compared with the client's DNS and SPIFFE forms, as Linkerd compares
+    /// names: a DNS-form identity as written (its control-plane label included), or a name
+    /// that is no service account's (`spiffe://cluster.local/vm/db`, `db.example.org`), which
+    /// no mesh-issued certificate carries.
+    Name(String),
+    /// Any service account of a namespace (a `Namespace` identityRef, or `ServiceAccount` `*`).
     Namespace {
         /// The namespace.
         namespace: String,
         /// The trust domain, when the manifest named one.
         trust_domain: Option<String>,
     },
-    /// Any identity whose DNS form ends with this suffix (`*.cluster.local`).
+    /// Any identity whose DNS form ends with this suffix (`*.cluster.local`, or
+    /// `*.<ns>.serviceaccount.identity.linkerd.cluster.local`: every label of it counts).
     DnsSuffix(String),
 }
 
@@ -160,7 +166,7 @@ pub struct Server {
     pub rate_limit: Option<Arc<RateLimit>>,
     /// `metadata.creationTimestamp`: of two Servers selecting the same pod and port, the older
     /// applies (then the first by name), as in Linkerd.
-    pub created: Option<String>,
+    pub created: Option<Timestamp>,
 }
 
 /// A compiled label selector.
@@ -370,35 +376,34 @@ impl NetworkMatch {
 
 impl IdentityMatch {
     /// Parses an entry of `MeshTLSAuthentication.spec.identities` or
-    /// `ServerAuthorization.client.meshTLS.identities`: `*`, `*.<suffix>`, or an identity in
-    /// either form.
+    /// `ServerAuthorization.client.meshTLS.identities`: `*`, `*.<suffix>`, a workload
+    /// identity in either form, or any other SPIFFE ID or DNS name, as Linkerd accepts.
     pub fn parse(s: &str) -> Result<Self, InvalidIdentityMatch> {
         if s == "*" {
             return Ok(Self::Any);
         }
         if let Some(suffix) = s.strip_prefix("*.") {
-            // `*.ns.serviceaccount.identity.linkerd.cluster.local`: every account of ns.
-            if let Some((ns, rest)) = suffix.split_once(".serviceaccount.identity.")
-                && !ns.contains('.')
-            {
-                let trust_domain = rest.split_once('.').map(|(_, td)| td.to_owned());
-                return Ok(Self::Namespace {
-                    namespace: ns.to_owned(),
-                    trust_domain,
-                });
-            }
+            // Matched against the whole DNS form, so `*.ns.serviceaccount.identity.linkerd.…`
+            // admits ns's accounts under the control namespace `linkerd` only, as in Linkerd.
             if suffix.is_empty() || suffix.contains('*') {
                 return Err(InvalidIdentityMatch::Wildcard(s.to_owned()));
             }
             return Ok(Self::DnsSuffix(format!(".{suffix}")));
         }
-        Ok(Self::Exact(Identity::parse(s)?))
+        if s.starts_with("spiffe://")
+            && let Ok(id) = Identity::parse(s)
+        {
+            return Ok(Self::Exact(id));
+        }
+        identity::check_peer_name(s)?;
+        Ok(Self::Name(s.to_owned()))
     }
 
     fn admits(&self, id: &Identity, control_ns: &str) -> bool {
         match self {
             Self::Any => true,
             Self::Exact(want) => want == id,
+            Self::Name(name) => id.to_dns(control_ns) == *name || id.to_spiffe() == *name,
             Self::Namespace {
                 namespace,
                 trust_domain,
@@ -447,12 +452,12 @@ impl Selector {
 // === impl Server ===
 
 impl Server {
-    /// Orders Servers by precedence: older first (RFC 3339 timestamps compare as text; one
-    /// without a timestamp, as in a file, counts as newest), then by name.
-    pub(crate) fn precedence(&self) -> (bool, Option<&str>, &str, &str) {
+    /// Orders Servers by precedence: older first (compared as instants; one without a
+    /// timestamp, as in a file, counts as newest), then by name.
+    pub(crate) fn precedence(&self) -> (bool, Option<Timestamp>, &str, &str) {
         (
             self.created.is_none(),
-            self.created.as_deref(),
+            self.created,
             &self.id.namespace,
             &self.id.name,
         )
@@ -556,10 +561,42 @@ mod tests {
             ),
             ("*.cluster.local", true),
             ("*.example.org", false),
+            // Every label of the suffix counts, the control-plane label included.
+            ("*.identity.linkerd.cluster.local", true),
+            (
+                "*.emojivoto.serviceaccount.identity.other.cluster.local",
+                false,
+            ),
+            (
+                "web.emojivoto.serviceaccount.identity.other.cluster.local",
+                false,
+            ),
+            // Names that are no service account's are accepted and match exactly.
+            ("spiffe://cluster.local/vm/db", false),
+            ("db.example.org", false),
         ];
         for (pat, want) in cases {
             let m = IdentityMatch::parse(pat).unwrap();
             assert_eq!(m.admits(&web, "linkerd"), want, "{pat}");
+        }
+        // Under another control namespace, DNS forms name it; the SPIFFE form has none.
+        for (pat, want) in [
+            (
+                "web.emojivoto.serviceaccount.identity.mesh.cluster.local",
+                true,
+            ),
+            (
+                "web.emojivoto.serviceaccount.identity.linkerd.cluster.local",
+                false,
+            ),
+            (
+                "*.emojivoto.serviceaccount.identity.mesh.cluster.local",
+                true,
+            ),
+            ("spiffe://cluster.local/ns/emojivoto/sa/web", true),
+        ] {
+            let m = IdentityMatch::parse(pat).unwrap();
+            assert_eq!(m.admits(&web, "mesh"), want, "{pat}");
         }
         assert!(IdentityMatch::parse("*.").is_err());
         assert!(IdentityMatch::parse("not an identity").is_err());

@@ -293,6 +293,21 @@ impl Mirror {
     }
 }
 
+// === impl Filter ===
+
+impl Filter {
+    /// The Gateway API filter type, as manifests name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::RequestHeaders(_) => "RequestHeaderModifier",
+            Self::ResponseHeaders(_) => "ResponseHeaderModifier",
+            Self::Redirect(_) => "RequestRedirect",
+            Self::Rewrite(_) => "URLRewrite",
+            Self::Mirror(_) => "RequestMirror",
+        }
+    }
+}
+
 // === Display, for `mesh policy explain` ===
 
 impl fmt::Display for Filter {

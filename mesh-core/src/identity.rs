@@ -64,6 +64,9 @@ pub enum IdentityProblem {
         "neither a SPIFFE ID (spiffe://…) nor a DNS-form identity (<sa>.<ns>.serviceaccount.identity.<control-ns>.<trust-domain>)"
     )]
     NeitherForm,
+    /// Neither a SPIFFE ID nor a DNS name, so no peer can ever carry it.
+    #[error("neither a SPIFFE ID (spiffe://<trust-domain>/<path>) nor a DNS name")]
+    NotAName,
     /// The DNS form without `<service-account>.<namespace>`.
     #[error("the DNS form needs <service-account>.<namespace> before .serviceaccount.identity.")]
     DnsWorkload,
@@ -101,6 +104,8 @@ pub enum Part {
     ServiceAccount,
     /// The control-plane namespace of the DNS form.
     ControlNamespace,
+    /// A name that is not a workload identity (a DNS name, or a SPIFFE ID's path segment).
+    Name,
 }
 
 // === impl Identity ===
@@ -243,8 +248,53 @@ impl fmt::Display for Part {
             Self::Namespace => "namespace",
             Self::ServiceAccount => "service account",
             Self::ControlNamespace => "control namespace",
+            Self::Name => "name",
         })
     }
+}
+
+/// Checks a name that policy may admit a peer by although it is no service account's identity
+/// (Linkerd accepts these in `MeshTLSAuthentication.spec.identities`): a SPIFFE ID of any
+/// path (`spiffe://cluster.local/vm/db`) or a DNS name (`db.example.org`). A SPIFFE ID under
+/// `/ns/` and a name holding `.serviceaccount.identity.` must be well-formed workload
+/// identities: a typo there would otherwise silently admit no one.
+pub fn check_peer_name(s: &str) -> Result<(), InvalidIdentity> {
+    let res = if s.len() > 2 * MAX_PART + 64 {
+        Err(IdentityProblem::TooLong)
+    } else if let Some(rest) = s.strip_prefix(SPIFFE_SCHEME) {
+        check_spiffe_name(rest)
+    } else if s.contains(DNS_MARKER) {
+        Identity::parse_dns(s).map(drop)
+    } else if s.contains('.') {
+        check_dns_name(Part::Name, s).map_err(|_| IdentityProblem::NotAName)
+    } else {
+        // A single label is a host name, not a name a certificate carries across a mesh.
+        Err(IdentityProblem::NotAName)
+    };
+    res.map_err(|reason| InvalidIdentity {
+        input: s.chars().take(300).collect(),
+        reason,
+    })
+}
+
+/// A SPIFFE ID (`<trust-domain>/<path>` after the scheme), per the SPIFFE ID spec: path
+/// segments of letters, digits, `.`, `-` and `_`, none empty, `.` or `..`.
+fn check_spiffe_name(rest: &str) -> Result<(), IdentityProblem> {
+    let (td, path) = rest.split_once('/').ok_or(IdentityProblem::NoSpiffePath)?;
+    if path.starts_with("ns/") {
+        return Identity::parse_spiffe(rest).map(drop);
+    }
+    check_dns_name(Part::TrustDomain, td)?;
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
+    for seg in path.split('/') {
+        if seg.is_empty() || seg == "." || seg == ".." {
+            return Err(IdentityProblem::Empty(Part::Name));
+        }
+        if let Some(c) = seg.chars().find(|&c| !ok_char(c)) {
+            return Err(IdentityProblem::Character(Part::Name, seg.to_owned(), c));
+        }
+    }
+    Ok(())
 }
 
 // === impl InvalidIdentity ===
@@ -365,6 +415,40 @@ mod tests {
         ];
         for (input, reason) in cases {
             let err = input.parse::<Identity>().unwrap_err();
+            assert!(
+                err.to_string().contains(reason),
+                "{input:?}: {err} should say {reason:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn names_linkerd_accepts_beside_workload_identities() {
+        for ok in [
+            "spiffe://cluster.local/vm/db",
+            "spiffe://example.org/a_b/c.d-e",
+            "db.example.org",
+            "web.emojivoto.serviceaccount.identity.linkerd.cluster.local",
+            "spiffe://cluster.local/ns/emojivoto/sa/web",
+        ] {
+            assert_eq!(check_peer_name(ok), Ok(()), "{ok}");
+        }
+        let cases = [
+            ("not an identity", "nor a DNS name"),
+            ("db", "nor a DNS name"),
+            ("Db.Example.org", "nor a DNS name"),
+            ("spiffe://cluster.local", "needs a path"),
+            ("spiffe://cluster.local/vm//db", "name is empty"),
+            ("spiffe://cluster.local/vm/d b", "holds ' '"),
+            // Under /ns/ or with the DNS marker, the workload form is checked as before.
+            ("spiffe://cluster.local/ns/x", "not of the form"),
+            (
+                "web.serviceaccount.identity.linkerd.cluster.local",
+                "needs <service-account>",
+            ),
+        ];
+        for (input, reason) in cases {
+            let err = check_peer_name(input).unwrap_err();
             assert!(
                 err.to_string().contains(reason),
                 "{input:?}: {err} should say {reason:?}"

@@ -16,7 +16,7 @@ mod service;
 
 pub use crate::filter::{Filter, HeaderModifier};
 pub use outbound::{OutboundDecision, Samples};
-pub(crate) use service::{ProfileMatch, RouteEntry, Split};
+pub(crate) use service::{ClientProfile, ProfileMatch, RouteEntry, Split};
 pub use service::{Route, ServicePolicy, ServicePort, TargetPort, Timeouts};
 
 /// Settings that shape compilation: the trust domain and the inbound defaults.
@@ -44,6 +44,8 @@ pub struct MeshPolicy {
     pub(crate) config: PolicyConfig,
     pub(crate) notes: Vec<Note>,
     pub(crate) counts: BTreeMap<String, usize>,
+    /// Documents of kinds the mesh does not read, skipped with a note.
+    pub(crate) skipped: usize,
 }
 
 /// A pod template from a workload in the input, for inbound decisions.
@@ -110,9 +112,15 @@ impl MeshPolicy {
         &self.notes
     }
 
-    /// How many resources of each kind were read (skipped kinds included).
+    /// How many resources of each kind were applied (a later document replacing an earlier
+    /// one counts once; skipped kinds are not counted here but in [`Self::skipped_count`]).
     pub fn resource_counts(&self) -> &BTreeMap<String, usize> {
         &self.counts
+    }
+
+    /// How many documents were of kinds the mesh does not read (each skipped with a note).
+    pub fn skipped_count(&self) -> usize {
+        self.skipped
     }
 
     /// The settings this snapshot was compiled with.

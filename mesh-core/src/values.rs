@@ -1,6 +1,13 @@
-//! Small value syntaxes that Kubernetes manifests use: Go durations, resource quantities.
+//! Small value syntaxes that Kubernetes manifests use: Go durations, resource quantities,
+//! timestamps.
 
+use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
+
+use serde::Deserialize;
+// k8s-openapi already compiles jiff for its own `metav1.Time`: the same parser, no new crate.
+use k8s_openapi::jiff;
 
 /// A string that is not a Go duration.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -171,6 +178,51 @@ pub fn parse_milli_quantity(s: &str) -> Result<u64, InvalidQuantity> {
     u64::try_from(milli).map_err(|_| bad(Problem::TooLarge))
 }
 
+/// An instant as Kubernetes writes it in `metadata.creationTimestamp` (`metav1.Time`, RFC 3339
+/// with any offset and optional fractional seconds). Precedence between objects compares these
+/// as instants: `2024-01-01T01:00:00+01:00` is `2024-01-01T00:00:00Z`, and
+/// `2024-01-01T00:00:00.5Z` comes after `2024-01-01T00:00:00Z`, which text comparison gets wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(jiff::Timestamp);
+
+/// A string that is not an RFC 3339 timestamp.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{input:?} is not an RFC 3339 timestamp ({reason}; e.g. 2024-01-01T00:00:00Z)")]
+pub struct InvalidTimestamp {
+    /// What was given.
+    pub input: String,
+    /// What the parser found wrong with it.
+    pub reason: String,
+}
+
+// === impl Timestamp ===
+
+impl FromStr for Timestamp {
+    type Err = InvalidTimestamp;
+
+    fn from_str(s: &str) -> Result<Self, InvalidTimestamp> {
+        s.parse::<jiff::Timestamp>()
+            .map(Self)
+            .map_err(|e| InvalidTimestamp {
+                input: s.to_owned(),
+                reason: e.to_string(),
+            })
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,6 +288,37 @@ mod tests {
         }
         for s in ["-1", "abc", "1x", "", "m"] {
             assert!(parse_milli_quantity(s).is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn timestamps_compare_as_instants() {
+        let t = |s: &str| s.parse::<Timestamp>().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(t("2024-01-01T01:00:00+01:00"), t("2024-01-01T00:00:00Z"));
+        assert!(t("2024-01-01T00:00:00.5Z") > t("2024-01-01T00:00:00Z"));
+        // As text "…T00:30:00-01:00" sorts before "…T01:00:00Z"; as instants it is after.
+        assert!(t("2024-01-01T00:30:00-01:00") > t("2024-01-01T01:00:00Z"));
+        assert_eq!(
+            t("2024-01-01T01:00:00+01:00").to_string(),
+            "2024-01-01T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn a_timestamp_without_a_date_time_and_offset_is_refused() {
+        for s in [
+            "",
+            "yesterday",
+            "2024-01-01",
+            "2024-01-01T00:00:00",
+            "2024-13-01T00:00:00Z",
+        ] {
+            let e = s.parse::<Timestamp>().expect_err(s);
+            assert_eq!(e.input, s);
+            assert!(
+                e.to_string().contains("is not an RFC 3339 timestamp"),
+                "{e}"
+            );
         }
     }
 }

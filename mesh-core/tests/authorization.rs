@@ -122,6 +122,16 @@ fn id(s: &str) -> Option<Identity> {
     Some(s.parse().unwrap())
 }
 
+/// The pod `app: <app>` in `namespace`, reached at `port`.
+fn pod(namespace: &str, app: &str, port: u16) -> mesh_core::InboundTarget {
+    mesh_core::InboundTarget {
+        namespace: namespace.to_owned(),
+        labels: [("app".to_owned(), app.to_owned())].into(),
+        port,
+        ..Default::default()
+    }
+}
+
 #[test]
 fn authorization_table() {
     let p = MeshPolicy::from_yaml(POLICY).unwrap_or_else(|e| panic!("{e}"));
@@ -446,6 +456,22 @@ spec:
         server("a-open", None, "all-unauthenticated"),
     ));
     assert!(allowed, "a-open comes first by name");
+    // Ages compare as instants: "…T00:30:00-01:00" (01:30 UTC) is newer than "…T01:00:00Z",
+    // and "…00.5Z" is newer than "…00Z", though text comparison says the opposite of both.
+    for (newer, older) in [
+        ("2025-01-01T00:30:00-01:00", "2025-01-01T01:00:00Z"),
+        ("2025-01-01T00:00:00.5Z", "2025-01-01T00:00:00Z"),
+    ] {
+        let (allowed, notes) = decide(format!(
+            "{}{}{workload}",
+            server("a-deny", Some(newer), "deny"),
+            server("b-open", Some(older), "all-unauthenticated"),
+        ));
+        assert!(
+            allowed,
+            "b-open, created {older}, is older than {newer}: {notes}"
+        );
+    }
 }
 
 #[test]
@@ -469,4 +495,136 @@ spec:
         "a wider exception is refused too: {e}"
     );
     assert!(!e.contains("except[0]"), "{e}");
+}
+
+/// Linkerd's `MeshTLSAuthentication.spec.identities` takes any name, not only service-account
+/// identities; a namespace wildcard matches every label of its suffix.
+#[test]
+fn mesh_tls_identities_take_any_name_and_wildcards_match_every_label() {
+    let policy = |identities: &str| {
+        format!(
+            r#"
+apiVersion: policy.linkerd.io/v1beta3
+kind: Server
+metadata: {{ name: db, namespace: data }}
+spec:
+  podSelector: {{ matchLabels: {{ app: db }} }}
+  port: 5432
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: MeshTLSAuthentication
+metadata: {{ name: clients, namespace: data }}
+spec:
+  identities: {identities}
+---
+apiVersion: policy.linkerd.io/v1alpha1
+kind: AuthorizationPolicy
+metadata: {{ name: db-clients, namespace: data }}
+spec:
+  targetRef: {{ group: policy.linkerd.io, kind: Server, name: db }}
+  requiredAuthenticationRefs: [{{ group: policy.linkerd.io, kind: MeshTLSAuthentication, name: clients }}]
+"#
+        )
+    };
+    let target = pod("data", "db", 5432);
+    let admits = |identities: &str, client: &str| {
+        let p = MeshPolicy::from_yaml(&policy(identities)).unwrap_or_else(|e| panic!("{e}"));
+        let peer = Peer {
+            identity: id(client),
+            ip: None,
+        };
+        let req = Request::new("GET", "http://db.data:5432/").unwrap();
+        p.authorize(&target, &peer, &req).allowed
+    };
+    let web = "spiffe://cluster.local/ns/emojivoto/sa/web";
+    let cases = [
+        // From Linkerd's docs: every account of a namespace, and one account.
+        (
+            r#"["*.emojivoto.serviceaccount.identity.linkerd.cluster.local"]"#,
+            true,
+        ),
+        (
+            r#"["web.emojivoto.serviceaccount.identity.linkerd.cluster.local"]"#,
+            true,
+        ),
+        (r#"["*"]"#, true),
+        // Another control plane's names are other names.
+        (
+            r#"["*.emojivoto.serviceaccount.identity.other.cluster.local"]"#,
+            false,
+        ),
+        (
+            r#"["web.emojivoto.serviceaccount.identity.other.cluster.local"]"#,
+            false,
+        ),
+        // Names outside the service-account scheme are accepted; no mesh workload has them.
+        (
+            r#"["spiffe://cluster.local/vm/db", "db.example.org"]"#,
+            false,
+        ),
+        (
+            r#"["spiffe://cluster.local/vm/db", "*.emojivoto.serviceaccount.identity.linkerd.cluster.local"]"#,
+            true,
+        ),
+    ];
+    for (identities, want) in cases {
+        assert_eq!(admits(identities, web), want, "{identities}");
+    }
+    // A string no peer can carry is still refused, naming the entry.
+    let e = MeshPolicy::from_yaml(&policy(r#"["db.example.org", "not a name"]"#))
+        .expect_err("not a name");
+    assert_eq!(e.0[0].field.as_deref(), Some("spec.identities[1]"));
+}
+
+/// Filters on a route whose parent is a Server are accepted (Linkerd accepts them) but not
+/// applied inbound by this mesh: `check` says so, naming them, and authorization is unchanged.
+#[test]
+fn inbound_route_filters_are_noted_as_not_applied() {
+    let yaml = r#"
+apiVersion: policy.linkerd.io/v1beta3
+kind: Server
+metadata: { name: web, namespace: shop }
+spec:
+  podSelector: { matchLabels: { app: web } }
+  port: 8080
+  accessPolicy: all-unauthenticated
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: web-in, namespace: shop }
+spec:
+  parentRefs: [{ name: web, kind: Server, group: policy.linkerd.io }]
+  rules:
+  - matches: [{ path: { value: /old } }]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: { path: { type: ReplaceFullPath, replaceFullPath: /new }, statusCode: 301 }
+  - filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier: { set: [{ name: x-env, value: prod }] }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: plain-in, namespace: shop }
+spec:
+  parentRefs: [{ name: web, kind: Server, group: policy.linkerd.io }]
+  rules: [{ matches: [{ path: { value: /plain } }] }]
+"#;
+    let p = MeshPolicy::from_yaml(yaml).unwrap_or_else(|e| panic!("{e}"));
+    let notes: Vec<String> = p.notes().iter().map(ToString::to_string).collect();
+    let filters: Vec<&String> = notes
+        .iter()
+        .filter(|n| n.contains("filters not applied"))
+        .collect();
+    assert_eq!(filters.len(), 1, "{notes:?}");
+    assert!(filters[0].contains("HTTPRoute/shop/web-in"), "{filters:?}");
+    assert!(
+        filters[0].contains("RequestHeaderModifier, RequestRedirect"),
+        "{filters:?}"
+    );
+    let target = pod("shop", "web", 8080);
+    let req = Request::new("GET", "http://web.shop:8080/old").unwrap();
+    let peer = Peer::default();
+    let d = p.authorize(&target, &peer, &req);
+    assert!(d.allowed, "{}", d.reason);
 }

@@ -229,3 +229,25 @@ fn a_stream_over_the_size_limit_is_refused_whole() {
     let errs = MeshPolicy::from_yaml(&format!("a: 1\n{padding}\n")).unwrap_err();
     assert!(errs.to_string().contains("at most"), "{errs}");
 }
+
+/// The API server never stores a malformed `metav1.Time`; a file that has one is refused, with
+/// the field named, rather than ordered by its text.
+#[test]
+fn a_malformed_creation_timestamp_is_refused_naming_the_field() {
+    let yaml = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: r, namespace: ns, creationTimestamp: "2024-01-01 noon" }
+spec:
+  parentRefs: [{ name: svc, kind: Service }]
+"#;
+    let e = MeshPolicy::from_yaml(yaml).expect_err("a malformed timestamp");
+    let e = &e.0[0];
+    assert_eq!(e.field.as_deref(), Some("metadata.creationTimestamp"));
+    assert!(
+        e.message
+            .contains("\"2024-01-01 noon\" is not an RFC 3339 timestamp"),
+        "{}",
+        e.message
+    );
+}

@@ -205,6 +205,52 @@ spec:
     assert_eq!(d.route_name(), Some("y"));
 }
 
+/// Creation times tie-break as instants, not as text: an offset names the same instant as UTC,
+/// and a fraction of a second is later than the whole second.
+#[test]
+fn route_ages_compare_as_instants_with_offsets_and_fractions() {
+    let route = |name: &str, created: &str| {
+        format!(
+            r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{ name: {name}, namespace: ns, creationTimestamp: "{created}" }}
+spec:
+  parentRefs: [{{ name: svc, kind: Service }}]
+  rules: [{{ backendRefs: [{{ name: {name}, port: 80 }}] }}]
+---"#
+        )
+    };
+    let winner = |a: (&str, &str), b: (&str, &str)| {
+        let p = policy(&format!("{}{}", route(a.0, a.1), route(b.0, b.1)));
+        let d = p.outbound(&req("GET", "http://svc.ns/", &[]));
+        d.route_name().map(str::to_owned)
+    };
+    // "…T00:30:00-01:00" is 01:30 UTC: newer than "…T01:00:00Z", though it sorts first as text.
+    let w = winner(
+        ("a", "2024-01-01T00:30:00-01:00"),
+        ("b", "2024-01-01T01:00:00Z"),
+    );
+    assert_eq!(w.as_deref(), Some("b"));
+    // "…00.5Z" is half a second after "…00Z", though "." sorts before "Z" as text.
+    let w = winner(
+        ("a", "2024-01-01T00:00:00.5Z"),
+        ("b", "2024-01-01T00:00:00Z"),
+    );
+    assert_eq!(w.as_deref(), Some("b"));
+    // The same instant written two ways is a tie: the name decides.
+    let w = winner(
+        ("b", "2024-01-01T00:00:00Z"),
+        ("a", "2024-01-01T01:00:00+01:00"),
+    );
+    assert_eq!(w.as_deref(), Some("a"));
+    let w = winner(
+        ("a", "2024-01-01T00:00:00Z"),
+        ("b", "2024-01-01T01:00:00+01:00"),
+    );
+    assert_eq!(w.as_deref(), Some("a"));
+}
+
 #[test]
 fn grpc_routes_match_service_and_method() {
     let p = policy(

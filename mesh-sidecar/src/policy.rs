@@ -119,24 +119,7 @@ fn check(paths: &[PathBuf]) -> Result<ExitCode, Usage> {
         };
         match MeshPolicy::from_yaml(&text) {
             Ok(p) => {
-                let total: usize = p.resource_counts().values().sum();
-                let kinds = p
-                    .resource_counts()
-                    .iter()
-                    .map(|(k, n)| format!("{n} {k}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let notes = p.notes().len();
-                println!(
-                    "{}: ok, {total} resource{} ({kinds}){}",
-                    f.display(),
-                    if total == 1 { "" } else { "s" },
-                    if notes > 0 {
-                        format!(", {notes} note{}", if notes == 1 { "" } else { "s" })
-                    } else {
-                        String::new()
-                    }
-                );
+                println!("{}: {}", f.display(), summary(&p));
                 for n in p.notes() {
                     println!("  note: {n}");
                 }
@@ -156,11 +139,38 @@ fn check(paths: &[PathBuf]) -> Result<ExitCode, Usage> {
         }
     }
     if failed > 0 {
-        eprintln!("{failed} of {} files invalid", files.len());
+        // On stdout with the rest, set apart: on stderr it ran into the last file's errors.
+        println!("\n{failed} of {} files invalid", files.len());
         Ok(ExitCode::from(1))
     } else {
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// One valid file's line: what it applies, by kind, then what it skipped and noted. An empty
+/// file is valid (as `kubectl apply` says "no objects passed to apply" without failing a
+/// pipeline that generates manifests), but says so, since in CI it is often a mistake.
+fn summary(p: &MeshPolicy) -> String {
+    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    let total: usize = p.resource_counts().values().sum();
+    let skipped = p.skipped_count();
+    if total == 0 && skipped == 0 {
+        return "empty: no resources".to_owned();
+    }
+    let mut out = format!("ok, {}", plural(total, "resource"));
+    if total > 0 {
+        let kinds: Vec<String> = (p.resource_counts().iter())
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
+        out.push_str(&format!(" ({})", kinds.join(", ")));
+    }
+    if skipped > 0 {
+        out.push_str(&format!(", {skipped} skipped"));
+    }
+    if !p.notes().is_empty() {
+        out.push_str(&format!(", {}", plural(p.notes().len(), "note")));
+    }
+    out
 }
 
 fn explain(a: &ExplainArgs) -> Result<ExitCode, Usage> {

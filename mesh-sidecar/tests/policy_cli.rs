@@ -467,3 +467,120 @@ fn explain_classifies_any_status_asked_for() {
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", s(&out.stderr));
 }
+
+const CLIENT_SIDE_PROFILE: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: { name: web, namespace: prod }
+spec: { clusterIP: 10.96.0.20, ports: [{ port: 80 }] }
+---
+apiVersion: linkerd.io/v1alpha2
+kind: ServiceProfile
+metadata: { name: web.prod.svc.cluster.local, namespace: prod }
+spec:
+  routes:
+  - { name: server-get, condition: { method: GET }, timeout: 1s }
+---
+apiVersion: linkerd.io/v1alpha2
+kind: ServiceProfile
+metadata: { name: web.prod.svc.cluster.local, namespace: shop }
+spec:
+  routes:
+  - name: shop-get
+    condition: { method: GET }
+    timeout: 3s
+    isRetryable: true
+    responseClasses: [{ condition: { status: { min: 429, max: 429 } }, isFailure: true }]
+"#;
+
+/// A ServiceProfile in the caller's namespace governs that namespace's calls only; `explain
+/// --from-namespace` shows which one applies, by name and by ClusterIP alike.
+#[test]
+fn explain_from_namespace_shows_the_client_side_profile() {
+    let f = tmp_yaml("client-side.yaml", CLIENT_SIDE_PROFILE);
+    // (caller's namespace, the profile that applies, its timeout, retried, 429's class)
+    let cases = [
+        (
+            "shop",
+            "ServiceProfile/shop/web.prod.svc.cluster.local",
+            3000,
+            true,
+            "failure",
+        ),
+        (
+            "other",
+            "ServiceProfile/prod/web.prod.svc.cluster.local",
+            1000,
+            false,
+            "success",
+        ),
+    ];
+    for request in ["GET http://web.prod/x", "GET http://10.96.0.20/x"] {
+        for (ns, source, timeout, retried, class) in cases {
+            let v = explain_json(&f, request, &["--from-namespace", ns, "--status", "429"]);
+            assert_eq!(v["route"]["source"], source, "{v}");
+            assert_eq!(v["timeout_ms"]["request"], timeout, "{v}");
+            assert_eq!(v["retry"]["retryable"], retried, "{v}");
+            assert_eq!(v["classification"]["429"], class, "{v}");
+        }
+    }
+    let out = mesh(&["policy", "check", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", s(&out.stderr));
+    assert!(s(&out.stdout).contains("client-side"), "{}", s(&out.stdout));
+}
+
+/// The summary counts what `check` applies, says what it skipped, calls an empty file empty,
+/// and sets the closing count apart from the last file's errors.
+#[test]
+fn check_summaries_count_only_what_is_applied() {
+    let mixed = tmp_yaml(
+        "summary-mixed.yaml",
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: { name: settings, namespace: shop }
+data: { a: b }
+---
+apiVersion: policy.linkerd.io/v1beta3
+kind: Server
+metadata: { name: web, namespace: shop }
+spec:
+  podSelector: { matchLabels: { app: web } }
+  port: 8080
+"#,
+    );
+    let empty = tmp_yaml("summary-empty.yaml", "# nothing yet\n---\n");
+    let bad = tmp_yaml(
+        "summary-bad.yaml",
+        "apiVersion: policy.linkerd.io/v1beta3\nkind: Server\nmetadata: { name: x }\nspec: {}\n",
+    );
+    let path = |p: &Path| p.to_str().unwrap().to_owned();
+
+    let out = mesh(&["policy", "check", &path(&mixed)]);
+    assert_eq!(out.status.code(), Some(0), "{}", s(&out.stdout));
+    let first = s(&out.stdout).lines().next().unwrap_or_default().to_owned();
+    assert_eq!(
+        first,
+        format!(
+            "{}: ok, 1 resource (1 Server), 1 skipped, 1 note",
+            mixed.display()
+        )
+    );
+
+    // Empty is valid (kubectl apply does not fail on it either) but says so.
+    let out = mesh(&["policy", "check", &path(&empty)]);
+    assert_eq!(out.status.code(), Some(0), "{}", s(&out.stdout));
+    assert_eq!(
+        s(&out.stdout),
+        format!("{}: empty: no resources\n", empty.display())
+    );
+
+    let out = mesh(&["policy", "check", &path(&mixed), &path(&bad), &path(&empty)]);
+    assert_eq!(out.status.code(), Some(1), "{}", s(&out.stdout));
+    let stdout = s(&out.stdout);
+    assert!(
+        stdout.ends_with("\n\n1 of 3 files invalid\n"),
+        "the count stands apart, last:\n{stdout}"
+    );
+    assert!(s(&out.stderr).is_empty(), "{}", s(&out.stderr));
+}

@@ -164,3 +164,24 @@ async fn mesh_client_resolves_short_names_in_its_namespace() {
     assert_eq!(rsp.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(web.hits(), 3);
 }
+
+/// A proxy knows its own namespace: a client-side ServiceProfile there (here with
+/// `dstOverrides`) decides its calls, by ClusterIP too; proxies elsewhere keep the Service's
+/// own routes.
+#[tokio::test]
+async fn a_proxy_uses_the_client_side_profile_of_its_namespace() {
+    let profile = r#"
+---
+apiVersion: linkerd.io/v1alpha2
+kind: ServiceProfile
+metadata: { name: web.shop.svc.cluster.local, namespace: ann }
+spec:
+  dstOverrides: [{ authority: "web-v3.shop.svc.cluster.local:80", weight: 1 }]
+"#;
+    let policy = PolicyHandle::from_yaml(&format!("{POLICY}{profile}")).expect("policy");
+    let from = |ns: &str| RouteLayer::new(policy.clone()).with_names(NameContext::new(ns));
+    let req = || transparent("10.96.0.10:80", "web.shop");
+    assert_eq!(routed(from("ann"), req()).await.0, ["web-v3.shop:80"]);
+    assert_eq!(routed(from("shop"), req()).await.0, ["web-v2.shop:80"]);
+    assert_eq!(routed(from("other"), req()).await.0, ["web-v2.shop:80"]);
+}

@@ -11,7 +11,7 @@ use crate::kinds;
 use crate::policy::Timeouts;
 use crate::route::{self, HttpMatch, PathMatch, ValueMatch, ValuePattern};
 use crate::split::{BackendRef, WeightedBackend};
-use crate::values::parse_duration;
+use crate::values::{Timestamp, parse_duration};
 
 /// Gateway API's upper bound for a backendRef weight.
 const MAX_WEIGHT: i64 = 1_000_000;
@@ -20,7 +20,7 @@ const MAX_WEIGHT: i64 = 1_000_000;
 #[derive(Clone, Debug)]
 pub(crate) struct ParsedRoute {
     pub(crate) id: ResourceId,
-    pub(crate) created: Option<String>,
+    pub(crate) created: Option<Timestamp>,
     pub(crate) grpc: bool,
     pub(crate) parents: Vec<RouteParent>,
     pub(crate) rules: Vec<ParsedRule>,
@@ -157,7 +157,7 @@ pub(crate) fn parse_http_route(cx: &mut Cx, doc: &Doc, spec: kinds::HttpRouteSpe
     }
     ParsedRoute {
         id: doc.id(),
-        created: doc.meta.creation_timestamp.clone(),
+        created: doc.meta.creation_timestamp,
         grpc: false,
         parents,
         rules,
@@ -206,7 +206,7 @@ pub(crate) fn parse_grpc_route(cx: &mut Cx, doc: &Doc, spec: kinds::GrpcRouteSpe
     }
     ParsedRoute {
         id: doc.id(),
-        created: doc.meta.creation_timestamp.clone(),
+        created: doc.meta.creation_timestamp,
         grpc: true,
         parents,
         rules,

@@ -1,8 +1,6 @@
 //! Which kind an object is: its group, kind and served versions, and the notes for what the
 //! mesh does not read.
 
-use std::collections::BTreeMap;
-
 use serde_norway::Value;
 
 use super::doc::{Cx, Doc, join_path};
@@ -16,12 +14,17 @@ pub(crate) use crate::kinds::catalog::Family as Kind;
 // === impl Cx ===
 
 impl Cx {
-    /// Recognises the kind; counts and notes what is skipped.
-    pub(crate) fn identify(
-        &mut self,
-        raw: RawObject,
-        counts: &mut BTreeMap<String, usize>,
-    ) -> Option<Doc> {
+    /// Recognises the kind; counts (in `skipped`) and notes what is skipped.
+    pub(crate) fn identify(&mut self, raw: RawObject, skipped: &mut usize) -> Option<Doc> {
+        let errors = self.errors.len();
+        let doc = self.recognise(raw);
+        if doc.is_none() && self.errors.len() == errors {
+            *skipped += 1;
+        }
+        doc
+    }
+
+    fn recognise(&mut self, raw: RawObject) -> Option<Doc> {
         let origin = raw.origin.clone();
         let kind_name = match raw.value.get("kind") {
             Some(Value::String(k)) => k.clone(),
@@ -41,7 +44,6 @@ impl Cx {
                 return None;
             }
         };
-        *counts.entry(kind_name.clone()).or_default() += 1;
         let api_version = raw
             .value
             .get("apiVersion")

@@ -97,7 +97,7 @@ pub(crate) fn parse_server(
             authorizations: Vec::new(),
             routes: Vec::new(),
             rate_limit: None,
-            created: doc.meta.creation_timestamp.clone(),
+            created: doc.meta.creation_timestamp,
         },
         labels: doc.meta.labels.clone(),
     })

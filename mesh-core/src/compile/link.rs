@@ -9,7 +9,10 @@ use std::sync::Arc;
 use super::fields::Annotated;
 use super::gateway::{ParsedRoute, RouteParent};
 use super::object::{Entry, Key, Object, Reader};
-use crate::policy::{EndpointSet, Route, RouteEntry, ServicePolicy, Split, Timeouts};
+use super::profile::ParsedProfile;
+use crate::policy::{
+    ClientProfile, EndpointSet, Route, RouteEntry, ServicePolicy, Split, Timeouts,
+};
 use crate::retry::RetryMethods;
 use crate::route::{HttpMatch, PathMatch};
 use crate::split::{BackendRef, Backends, WeightedBackend};
@@ -40,15 +43,25 @@ pub(crate) fn link_service(
         }
     }
     // Later profiles replace earlier ones; an earlier one's dstOverrides stay unless replaced.
-    for e in &members {
-        if let Object::Profile(p) = &e.object {
-            svc.profile = Some(p.id.clone());
-            svc.routes.clone_from(&p.routes);
-            svc.profile_routes.clone_from(&p.matches);
-            if !p.overrides.is_empty() {
-                Arc::make_mut(&mut svc.default_route).backends = Arc::clone(&p.overrides);
-            }
+    // A profile outside the Service's namespace is client-side: linked after the Service's own,
+    // whose routes replace the list.
+    let (server_side, client_side): (Vec<_>, Vec<_>) = members
+        .iter()
+        .filter_map(|e| match &e.object {
+            Object::Profile(p) => Some(p),
+            _ => None,
+        })
+        .partition(|p| p.id.namespace == namespace);
+    for p in server_side {
+        svc.profile = Some(p.id.clone());
+        svc.routes.clone_from(&p.routes);
+        svc.profile_routes.clone_from(&p.matches);
+        if !p.overrides.is_empty() {
+            Arc::make_mut(&mut svc.default_route).backends = Arc::clone(&p.overrides);
         }
+    }
+    for p in client_side {
+        attach_client_profile(&mut svc, p);
     }
     if svc.profile.is_none() {
         for e in &members {
@@ -91,6 +104,30 @@ pub(crate) fn link_service(
         }
     }
     Some(svc)
+}
+
+/// Adds a client-side profile: its routes join the Service's, reachable from its namespace only.
+fn attach_client_profile(svc: &mut ServicePolicy, p: &ParsedProfile) {
+    let base = svc.routes.len();
+    svc.routes.extend(p.routes.iter().cloned());
+    let mut default_route = Route::default_to(&svc.name, &svc.namespace);
+    let overrides = !p.overrides.is_empty();
+    if overrides {
+        default_route.backends = Arc::clone(&p.overrides);
+    }
+    let client = ClientProfile {
+        namespace: p.id.namespace.clone(),
+        id: p.id.clone(),
+        matches: (p.matches.iter())
+            .map(|(m, i)| (m.clone(), base + i))
+            .collect(),
+        default_route: Arc::new(default_route),
+        overrides,
+    };
+    // A later profile for the same callers replaces an earlier one, as on the server side.
+    svc.client_profiles
+        .retain(|c| c.namespace != client.namespace);
+    svc.client_profiles.push(client);
 }
 
 /// Adds the rules of a route to each of its parentRefs that is this Service.
@@ -147,7 +184,7 @@ fn attach_route(svc: &mut ServicePolicy, pr: &ParsedRoute, svc_ann: &Annotated) 
                 response_classes: Vec::new(),
                 filters: rule.filters.clone(),
                 grpc: pr.grpc,
-                created: pr.created.clone(),
+                created: pr.created,
             }));
             for m in &rule.matches {
                 svc.entries.push(RouteEntry {

@@ -5,7 +5,7 @@
 //! says what needs the whole picture. A stream compiles all-or-nothing on top of a
 //! [`PolicyIndex`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use crate::error::{LoadError, LoadErrors, Note};
 use crate::index::{ObjectStatus, PolicyIndex};
@@ -48,11 +48,11 @@ pub(crate) fn compile(input: &str, config: &PolicyConfig) -> Result<MeshPolicy, 
         });
     }
 
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut skipped = 0;
     let mut docs: Vec<Doc> = Vec::new();
     let mut seen: HashMap<(identify::Kind, String, String), usize> = HashMap::new();
     for raw in raws {
-        let Some(doc) = cx.identify(raw, &mut counts) else {
+        let Some(doc) = cx.identify(raw, &mut skipped) else {
             continue;
         };
         let key = (doc.kind, doc.namespace.clone(), doc.name.clone());
@@ -93,6 +93,6 @@ pub(crate) fn compile(input: &str, config: &PolicyConfig) -> Result<MeshPolicy, 
     let mut policy = index.snapshot();
     cx.notes.extend(index.notes());
     policy.notes = cx.notes;
-    policy.counts = counts;
+    policy.skipped = skipped;
     Ok(policy)
 }

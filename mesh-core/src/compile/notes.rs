@@ -4,20 +4,23 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::gateway::RouteParent;
+use super::gateway::{ParsedRoute, RouteParent};
 use super::inbound::ParsedServer;
 use super::linkerd::{AuthRef, PolicyTarget, ServerTarget};
 use super::object::{Entry, Object};
 use crate::authz::ResourceId;
 use crate::error::Note;
+use crate::filter::Filter;
 
 type Name = (String, String);
 
 /// What the notes look up, gathered once.
 #[derive(Default)]
 struct Seen<'a> {
-    /// The profile in force per Service (the last applied).
+    /// The Service's own profile in force per Service (the last applied).
     profiles: HashMap<Name, &'a ResourceId>,
+    /// Client-side profiles in force, by (callers' namespace, Service namespace, Service).
+    client_profiles: HashMap<(String, String, String), &'a ResourceId>,
     servers: HashMap<Name, &'a ParsedServer>,
     route_groups: BTreeSet<Name>,
     mesh_tls: BTreeSet<Name>,
@@ -82,13 +85,20 @@ fn at(e: &Entry, message: String) -> Note {
 }
 
 fn profile_notes(entries: &[&Entry], out: &mut Vec<Note>) {
-    let mut previous: HashMap<Name, &ResourceId> = HashMap::new();
+    let mut previous: HashMap<(String, String, String), &ResourceId> = HashMap::new();
     for e in entries {
         if let Object::Profile(p) = &e.object {
-            let key = (p.namespace.clone(), p.service.clone());
+            let (svc, ns, from) = (&p.service, &p.namespace, &p.id.namespace);
+            let key = (from.clone(), ns.clone(), svc.clone());
             if let Some(prev) = previous.insert(key, &p.id) {
-                let (svc, ns) = (&p.service, &p.namespace);
                 let msg = format!("{prev} already governs {svc}.{ns}; this profile replaces it");
+                out.push(at(e, msg));
+            }
+            if from != ns {
+                // Often meant, sometimes a profile applied to the wrong namespace: say which.
+                let msg = format!(
+                    "client-side: governs calls to {svc}.{ns} from namespace {from} only; other callers get {ns}'s own profile or routes"
+                );
                 out.push(at(e, msg));
             }
         }
@@ -119,7 +129,10 @@ fn route_notes(entries: &[&Entry], seen: &Seen<'_>, out: &mut Vec<Note>) {
                 RouteParent::Service {
                     name, namespace, ..
                 } => {
-                    if let Some(profile) = seen.profiles.get(&(namespace.clone(), name.clone())) {
+                    let client = (r.id.namespace.clone(), namespace.clone(), name.clone());
+                    let profile = (seen.client_profiles.get(&client))
+                        .or_else(|| seen.profiles.get(&(namespace.clone(), name.clone())));
+                    if let Some(profile) = profile {
                         inert.push(Note {
                             origin: None,
                             resource: Some(r.id.to_string()),
@@ -145,8 +158,30 @@ fn route_notes(entries: &[&Entry], seen: &Seen<'_>, out: &mut Vec<Note>) {
                 }
             }
         }
+        inbound_filter_note(e, r, out);
     }
     out.extend(inert);
+}
+
+/// Linkerd applies a Server route's header modifiers and redirects; this mesh's inbound proxy
+/// does not yet, so a user relying on them must hear it from `check`, not from production.
+fn inbound_filter_note(e: &Entry, r: &ParsedRoute, out: &mut Vec<Note>) {
+    if !(r.parents.iter()).any(|p| matches!(p, RouteParent::Server { .. })) {
+        return;
+    }
+    let kinds: BTreeSet<&str> = (r.rules.iter())
+        .flat_map(|rule| &rule.filters)
+        .map(Filter::kind)
+        .collect();
+    if kinds.is_empty() {
+        return;
+    }
+    let kinds: Vec<&str> = kinds.into_iter().collect();
+    let msg = format!(
+        "filters not applied inbound: {} (the route's parent is a Server; this mesh's inbound proxy passes requests and answers unchanged, unlike Linkerd's)",
+        kinds.join(", ")
+    );
+    out.push(at(e, msg));
 }
 
 fn split_notes(entries: &[&Entry], seen: &Seen<'_>, out: &mut Vec<Note>) {
@@ -231,6 +266,14 @@ impl<'a> Seen<'a> {
         let name = |e: &Entry| (e.namespace.clone(), e.name.clone());
         for e in entries {
             match &e.object {
+                Object::Profile(p) if p.id.namespace != p.namespace => {
+                    let key = (
+                        p.id.namespace.clone(),
+                        p.namespace.clone(),
+                        p.service.clone(),
+                    );
+                    seen.client_profiles.insert(key, &p.id);
+                }
                 Object::Profile(p) => {
                     let key = (p.namespace.clone(), p.service.clone());
                     seen.profiles.insert(key, &p.id);

@@ -240,7 +240,7 @@ impl PolicyIndex {
             text: None,
         };
         let mut cx = Cx::default();
-        let Some(doc) = cx.identify(raw, &mut BTreeMap::new()) else {
+        let Some(doc) = cx.identify(raw, &mut 0) else {
             if let Some(e) = cx.errors.into_iter().next() {
                 return Err(ApplyError::Unidentified(e));
             }
@@ -362,6 +362,7 @@ impl PolicyIndex {
             config: self.config.clone(),
             notes: Vec::new(),
             counts: self.counts.clone(),
+            skipped: 0,
         }
     }
 

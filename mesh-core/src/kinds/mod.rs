@@ -49,7 +49,8 @@ pub(crate) struct ObjectMeta {
     pub(crate) labels: BTreeMap<String, String>,
     #[serde(default)]
     pub(crate) annotations: BTreeMap<String, String>,
-    pub(crate) creation_timestamp: Option<String>,
+    #[cfg_attr(feature = "schema", schemars(with = "Option<String>"))]
+    pub(crate) creation_timestamp: Option<crate::values::Timestamp>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]

@@ -7,6 +7,7 @@ use crate::filter::Filter;
 use crate::retry::RetryPolicy;
 use crate::route::{HttpMatch, RequestFacts};
 use crate::split::{BackendRef, Backends, WeightedBackend};
+use crate::values::Timestamp;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -32,6 +33,8 @@ pub struct ServicePolicy {
     /// ServiceProfile routes in the order written: the first match wins.
     pub(crate) profile_routes: Vec<(ProfileMatch, usize)>,
     pub(crate) profile: Option<ResourceId>,
+    /// Client-side ServiceProfiles: each applies to callers in its own namespace only.
+    pub(crate) client_profiles: Vec<ClientProfile>,
     pub(crate) split: Option<Split>,
     /// The route used when no route resource applies.
     pub(crate) default_route: Arc<Route>,
@@ -67,6 +70,22 @@ pub(crate) struct RouteEntry {
     pub(crate) consumer: Option<String>,
 }
 
+/// A client-side ServiceProfile (Linkerd): one named for this Service but living in a caller's
+/// namespace. For callers there it replaces the Service's own profile and routes whole.
+#[derive(Clone, Debug)]
+pub(crate) struct ClientProfile {
+    /// The callers' namespace (the profile's own).
+    pub(crate) namespace: String,
+    pub(crate) id: ResourceId,
+    /// Conditions in the order written, each with its index in the Service's `routes`.
+    pub(crate) matches: Vec<(ProfileMatch, usize)>,
+    /// For requests no route matches: none of the Service's annotations (the profile makes
+    /// them inert), sent to the profile's `dstOverrides` when it has any.
+    pub(crate) default_route: Arc<Route>,
+    /// Whether `default_route`'s backends are `dstOverrides` (else a split may still apply).
+    pub(crate) overrides: bool,
+}
+
 /// A ServiceProfile route condition.
 #[derive(Clone, Debug)]
 pub(crate) enum ProfileMatch {
@@ -97,7 +116,7 @@ pub struct Route {
     pub(crate) response_classes: Vec<ResponseClass>,
     pub(crate) filters: Vec<Filter>,
     pub(crate) grpc: bool,
-    pub(crate) created: Option<String>,
+    pub(crate) created: Option<Timestamp>,
 }
 
 /// Request timeouts of a route.
@@ -128,26 +147,9 @@ impl ServicePolicy {
             entries: Vec::new(),
             profile_routes: Vec::new(),
             profile: None,
+            client_profiles: Vec::new(),
             split: None,
-            default_route: Arc::new(Route {
-                name: "default".to_owned(),
-                source: None,
-                rule: None,
-                backends: Arc::new(Backends::new(vec![WeightedBackend {
-                    backend: BackendRef {
-                        name: name.to_owned(),
-                        namespace: namespace.to_owned(),
-                        port: None,
-                    },
-                    weight: 1,
-                }])),
-                timeouts: Timeouts::default(),
-                retry: None,
-                response_classes: Vec::new(),
-                filters: Vec::new(),
-                grpc: false,
-                created: None,
-            }),
+            default_route: Arc::new(Route::default_to(name, namespace)),
         }
     }
 
@@ -182,15 +184,40 @@ impl ServicePolicy {
         self.decide_from(&self.namespace, port, req)
     }
 
-    /// Routes a request from a caller in namespace `from`: GAMMA's consumer routes (routes in
-    /// `from` whose parent is this Service, in another namespace) apply to it instead of the
-    /// Service's own (producer) routes; callers elsewhere get the producer routes.
+    /// The ServiceProfile that governs calls from namespace `from`: a client-side profile in
+    /// `from`, else the Service's own.
+    pub fn profile_from(&self, from: &str) -> Option<&ResourceId> {
+        self.client_profile(from)
+            .map(|c| &c.id)
+            .or(self.profile.as_ref())
+    }
+
+    /// Routes a request from a caller in namespace `from`. Linkerd's client-side
+    /// ServiceProfile (one in `from` named for this Service) applies to it first; then the
+    /// Service's own profile; then GAMMA's consumer routes (routes in `from` whose parent is
+    /// this Service, in another namespace) instead of the Service's own (producer) routes.
+    /// Callers elsewhere get the producer's profile or routes.
     pub fn decide_from(
         &self,
         from: &str,
         port: u16,
         req: &impl RequestFacts,
     ) -> OutboundDecision<'_> {
+        if let Some(c) = self.client_profile(from) {
+            let route = (c.matches.iter().find(|(m, _)| m.matches(req)))
+                .map_or(&c.default_route, |(_, i)| &self.routes[*i]);
+            let backends = match self.split_backends(req) {
+                Some(split) if !c.overrides => split,
+                _ => &c.default_route.backends,
+            };
+            return OutboundDecision {
+                service: Some(self),
+                route: Some(route),
+                backends: Cow::Borrowed(backends),
+                port,
+                no_route: false,
+            };
+        }
         if self.profile.is_some() {
             if let Some((_, i)) = self.profile_routes.iter().find(|(m, _)| m.matches(req)) {
                 // Profile routes classify and time out; the split still picks the backend.
@@ -239,25 +266,36 @@ impl ServicePolicy {
         self.default_decision(port, req)
     }
 
-    /// Every backend its routes, split and default route may send to (with repeats).
+    /// Every backend its routes, split and default routes may send to (with repeats).
     pub(crate) fn backends(&self) -> impl Iterator<Item = &BackendRef> {
         let split = self.split.iter().flat_map(|s| s.backends.iter());
-        (self
-            .routes
-            .iter()
-            .chain(std::iter::once(&self.default_route)))
-        .flat_map(|r| r.backends.iter())
-        .chain(split)
-        .map(|w| &w.backend)
+        let client = self.client_profiles.iter().map(|c| &c.default_route);
+        (self.routes.iter())
+            .chain(std::iter::once(&self.default_route))
+            .chain(client)
+            .flat_map(|r| r.backends.iter())
+            .chain(split)
+            .map(|w| &w.backend)
+    }
+
+    fn client_profile(&self, from: &str) -> Option<&ClientProfile> {
+        if from == self.namespace {
+            return None;
+        }
+        self.client_profiles.iter().find(|c| c.namespace == from)
+    }
+
+    /// The split's backends, when the Service has a split that applies to `req`.
+    fn split_backends(&self, req: &impl RequestFacts) -> Option<&Arc<Backends>> {
+        self.split
+            .as_ref()
+            .filter(|s| s.matches.is_empty() || s.matches.iter().any(|m| m.matches(req)))
+            .map(|s| &s.backends)
     }
 
     fn default_backends(&self, req: &impl RequestFacts) -> &Arc<Backends> {
-        match &self.split {
-            Some(s) if s.matches.is_empty() || s.matches.iter().any(|m| m.matches(req)) => {
-                &s.backends
-            }
-            _ => &self.default_route.backends,
-        }
+        self.split_backends(req)
+            .unwrap_or(&self.default_route.backends)
     }
 
     fn default_decision(&self, port: u16, req: &impl RequestFacts) -> OutboundDecision<'_> {
@@ -288,6 +326,29 @@ impl ProfileMatch {
 // === impl Route ===
 
 impl Route {
+    /// The route of requests no route resource takes: to Service `name` itself, plainly.
+    pub(crate) fn default_to(name: &str, namespace: &str) -> Self {
+        Self {
+            name: "default".to_owned(),
+            source: None,
+            rule: None,
+            backends: Arc::new(Backends::new(vec![WeightedBackend {
+                backend: BackendRef {
+                    name: name.to_owned(),
+                    namespace: namespace.to_owned(),
+                    port: None,
+                },
+                weight: 1,
+            }])),
+            timeouts: Timeouts::default(),
+            retry: None,
+            response_classes: Vec::new(),
+            filters: Vec::new(),
+            grpc: false,
+            created: None,
+        }
+    }
+
     /// The route's name: the route resource's name, or the ServiceProfile route's name, or
     /// `default`.
     pub fn name(&self) -> &str {
