@@ -44,6 +44,8 @@ use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 type Body = Full<Bytes>;
+/// What the stacks answer: the mesh's error body around the metrics layer's, around the app's.
+type Metered = mesh::tower::body::ResponseBody<mesh::tower::metrics::ResponseBody<Body>>;
 
 /// The canary route of `examples/in_process.rs`: a 90/10 split with retries, so the retry
 /// layer buffers the body and takes from the budget as it would in production.
@@ -124,11 +126,7 @@ fn bare() -> Svc<Request<Body>> {
     tower::util::BoxCloneService::new(tower::service_fn(app::<Body>))
 }
 
-fn outbound() -> tower::util::BoxCloneService<
-    Request<Body>,
-    Response<mesh::tower::body::ResponseBody<Body>>,
-    Infallible,
-> {
+fn outbound() -> tower::util::BoxCloneService<Request<Body>, Response<Metered>, Infallible> {
     let resolver = StaticResolver::new()
         .with(
             "web-v1.shop",
@@ -157,11 +155,7 @@ fn outbound() -> tower::util::BoxCloneService<
     tower::util::BoxCloneService::new(svc)
 }
 
-fn inbound() -> tower::util::BoxCloneService<
-    Request<Body>,
-    Response<mesh::tower::body::ResponseBody<Body>>,
-    Infallible,
-> {
+fn inbound() -> tower::util::BoxCloneService<Request<Body>, Response<Metered>, Infallible> {
     let registry = Registry::new();
     let policy = PolicyHandle::from_yaml(INBOUND).unwrap();
     let stack = ServiceBuilder::new()

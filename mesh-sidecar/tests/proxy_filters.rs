@@ -10,13 +10,12 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use support::loopback::{LoopbackProxy, app, exchange, get, metric, wait_for};
+use support::loopback::{ConfiguredProxy, LoopbackProxy, exchange, get, metric, service, wait_for};
 
 /// What a backend was sent: the request head (request line and headers), lower-cased names.
 #[derive(Clone, Debug)]
@@ -104,27 +103,6 @@ fn backend(hold: Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>) -> (SocketAddr,
     (addr, seen)
 }
 
-/// A Service `name.shop:80` whose one endpoint is `addr`.
-fn service(name: &str, addr: SocketAddr) -> String {
-    format!(
-        "---
-apiVersion: v1
-kind: Service
-metadata: {{ name: {name}, namespace: shop }}
-spec: {{ ports: [{{ name: http, port: 80 }}] }}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{ name: {name}-x, namespace: shop, labels: {{ kubernetes.io/service-name: {name} }} }}
-addressType: IPv4
-ports: [{{ name: http, port: {port} }}]
-endpoints: [{{ addresses: [\"{ip}\"] }}]
-",
-        port = addr.port(),
-        ip = addr.ip()
-    )
-}
-
 /// One HTTPRoute on `web.shop`: a rule per `(path prefix, filters)`.
 fn http_route(rules: &[(&str, &str)]) -> String {
     let mut s = String::from(
@@ -145,23 +123,8 @@ spec:
     s
 }
 
-/// A proxy serving `config`; the file is removed with the returned guard.
-struct Fixture {
-    proxy: LoopbackProxy,
-    path: PathBuf,
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-fn start(name: &str, config: &str) -> Fixture {
-    let path = std::env::temp_dir().join(format!("mesh-{name}-{}.yaml", std::process::id()));
-    std::fs::write(&path, config).unwrap();
-    let proxy = LoopbackProxy::start(app(), &["--config", path.to_str().unwrap()]);
-    Fixture { proxy, path }
+fn start(name: &str, config: &str) -> ConfiguredProxy {
+    ConfiguredProxy::start(name, config)
 }
 
 /// A request to `web.shop` through the proxy's outbound listener with `headers` (`Name: v`

@@ -394,6 +394,10 @@ where
             let in_flight = in_flight?;
             let ep = Arc::clone(&in_flight.ep);
             req.extensions_mut().insert(ep.endpoint.clone());
+            // Sent from here: the metrics above count the request with where it went.
+            if let Some(sent) = req.extensions().get::<crate::metrics::Sent>() {
+                sent.record(Some(&ep.endpoint), backend.as_ref().map(|b| &b.0));
+            }
             let mut res = svc.oneshot(req).await.map_err(Into::into);
             let ok = matches!(&res, Ok(rsp) if !rsp.status().is_server_error());
             // Metrics above read where the request went from the response.

@@ -54,7 +54,7 @@ use crate::timeout::TimeoutLayer;
 use crate::trace::TraceLayer;
 
 /// The response of a [`MeshClient`]: the destination's, or the mesh's own error response.
-pub type MeshResponse = Response<ResponseBody<Incoming>>;
+pub type MeshResponse = Response<ResponseBody<crate::metrics::ResponseBody<Incoming>>>;
 
 /// See the [module docs](self).
 #[derive(Clone)]

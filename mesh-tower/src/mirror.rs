@@ -200,7 +200,9 @@ impl Mirrors {
         }
         let (tx, rx) = oneshot::channel();
         let body = FilterBody::teed(body, self.config.body_limit, tx);
-        let copy_parts = parts.clone();
+        let mut copy_parts = parts.clone();
+        // A copy is not the request: it must not count as the request being sent.
+        copy_parts.extensions.remove::<crate::metrics::Sent>();
         let counters = Arc::clone(&self.counters);
         let timeout = self.config.timeout;
         let svc = svc.clone();

@@ -238,10 +238,6 @@ impl<S> Retry<S> {
     }
 }
 
-fn grpc_status(headers: &http::HeaderMap) -> Option<u32> {
-    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
-}
-
 async fn attempt<S, B, RB>(
     svc: &mut S,
     req: Request<ReplayBody<B>>,
@@ -320,7 +316,7 @@ where
                 let result = attempt(&mut svc, req, per_try).await;
                 let retryable = match &result {
                     Ok(rsp) => {
-                        let grpc = grpc_status(rsp.headers());
+                        let grpc = crate::metrics::grpc_status(rsp.headers());
                         let status = rsp.status().as_u16();
                         let class = route.classify(status, grpc);
                         policy.is_retryable(parts.method.as_str(), status, grpc, class)

@@ -3,6 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -174,4 +175,48 @@ pub(crate) fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
     true
+}
+
+/// A Service `name.shop:80` whose one endpoint is `addr`, as `--config` YAML.
+pub(crate) fn service(name: &str, addr: SocketAddr) -> String {
+    format!(
+        "---
+apiVersion: v1
+kind: Service
+metadata: {{ name: {name}, namespace: shop }}
+spec: {{ ports: [{{ name: http, port: 80 }}] }}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{ name: {name}-x, namespace: shop, labels: {{ kubernetes.io/service-name: {name} }} }}
+addressType: IPv4
+ports: [{{ name: http, port: {port} }}]
+endpoints: [{{ addresses: [\"{ip}\"] }}]
+",
+        port = addr.port(),
+        ip = addr.ip()
+    )
+}
+
+/// A proxy serving `--config` from a file of its own, removed with it.
+pub(crate) struct ConfiguredProxy {
+    pub(crate) proxy: LoopbackProxy,
+    path: PathBuf,
+}
+
+impl Drop for ConfiguredProxy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl ConfiguredProxy {
+    /// Starts a proxy (inbound to [`app`]) serving `config`, written to a file named after
+    /// `name` and this process.
+    pub(crate) fn start(name: &str, config: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("mesh-{name}-{}.yaml", std::process::id()));
+        std::fs::write(&path, config).expect("write the config");
+        let proxy = LoopbackProxy::start(app(), &["--config", path.to_str().unwrap_or_default()]);
+        Self { proxy, path }
+    }
 }

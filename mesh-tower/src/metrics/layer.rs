@@ -4,26 +4,27 @@ use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 
 use http::{Request, Response};
-use mesh_core::classify::Class;
+use mesh_core::InboundTarget;
 use mesh_core::destination::PodEndpoint;
 use mesh_core::split::BackendRef;
-use mesh_core::{Identity, InboundTarget};
-use metrics::{Counter, Histogram, Label};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::server_labels;
+use super::body::{Pending, ResponseBody};
+use super::classify::{Eos, Outcome};
+use super::series::{Interned, Series, SeriesKey, Shared};
 use super::{BoundedMap, Direction, Registry};
 use crate::BoxError;
 use crate::authz::{Authorized, ClientInfo};
 use crate::discover::Endpoint;
 use crate::errors::status_for;
-use crate::route::{Authorities, RouteTarget};
+use crate::route::RouteTarget;
 use crate::split::Backend;
 
 /// The address an inbound request arrived at (the connection's original destination), for the
@@ -44,58 +45,39 @@ pub struct Metrics<S> {
     shared: Arc<Shared>,
 }
 
+/// An outbound request's series, waiting for the balancer to say where it goes: the request
+/// extension through which `request_total` is counted when the request is sent (see the
+/// [module docs](super)). Attempts share it, so a retried request counts once.
+#[derive(Clone, Debug)]
+pub struct Sent(Arc<SentInner>);
+
 #[derive(Debug)]
-struct Shared {
-    registry: Registry,
-    direction: Direction,
-    control_namespace: String,
-    series: BoundedMap<SeriesKey, Arc<Series>>,
-    interned: Interned,
+struct SentInner {
+    shared: Arc<Shared>,
+    labels: RequestLabels,
+    counted: AtomicBool,
 }
 
-/// Shared copies of the values series keys hold, so that keying a response's series costs no
-/// allocation once a value has been seen. Each table is bounded by the registry's series
-/// limit, as the series themselves are.
-#[derive(Debug)]
-struct Interned {
-    identities: BoundedMap<Identity, Arc<Identity>>,
-    backends: BoundedMap<BackendRef, Arc<BackendRef>>,
-    /// Route, Server and policy names.
-    names: BoundedMap<Box<str>, Arc<str>>,
-    authorities: Authorities,
-}
-
-/// Everything a response's labels depend on. Inbound keys hold nothing the client chose but
-/// its verified identity; outbound keys hold the destination.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct SeriesKey {
+/// What a request's series depend on that is known when it is called.
+#[derive(Clone, Debug)]
+struct RequestLabels {
     authority: Option<Arc<str>>,
     route: Option<Arc<str>>,
-    peer: Option<Arc<Identity>>,
-    target: Option<SocketAddr>,
-    backend: Option<Arc<BackendRef>>,
-    /// A pod called by its address labels `dst_*` in place of the backend.
+    // The route's response classes decide `classification`.
+    policy_route: Option<Arc<mesh_core::policy::Route>>,
     pod: Option<Arc<PodEndpoint>>,
-    server: Option<ServerKey>,
-    status: u16,
-    class: Class,
 }
 
-/// The Server (or default policy) and inbound route that admitted a request.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct ServerKey {
-    kind: &'static str,
-    name: Arc<str>,
-    route: Option<(Arc<str>, Arc<str>)>,
-}
-
-/// The handles of one label set.
+/// Where a response future records.
 #[derive(Debug)]
-struct Series {
-    requests: Counter,
-    responses: Counter,
-    latency: Histogram,
-    route: Option<(Counter, Counter, Histogram)>,
+enum Record {
+    /// Inbound labels are all known at the call: the request was counted there.
+    Known {
+        series: Arc<Series>,
+        policy_route: Option<Arc<mesh_core::policy::Route>>,
+    },
+    /// Outbound labels depend on where the balancer sent the request.
+    Sent(Sent),
 }
 
 pin_project! {
@@ -103,16 +85,8 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        shared: Arc<Shared>,
         start: Instant,
-        authority: Option<Arc<str>>,
-        route: Option<Arc<str>>,
-        // The route's response classes decide `classification`.
-        policy_route: Option<Arc<mesh_core::policy::Route>>,
-        client: Option<Arc<Identity>>,
-        server: Option<ServerKey>,
-        target: Option<SocketAddr>,
-        pod: Option<Arc<PodEndpoint>>,
+        record: Option<Record>,
     }
 }
 
@@ -154,12 +128,7 @@ impl MetricsLayer {
                 direction,
                 control_namespace: control_namespace.to_owned(),
                 series: BoundedMap::new(limit),
-                interned: Interned {
-                    identities: BoundedMap::new(limit),
-                    backends: BoundedMap::new(limit),
-                    names: BoundedMap::new(limit),
-                    authorities: Authorities::new(limit),
-                },
+                interned: Interned::new(limit),
             }),
         }
     }
@@ -195,136 +164,13 @@ impl<S> Metrics<S> {
     }
 }
 
-// === impl Interned ===
-
-impl Interned {
-    fn identity(&self, id: &Identity) -> Arc<Identity> {
-        self.identities
-            .get_or_insert_with(id, || id.clone(), || Arc::new(id.clone()))
-    }
-
-    fn backend(&self, b: &BackendRef) -> Arc<BackendRef> {
-        self.backends
-            .get_or_insert_with(b, || b.clone(), || Arc::new(b.clone()))
-    }
-
-    fn name(&self, name: &str) -> Arc<str> {
-        self.names
-            .get_or_insert_with(name, || name.into(), || name.into())
-    }
-
-    fn server(&self, a: &Authorized) -> ServerKey {
-        let (kind, name) = server_labels(a.server.as_deref(), &a.by);
-        ServerKey {
-            kind,
-            name: self.name(name),
-            route: a
-                .route
-                .as_ref()
-                .map(|r| (self.name(&r.kind), self.name(&r.name))),
-        }
-    }
-}
-
-// === impl Shared ===
-
-impl Shared {
-    fn series(&self, key: SeriesKey) -> Arc<Series> {
-        self.series
-            .get_or_insert_with(&key, || key.clone(), || Arc::new(self.resolve(&key)))
-    }
-
-    /// Builds the label sets of a series; runs once per distinct set while the table has
-    /// room (the registry folds what is past its limit).
-    fn resolve(&self, k: &SeriesKey) -> Series {
-        let r = &self.registry;
-        let mut base = vec![Label::new("direction", self.direction.as_str())];
-        if let Some(a) = &k.authority {
-            base.push(Label::new("authority", a.to_string()));
-        }
-        if let Some(t) = k.target {
-            base.push(Label::new("target_addr", t.to_string()));
-        }
-        self.tls_labels(k, &mut base);
-        match (&k.pod, &k.backend) {
-            (Some(p), _) => {
-                base.push(Label::new("dst_service", p.service.clone()));
-                base.push(Label::new("dst_namespace", p.namespace.clone()));
-                if let Some(pod) = &p.pod {
-                    base.push(Label::new("dst_pod", pod.clone()));
-                }
-            }
-            // An address the mesh does not know is no Service: `target_addr` says where.
-            (None, Some(b)) if b.ip().is_none() => {
-                base.push(Label::new("dst_service", b.name.clone()));
-                base.push(Label::new("dst_namespace", b.namespace.clone()));
-            }
-            (None, _) => {}
-        }
-        if let Some(s) = &k.server {
-            base.push(Label::new("srv_kind", s.kind));
-            base.push(Label::new("srv_name", s.name.to_string()));
-            if let Some((kind, name)) = &s.route {
-                base.push(Label::new("route_kind", kind.to_string()));
-                base.push(Label::new("route_name", name.to_string()));
-            }
-        }
-        let status = Label::new("status_code", k.status.to_string());
-        let class = Label::new("classification", k.class.as_str());
-        let mut rsp = base.clone();
-        rsp.push(status.clone());
-        rsp.push(class.clone());
-        let mut lat = base.clone();
-        lat.push(status.clone());
-        let route = k.route.as_ref().map(|name| {
-            let rb = vec![
-                Label::new("direction", self.direction.as_str()),
-                Label::new("dst", k.authority.as_deref().unwrap_or("").to_owned()),
-                Label::new("rt_route", name.to_string()),
-            ];
-            let mut rr = rb.clone();
-            rr.push(status.clone());
-            rr.push(class.clone());
-            let mut rl = rb.clone();
-            rl.push(status.clone());
-            (
-                r.counter("route_request_total", rb),
-                r.counter("route_response_total", rr),
-                r.histogram("route_response_latency_ms", rl),
-            )
-        });
-        Series {
-            requests: r.counter("request_total", base),
-            responses: r.counter("response_total", rsp),
-            latency: r.histogram("response_latency_ms", lat),
-            route,
-        }
-    }
-
-    fn tls_labels(&self, k: &SeriesKey, labels: &mut Vec<Label>) {
-        let (id_label, no_tls_reason) = match self.direction {
-            Direction::Inbound => ("client_id", "no_tls_from_remote"),
-            Direction::Outbound => ("server_id", "not_provided_by_service_discovery"),
-        };
-        match &k.peer {
-            Some(id) => {
-                labels.push(Label::new("tls", "true"));
-                labels.push(Label::new(id_label, id.to_dns(&self.control_namespace)));
-            }
-            None => {
-                labels.push(Label::new("tls", "no_identity"));
-                labels.push(Label::new("no_tls_reason", no_tls_reason));
-            }
-        }
-    }
-}
-
 impl<S, B, RB> Service<Request<B>> for Metrics<S>
 where
     S: Service<Request<B>, Response = Response<RB>>,
     S::Error: Into<BoxError>,
+    RB: http_body::Body,
 {
-    type Response = Response<RB>;
+    type Response = Response<ResponseBody<RB>>;
     type Error = BoxError;
     type Future = ResponseFuture<S::Future>;
 
@@ -332,46 +178,60 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let shared = &self.shared;
+        let interned = &shared.interned;
         let routed = req.extensions().get::<RouteTarget>();
-        let interned = &self.shared.interned;
-        let (authority, server, target) = match self.shared.direction {
+        let policy_route = routed.and_then(|t| t.route.clone());
+        let route = policy_route.as_ref().map(|r| interned.name(r.name()));
+        let pod = routed.and_then(|t| t.pod.clone());
+        let record = match shared.direction {
             Direction::Outbound => {
                 let authority = match routed {
                     Some(t) => Arc::clone(&t.authority),
                     None => crate::route::destination(&req)
                         .map_or_else(|| Arc::from(""), |(h, p)| interned.authorities.get(h, p)),
                 };
-                (Some(authority), None, None)
+                let sent = Sent(Arc::new(SentInner {
+                    shared: Arc::clone(shared),
+                    labels: RequestLabels {
+                        authority: Some(authority),
+                        route,
+                        policy_route,
+                        pod,
+                    },
+                    counted: AtomicBool::new(false),
+                }));
+                req.extensions_mut().insert(sent.clone());
+                Record::Sent(sent)
             }
             // The Host is the client's choice: inbound series are keyed by where the request
-            // arrived and what admitted it.
-            Direction::Inbound => (
-                None,
-                req.extensions()
-                    .get::<Authorized>()
-                    .map(|a| interned.server(a)),
-                inbound_target(&req),
-            ),
+            // arrived and what admitted it. All of it is known now, so the request is
+            // counted now.
+            Direction::Inbound => {
+                let ext = req.extensions();
+                let series = shared.series(SeriesKey {
+                    authority: None,
+                    route,
+                    peer: ext
+                        .get::<ClientInfo>()
+                        .and_then(|c| c.identity.as_ref())
+                        .map(|id| interned.identity(id)),
+                    target: inbound_target(&req),
+                    backend: None,
+                    pod,
+                    server: ext.get::<Authorized>().map(|a| interned.server(a)),
+                });
+                series.request();
+                Record::Known {
+                    series,
+                    policy_route,
+                }
+            }
         };
-        let policy_route = routed.and_then(|t| t.route.clone());
-        let pod = routed.and_then(|t| t.pod.clone());
-        let route = policy_route.as_ref().map(|r| interned.name(r.name()));
-        let client = req
-            .extensions()
-            .get::<ClientInfo>()
-            .and_then(|c| c.identity.as_ref())
-            .map(|id| interned.identity(id));
         ResponseFuture {
-            shared: Arc::clone(&self.shared),
             start: Instant::now(),
-            authority,
-            route,
-            policy_route,
-            client,
-            server,
-            target,
-            pod,
+            record: Some(record),
             inner: self.inner.call(req),
         }
     }
@@ -386,66 +246,108 @@ fn inbound_target<B>(req: &Request<B>) -> Option<SocketAddr> {
     })
 }
 
+// === impl Sent ===
+
+impl Sent {
+    /// Counts the request as sent to `endpoint` of `backend` (the labels `request_total` has
+    /// carried since before this count moved here); later attempts are not counted again.
+    pub fn record(&self, endpoint: Option<&Endpoint>, backend: Option<&BackendRef>) {
+        if !self.0.counted.swap(true, Ordering::Relaxed) {
+            self.series(endpoint, backend).request();
+        }
+    }
+
+    fn series(&self, endpoint: Option<&Endpoint>, backend: Option<&BackendRef>) -> Arc<Series> {
+        let SentInner { shared, labels, .. } = &*self.0;
+        let interned = &shared.interned;
+        shared.series(SeriesKey {
+            authority: labels.authority.clone(),
+            route: labels.route.clone(),
+            peer: endpoint
+                .and_then(|e| e.identity.as_ref())
+                .map(|id| interned.identity(id)),
+            target: endpoint.map(|e| e.addr),
+            backend: backend.map(|b| interned.backend(b)),
+            pod: labels.pod.clone(),
+            server: None,
+        })
+    }
+
+    /// The series of a response (or error) that arrived: counts the request if nothing below
+    /// did (a filter answered, or no endpoint could be chosen).
+    fn responded(&self, endpoint: Option<&Endpoint>, backend: Option<&BackendRef>) -> Arc<Series> {
+        let series = self.series(endpoint, backend);
+        if !self.0.counted.swap(true, Ordering::Relaxed) {
+            series.request();
+        }
+        series
+    }
+}
+
+// === impl Record ===
+
+impl Record {
+    fn series<RB>(&self, rsp: Option<&Response<RB>>) -> Arc<Series> {
+        match self {
+            Self::Known { series, .. } => Arc::clone(series),
+            Self::Sent(sent) => {
+                let ext = rsp.map(Response::extensions);
+                sent.responded(
+                    ext.and_then(|e| e.get::<Endpoint>()),
+                    ext.and_then(|e| e.get::<Backend>()).map(|b| &b.0),
+                )
+            }
+        }
+    }
+
+    fn policy_route(&self) -> Option<&Arc<mesh_core::policy::Route>> {
+        match self {
+            Self::Known { policy_route, .. } => policy_route.as_ref(),
+            Self::Sent(sent) => sent.0.labels.policy_route.as_ref(),
+        }
+    }
+}
+
 // === impl ResponseFuture ===
 
 impl<F, RB, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<RB>, E>>,
     E: Into<BoxError>,
+    RB: http_body::Body,
 {
-    type Output = Result<Response<RB>, BoxError>;
+    type Output = Result<Response<ResponseBody<RB>>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let res = ready!(this.inner.poll(cx)).map_err(Into::into);
         let elapsed_ms = this.start.elapsed().as_secs_f64() * 1000.0;
-        let (status, grpc, endpoint, backend) = match &res {
-            Ok(rsp) => (
-                rsp.status().as_u16(),
-                rsp.headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse().ok()),
-                rsp.extensions().get::<Endpoint>(),
-                rsp.extensions().get::<Backend>().map(|b| &b.0),
-            ),
-            Err(e) => (status_for(&**e).as_u16(), None, None, None),
+        let Some(record) = this.record.take() else {
+            // Polled after completion: nothing left to record.
+            return Poll::Ready(res.map(|rsp| rsp.map(ResponseBody::recorded)));
         };
-        let class = match this.policy_route {
-            Some(r) => r.classify(status, grpc),
-            None => mesh_core::classify::classify(&[], status, grpc),
+        let route = record.policy_route().cloned();
+        let rsp = match res {
+            Ok(rsp) => rsp,
+            Err(e) => {
+                let status = status_for(&*e).as_u16();
+                let series = record.series::<()>(None).status(status);
+                series.latency(elapsed_ms);
+                series.respond(Outcome::answered(status, route.as_deref(), &*e));
+                return Poll::Ready(Err(e));
+            }
         };
-        let interned = &this.shared.interned;
-        let (peer, target) = match this.shared.direction {
-            Direction::Inbound => (this.client.clone(), *this.target),
-            Direction::Outbound => (
-                endpoint
-                    .and_then(|e| e.identity.as_ref())
-                    .map(|id| interned.identity(id)),
-                endpoint.map(|e| e.addr),
-            ),
-        };
-        let backend = backend.map(|b| interned.backend(b));
-        let series = this.shared.series(SeriesKey {
-            authority: this.authority.clone(),
-            route: this.route.clone(),
-            peer,
-            target,
-            backend,
-            pod: this.pod.clone(),
-            server: this.server.clone(),
-            status,
-            class,
-        });
-        series.requests.increment(1);
-        series.responses.increment(1);
-        series.latency.record(elapsed_ms);
-        if let Some((rq, rs, lat)) = &series.route {
-            rq.increment(1);
-            rs.increment(1);
-            lat.record(elapsed_ms);
-        }
-        Poll::Ready(res)
+        let status = rsp.status().as_u16();
+        let series = record.series(Some(&rsp)).status(status);
+        series.latency(elapsed_ms);
+        let pending = Pending::new(series, Eos::new(status, rsp.headers(), route));
+        Poll::Ready(Ok(if rsp.body().is_end_stream() {
+            // Nothing will follow (a trailers-only or empty response): decided now.
+            pending.end(None);
+            rsp.map(ResponseBody::recorded)
+        } else {
+            rsp.map(|b| ResponseBody::pending(b, pending))
+        }))
     }
 }
 
@@ -455,13 +357,15 @@ mod tests {
 
     use super::*;
 
+    type Empty = http_body_util::Empty<bytes::Bytes>;
+
     fn ok() -> impl Service<
         Request<()>,
-        Response = Response<()>,
+        Response = Response<Empty>,
         Error = BoxError,
-        Future = impl Future<Output = Result<Response<()>, BoxError>>,
+        Future = impl Future<Output = Result<Response<Empty>, BoxError>>,
     > + Clone {
-        tower::service_fn(|_: Request<()>| async { Ok::<_, BoxError>(Response::new(())) })
+        tower::service_fn(|_: Request<()>| async { Ok::<_, BoxError>(Response::new(Empty::new())) })
     }
 
     fn series(text: &str, name: &str) -> usize {

@@ -14,16 +14,41 @@
 //! that was folded: once the layers' own bounded caches are full too, that is about one per
 //! request (or connection) recorded into `other`.
 //!
-//! [`MetricsLayer`] records, per response: `request_total`, `response_total` (with
-//! `status_code` and `classification`), `response_latency_ms`; and per route:
-//! `route_request_total`, `route_response_total`, `route_response_latency_ms` labelled `dst` and
-//! `rt_route`. Labels: `direction`, `tls` (`true`, or `no_identity` with `no_tls_reason`),
-//! `server_id` (outbound) / `client_id` (inbound) in Linkerd's DNS form; outbound `authority`,
-//! `target_addr`, `dst_service`, `dst_namespace`; inbound `target_addr` (the port the request
-//! arrived at), `srv_kind`/`srv_name` (the Server or default policy that admitted it) and
+//! [`MetricsLayer`] records `request_total`, `response_total` (with `status_code` and
+//! `classification`), `response_latency_ms`; and per route `route_request_total`,
+//! `route_response_total`, `route_response_latency_ms` labelled `dst` and `rt_route`. Labels:
+//! `direction`, `tls` (`true`, or `no_identity` with `no_tls_reason`), `server_id` (outbound) /
+//! `client_id` (inbound) in Linkerd's DNS form; outbound `authority`, `target_addr`,
+//! `dst_service`, `dst_namespace`; inbound `target_addr` (the port the request arrived at),
+//! `srv_kind`/`srv_name` (the Server or default policy that admitted it) and
 //! `route_kind`/`route_name` (its inbound route). Inbound series are never keyed by the
-//! client's `Host`: a client chooses that freely. Requests are counted when their response (or
-//! error) is seen.
+//! client's `Host`: a client chooses that freely.
+//!
+//! # When each is recorded
+//!
+//! As in Linkerd's proxy:
+//!
+//! - `request_total` when the request is sent, so a request whose response never comes is
+//!   counted. Inbound, every label is known when the layer is called, and it counts then.
+//!   Outbound, `target_addr`, `server_id` and `dst_*` name the endpoint and backend, which only
+//!   the balancer below knows. Linkerd counts in its per-endpoint stack; ours is one stack with
+//!   the balancer at the bottom, so the layer puts a [`Sent`] handle in the request's
+//!   extensions and the balancer records through it once it has chosen (attempts share it:
+//!   a retried request counts once, with its first endpoint). A request answered before any
+//!   endpoint is chosen (a redirect filter, no endpoints) is counted when that answer comes,
+//!   with the labels known then. This keeps the label sets users saw before.
+//! - `response_latency_ms` at the response headers.
+//! - `response_total` and its classification at the end of the response stream: the body's
+//!   end, its trailers (a gRPC `grpc-status` there decides), or its error (always a failure).
+//!   A trailers-only gRPC response carries its status in the headers. Route response classes
+//!   (`responseClasses`) decide for HTTP statuses; otherwise a non-zero `grpc-status` or a 5xx
+//!   is a failure. A stream that carried a gRPC status adds `grpc_status`; one that ended in
+//!   an error adds `error` with Linkerd's values (`timeout`, `h2(<reason>)` for a reset
+//!   stream, `unclassified` for anything else, such as an HTTP/1 body cut short). A body
+//!   dropped before its end (the client went away) is classified as Linkerd does, by what was
+//!   known when it was dropped: its status and any `grpc-status` in its headers.
+//! - An error in place of a response (a timeout, a failed connect) is counted at once, with
+//!   the status the mesh answers it with and, when it is a failure, `error`.
 //!
 //! ```
 //! use mesh_tower::metrics::Registry;
@@ -36,13 +61,18 @@
 //! assert!(registry.render().contains("request_total{direction=\"inbound\"} 2"));
 //! ```
 
+mod body;
 mod bounded;
+mod classify;
 mod layer;
 mod registry;
 mod render;
+mod series;
 
+pub use body::ResponseBody;
 pub(crate) use bounded::BoundedMap;
-pub use layer::{Metrics, MetricsLayer, ResponseFuture, TargetAddr};
+pub(crate) use classify::grpc_status;
+pub use layer::{Metrics, MetricsLayer, ResponseFuture, Sent, TargetAddr};
 pub use registry::{Registry, authz_labels, server_labels};
 
 /// Linkerd's latency histogram bounds, in milliseconds.
