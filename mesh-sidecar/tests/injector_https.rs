@@ -613,7 +613,9 @@ async fn validate_refuses_what_policy_check_refuses_in_its_words() {
     // "  error: document 1 (line 17), HTTPRoute/shop/api: spec….value: why", where why may
     // run over several lines: what follows the place in the file is what the webhook says.
     let check = String::from_utf8(out.stdout).unwrap();
-    let errors: Vec<&str> = check
+    // The closing "N of M files invalid" is a paragraph of its own, not part of an error.
+    let (report, _summary) = check.rsplit_once("\n\n").unwrap();
+    let errors: Vec<&str> = report
         .split("\n  error: ")
         .skip(1)
         .map(|e| e.split_once(", ").unwrap().1.trim_end())
