@@ -17,6 +17,7 @@ mod kube_watch;
 mod policy;
 mod proxy;
 mod server_limits;
+mod stat;
 mod tls_files;
 mod tokenreview;
 mod validate;
@@ -52,6 +53,12 @@ enum Command {
     Install(install::InstallArgs),
     /// Print what `mesh install` created, for `kubectl delete -f -`.
     Uninstall(install::UninstallArgs),
+    /// Golden metrics per workload, from Prometheus or straight from the proxies.
+    Stat(stat::StatArgs),
+    /// Golden metrics per route (and backend) of a workload's or a Service's destinations.
+    Routes(stat::RoutesArgs),
+    /// Who calls whom, and whether over mTLS with which identities.
+    Edges(stat::EdgesArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,5 +74,8 @@ fn main() -> ExitCode {
         Command::Injector(args) => injector::run(args),
         Command::Install(args) => install::run_install(args),
         Command::Uninstall(args) => install::run_uninstall(args),
+        Command::Stat(args) => stat::run_stat(args),
+        Command::Routes(args) => stat::run_routes(args),
+        Command::Edges(args) => stat::run_edges(args),
     }
 }
