@@ -175,7 +175,12 @@ async fn sums(
     } else {
         source.current(sel, keys).await?
     };
-    Ok(samples
+    Ok(keyed(samples, keys))
+}
+
+/// Samples keyed by the values of `keys`, as [`goldens`] keys them.
+fn keyed(samples: Vec<Sample>, keys: &[&str]) -> BTreeMap<Vec<String>, f64> {
+    samples
         .into_iter()
         .map(|s| {
             (
@@ -183,7 +188,7 @@ async fn sums(
                 s.value,
             )
         })
-        .collect())
+        .collect()
 }
 
 fn scoped(sel: Selector, key: &'static str, scope: &Scope) -> Selector {
@@ -193,93 +198,135 @@ fn scoped(sel: Selector, key: &'static str, scope: &Scope) -> Selector {
     }
 }
 
-/// `mesh stat`: per workload, or per destination with `--from`.
-pub(crate) async fn stat(
-    source: &Source,
-    q: &StatQuery,
-    wide: bool,
-) -> Result<Vec<WorkloadRow>, StatError> {
+/// Per-workload numbers beside the responses: proxies seen, open connections, bytes moved.
+#[derive(Debug, Default)]
+struct Extras {
+    meshed: BTreeMap<Vec<String>, f64>,
+    tcp: BTreeMap<Vec<String>, f64>,
+    read: BTreeMap<Vec<String>, f64>,
+    write: BTreeMap<Vec<String>, f64>,
+}
+
+/// Which responses `mesh stat` reads and the labels its rows are keyed by; `true` when the
+/// rows are the workloads themselves (so their proxies and connections can be counted).
+fn stat_plan(q: &StatQuery) -> (Selector, Vec<&'static str>, bool) {
     let own = kind_label(q.resource.kind);
     let workload_keys: Vec<&'static str> = if q.resource.kind == Kind::Namespace {
         vec!["namespace"]
     } else {
         vec!["namespace", own]
     };
-    let (sel, keys, per_workload) = match (&q.from, &q.to) {
+    let outbound = Selector::new("response_total").eq("direction", "outbound");
+    let named = |sel: Selector| match &q.resource.name {
+        Some(name) => sel.eq(own, name.clone()),
+        None => sel,
+    };
+    match (&q.from, &q.to) {
         (Some(from), _) => {
-            let mut sel = Selector::new("response_total").eq("direction", "outbound");
-            sel = scoped(sel, "namespace", &q.scope);
+            let mut sel = scoped(outbound, "namespace", &q.scope);
             if let Some(name) = &from.name {
                 sel = sel.eq(kind_label(from.kind), name.clone());
+            }
+            // The rows are the Services called: a name picks one of them.
+            if let Some(name) = &q.resource.name {
+                sel = sel.eq("dst_service", name.clone());
             }
             (sel, vec!["dst_namespace", "dst_service"], false)
         }
         (None, Some(to)) => {
-            let mut sel = Selector::new("response_total").eq("direction", "outbound");
-            sel = scoped(sel, "dst_namespace", &q.scope);
+            let mut sel = scoped(outbound, "dst_namespace", &q.scope);
             if let Some(name) = &to.name {
                 sel = sel.eq("dst_service", name.clone());
             }
-            (sel, workload_keys, false)
+            (named(sel), workload_keys, false)
         }
         (None, None) => {
             let sel = Selector::new("response_total").eq("direction", "inbound");
-            (scoped(sel, "namespace", &q.scope), workload_keys, true)
-        }
-    };
-    let named = |mut sel: Selector| {
-        if let (Some(name), None) = (&q.resource.name, &q.from) {
-            sel = sel.eq(own, name.clone());
-        }
-        sel
-    };
-    let sel = named(sel);
-    let golden = goldens(source, &sel, "response_latency_ms", &keys).await?;
-    let mut extra: [BTreeMap<Vec<String>, f64>; 4] = Default::default();
-    if per_workload {
-        let tcp = |m| {
-            named(scoped(
-                Selector::new(m).eq("direction", "inbound"),
-                "namespace",
-                &q.scope,
-            ))
-        };
-        let up = source.proxies(&keys).await?;
-        extra[0] = up
-            .into_iter()
-            .map(|s| {
-                (
-                    keys.iter().map(|k| s.label(k).to_owned()).collect(),
-                    s.value,
-                )
-            })
-            .filter(|(k, _): &(Vec<String>, f64)| {
-                q.resource.name.as_ref().is_none_or(|n| k.last() == Some(n))
-            })
-            .collect();
-        extra[1] = sums(source, &tcp("tcp_open_connections"), &keys, false).await?;
-        if wide {
-            extra[2] = sums(source, &tcp("tcp_read_bytes_total"), &keys, true).await?;
-            extra[3] = sums(source, &tcp("tcp_write_bytes_total"), &keys, true).await?;
+            (
+                named(scoped(sel, "namespace", &q.scope)),
+                workload_keys,
+                true,
+            )
         }
     }
+}
+
+async fn extras(
+    source: &Source,
+    q: &StatQuery,
+    keys: &[&str],
+    wide: bool,
+) -> Result<Extras, StatError> {
+    let wanted = |k: &Vec<String>| {
+        let ns = match &q.scope {
+            Scope::Namespace(ns) => k.first() == Some(ns),
+            Scope::All => true,
+        };
+        ns && q.resource.name.as_ref().is_none_or(|n| k.last() == Some(n))
+    };
+    let inbound = |m| {
+        let sel = scoped(
+            Selector::new(m).eq("direction", "inbound"),
+            "namespace",
+            &q.scope,
+        );
+        match &q.resource.name {
+            Some(name) => sel.eq(kind_label(q.resource.kind), name.clone()),
+            None => sel,
+        }
+    };
+    let mut e = Extras {
+        meshed: keyed(source.proxies(keys).await?, keys),
+        tcp: sums(source, &inbound("tcp_open_connections"), keys, false).await?,
+        ..Extras::default()
+    };
+    e.meshed.retain(|k, _| wanted(k));
+    if wide {
+        e.read = sums(source, &inbound("tcp_read_bytes_total"), keys, true).await?;
+        e.write = sums(source, &inbound("tcp_write_bytes_total"), keys, true).await?;
+    }
+    Ok(e)
+}
+
+/// `mesh stat`: per workload, or per destination with `--from`.
+pub(crate) async fn stat(
+    source: &Source,
+    q: &StatQuery,
+    wide: bool,
+) -> Result<Vec<WorkloadRow>, StatError> {
+    let (sel, keys, per_workload) = stat_plan(q);
+    let golden = goldens(source, &sel, "response_latency_ms", &keys).await?;
+    let e = if per_workload {
+        extras(source, q, &keys, wide).await?
+    } else {
+        Extras::default()
+    };
     let window = source.window().as_secs_f64().max(f64::EPSILON);
-    let names: BTreeSet<&Vec<String>> = golden.keys().chain(extra[0].keys()).collect();
+    let names: BTreeSet<&Vec<String>> = golden.keys().chain(e.meshed.keys()).collect();
     Ok(names
         .into_iter()
         .filter(|k| k.iter().all(|v| !v.is_empty()))
         .map(|k| {
             let g = golden.get(k).cloned().unwrap_or_default();
-            let rate = |m: &BTreeMap<Vec<String>, f64>| m.get(k).map(|v| v / window);
+            let count = |m: &BTreeMap<Vec<String>, f64>| {
+                per_workload.then(|| m.get(k).copied().unwrap_or(0.0))
+            };
+            let rate = |m: &BTreeMap<Vec<String>, f64>| {
+                if wide {
+                    m.get(k).map(|v| v / window)
+                } else {
+                    None
+                }
+            };
             WorkloadRow {
                 namespace: k.first().cloned().unwrap_or_default(),
                 name: k.last().cloned().unwrap_or_default(),
-                meshed: per_workload.then(|| extra[0].get(k).copied().unwrap_or(0.0)),
+                meshed: count(&e.meshed),
                 success_rate: g.success_rate(),
                 golden: g,
-                tcp_conn: per_workload.then(|| extra[1].get(k).copied().unwrap_or(0.0)),
-                read_bytes_per_sec: if wide { rate(&extra[2]) } else { None },
-                write_bytes_per_sec: if wide { rate(&extra[3]) } else { None },
+                tcp_conn: count(&e.tcp),
+                read_bytes_per_sec: rate(&e.read),
+                write_bytes_per_sec: rate(&e.write),
             }
         })
         .collect())
@@ -348,7 +395,9 @@ pub(crate) async fn routes(
             rows.push(route_row(&k[1], &k[0], None, g.clone()));
         }
         // What no route matched: only counts can be subtracted, not latency histograms.
-        if left.requests > 0.5 {
+        // Prometheus extrapolates each series' `increase` on its own, so a difference under
+        // 1 % of the total is that noise, not requests.
+        if left.requests > (total.requests * 0.01).max(0.5) {
             let default = Golden {
                 latency_ms_p50: None,
                 latency_ms_p95: None,
