@@ -26,6 +26,9 @@ pub(crate) mod query;
 pub(crate) mod series;
 pub(crate) mod source;
 
+#[cfg(test)]
+mod golden_tests;
+
 use print::Output;
 use query::{Kind, Resource, RoutesQuery, Scope, StatQuery};
 use series::Labels;
