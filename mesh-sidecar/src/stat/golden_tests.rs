@@ -147,6 +147,18 @@ fn stat_from_and_to_read_the_callers_view() {
         kind: Kind::Service,
         name: Some("api".into()),
     };
+    // A Service's own rows are the same view, per Service.
+    let q = StatQuery {
+        resource: svc.clone(),
+        ..stat_query(None, None, "default")
+    };
+    let rows = block_on(query::stat(&source(), &q, false)).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        (rows[0].name.as_str(), rows[0].golden.requests),
+        ("api", 100.0)
+    );
+
     let to = stat_query(None, Some(svc), "default");
     let rows = block_on(query::stat(&source(), &to, false)).unwrap();
     assert_eq!(rows.len(), 1);

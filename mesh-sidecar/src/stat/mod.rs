@@ -39,7 +39,7 @@ use source::{Prometheus, Scraped, Source, Target};
 pub(crate) enum StatError {
     #[error("{uri}: {reason}")]
     Http { uri: String, reason: String },
-    #[error("prometheus refused `{query}`: {reason}")]
+    #[error("prometheus query `{query}` failed: {reason}")]
     Prometheus { query: String, reason: String },
     #[error("no proxy answered at its admin address")]
     NoProxy,
@@ -47,6 +47,12 @@ pub(crate) enum StatError {
     NoSource,
     #[error("unknown resource `{0}` (deploy, pod, ns or svc, optionally /NAME)")]
     BadResource(String),
+    #[error("mesh {command} does not read `{resource}`; it reads {reads}")]
+    Unsupported {
+        command: &'static str,
+        resource: String,
+        reads: &'static str,
+    },
     #[error("`{0}`: expected [NAMESPACE/]NAME=HOST:PORT or HOST:PORT")]
     BadTarget(String),
 }
@@ -77,7 +83,7 @@ pub(crate) struct SourceArgs {
 /// Success rate, RPS, latencies and TCP connections per workload.
 #[derive(Debug, Args)]
 pub(crate) struct StatArgs {
-    /// deploy, pod or ns, optionally /NAME.
+    /// deploy, pod, ns or svc, optionally /NAME.
     #[arg(default_value = "deploy")]
     resource: String,
     /// Only traffic from this resource (its outbound view, per destination Service).
@@ -140,8 +146,12 @@ async fn routes(args: &RoutesArgs) -> Result<String, StatError> {
 
 async fn edges(args: &EdgesArgs) -> Result<String, StatError> {
     let r = resource(&args.resource)?;
-    if r.kind != Kind::Deployment {
-        return Err(StatError::BadResource(args.resource.clone()));
+    if r.kind != Kind::Deployment || r.name.is_some() {
+        return Err(StatError::Unsupported {
+            command: "edges",
+            resource: args.resource.clone(),
+            reads: "deploy",
+        });
     }
     let source = args.source.open().await?;
     let rows = query::edges(&source, &args.source.scope()).await?;

@@ -240,6 +240,11 @@ fn stat_plan(q: &StatQuery) -> (Selector, Vec<&'static str>, bool) {
             }
             (named(sel), workload_keys, false)
         }
+        // Services have no proxy of their own: their callers' outbound view, per Service.
+        (None, None) if q.resource.kind == Kind::Service => {
+            let sel = named(scoped(outbound, "dst_namespace", &q.scope));
+            (sel, vec!["dst_namespace", "dst_service"], false)
+        }
         (None, None) => {
             let sel = Selector::new("response_total").eq("direction", "inbound");
             (

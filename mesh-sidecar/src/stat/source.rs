@@ -211,7 +211,12 @@ impl Prometheus {
     }
 
     fn window_promql(&self) -> String {
-        format!("{}ms", self.window.as_millis().max(1))
+        let ms = self.window.as_millis().max(1);
+        if ms.is_multiple_of(1000) {
+            format!("{}s", ms / 1000)
+        } else {
+            format!("{ms}ms")
+        }
     }
 
     /// An instant query; its vector as samples.
@@ -220,7 +225,14 @@ impl Prometheus {
             .append_pair("query", promql)
             .finish();
         let uri = format!("{}/api/v1/query?{q}", self.base);
-        let text = fetch(&self.client, &uri).await?;
+        // The query is in the error below; the long encoded URI would only hide it.
+        let text = fetch(&self.client, &uri).await.map_err(|e| match e {
+            StatError::Http { reason, .. } => StatError::Prometheus {
+                query: promql.to_owned(),
+                reason: format!("{}: {reason}", self.base),
+            },
+            e => e,
+        })?;
         parse_api(&text).map_err(|reason| StatError::Prometheus {
             query: promql.to_owned(),
             reason,
