@@ -14,7 +14,9 @@
 //!   The target names its workload: `deployment` and `pod` are `NAME` (one proxy is one pod
 //!   of that workload), `namespace` is `NAMESPACE` or `-n`. A bare `ADDR` is named after itself.
 //!
-//! Rows are typed numbers ([`query`]) until they are printed ([`print`]).
+//! Workloads are read from their own proxies' inbound series; a Service (`stat svc`, `--to`,
+//! `--from`'s rows, `routes svc/NAME`) from its callers' outbound series, which name it in
+//! `dst_service`. Rows are typed numbers ([`query`]) until they are printed ([`print`]).
 
 use std::process::ExitCode;
 use std::time::Duration;
