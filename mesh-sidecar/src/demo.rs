@@ -4,11 +4,10 @@
 //! emojivoto — `vote-bot` → `web` → `emoji`, and `web` → `voting` split 90/10 between
 //! `voting-v1` and a faulty `voting-v2` — each behind its own real `mesh proxy` in explicit
 //! mode, talking mTLS to each other. The apps run in this process; the proxies and the issuer
-//! are child processes. A table of golden metrics, read from each proxy's `/metrics`, is printed
-//! every second; half-way the canary shifts to 50/50 by rewriting the route file the proxies
-//! watch. Every child is stopped on exit, on Ctrl-C too.
+//! are child processes. Every second it prints the table `mesh stat --scrape` prints (the
+//! same code, over the last second's scrapes of each proxy's `/metrics`); half-way the canary
+//! shifts to 50/50 by rewriting the route file the proxies watch. Every child is stopped on exit, on Ctrl-C too.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -28,6 +27,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
+
+use crate::stat;
+use crate::stat::print::{self, Output};
+use crate::stat::query::{self, Kind, Resource, Scope, StatQuery};
+use crate::stat::source::{Scraped, Source, Target, scrape_all};
 
 /// Run a local mesh on loopback and watch it work.
 #[derive(Debug, Args)]
@@ -289,9 +293,15 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         .context("no vote-bot")?;
     let start = Instant::now();
     let traffic = tokio::spawn(generate(bot, args.rps, args.duration, Arc::clone(&stats)));
-    let client: Client<HttpConnector, Empty<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
-    let mut last: BTreeMap<&str, Snapshot> = BTreeMap::new();
+    let targets: Vec<Target> = ws
+        .iter()
+        .map(|w| Target {
+            labels: stat::workload_labels("emojivoto", w.name),
+            addr: w.admin,
+        })
+        .collect();
+    let client = stat::source::http_client();
+    let mut last = (Instant::now(), scrape_all(&client, &targets).await);
     let mut shifted = false;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
@@ -310,27 +320,17 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             );
             shifted = true;
         }
-        let mut rows = Vec::new();
-        for w in ws.iter().filter(|w| w.name != "vote-bot") {
-            let Some(text) = scrape(&client, w.admin).await else {
-                continue;
-            };
-            let snap = Snapshot::parse(&text, "inbound");
-            let delta = snap.minus(last.get(w.name));
-            rows.push((w.name, delta));
-            last.insert(w.name, snap);
-        }
-        let bot_snap = scrape(&client, ws[0].admin)
-            .await
-            .map(|t| Snapshot::parse(&t, "outbound"));
-        print_table(
-            elapsed,
-            &rows,
-            bot_snap.as_ref().map(|s| s.minus(last.get("vote-bot/out"))),
-        );
-        if let Some(s) = bot_snap {
-            last.insert("vote-bot/out", s);
-        }
+        // The table of `mesh stat --scrape`, over the last second.
+        let now = scrape_all(&client, &targets).await;
+        let at = Instant::now();
+        let before = std::mem::replace(&mut last, (at, now.clone()));
+        let source = Source::Scraped(Scraped::from_scrapes(
+            &targets,
+            before.1,
+            now,
+            at - before.0,
+        ));
+        print_tick(elapsed, &source).await;
         if elapsed >= args.duration {
             break;
         }
@@ -375,6 +375,44 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).with_context(|| tmp.display().to_string())?;
     std::fs::rename(&tmp, path).with_context(|| path.display().to_string())
+}
+
+/// This second's golden metrics per workload, and the calls vote-bot made as it saw them.
+async fn print_tick(elapsed: Duration, source: &Source) {
+    let q = StatQuery {
+        resource: Resource {
+            kind: Kind::Deployment,
+            name: None,
+        },
+        scope: Scope::Namespace("emojivoto".into()),
+        from: None,
+        to: None,
+    };
+    match query::stat(source, &q, false).await {
+        Ok(rows) => print!(
+            "t={:.1}s\n{}",
+            elapsed.as_secs_f64(),
+            print::workloads(&rows, Output::Table)
+        ),
+        Err(e) => eprintln!("t={:.1}s: {e}", elapsed.as_secs_f64()),
+    }
+    let from = StatQuery {
+        from: Some(Resource {
+            kind: Kind::Deployment,
+            name: Some("vote-bot".into()),
+        }),
+        ..q
+    };
+    for r in query::stat(source, &from, false).await.unwrap_or_default() {
+        if let Some(sr) = r.success_rate {
+            println!(
+                "vote-bot → {}: {:.2}% success, {:.1} rps (as vote-bot sees it, through the mesh)",
+                r.name,
+                sr * 100.0,
+                r.golden.rps
+            );
+        }
+    }
 }
 
 async fn wait_ready(ws: &[Workload], children: &mut Children, dir: &Path) -> anyhow::Result<()> {
@@ -519,165 +557,6 @@ async fn generate(bot_out: SocketAddr, rps: u32, duration: Duration, stats: Arc<
                 stats.ok.fetch_add(1, Ordering::Relaxed);
             }
         });
-    }
-}
-
-async fn scrape(client: &Client<HttpConnector, Empty<Bytes>>, admin: SocketAddr) -> Option<String> {
-    let r = client
-        .get(format!("http://{admin}/metrics").parse().ok()?)
-        .await
-        .ok()?;
-    let b = r.into_body().collect().await.ok()?.to_bytes();
-    String::from_utf8(b.to_vec()).ok()
-}
-
-/// Counters read from one scrape.
-#[derive(Clone, Debug, Default)]
-struct Snapshot {
-    total: f64,
-    success: f64,
-    tls: f64,
-    /// Cumulative latency buckets: (le, count).
-    buckets: Vec<(f64, f64)>,
-}
-
-impl Snapshot {
-    fn parse(text: &str, direction: &str) -> Self {
-        let mut s = Self::default();
-        let dir = format!("direction=\"{direction}\"");
-        let mut buckets: BTreeMap<u64, f64> = BTreeMap::new();
-        for line in text.lines().filter(|l| l.contains(&dir)) {
-            let Some((series, value)) = line.rsplit_once(' ') else {
-                continue;
-            };
-            let Ok(v) = value.parse::<f64>() else {
-                continue;
-            };
-            if series.starts_with("response_total{") {
-                s.total += v;
-                if series.contains("classification=\"success\"") {
-                    s.success += v;
-                }
-                if series.contains("tls=\"true\"") {
-                    s.tls += v;
-                }
-            } else if series.starts_with("response_latency_ms_bucket{")
-                && let Some(le) = series
-                    .split("le=\"")
-                    .nth(1)
-                    .and_then(|r| r.split('"').next())
-            {
-                let le = if le == "+Inf" {
-                    f64::INFINITY
-                } else {
-                    le.parse().unwrap_or(f64::INFINITY)
-                };
-                *buckets.entry(le.to_bits()).or_default() += v;
-            }
-        }
-        let mut b: Vec<(f64, f64)> = buckets
-            .into_iter()
-            .map(|(k, v)| (f64::from_bits(k), v))
-            .collect();
-        b.sort_by(|x, y| x.0.total_cmp(&y.0));
-        s.buckets = b;
-        s
-    }
-
-    fn minus(&self, prev: Option<&Self>) -> Self {
-        let Some(p) = prev else { return self.clone() };
-        Self {
-            total: self.total - p.total,
-            success: self.success - p.success,
-            tls: self.tls - p.tls,
-            buckets: self
-                .buckets
-                .iter()
-                .map(|(le, c)| {
-                    (
-                        *le,
-                        c - p
-                            .buckets
-                            .iter()
-                            .find(|(l, _)| l == le)
-                            .map_or(0.0, |(_, c)| *c),
-                    )
-                })
-                .collect(),
-        }
-    }
-
-    /// A quantile from the histogram, interpolating within the bucket as Prometheus does.
-    fn quantile(&self, q: f64) -> Option<f64> {
-        let total = self.buckets.last()?.1;
-        if total <= 0.0 {
-            return None;
-        }
-        let rank = q * total;
-        let mut prev = (0.0, 0.0);
-        for (le, c) in &self.buckets {
-            if *c >= rank {
-                if le.is_infinite() {
-                    return Some(prev.0);
-                }
-                let span = c - prev.1;
-                let frac = if span > 0.0 {
-                    (rank - prev.1) / span
-                } else {
-                    1.0
-                };
-                return Some(prev.0 + (le - prev.0) * frac);
-            }
-            prev = (*le, *c);
-        }
-        None
-    }
-}
-
-fn print_table(elapsed: Duration, rows: &[(&str, Snapshot)], bot: Option<Snapshot>) {
-    println!(
-        "t={:>4.1}s  {:<10} {:>8} {:>7} {:>8} {:>8} {:>8} {:>7}",
-        elapsed.as_secs_f64(),
-        "deployment",
-        "success",
-        "rps",
-        "p50 ms",
-        "p95 ms",
-        "p99 ms",
-        "mTLS"
-    );
-    let fmt_q = |s: &Snapshot, q| s.quantile(q).map_or("-".to_owned(), |v| format!("{v:.1}"));
-    for (name, s) in rows {
-        let sr = if s.total > 0.0 {
-            format!("{:.1}%", s.success * 100.0 / s.total)
-        } else {
-            "-".to_owned()
-        };
-        let tls = if s.total > 0.0 {
-            format!("{:.0}%", s.tls * 100.0 / s.total)
-        } else {
-            "-".to_owned()
-        };
-        println!(
-            "         {:<10} {:>8} {:>7.0} {:>8} {:>8} {:>8} {:>7}",
-            name,
-            sr,
-            s.total,
-            fmt_q(s, 0.5),
-            fmt_q(s, 0.95),
-            fmt_q(s, 0.99),
-            tls
-        );
-    }
-    if let Some(b) = bot
-        && b.total > 0.0
-    {
-        println!(
-            "         {:<10} {:>8} {:>7.0}   (as vote-bot sees web, through the mesh)",
-            "vote-bot→",
-            format!("{:.1}%", b.success * 100.0 / b.total),
-            b.total
-        );
     }
 }
 

@@ -18,6 +18,7 @@ mod kube_watch;
 mod policy;
 mod proxy;
 mod server_limits;
+mod stat;
 mod tls_files;
 mod tokenreview;
 mod validate;
@@ -55,6 +56,12 @@ enum Command {
     Uninstall(install::UninstallArgs),
     /// Check the health of the mesh, of a cluster before install (--pre) or of a pod (--proxy).
     Check(check::CheckArgs),
+    /// Golden metrics per workload, from Prometheus or straight from the proxies.
+    Stat(stat::StatArgs),
+    /// Golden metrics per route (and backend) of a workload's or a Service's destinations.
+    Routes(stat::RoutesArgs),
+    /// Who calls whom, and whether over mTLS with which identities.
+    Edges(stat::EdgesArgs),
 }
 
 fn main() -> ExitCode {
@@ -71,5 +78,8 @@ fn main() -> ExitCode {
         Command::Install(args) => install::run_install(args),
         Command::Uninstall(args) => install::run_uninstall(args),
         Command::Check(args) => check::run(args),
+        Command::Stat(args) => stat::run_stat(args),
+        Command::Routes(args) => stat::run_routes(args),
+        Command::Edges(args) => stat::run_edges(args),
     }
 }
