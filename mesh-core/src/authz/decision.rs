@@ -12,6 +12,7 @@ use super::{
     Authorization, AuthorizationKind, DefaultPolicy, InboundConfig, InboundTarget, Peer, RateLimit,
     ResourceId, Server,
 };
+use crate::filter::Filter;
 use crate::route::RequestFacts;
 
 /// What decided a request or connection.
@@ -109,6 +110,9 @@ pub struct AuthzDecision<'a> {
     pub route: Option<Arc<ResourceId>>,
     /// The rate limit of the Server, if any.
     pub rate_limit: Option<Arc<RateLimit>>,
+    /// The filters of the matched route rule, when it has any: applied to an allowed request
+    /// on its way to the application (and its response on the way back).
+    pub filters: Option<Arc<[Filter]>>,
 }
 
 /// A peer as reasons name it: its identity or "an unauthenticated client", and its address.
@@ -228,6 +232,7 @@ impl<'a> AuthzDecision<'a> {
             server: Some(Arc::clone(&server.id)),
             route: route.cloned(),
             rate_limit: server.rate_limit.clone(),
+            filters: None,
         }
     }
 }
@@ -248,27 +253,31 @@ pub(crate) fn authorize<'a>(
 
     let mut route = None;
     if !server.routes.is_empty() {
-        let best = server
-            .routes
-            .iter()
-            .flat_map(|r| r.matches.iter().map(move |m| (r, m)))
-            .filter(|(_, m)| m.matches(req))
-            .min_by(|(_, a), (_, b)| a.precedence(b));
-        let Some((matched, _)) = best else {
+        let best = (server.routes.iter())
+            .flat_map(|r| r.matches().map(move |(rule, m)| (r, rule, m)))
+            .filter(|(_, _, m)| m.matches(req))
+            .min_by(|(_, _, a), (_, _, b)| a.precedence(b));
+        let Some((matched, rule, _)) = best else {
             let reason = Reason::NoRouteMatches { server: &server.id };
             let by = DecidedBy::Server(Arc::clone(&server.id));
             return AuthzDecision::of_server(server, false, by, reason, None);
         };
-        route = Some(matched);
+        route = Some((matched, rule));
     } else if is_probe {
         let reason = Reason::ProbePath { path: req.path() };
         return AuthzDecision::of_server(server, true, DecidedBy::Probe, reason, None);
     }
     let (route_auths, route_id) = match route {
-        Some(r) => (r.authorizations.as_slice(), Some(&r.source)),
+        Some((r, _)) => (r.authorizations.as_slice(), Some(&r.source)),
         None => (&[][..], None),
     };
-    decide(server, route_auths, route_id, peer, config)
+    let mut d = decide(server, route_auths, route_id, peer, config);
+    if d.allowed
+        && let Some((_, rule)) = route.filter(|(_, rule)| !rule.filters.is_empty())
+    {
+        d.filters = Some(Arc::clone(&rule.filters));
+    }
+    d
 }
 
 /// The decision once the route (if the Server has routes) is known: the route's and the
@@ -327,6 +336,7 @@ pub(super) fn default_decision<'a>(
         server: None,
         route: None,
         rate_limit: None,
+        filters: None,
     }
 }
 
