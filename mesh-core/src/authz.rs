@@ -26,7 +26,7 @@ pub use connection::{
     server_protocol,
 };
 pub(crate) use decision::authorize;
-pub use decision::{AuthzDecision, DecidedBy, Reason};
+pub use decision::{AuthzDecision, DecidedBy, Reason, RequestDecision};
 pub use error::{InvalidCidr, InvalidIdentityMatch, UnknownDefaultPolicy};
 
 /// A resource named as `Kind/namespace/name`.

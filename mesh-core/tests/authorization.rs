@@ -634,12 +634,16 @@ spec:
     };
     let kinds = |path: &str| {
         let req = Request::new("GET", &format!("http://web.shop:8080{path}")).unwrap();
-        let d = p.authorize(&target, &peer, &req);
+        let d = p.decide_inbound(&target, &peer, &req);
         let kinds: Option<Vec<&str>> = d
             .filters
             .as_ref()
             .map(|f| f.iter().map(Filter::kind).collect());
-        (d.allowed, d.route.map(|r| r.name.clone()), kinds)
+        (
+            d.authz.allowed,
+            d.authz.route.map(|r| r.name.clone()),
+            kinds,
+        )
     };
     let cases = [
         (
@@ -667,8 +671,8 @@ spec:
 
     let anonymous = Peer::default();
     let req = Request::new("GET", "http://web.shop:8080/old").unwrap();
-    let d = p.authorize(&target, &anonymous, &req);
-    assert!(!d.allowed, "{}", d.reason);
+    let d = p.decide_inbound(&target, &anonymous, &req);
+    assert!(!d.authz.allowed, "{}", d.authz.reason);
     assert!(d.filters.is_none());
 
     let notes: Vec<String> = p.notes().iter().map(ToString::to_string).collect();

@@ -185,7 +185,6 @@ pub fn authorize_connection<'a>(
                 server: Some(Arc::clone(&server.id)),
                 route: None,
                 rate_limit: server.rate_limit.clone(),
-                filters: None,
             },
         };
     };

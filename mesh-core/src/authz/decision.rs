@@ -110,8 +110,16 @@ pub struct AuthzDecision<'a> {
     pub route: Option<Arc<ResourceId>>,
     /// The rate limit of the Server, if any.
     pub rate_limit: Option<Arc<RateLimit>>,
-    /// The filters of the matched route rule, when it has any: applied to an allowed request
-    /// on its way to the application (and its response on the way back).
+}
+
+/// The decision about one HTTP request to a workload: whether it may reach the application,
+/// and how the route that admitted it changes it on the way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestDecision<'a> {
+    /// The authorization.
+    pub authz: AuthzDecision<'a>,
+    /// The filters of the matched route rule, when the request is allowed and the rule has
+    /// any: applied on the way to the application (and to its response on the way back).
     pub filters: Option<Arc<[Filter]>>,
 }
 
@@ -232,23 +240,27 @@ impl<'a> AuthzDecision<'a> {
             server: Some(Arc::clone(&server.id)),
             route: route.cloned(),
             rate_limit: server.rate_limit.clone(),
-            filters: None,
         }
     }
 }
 
-/// Decides whether `peer` may make `req` to `target`, given the compiled Servers.
+/// Decides whether `peer` may make `req` to `target`, given the compiled Servers, and with
+/// which filters.
 pub(crate) fn authorize<'a>(
     servers: &'a [Server],
     config: &InboundConfig,
     target: &InboundTarget,
     peer: &'a Peer,
     req: &'a impl RequestFacts,
-) -> AuthzDecision<'a> {
+) -> RequestDecision<'a> {
     let is_probe = req.method() == "GET" && target.probe_paths.iter().any(|p| p == req.path());
+    let unfiltered = |authz| RequestDecision {
+        authz,
+        filters: None,
+    };
     let Some(server) = servers.iter().find(|s| s.selects(target)) else {
         let policy = target.default_policy.unwrap_or(config.default_policy);
-        return default_decision(policy, is_probe, peer, config);
+        return unfiltered(default_decision(policy, is_probe, peer, config));
     };
 
     let mut route = None;
@@ -260,24 +272,26 @@ pub(crate) fn authorize<'a>(
         let Some((matched, rule, _)) = best else {
             let reason = Reason::NoRouteMatches { server: &server.id };
             let by = DecidedBy::Server(Arc::clone(&server.id));
-            return AuthzDecision::of_server(server, false, by, reason, None);
+            return unfiltered(AuthzDecision::of_server(server, false, by, reason, None));
         };
         route = Some((matched, rule));
     } else if is_probe {
         let reason = Reason::ProbePath { path: req.path() };
-        return AuthzDecision::of_server(server, true, DecidedBy::Probe, reason, None);
+        let d = AuthzDecision::of_server(server, true, DecidedBy::Probe, reason, None);
+        return unfiltered(d);
     }
     let (route_auths, route_id) = match route {
         Some((r, _)) => (r.authorizations.as_slice(), Some(&r.source)),
         None => (&[][..], None),
     };
-    let mut d = decide(server, route_auths, route_id, peer, config);
-    if d.allowed
-        && let Some((_, rule)) = route.filter(|(_, rule)| !rule.filters.is_empty())
-    {
-        d.filters = Some(Arc::clone(&rule.filters));
-    }
-    d
+    let authz = decide(server, route_auths, route_id, peer, config);
+    let filters = match route {
+        Some((_, rule)) if authz.allowed && !rule.filters.is_empty() => {
+            Some(Arc::clone(&rule.filters))
+        }
+        _ => None,
+    };
+    RequestDecision { authz, filters }
 }
 
 /// The decision once the route (if the Server has routes) is known: the route's and the
@@ -336,7 +350,6 @@ pub(super) fn default_decision<'a>(
         server: None,
         route: None,
         rate_limit: None,
-        filters: None,
     }
 }
 
