@@ -12,6 +12,7 @@ use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use crate::filter::Filter;
 use crate::identity::{self, Identity};
 use crate::route::HttpMatch;
 use crate::values::Timestamp;
@@ -25,7 +26,7 @@ pub use connection::{
     server_protocol,
 };
 pub(crate) use decision::authorize;
-pub use decision::{AuthzDecision, DecidedBy, Reason};
+pub use decision::{AuthzDecision, DecidedBy, Reason, RequestDecision};
 pub use error::{InvalidCidr, InvalidIdentityMatch, UnknownDefaultPolicy};
 
 /// A resource named as `Kind/namespace/name`.
@@ -130,10 +131,21 @@ pub struct Authorization {
 pub struct InboundRoute {
     /// The route resource, shared with the decisions that name it.
     pub source: Arc<ResourceId>,
-    /// Its matches (one per match of every rule).
-    pub matches: Vec<HttpMatch>,
+    /// Its rules, in order.
+    pub rules: Vec<InboundRule>,
     /// Authorizations that target this route.
     pub authorizations: Vec<Authorization>,
+}
+
+/// One rule of an [`InboundRoute`]: what it matches and the filters the inbound proxy applies
+/// to what it matched, after authorization (`RequestHeaderModifier`,
+/// `ResponseHeaderModifier`, `RequestRedirect`: the ones Linkerd applies inbound).
+#[derive(Clone, Debug)]
+pub struct InboundRule {
+    /// Its matches (a rule without any matches every request, as `PathPrefix /`).
+    pub matches: Vec<HttpMatch>,
+    /// Its filters, shared with the decisions that carry them; empty for most rules.
+    pub filters: Arc<[Filter]>,
 }
 
 /// Which port of the pod a Server selects.
@@ -446,6 +458,15 @@ impl Selector {
                 SelectorExpr::Exists(k) => labels.contains_key(k),
                 SelectorExpr::DoesNotExist(k) => !labels.contains_key(k),
             })
+    }
+}
+
+// === impl InboundRoute ===
+
+impl InboundRoute {
+    /// Every match of every rule, with the rule it belongs to.
+    pub fn matches(&self) -> impl Iterator<Item = (&InboundRule, &HttpMatch)> {
+        (self.rules.iter()).flat_map(|r| r.matches.iter().map(move |m| (r, m)))
     }
 }
 

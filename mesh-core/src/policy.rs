@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::authz::{self, AuthzDecision, InboundConfig, InboundTarget, Peer, ResourceId, Server};
+use crate::authz::{
+    self, AuthzDecision, InboundConfig, InboundTarget, Peer, RequestDecision, ResourceId, Server,
+};
 use crate::compile;
 use crate::destination::{AddressIndex, DEFAULT_CLUSTER_DOMAIN, ServiceName, service_name};
 use crate::error::{LoadErrors, Note};
@@ -259,6 +261,17 @@ impl MeshPolicy {
         peer: &'a Peer,
         req: &'a impl RequestFacts,
     ) -> AuthzDecision<'a> {
+        self.decide_inbound(target, peer, req).authz
+    }
+
+    /// Decides whether `peer` may make `req` to `target`, and which filters of the route
+    /// that admits it apply (what the inbound proxy does with an HTTP request).
+    pub fn decide_inbound<'a>(
+        &'a self,
+        target: &InboundTarget,
+        peer: &'a Peer,
+        req: &'a impl RequestFacts,
+    ) -> RequestDecision<'a> {
         authz::authorize(&self.servers, &self.config.inbound, target, peer, req)
     }
 

@@ -1,5 +1,6 @@
 //! Inbound authorization, as tables of cases written from Linkerd's policy docs.
 
+use mesh_core::filter::Filter;
 use mesh_core::{Identity, MeshPolicy, Peer, Request};
 
 const POLICY: &str = r#"
@@ -576,10 +577,13 @@ spec:
     assert_eq!(e.0[0].field.as_deref(), Some("spec.identities[1]"));
 }
 
-/// Filters on a route whose parent is a Server are accepted (Linkerd accepts them) but not
-/// applied inbound by this mesh: `check` says so, naming them, and authorization is unchanged.
+/// A Server's routes carry the filters Linkerd applies inbound (header modifiers, redirects)
+/// into the decision of each request their rules match, once it is allowed; a route with a
+/// filter Linkerd does not apply inbound (URLRewrite, RequestMirror) is ignored by the Server,
+/// as Linkerd's policy controller ignores it, and `check` says so. A denied request carries
+/// none: a redirect is never answered to a client the Server refuses.
 #[test]
-fn inbound_route_filters_are_noted_as_not_applied() {
+fn inbound_routes_carry_their_filters() {
     let yaml = r#"
 apiVersion: policy.linkerd.io/v1beta3
 kind: Server
@@ -587,7 +591,7 @@ metadata: { name: web, namespace: shop }
 spec:
   podSelector: { matchLabels: { app: web } }
   port: 8080
-  accessPolicy: all-unauthenticated
+  accessPolicy: all-authenticated
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -599,32 +603,87 @@ spec:
     filters:
     - type: RequestRedirect
       requestRedirect: { path: { type: ReplaceFullPath, replaceFullPath: /new }, statusCode: 301 }
-  - filters:
+  - matches: [{ path: { value: /api } }]
+    filters:
     - type: RequestHeaderModifier
       requestHeaderModifier: { set: [{ name: x-env, value: prod }] }
+    - type: ResponseHeaderModifier
+      responseHeaderModifier: { remove: [server] }
 ---
-apiVersion: gateway.networking.k8s.io/v1
+apiVersion: policy.linkerd.io/v1beta3
 kind: HTTPRoute
 metadata: { name: plain-in, namespace: shop }
 spec:
   parentRefs: [{ name: web, kind: Server, group: policy.linkerd.io }]
   rules: [{ matches: [{ path: { value: /plain } }] }]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: rewrite-in, namespace: shop }
+spec:
+  parentRefs: [{ name: web, kind: Server, group: policy.linkerd.io }]
+  rules:
+  - matches: [{ path: { value: /rewritten } }]
+    filters: [{ type: URLRewrite, urlRewrite: { path: { type: ReplaceFullPath, replaceFullPath: /x } } }]
 "#;
     let p = MeshPolicy::from_yaml(yaml).unwrap_or_else(|e| panic!("{e}"));
+    let target = pod("shop", "web", 8080);
+    let peer = Peer {
+        identity: id("spiffe://cluster.local/ns/shop/sa/client"),
+        ip: None,
+    };
+    let kinds = |path: &str| {
+        let req = Request::new("GET", &format!("http://web.shop:8080{path}")).unwrap();
+        let d = p.decide_inbound(&target, &peer, &req);
+        let kinds: Option<Vec<&str>> = d
+            .filters
+            .as_ref()
+            .map(|f| f.iter().map(Filter::kind).collect());
+        (
+            d.authz.allowed,
+            d.authz.route.map(|r| r.name.clone()),
+            kinds,
+        )
+    };
+    let cases = [
+        (
+            "/old",
+            (true, Some("web-in"), Some(vec!["RequestRedirect"])),
+        ),
+        (
+            "/api/users",
+            (
+                true,
+                Some("web-in"),
+                Some(vec!["RequestHeaderModifier", "ResponseHeaderModifier"]),
+            ),
+        ),
+        ("/plain", (true, Some("plain-in"), None)),
+        // Ignored by the Server, so no route of it matches.
+        ("/rewritten", (false, None, None)),
+    ];
+    for (path, (allowed, route, filters)) in cases {
+        let got = kinds(path);
+        assert_eq!(got.0, allowed, "{path}");
+        assert_eq!(got.1.as_deref(), route, "{path}");
+        assert_eq!(got.2, filters, "{path}");
+    }
+
+    let anonymous = Peer::default();
+    let req = Request::new("GET", "http://web.shop:8080/old").unwrap();
+    let d = p.decide_inbound(&target, &anonymous, &req);
+    assert!(!d.authz.allowed, "{}", d.authz.reason);
+    assert!(d.filters.is_none());
+
     let notes: Vec<String> = p.notes().iter().map(ToString::to_string).collect();
     let filters: Vec<&String> = notes
         .iter()
-        .filter(|n| n.contains("filters not applied"))
+        .filter(|n| n.contains("filters not applied inbound"))
         .collect();
     assert_eq!(filters.len(), 1, "{notes:?}");
-    assert!(filters[0].contains("HTTPRoute/shop/web-in"), "{filters:?}");
     assert!(
-        filters[0].contains("RequestHeaderModifier, RequestRedirect"),
+        filters[0].contains("HTTPRoute/shop/rewrite-in"),
         "{filters:?}"
     );
-    let target = pod("shop", "web", 8080);
-    let req = Request::new("GET", "http://web.shop:8080/old").unwrap();
-    let peer = Peer::default();
-    let d = p.authorize(&target, &peer, &req);
-    assert!(d.allowed, "{}", d.reason);
+    assert!(filters[0].contains("URLRewrite;"), "{filters:?}");
 }

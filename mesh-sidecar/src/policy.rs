@@ -325,8 +325,8 @@ fn outbound(policy: &MeshPolicy, req: &Request, a: &ExplainArgs) -> Value {
         "route": route,
         "no_route": d.is_no_route(),
         "backends": backends,
-        "filters": d.route().map_or_else(Vec::new, |r| r.filters().iter().map(ToString::to_string).collect()),
-        "after_filters": after_filters(&d, req),
+        "filters": described(outbound_filters(&d)),
+        "after_filters": after_filters(outbound_filters(&d), req),
         "timeout_ms": {"request": ms(t.request), "backend_request": ms(t.backend_request)},
         "retry": {
             "retryable": retryable,
@@ -350,12 +350,21 @@ fn outbound(policy: &MeshPolicy, req: &Request, a: &ExplainArgs) -> Value {
     out
 }
 
+fn outbound_filters<'a>(d: &'a OutboundDecision<'_>) -> &'a [filter::Filter] {
+    d.route().map_or(&[], |r| r.filters())
+}
+
+fn described(filters: &[filter::Filter]) -> Vec<String> {
+    filters.iter().map(ToString::to_string).collect()
+}
+
 /// What the matched rule's filters make of the request: a redirect, or the request the
-/// backend sees (host, path, headers), the response header changes and the mirrors.
-fn after_filters(d: &OutboundDecision<'_>, req: &Request) -> Value {
-    let Some(filters) = d.route().map(|r| r.filters()).filter(|f| !f.is_empty()) else {
+/// backend (inbound: the application) sees (host, path, headers), the response header
+/// changes and the mirrors.
+fn after_filters(filters: &[filter::Filter], req: &Request) -> Value {
+    if filters.is_empty() {
         return Value::Null;
-    };
+    }
     let line = req.line();
     match filter::plan(filters, &line) {
         filter::Outcome::Redirect { status, location } => {
@@ -406,7 +415,8 @@ fn inbound(
 ) -> Value {
     let (target, why) = policy.inbound_target(req.host(), req.port());
     let peer = Peer { identity: from, ip };
-    let d = policy.authorize(&target, &peer, req);
+    let decision = policy.decide_inbound(&target, &peer, req);
+    let d = &decision.authz;
     let route = d.route.as_ref().map_or(
         Value::Null,
         |r| json!({"name": r.name, "source": r.to_string()}),
@@ -418,6 +428,8 @@ fn inbound(
             "per_identity_rps": r.per_identity_limit(peer.identity.as_ref()),
         })
     });
+    // Filters apply to what the Server admits; a denied request gets its 403 unchanged.
+    let filters = decision.filters.as_deref().unwrap_or(&[]);
     json!({
         "request": {"method": req.method(), "authority": req.authority(), "path": req.path()},
         "target": {
@@ -429,6 +441,8 @@ fn inbound(
         },
         "server": d.server.as_ref().map(ToString::to_string),
         "route": route,
+        "filters": described(filters),
+        "after_filters": after_filters(filters, req),
         "backends": [],
         "timeout_ms": {"request": null, "backend_request": null},
         "retry": {"retryable": false, "limit": 0},

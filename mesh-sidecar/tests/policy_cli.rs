@@ -443,6 +443,89 @@ fn explain_shows_the_filters_and_what_the_request_becomes() {
     );
 }
 
+/// A workload `web.shop` (Service port 80 → pod port 8080) whose Server's route redirects
+/// `/old` and changes the headers of `/api`, for authenticated clients only.
+const INBOUND_FILTERS: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: { name: web, namespace: shop }
+spec: { selector: { app: web }, ports: [{ port: 80, targetPort: 8080 }] }
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: { name: web, namespace: shop }
+spec:
+  selector: { matchLabels: { app: web } }
+  template:
+    metadata: { labels: { app: web } }
+    spec: { containers: [{ name: web, image: web, ports: [{ containerPort: 8080 }] }] }
+---
+apiVersion: policy.linkerd.io/v1beta3
+kind: Server
+metadata: { name: web, namespace: shop }
+spec: { podSelector: { matchLabels: { app: web } }, port: 8080, accessPolicy: all-authenticated }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: web-in, namespace: shop }
+spec:
+  parentRefs: [{ name: web, kind: Server, group: policy.linkerd.io }]
+  rules:
+  - matches: [{ path: { value: /old } }]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: { path: { type: ReplacePrefixMatch, replacePrefixMatch: /new }, statusCode: 301 }
+  - matches: [{ path: { value: /api } }]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier: { set: [{ name: x-env, value: prod }], remove: [x-debug] }
+    - type: ResponseHeaderModifier
+      responseHeaderModifier: { add: [{ name: x-served-by, value: mesh }] }
+"#;
+
+/// Inbound, `explain` shows the filters of the Server's route that admits the request and
+/// what the application gets (or the redirect the proxy answers); a denied request gets its
+/// 403 unchanged, so no filters.
+#[test]
+fn explain_inbound_shows_the_server_routes_filters() {
+    let f = tmp_yaml("inbound-filters", INBOUND_FILTERS);
+    let client = ["--from", "spiffe://cluster.local/ns/shop/sa/client"];
+    let explain = |request: &str, extra: &[&str]| {
+        let mut args = vec!["policy", "explain", f.to_str().unwrap(), "--inbound"];
+        args.extend_from_slice(&["--request", request]);
+        args.extend_from_slice(extra);
+        let out = mesh(&args);
+        assert_eq!(out.status.code(), Some(0), "{}", s(&out.stderr));
+        s(&out.stdout)
+    };
+    let text = explain(
+        "GET http://web.shop/api/users?page=2",
+        &[&client[..], &["--header", "x-debug: 1"]].concat(),
+    );
+    for want in [
+        "filters         RequestHeaderModifier set x-env: prod, remove x-debug",
+        "forwarded as    GET web.shop:80/api/users?page=2",
+        "with headers    x-env: prod",
+        "response        add x-served-by: mesh",
+    ] {
+        assert!(text.contains(want), "want {want:?} in:\n{text}");
+    }
+    assert!(
+        !text.contains("x-debug: 1"),
+        "removed header shown:\n{text}"
+    );
+
+    let text = explain("GET http://web.shop/old/page?x=1", &client);
+    let want = "answer          redirect 301 to http://web.shop/new/page?x=1";
+    assert!(text.contains(want), "want {want:?} in:\n{text}");
+
+    let denied = explain("GET http://web.shop/old/page", &["-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&denied).unwrap();
+    assert_eq!(v["authorization"]["allowed"], false, "{v}");
+    assert_eq!(v["filters"], serde_json::json!([]), "{v}");
+    assert!(v["after_filters"].is_null(), "{v}");
+}
+
 #[test]
 fn explain_classifies_any_status_asked_for() {
     let f = tmp_yaml("status", FILTERS);

@@ -103,8 +103,20 @@ fn backend(hold: Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>) -> (SocketAddr,
     (addr, seen)
 }
 
+/// A route rule: `(path prefix, filters)`.
+type Rule<'a> = (&'a str, &'a str);
+
+/// A route's rules, as YAML under `rules:`.
+fn push_rules(s: &mut String, rules: &[Rule<'_>]) {
+    for (prefix, filters) in rules {
+        s.push_str(&format!(
+            "  - matches: [{{ path: {{ type: PathPrefix, value: {prefix} }} }}]\n    filters: {filters}\n"
+        ));
+    }
+}
+
 /// One HTTPRoute on `web.shop`: a rule per `(path prefix, filters)`.
-fn http_route(rules: &[(&str, &str)]) -> String {
+fn http_route(rules: &[Rule<'_>]) -> String {
     let mut s = String::from(
         "---
 apiVersion: gateway.networking.k8s.io/v1
@@ -115,11 +127,7 @@ spec:
   rules:
 ",
     );
-    for (prefix, filters) in rules {
-        s.push_str(&format!(
-            "  - matches: [{{ path: {{ type: PathPrefix, value: {prefix} }} }}]\n    filters: {filters}\n"
-        ));
-    }
+    push_rules(&mut s, rules);
     s
 }
 
@@ -127,16 +135,26 @@ fn start(name: &str, config: &str) -> ConfiguredProxy {
     ConfiguredProxy::start(name, config)
 }
 
+/// A proxy serving `config` whose inbound side forwards to `app`.
+fn start_in_front_of(name: &str, app: SocketAddr, config: &str) -> ConfiguredProxy {
+    ConfiguredProxy::start_in_front_of(name, app, config)
+}
+
 /// A request to `web.shop` through the proxy's outbound listener with `headers` (`Name: v`
 /// lines); the whole answer.
 fn call(p: &LoopbackProxy, path: &str, headers: &[&str]) -> String {
+    call_at(p.outbound, path, headers)
+}
+
+/// As [`call`], through the proxy listener at `addr`.
+fn call_at(addr: SocketAddr, path: &str, headers: &[&str]) -> String {
     let mut req = format!("GET {path} HTTP/1.1\r\nHost: web.shop\r\nConnection: close\r\n");
     for h in headers {
         req.push_str(h);
         req.push_str("\r\n");
     }
     req.push_str("\r\n");
-    exchange(p.outbound, req.as_bytes())
+    exchange(addr, req.as_bytes())
 }
 
 /// The values of header `name` in a response (names compared case-insensitively).
@@ -155,32 +173,33 @@ fn proxy_metric(p: &LoopbackProxy, name: &str, label: &str) -> f64 {
     metric(&get(p.admin, "/metrics"), name, label)
 }
 
-#[test]
-fn header_modifiers_change_requests_and_responses() {
-    let (web, seen) = backend(None);
-    let config = service("web", web)
-        + &http_route(&[
-            // "my-header: foo" → set bar → "my-header: bar".
-            (
-                "/set",
-                "[{ type: RequestHeaderModifier, requestHeaderModifier: { set: [{ name: my-header, value: bar }] } }]",
-            ),
-            // "my-header: foo" → add bar → "my-header: foo" and "my-header: bar".
-            (
-                "/add",
-                "[{ type: RequestHeaderModifier, requestHeaderModifier: { add: [{ name: my-header, value: bar }] } }]",
-            ),
-            // my-header1, 2, 3 → remove 1 and 3 → my-header2 only.
-            (
-                "/remove",
-                "[{ type: RequestHeaderModifier, requestHeaderModifier: { remove: [my-header1, my-header3] } }]",
-            ),
-            (
-                "/response",
-                "[{ type: ResponseHeaderModifier, responseHeaderModifier: { set: [{ name: x-app, value: two }], add: [{ name: x-extra, value: yes }], remove: [x-drop] } }]",
-            ),
-        ]);
-    let f = start("filters-headers", &config);
+/// Rules with header modifiers, from the spec text of `HTTPHeaderFilter`: `(path prefix,
+/// filters)`.
+const HEADER_RULES: [Rule<'_>; 4] = [
+    // "my-header: foo" → set bar → "my-header: bar".
+    (
+        "/set",
+        "[{ type: RequestHeaderModifier, requestHeaderModifier: { set: [{ name: my-header, value: bar }] } }]",
+    ),
+    // "my-header: foo" → add bar → "my-header: foo" and "my-header: bar".
+    (
+        "/add",
+        "[{ type: RequestHeaderModifier, requestHeaderModifier: { add: [{ name: my-header, value: bar }] } }]",
+    ),
+    // my-header1, 2, 3 → remove 1 and 3 → my-header2 only.
+    (
+        "/remove",
+        "[{ type: RequestHeaderModifier, requestHeaderModifier: { remove: [my-header1, my-header3] } }]",
+    ),
+    (
+        "/response",
+        "[{ type: ResponseHeaderModifier, responseHeaderModifier: { set: [{ name: x-app, value: two }], add: [{ name: x-extra, value: yes }], remove: [x-drop] } }]",
+    ),
+];
+
+/// Requests to [`HEADER_RULES`] sent through `addr`, checked by what the backend saw and what
+/// the client got; a rule without a response modifier leaves the answer's headers alone.
+fn check_header_rules(addr: SocketAddr, seen: &Log) {
     // (path, request headers, header the backend saw, its values)
     let cases: &[(&str, &[&str], &str, &[&str])] = &[
         ("/set", &["my-header: foo"], "my-header", &["bar"]),
@@ -195,19 +214,27 @@ fn header_modifiers_change_requests_and_responses() {
         ("/remove", &["my-header3: c"], "my-header3", &[]),
     ];
     for (path, send, name, want) in cases {
-        let rsp = call(&f.proxy, path, send);
+        let rsp = call_at(addr, path, send);
         assert!(rsp.starts_with("HTTP/1.1 200"), "{path}: {rsp:?}");
         let got = seen.lock().last().cloned().unwrap();
         assert_eq!(got.all(name), *want, "{path} {send:?}: {:?}", got.headers);
     }
 
-    let rsp = call(&f.proxy, "/response", &[]);
+    let rsp = call_at(addr, "/response", &[]);
     assert_eq!(header(&rsp, "x-app"), ["two"], "{rsp:?}");
     assert_eq!(header(&rsp, "x-extra"), ["yes"], "{rsp:?}");
     assert!(header(&rsp, "x-drop").is_empty(), "{rsp:?}");
     // Routes without the filter leave the backend's headers alone.
-    let rsp = call(&f.proxy, "/set", &[]);
+    let rsp = call_at(addr, "/set", &[]);
     assert_eq!(header(&rsp, "x-drop"), ["gone"], "{rsp:?}");
+}
+
+#[test]
+fn header_modifiers_change_requests_and_responses() {
+    let (web, seen) = backend(None);
+    let config = service("web", web) + &http_route(&HEADER_RULES);
+    let f = start("filters-headers", &config);
+    check_header_rules(f.proxy.outbound, &seen);
 }
 
 #[test]
@@ -254,34 +281,34 @@ fn rewrites_change_the_path_and_host_the_backend_sees() {
     }
 }
 
-#[test]
-fn redirects_are_answered_by_the_proxy_with_each_status() {
-    let (web, seen) = backend(None);
-    let config = service("web", web)
-        + &http_route(&[
-            (
-                "/r301",
-                "[{ type: RequestRedirect, requestRedirect: { hostname: example.org, statusCode: 301 } }]",
-            ),
-            // No status: 302.
-            (
-                "/r302",
-                "[{ type: RequestRedirect, requestRedirect: { scheme: https } }]",
-            ),
-            (
-                "/r303",
-                "[{ type: RequestRedirect, requestRedirect: { port: 8080, statusCode: 303 } }]",
-            ),
-            (
-                "/r307",
-                "[{ type: RequestRedirect, requestRedirect: { path: { type: ReplaceFullPath, replaceFullPath: /elsewhere }, statusCode: 307 } }]",
-            ),
-            (
-                "/r308",
-                "[{ type: RequestRedirect, requestRedirect: { scheme: https, port: 8443, path: { type: ReplacePrefixMatch, replacePrefixMatch: /moved }, statusCode: 308 } }]",
-            ),
-        ]);
-    let f = start("filters-redirect", &config);
+/// Rules that redirect, one per status Gateway API allows: `(path prefix, filters)`.
+const REDIRECT_RULES: [Rule<'_>; 5] = [
+    (
+        "/r301",
+        "[{ type: RequestRedirect, requestRedirect: { hostname: example.org, statusCode: 301 } }]",
+    ),
+    // No status: 302.
+    (
+        "/r302",
+        "[{ type: RequestRedirect, requestRedirect: { scheme: https } }]",
+    ),
+    (
+        "/r303",
+        "[{ type: RequestRedirect, requestRedirect: { port: 8080, statusCode: 303 } }]",
+    ),
+    (
+        "/r307",
+        "[{ type: RequestRedirect, requestRedirect: { path: { type: ReplaceFullPath, replaceFullPath: /elsewhere }, statusCode: 307 } }]",
+    ),
+    (
+        "/r308",
+        "[{ type: RequestRedirect, requestRedirect: { scheme: https, port: 8443, path: { type: ReplacePrefixMatch, replacePrefixMatch: /moved }, statusCode: 308 } }]",
+    ),
+];
+
+/// Requests to [`REDIRECT_RULES`] sent through `addr` (as `Host: web.shop`): each answered
+/// with its status and `Location`, an empty body, nothing forwarded to the backend.
+fn check_redirect_rules(addr: SocketAddr, seen: &Log) {
     let cases = [
         ("/r301/a", "301", "http://example.org/r301/a"),
         ("/r302/a?q=1", "302", "https://web.shop/r302/a?q=1"),
@@ -290,7 +317,7 @@ fn redirects_are_answered_by_the_proxy_with_each_status() {
         ("/r308/x", "308", "https://web.shop:8443/moved/x"),
     ];
     for (path, status, location) in cases {
-        let rsp = call(&f.proxy, path, &[]);
+        let rsp = call_at(addr, path, &[]);
         assert!(
             rsp.starts_with(&format!("HTTP/1.1 {status} ")),
             "{path}: {rsp:?}"
@@ -303,6 +330,14 @@ fn redirects_are_answered_by_the_proxy_with_each_status() {
         assert!(rsp.ends_with("\r\n\r\n"), "{path}: a body: {rsp:?}");
     }
     assert!(seen.lock().is_empty(), "a redirect was forwarded");
+}
+
+#[test]
+fn redirects_are_answered_by_the_proxy_with_each_status() {
+    let (web, seen) = backend(None);
+    let config = service("web", web) + &http_route(&REDIRECT_RULES);
+    let f = start("filters-redirect", &config);
+    check_redirect_rules(f.proxy.outbound, &seen);
     assert_eq!(
         proxy_metric(&f.proxy, "outbound_http_redirect_total", ""),
         5.0
@@ -520,4 +555,86 @@ spec:
     let copy = mirrored.lock().pop().unwrap();
     assert_eq!(copy.uri().path(), "/hello.Greeter/SayHello");
     assert_eq!(copy.headers()["x-via"], "mesh");
+}
+
+// === inbound: filters of a Server's routes ===
+
+/// A Server selecting the proxy's own workload port `port` (explicit mode: namespace
+/// `default`, no labels), open to everyone, with one route per `(api_version, name, rules)`
+/// (Gateway API's HTTPRoute or Linkerd's).
+fn server_routes(port: u16, routes: &[(&str, &str, &[Rule<'_>])]) -> String {
+    let mut s = format!(
+        "apiVersion: policy.linkerd.io/v1beta3
+kind: Server
+metadata: {{ name: app, namespace: default }}
+spec: {{ podSelector: {{}}, port: {port}, proxyProtocol: HTTP/1, accessPolicy: all-unauthenticated }}
+"
+    );
+    for (api_version, name, rules) in routes {
+        s.push_str(&format!(
+            "---
+apiVersion: {api_version}
+kind: HTTPRoute
+metadata: {{ name: {name}, namespace: default }}
+spec:
+  parentRefs: [{{ name: app, kind: Server, group: policy.linkerd.io }}]
+  rules:
+"
+        ));
+        push_rules(&mut s, rules);
+    }
+    s
+}
+
+/// Inbound, after authorization, a Server's route changes the request the application gets
+/// and the answer the client gets, as the same filters do outbound; a route without filters
+/// passes both unchanged.
+#[test]
+fn inbound_header_modifiers_change_what_the_app_and_the_client_see() {
+    let (app, seen) = backend(None);
+    let plain: &[Rule<'_>] = &[("/plain", "[]")];
+    let config = server_routes(
+        app.port(),
+        &[
+            ("gateway.networking.k8s.io/v1", "headers", &HEADER_RULES),
+            ("policy.linkerd.io/v1beta3", "plain", plain),
+        ],
+    );
+    let f = start_in_front_of("filters-inbound-headers", app, &config);
+    check_header_rules(f.proxy.inbound, &seen);
+
+    let rsp = call_at(f.proxy.inbound, "/plain/x?q=1", &["my-header: foo"]);
+    assert!(rsp.starts_with("HTTP/1.1 200"), "{rsp:?}");
+    assert_eq!(header(&rsp, "x-app"), ["one"], "{rsp:?}");
+    assert_eq!(header(&rsp, "x-drop"), ["gone"], "{rsp:?}");
+    let got = seen.lock().last().cloned().unwrap();
+    assert_eq!(got.line, "GET /plain/x?q=1 HTTP/1.1");
+    assert_eq!(got.all("my-header"), ["foo"], "{:?}", got.headers);
+}
+
+/// Inbound, a redirect is answered by the proxy with each status Gateway API allows, the
+/// application sees nothing, and it is counted as the route's response.
+#[test]
+fn inbound_redirects_are_answered_by_the_proxy() {
+    let (app, seen) = backend(None);
+    let config = server_routes(
+        app.port(),
+        &[("policy.linkerd.io/v1beta3", "redirects", &REDIRECT_RULES)],
+    );
+    let f = start_in_front_of("filters-inbound-redirect", app, &config);
+    check_redirect_rules(f.proxy.inbound, &seen);
+    assert_eq!(
+        proxy_metric(&f.proxy, "inbound_http_redirect_total", ""),
+        5.0
+    );
+    assert_eq!(
+        proxy_metric(
+            &f.proxy,
+            "inbound_http_redirect_total",
+            "status_code=\"308\""
+        ),
+        1.0
+    );
+    let answered = proxy_metric(&f.proxy, "response_total", "route_name=\"redirects\"");
+    assert_eq!(answered, 5.0);
 }

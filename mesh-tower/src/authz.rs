@@ -11,6 +11,7 @@ use std::task::{Context, Poll};
 use futures_util::future::Either;
 use http::Request;
 use mesh_core::authz::{DecidedBy, RateLimit, ResourceId};
+use mesh_core::filter::Filter;
 use mesh_core::{Identity, InboundTarget, Peer};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -42,6 +43,8 @@ pub struct Authorized {
     pub route: Option<Arc<ResourceId>>,
     /// The Server's rate limit.
     pub rate_limit: Option<Arc<RateLimit>>,
+    /// The filters of the matched route rule, when it has any ([`crate::filter`] applies them).
+    pub filters: Option<Arc<[Filter]>>,
 }
 
 /// See the [module docs](self).
@@ -143,7 +146,8 @@ where
         let outcome = {
             let policy = self.policy.load();
             let facts = HttpFacts(&req);
-            let d = policy.authorize(&target, &peer, &facts);
+            let decision = policy.decide_inbound(&target, &peer, &facts);
+            let d = decision.authz;
             if let Some(m) = &self.metrics {
                 m.count_authz(&target, &d);
             }
@@ -153,6 +157,7 @@ where
                     server: d.server,
                     route: d.route,
                     rate_limit: d.rate_limit,
+                    filters: decision.filters,
                 })
             } else {
                 tracing::info!(by = %d.by, reason = %d.reason, "request denied");

@@ -1,12 +1,15 @@
 //! Gateway API route filters in the data plane: the matched rule's filters, planned by
-//! [`mesh_core::filter::plan`], applied to each outbound request the route layer attached a
-//! [`RouteTarget`] to.
+//! [`mesh_core::filter::plan`], applied to each request a layer before this one attached its
+//! route to ([`FilterTarget`]): outbound, the route layer's [`RouteTarget`]
+//! ([`FilterLayer::new`]); inbound, after authorization, the [`Authorized`] of a Server's
+//! route ([`FilterLayer::inbound`]: header modifiers and redirects, the filters Linkerd applies
+//! inbound; no mirrors).
 //!
 //! - `RequestRedirect`: the proxy answers itself (the status and a `Location`, an empty body);
 //!   nothing is forwarded. The layer fails the request with [`Redirected`], which the edge
 //!   layer ([`crate::errors::RespondLayer`]) answers, as it answers every response the proxy
 //!   makes itself; metrics see it as the route's response. Counted in
-//!   [`REDIRECT_TOTAL`]`{status_code}`.
+//!   [`REDIRECT_TOTAL`]`{status_code}` (inbound, [`INBOUND_REDIRECT_TOTAL`]).
 //! - `URLRewrite`: the path the backend sees (the query is kept), and the host (`Host` and the
 //!   URI's authority, the port kept).
 //! - `RequestHeaderModifier` / `ResponseHeaderModifier`: headers set, added and removed on the
@@ -14,7 +17,8 @@
 //! - `RequestMirror`: copies to the mirror backend; see [`crate::mirror`].
 //!
 //! Header names and values, paths and hosts are not checked when the policy is compiled, so one
-//! that HTTP cannot carry is left out here and counted in [`INVALID_TOTAL`]`{what}`.
+//! that HTTP cannot carry is left out here and counted in [`INVALID_TOTAL`]`{what}` (inbound,
+//! [`INBOUND_INVALID_TOTAL`]).
 //!
 //! Below this layer, request bodies are [`FilterBody`]s.
 //!
@@ -50,6 +54,7 @@
 //! ```
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -57,17 +62,18 @@ use std::task::{Context, Poll, ready};
 use futures_util::future::Either;
 use http::header::HOST;
 use http::uri::{Authority, PathAndQuery};
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
+use http::{Extensions, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
 use mesh_core::filter::{self, HeaderEdit, HeaderModifier, Outcome, RequestLine};
-use mesh_core::split::{Backends, WeightedBackend};
+use mesh_core::split::{BackendRef, Backends, WeightedBackend};
 use metrics::Label;
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::BoxError;
+use crate::authz::Authorized;
 use crate::errors::Redirected;
-use crate::metrics::Registry;
+use crate::metrics::{Registry, TargetAddr};
 pub use crate::mirror::FilterBody;
 use crate::mirror::{MirrorConfig, Mirrors};
 use crate::route::RouteTarget;
@@ -79,23 +85,54 @@ pub const REDIRECT_TOTAL: &str = "outbound_http_redirect_total";
 /// `path`, `host`, `location`).
 pub const INVALID_TOTAL: &str = "outbound_http_filter_invalid_total";
 
-/// See the [module docs](self).
-#[derive(Clone, Debug)]
-pub struct FilterLayer {
-    shared: Arc<Shared>,
+/// [`REDIRECT_TOTAL`] of the inbound proxy: redirects a Server's route answered.
+pub const INBOUND_REDIRECT_TOTAL: &str = "inbound_http_redirect_total";
+
+/// [`INVALID_TOTAL`] of the inbound proxy.
+pub const INBOUND_INVALID_TOTAL: &str = "inbound_http_filter_invalid_total";
+
+/// The route a request matched, as the filter layer reads it from the request's extensions
+/// (a layer before it attached it). Most requests' routes have no filters: they pass through
+/// with nothing copied.
+pub trait FilterTarget: Clone + Send + Sync + 'static {
+    /// The counter of redirects the proxy answered itself, labelled `status_code`.
+    const REDIRECT_TOTAL: &'static str;
+    /// The counter of filter parts HTTP cannot carry, labelled `what`.
+    const INVALID_TOTAL: &'static str;
+
+    /// The matched rule's filters.
+    fn filters(&self) -> &[mesh_core::filter::Filter];
+
+    /// The host and port a request was addressed to when neither its URI nor its `Host`
+    /// says (an HTTP/1.0 request), read from this target or the request's `extensions`.
+    fn addressed_to(&self, extensions: &Extensions) -> Option<(String, u16)>;
+
+    /// The target of a copy to `backend`, where this side mirrors.
+    fn mirror_target(&self, backend: &BackendRef) -> Option<RouteTarget>;
 }
 
 /// See the [module docs](self).
-#[derive(Clone, Debug)]
-pub struct Filter<S> {
+#[derive(Debug)]
+pub struct FilterLayer<T = RouteTarget> {
+    shared: Arc<Shared>,
+    _target: PhantomData<fn() -> T>,
+}
+
+/// See the [module docs](self).
+#[derive(Debug)]
+pub struct Filter<S, T = RouteTarget> {
     inner: S,
     shared: Arc<Shared>,
+    _target: PhantomData<fn() -> T>,
 }
 
 #[derive(Debug)]
 struct Shared {
     registry: Registry,
-    mirrors: Mirrors,
+    /// Copies in flight, where this side mirrors.
+    mirrors: Option<Mirrors>,
+    redirect_total: &'static str,
+    invalid_total: &'static str,
 }
 
 /// An `http::HeaderMap` as a [`HeaderEdit`]: names or values HTTP cannot carry are left out
@@ -126,28 +163,59 @@ impl FilterLayer {
 
     /// As [`FilterLayer::new`], with these mirror bounds.
     pub fn with_mirror_config(registry: Registry, config: MirrorConfig) -> Self {
+        let mirrors = Mirrors::new(&registry, config);
+        Self::counting_into(registry, Some(mirrors))
+    }
+}
+
+impl FilterLayer<Authorized> {
+    /// Applies the filters of the Server route that admitted each request (the inbound
+    /// proxy, after authorization), counting into `registry`.
+    pub fn inbound(registry: Registry) -> Self {
+        Self::counting_into(registry, None)
+    }
+}
+
+impl<T: FilterTarget> FilterLayer<T> {
+    fn counting_into(registry: Registry, mirrors: Option<Mirrors>) -> Self {
         registry.describe(
-            REDIRECT_TOTAL,
+            T::REDIRECT_TOTAL,
             "Total count of redirects the proxy answered.",
         );
         registry.describe(
-            INVALID_TOTAL,
+            T::INVALID_TOTAL,
             "Total count of route filter parts HTTP cannot carry, left out.",
         );
-        let mirrors = Mirrors::new(&registry, config);
+        let shared = Shared {
+            registry,
+            mirrors,
+            redirect_total: T::REDIRECT_TOTAL,
+            invalid_total: T::INVALID_TOTAL,
+        };
         Self {
-            shared: Arc::new(Shared { registry, mirrors }),
+            shared: Arc::new(shared),
+            _target: PhantomData,
         }
     }
 }
 
-impl<S> Layer<S> for FilterLayer {
-    type Service = Filter<S>;
+impl<T> Clone for FilterLayer<T> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            _target: PhantomData,
+        }
+    }
+}
+
+impl<S, T> Layer<S> for FilterLayer<T> {
+    type Service = Filter<S, T>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Filter {
             inner,
             shared: Arc::clone(&self.shared),
+            _target: PhantomData,
         }
     }
 }
@@ -164,7 +232,9 @@ impl<S> Filter<S> {
     pub fn layer(registry: Registry) -> FilterLayer {
         FilterLayer::new(registry)
     }
+}
 
+impl<S, T> Filter<S, T> {
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -183,12 +253,23 @@ impl<S> Filter<S> {
 
 type Answered<T> = std::future::Ready<Result<T, BoxError>>;
 
-impl<S, B, RB> Service<Request<B>> for Filter<S>
+impl<S: Clone, T> Clone for Filter<S, T> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+            _target: PhantomData,
+        }
+    }
+}
+
+impl<S, T, B, RB> Service<Request<B>> for Filter<S, T>
 where
     S: Service<Request<FilterBody<B>>, Response = Response<RB>> + Clone + Send + 'static,
     S::Future: Send,
     S::Error: Into<BoxError>,
     B: http_body::Body + Send + 'static,
+    T: FilterTarget,
 {
     type Response = Response<RB>;
     type Error = BoxError;
@@ -200,12 +281,16 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         // Most routes have no filters: those requests pass with nothing copied.
-        let target = match req.extensions().get::<RouteTarget>() {
-            Some(t) if t.route.as_ref().is_some_and(|r| !r.filters().is_empty()) => t.clone(),
+        let target = match req.extensions().get::<T>() {
+            Some(t) if !t.filters().is_empty() => t.clone(),
             _ => return Either::Left(self.forward(req.map(FilterBody::new), Vec::new())),
         };
-        let filters = target.route.as_deref().map_or(&[][..], |r| r.filters());
-        let outcome = filter::plan(filters, &request_line(&req, &target));
+        // Only a request that names no host (HTTP/1.0) needs one made up from the target.
+        let fallback = match crate::route::destination(&req) {
+            Some(_) => None,
+            None => target.addressed_to(req.extensions()),
+        };
+        let outcome = filter::plan(target.filters(), &request_line(&req, fallback.as_ref()));
         let forward = match outcome {
             Outcome::Redirect { status, location } => {
                 let e = self.redirect(status, &location);
@@ -229,19 +314,18 @@ where
             .mirrors
             .iter()
             .filter(|m| m.sampled(fastrand::u64(..)))
-            .map(|m| mirror_target(&target, &m.backend))
+            .filter_map(|m| target.mirror_target(&m.backend))
             .collect();
         let edits = forward.response_headers.into_iter().cloned().collect();
-        let req = if mirrors.is_empty() {
-            req.map(FilterBody::new)
-        } else {
-            self.shared.mirrors.start(&self.inner, req, mirrors)
+        let req = match &self.shared.mirrors {
+            Some(m) if !mirrors.is_empty() => m.start(&self.inner, req, mirrors),
+            _ => req.map(FilterBody::new),
         };
         Either::Left(self.forward(req, edits))
     }
 }
 
-impl<S> Filter<S> {
+impl<S, T> Filter<S, T> {
     fn forward<B, RB>(
         &mut self,
         req: Request<FilterBody<B>>,
@@ -263,7 +347,7 @@ impl<S> Filter<S> {
         self.shared
             .registry
             .counter(
-                REDIRECT_TOTAL,
+                self.shared.redirect_total,
                 vec![Label::new("status_code", status.as_str().to_owned())],
             )
             .increment(1);
@@ -326,20 +410,19 @@ impl<S> Filter<S> {
 }
 
 /// What the filters read of `req`: the host and port it was addressed to (its authority or
-/// `Host`, else the route's), its path and query.
-fn request_line<'a, B>(req: &'a Request<B>, target: &'a RouteTarget) -> RequestLine<'a> {
+/// `Host`, else `fallback`), its path and query.
+fn request_line<'a, B>(
+    req: &'a Request<B>,
+    fallback: Option<&'a (String, u16)>,
+) -> RequestLine<'a> {
     let scheme = if req.uri().scheme() == Some(&http::uri::Scheme::HTTPS) {
         "https"
     } else {
         "http"
     };
-    let (host, port) = crate::route::destination(req).unwrap_or_else(|| {
-        let host = target
-            .authority
-            .rsplit_once(':')
-            .map_or(&*target.authority, |(h, _)| h);
-        (host, target.port)
-    });
+    let (host, port) = crate::route::destination(req)
+        .or_else(|| fallback.map(|(h, p)| (h.as_str(), *p)))
+        .unwrap_or(("", 0));
     RequestLine {
         scheme,
         host,
@@ -349,17 +432,60 @@ fn request_line<'a, B>(req: &'a Request<B>, target: &'a RouteTarget) -> RequestL
     }
 }
 
-/// The target of a copy to `backend`: only that backend, and no route, so that the copy is
-/// neither retried nor timed out by the original's route (the mirror has its own timeout).
-fn mirror_target(target: &RouteTarget, backend: &mesh_core::split::BackendRef) -> RouteTarget {
-    RouteTarget {
-        route: None,
-        backends: Arc::new(Backends::new(vec![WeightedBackend {
-            backend: backend.clone(),
-            weight: 1,
-        }])),
-        pod: None,
-        ..target.clone()
+// === impl FilterTarget ===
+
+impl FilterTarget for RouteTarget {
+    const REDIRECT_TOTAL: &'static str = REDIRECT_TOTAL;
+    const INVALID_TOTAL: &'static str = INVALID_TOTAL;
+
+    fn filters(&self) -> &[mesh_core::filter::Filter] {
+        self.route.as_deref().map_or(&[], |r| r.filters())
+    }
+
+    /// The authority the route layer resolved.
+    fn addressed_to(&self, _: &Extensions) -> Option<(String, u16)> {
+        let host = (self.authority.rsplit_once(':')).map_or(&*self.authority, |(h, _)| h);
+        Some((host.to_owned(), self.port))
+    }
+
+    /// Only `backend`, and no route, so that the copy is neither retried nor timed out by the
+    /// original's route (the mirror has its own timeout).
+    fn mirror_target(&self, backend: &BackendRef) -> Option<RouteTarget> {
+        Some(Self {
+            route: None,
+            backends: Arc::new(Backends::new(vec![WeightedBackend {
+                backend: backend.clone(),
+                weight: 1,
+            }])),
+            pod: None,
+            ..self.clone()
+        })
+    }
+}
+
+impl FilterTarget for Authorized {
+    const REDIRECT_TOTAL: &'static str = INBOUND_REDIRECT_TOTAL;
+    const INVALID_TOTAL: &'static str = INBOUND_INVALID_TOTAL;
+
+    fn filters(&self) -> &[mesh_core::filter::Filter] {
+        self.filters.as_deref().unwrap_or(&[])
+    }
+
+    /// The pod's address the connection arrived at, as Linkerd's inbound proxy names a
+    /// request without an authority.
+    fn addressed_to(&self, extensions: &Extensions) -> Option<(String, u16)> {
+        let TargetAddr(addr) = extensions.get::<TargetAddr>()?;
+        let host = match addr.ip() {
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        };
+        Some((host, addr.port()))
+    }
+
+    /// A Server's routes never mirror: Linkerd ignores such a route inbound, and so does
+    /// the policy compiler.
+    fn mirror_target(&self, _: &BackendRef) -> Option<RouteTarget> {
+        None
     }
 }
 
@@ -386,7 +512,7 @@ impl Shared {
     fn invalid(&self, what: &'static str, n: u64) {
         if n > 0 {
             self.registry
-                .counter(INVALID_TOTAL, vec![Label::new("what", what)])
+                .counter(self.invalid_total, vec![Label::new("what", what)])
                 .increment(n);
         }
     }

@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use super::decision::{decide, default_decision};
 use super::{
-    AuthzDecision, DecidedBy, InboundConfig, InboundTarget, Peer, Reason, ResourceId, Server,
+    AuthzDecision, DecidedBy, InboundConfig, InboundRoute, InboundTarget, Peer, Reason, ResourceId,
+    Server,
 };
 use crate::route::{HttpMatch, PathMatch};
 
@@ -172,8 +173,8 @@ pub fn authorize_connection<'a>(
     let routes_everything = server
         .routes
         .iter()
-        .flat_map(|r| &r.matches)
-        .any(matches_every_request);
+        .flat_map(InboundRoute::matches)
+        .any(|(_, m)| matches_every_request(m));
     let Some(first) = first.filter(|_| routes_everything) else {
         return ConnectionDecision {
             scope: ConnectionScope::Unrouted,

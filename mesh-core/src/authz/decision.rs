@@ -12,6 +12,7 @@ use super::{
     Authorization, AuthorizationKind, DefaultPolicy, InboundConfig, InboundTarget, Peer, RateLimit,
     ResourceId, Server,
 };
+use crate::filter::Filter;
 use crate::route::RequestFacts;
 
 /// What decided a request or connection.
@@ -109,6 +110,17 @@ pub struct AuthzDecision<'a> {
     pub route: Option<Arc<ResourceId>>,
     /// The rate limit of the Server, if any.
     pub rate_limit: Option<Arc<RateLimit>>,
+}
+
+/// The decision about one HTTP request to a workload: whether it may reach the application,
+/// and how the route that admitted it changes it on the way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestDecision<'a> {
+    /// The authorization.
+    pub authz: AuthzDecision<'a>,
+    /// The filters of the matched route rule, when the request is allowed and the rule has
+    /// any: applied on the way to the application (and to its response on the way back).
+    pub filters: Option<Arc<[Filter]>>,
 }
 
 /// A peer as reasons name it: its identity or "an unauthenticated client", and its address.
@@ -232,43 +244,54 @@ impl<'a> AuthzDecision<'a> {
     }
 }
 
-/// Decides whether `peer` may make `req` to `target`, given the compiled Servers.
+/// Decides whether `peer` may make `req` to `target`, given the compiled Servers, and with
+/// which filters.
 pub(crate) fn authorize<'a>(
     servers: &'a [Server],
     config: &InboundConfig,
     target: &InboundTarget,
     peer: &'a Peer,
     req: &'a impl RequestFacts,
-) -> AuthzDecision<'a> {
+) -> RequestDecision<'a> {
     let is_probe = req.method() == "GET" && target.probe_paths.iter().any(|p| p == req.path());
+    let unfiltered = |authz| RequestDecision {
+        authz,
+        filters: None,
+    };
     let Some(server) = servers.iter().find(|s| s.selects(target)) else {
         let policy = target.default_policy.unwrap_or(config.default_policy);
-        return default_decision(policy, is_probe, peer, config);
+        return unfiltered(default_decision(policy, is_probe, peer, config));
     };
 
     let mut route = None;
     if !server.routes.is_empty() {
-        let best = server
-            .routes
-            .iter()
-            .flat_map(|r| r.matches.iter().map(move |m| (r, m)))
-            .filter(|(_, m)| m.matches(req))
-            .min_by(|(_, a), (_, b)| a.precedence(b));
-        let Some((matched, _)) = best else {
+        let best = (server.routes.iter())
+            .flat_map(|r| r.matches().map(move |(rule, m)| (r, rule, m)))
+            .filter(|(_, _, m)| m.matches(req))
+            .min_by(|(_, _, a), (_, _, b)| a.precedence(b));
+        let Some((matched, rule, _)) = best else {
             let reason = Reason::NoRouteMatches { server: &server.id };
             let by = DecidedBy::Server(Arc::clone(&server.id));
-            return AuthzDecision::of_server(server, false, by, reason, None);
+            return unfiltered(AuthzDecision::of_server(server, false, by, reason, None));
         };
-        route = Some(matched);
+        route = Some((matched, rule));
     } else if is_probe {
         let reason = Reason::ProbePath { path: req.path() };
-        return AuthzDecision::of_server(server, true, DecidedBy::Probe, reason, None);
+        let d = AuthzDecision::of_server(server, true, DecidedBy::Probe, reason, None);
+        return unfiltered(d);
     }
     let (route_auths, route_id) = match route {
-        Some(r) => (r.authorizations.as_slice(), Some(&r.source)),
+        Some((r, _)) => (r.authorizations.as_slice(), Some(&r.source)),
         None => (&[][..], None),
     };
-    decide(server, route_auths, route_id, peer, config)
+    let authz = decide(server, route_auths, route_id, peer, config);
+    let filters = match route {
+        Some((_, rule)) if authz.allowed && !rule.filters.is_empty() => {
+            Some(Arc::clone(&rule.filters))
+        }
+        _ => None,
+    };
+    RequestDecision { authz, filters }
 }
 
 /// The decision once the route (if the Server has routes) is known: the route's and the

@@ -6,16 +6,16 @@ use std::sync::Arc;
 
 use super::doc::{Cx, Doc};
 use super::fields::{port, port_name, selector};
-use super::gateway::RouteParent;
+use super::gateway::{ParsedRoute, RouteParent};
 use super::linkerd::{AuthRef, ParsedAuthPolicy, PolicyTarget, ServerTarget};
 use super::object::{Entry, Key, Object, Reader};
 use crate::authz::{
-    Authorization, AuthorizationKind, DefaultPolicy, IdentityMatch, InboundRoute, ProxyProtocol,
-    Requirement, Server, ServerPort,
+    Authorization, AuthorizationKind, DefaultPolicy, IdentityMatch, InboundRoute, InboundRule,
+    ProxyProtocol, Requirement, Server, ServerPort,
 };
+use crate::filter::Filter;
 use crate::kinds::{self, IntOrString};
 use crate::policy::NamespaceInfo;
-use crate::route::HttpMatch;
 
 /// A Server after its own checks, with its labels (which ServerAuthorizations select on).
 #[derive(Clone, Debug)]
@@ -175,22 +175,45 @@ fn attach_routes(
                 continue;
             };
             routes.insert((route.id.namespace.clone(), route.id.name.clone()));
-            if ns != namespace {
+            // Linkerd's policy controller ignores, for its Servers, a route with a filter the
+            // inbound proxy cannot apply; `check` says so (`notes::inbound_filter_note`).
+            if ns != namespace || !inbound_filters_supported(route) {
                 continue;
             }
-            let matches: Vec<HttpMatch> = (route.rules.iter())
-                .flat_map(|r| r.matches.iter().cloned())
-                .collect();
             if let Some((_, s)) = servers.iter_mut().find(|(_, s)| s.id.name == *name) {
-                s.routes.push(InboundRoute {
-                    source: Arc::new(route.id.clone()),
-                    matches,
-                    authorizations: Vec::new(),
-                });
+                s.routes.push(inbound_route(route));
             }
         }
     }
     routes
+}
+
+/// A route as a Server's: its rules' matches and filters.
+fn inbound_route(route: &ParsedRoute) -> InboundRoute {
+    let rules = (route.rules.iter())
+        .map(|r| InboundRule {
+            matches: r.matches.clone(),
+            filters: r.filters.as_slice().into(),
+        })
+        .collect();
+    InboundRoute {
+        source: Arc::new(route.id.clone()),
+        rules,
+        authorizations: Vec::new(),
+    }
+}
+
+/// Whether the inbound proxy applies every filter of `route` (Linkerd applies header
+/// modifiers and redirects to a Server's routes, not rewrites or mirrors).
+pub(crate) fn inbound_filters_supported(route: &ParsedRoute) -> bool {
+    unsupported_inbound(route).next().is_none()
+}
+
+/// The filters of `route` the inbound proxy does not apply.
+pub(crate) fn unsupported_inbound(route: &ParsedRoute) -> impl Iterator<Item = &Filter> {
+    (route.rules.iter())
+        .flat_map(|r| &r.filters)
+        .filter(|f| matches!(f, Filter::Rewrite(_) | Filter::Mirror(_)))
 }
 
 /// Attaches ServerAuthorizations to the Servers (here) they name or select.

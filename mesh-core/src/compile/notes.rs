@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use super::gateway::{ParsedRoute, RouteParent};
-use super::inbound::ParsedServer;
+use super::inbound::{ParsedServer, unsupported_inbound};
 use super::linkerd::{AuthRef, PolicyTarget, ServerTarget};
 use super::object::{Entry, Object};
 use crate::authz::ResourceId;
@@ -163,22 +163,20 @@ fn route_notes(entries: &[&Entry], seen: &Seen<'_>, out: &mut Vec<Note>) {
     out.extend(inert);
 }
 
-/// Linkerd applies a Server route's header modifiers and redirects; this mesh's inbound proxy
-/// does not yet, so a user relying on them must hear it from `check`, not from production.
+/// Linkerd's inbound proxy applies a Server route's header modifiers and redirects, and its
+/// policy controller ignores, for the route's Servers, a route with any other filter; a user
+/// relying on a rewrite or mirror there must hear it from `check`, not from production.
 fn inbound_filter_note(e: &Entry, r: &ParsedRoute, out: &mut Vec<Note>) {
     if !(r.parents.iter()).any(|p| matches!(p, RouteParent::Server { .. })) {
         return;
     }
-    let kinds: BTreeSet<&str> = (r.rules.iter())
-        .flat_map(|rule| &rule.filters)
-        .map(Filter::kind)
-        .collect();
+    let kinds: BTreeSet<&str> = unsupported_inbound(r).map(Filter::kind).collect();
     if kinds.is_empty() {
         return;
     }
     let kinds: Vec<&str> = kinds.into_iter().collect();
     let msg = format!(
-        "filters not applied inbound: {} (the route's parent is a Server; this mesh's inbound proxy passes requests and answers unchanged, unlike Linkerd's)",
+        "filters not applied inbound: {}; the route is ignored by its Server, as Linkerd ignores it (a Server's routes may use RequestHeaderModifier, ResponseHeaderModifier and RequestRedirect)",
         kinds.join(", ")
     );
     out.push(at(e, msg));

@@ -45,7 +45,7 @@ enum AppProtocol {
 /// What every client connection shares: the HTTP/2 connections and the counters.
 #[derive(Clone)]
 pub(crate) struct AppClients {
-    h2: Arc<Mutex<HashMap<SocketAddr, http2::SendRequest<Incoming>>>>,
+    h2: Arc<Mutex<HashMap<SocketAddr, http2::SendRequest<AppBody>>>>,
     h1_limited: Counter,
     h2_limited: Counter,
 }
@@ -60,9 +60,12 @@ pub(crate) struct AppForward {
 
 /// This client connection's HTTP/1 connections to the application.
 struct H1Pool {
-    idle: Mutex<Vec<http1::SendRequest<Incoming>>>,
+    idle: Mutex<Vec<http1::SendRequest<AppBody>>>,
     open: Arc<Semaphore>,
 }
+
+/// A request body on its way to the application: the client's, through the route filters.
+pub(crate) type AppBody = mesh_tower::filter::FilterBody<Incoming>;
 
 /// The response future of [`AppForward`].
 pub(crate) type ResponseFuture =
@@ -107,7 +110,7 @@ impl AppClients {
     }
 
     /// The shared HTTP/2 connection to `addr`, made when there is none alive.
-    async fn h2(&self, addr: SocketAddr) -> Result<http2::SendRequest<Incoming>, BoxError> {
+    async fn h2(&self, addr: SocketAddr) -> Result<http2::SendRequest<AppBody>, BoxError> {
         if let Some(s) = self.h2.lock().get(&addr)
             && !s.is_closed()
         {
@@ -151,7 +154,7 @@ impl AppForward {
         }
     }
 
-    async fn send_h1(&self, mut req: Request<Incoming>) -> Result<Response<Incoming>, BoxError> {
+    async fn send_h1(&self, mut req: Request<AppBody>) -> Result<Response<Incoming>, BoxError> {
         // The application gets HTTP/1.1 in origin form with a Host, as a client would send.
         if let Some(a) = req.uri().authority().cloned()
             && !req.headers().contains_key(http::header::HOST)
@@ -185,7 +188,7 @@ impl AppForward {
         fut.await.map_err(Into::into)
     }
 
-    async fn send_h2(&self, mut req: Request<Incoming>) -> Result<Response<Incoming>, BoxError> {
+    async fn send_h2(&self, mut req: Request<AppBody>) -> Result<Response<Incoming>, BoxError> {
         // HTTP/2 needs :scheme and :authority; a request that arrived without them gets the
         // Host it named, else the application's address.
         if req.uri().scheme().is_none() {
@@ -209,7 +212,7 @@ impl AppForward {
 
     /// A new HTTP/1 connection, once this client connection is under its bound (waiting for
     /// one of its own connections to close when it is not).
-    async fn connect_h1(&self) -> Result<http1::SendRequest<Incoming>, BoxError> {
+    async fn connect_h1(&self) -> Result<http1::SendRequest<AppBody>, BoxError> {
         let permit = match Arc::clone(&self.h1.open).try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
@@ -231,7 +234,7 @@ impl AppForward {
     }
 }
 
-impl Service<Request<Incoming>> for AppForward {
+impl Service<Request<AppBody>> for AppForward {
     type Response = Response<Incoming>;
     type Error = BoxError;
     type Future = ResponseFuture;
@@ -240,7 +243,7 @@ impl Service<Request<Incoming>> for AppForward {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, mut req: Request<AppBody>) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
             match AppProtocol::of(&mut req) {
@@ -254,7 +257,7 @@ impl Service<Request<Incoming>> for AppForward {
 // === impl H1Pool ===
 
 impl H1Pool {
-    fn take_ready(&self) -> Option<http1::SendRequest<Incoming>> {
+    fn take_ready(&self) -> Option<http1::SendRequest<AppBody>> {
         let mut idle = self.idle.lock();
         while let Some(s) = idle.pop() {
             if s.is_ready() {

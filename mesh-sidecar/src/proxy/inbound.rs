@@ -1,6 +1,6 @@
 //! The inbound side: mesh TLS accept (peer identity), protocol detection (unless the port's
-//! Server declares its protocol), then authorization, rate limits and metrics in front of the
-//! application on `127.0.0.1:<original port>`, spoken to in the client's protocol (`app`).
+//! Server declares its protocol), then authorization, rate limits, metrics and the admitting
+//! route's filters in front of the application on `127.0.0.1:<original port>`, spoken to in the client's protocol (`app`).
 //! What is not HTTP is authorized as a connection that could carry any request.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -17,8 +17,9 @@ use mesh_core::authz::{ConnectionDecision, ProxyProtocol, authorize_connection, 
 use mesh_core::{InboundTarget, Peer};
 use mesh_identity::PeerIdentity;
 use mesh_tower::BoxError;
-use mesh_tower::authz::{AuthorizeLayer, ClientInfo};
+use mesh_tower::authz::{AuthorizeLayer, Authorized, ClientInfo};
 use mesh_tower::errors::{ConnectFailed, DenialDetail, RespondLayer};
+use mesh_tower::filter::FilterLayer;
 use mesh_tower::metrics::{Direction, MetricsLayer, Registry, TargetAddr, server_labels};
 use mesh_tower::rate_limit::RateLimitLayer;
 use mesh_tower::trace::TraceLayer;
@@ -56,6 +57,7 @@ pub(crate) async fn serve(
         authz: AuthorizeLayer::new(proxy.config.policy.clone())
             .with_metrics(proxy.registry.clone()),
         rate: RateLimitLayer::new(),
+        filter: FilterLayer::inbound(proxy.registry.clone()),
         app: AppClients::new(&proxy.registry),
     };
     let p = Arc::clone(&proxy);
@@ -81,6 +83,7 @@ struct Layers {
     metrics: MetricsLayer,
     authz: AuthorizeLayer,
     rate: RateLimitLayer,
+    filter: FilterLayer<Authorized>,
     app: AppClients,
 }
 
@@ -233,6 +236,9 @@ async fn handle(
         .layer(layers.authz)
         .layer(layers.metrics)
         .layer(layers.rate)
+        // The admitting route's filters: a redirect is answered here (and counted above as
+        // the route's response); header changes reach the application and the client.
+        .layer(layers.filter)
         .layer(TraceLayer::new())
         .service(forward)
         .map_request(move |mut req: Request<Incoming>| {

@@ -214,9 +214,14 @@ impl ConfiguredProxy {
     /// Starts a proxy (inbound to [`app`]) serving `config`, written to a file named after
     /// `name` and this process.
     pub(crate) fn start(name: &str, config: &str) -> Self {
+        Self::start_in_front_of(name, app(), config)
+    }
+
+    /// As [`ConfiguredProxy::start`], with the proxy's inbound side forwarding to `app`.
+    pub(crate) fn start_in_front_of(name: &str, app: SocketAddr, config: &str) -> Self {
         let path = std::env::temp_dir().join(format!("mesh-{name}-{}.yaml", std::process::id()));
         std::fs::write(&path, config).expect("write the config");
-        let proxy = LoopbackProxy::start(app(), &["--config", path.to_str().unwrap_or_default()]);
+        let proxy = LoopbackProxy::start(app, &["--config", path.to_str().unwrap_or_default()]);
         Self { proxy, path }
     }
 }
