@@ -668,3 +668,52 @@ spec:
     let get = req("GET", "http://web.shop/", &[]);
     assert!(p.sample_backends(&get, 1_000, 1).share("web-v2") > 0.0);
 }
+
+/// `rules[].retry` and `rules[].sessionPersistence` (Gateway API experimental channel) are
+/// accepted, as an API server with those CRDs accepts them, and noted as not applied: the
+/// route still routes, and no retry policy appears from the field.
+#[test]
+fn experimental_rule_fields_are_accepted_and_noted_as_not_applied() {
+    let p = policy(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: { name: web, namespace: shop }
+spec: { ports: [{ port: 80 }] }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: web, namespace: shop }
+spec:
+  parentRefs: [{ name: web, kind: Service, group: core, port: 80 }]
+  rules:
+  - backendRefs: [{ name: web, port: 80 }]
+    retry: { attempts: 3, codes: [503], backoff: 100ms }
+    sessionPersistence: { sessionName: s, type: Cookie }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: { name: grpc, namespace: shop }
+spec:
+  parentRefs: [{ name: web, kind: Service, group: core, port: 80 }]
+  rules:
+  - matches: [{ method: { service: shop.Web } }]
+    backendRefs: [{ name: web, port: 80 }]
+    sessionPersistence: { type: Header }
+"#,
+    );
+    let notes: Vec<String> = p.notes().iter().map(ToString::to_string).collect();
+    let with = |s: &str| notes.iter().filter(|n| n.contains(s)).count();
+    assert_eq!(with("spec.rules[0].retry is not applied"), 1, "{notes:?}");
+    assert_eq!(
+        with("spec.rules[0].sessionPersistence is not applied"),
+        2,
+        "{notes:?}"
+    );
+    assert!(
+        notes.iter().any(|n| n.contains("retry.linkerd.io")),
+        "{notes:?}"
+    );
+    let d = p.outbound(&req("POST", "http://web.shop/x", &[]));
+    assert!(d.retry().is_none());
+}

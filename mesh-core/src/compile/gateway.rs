@@ -50,6 +50,26 @@ pub(crate) struct ParsedRule {
     pub(crate) filters: Vec<Filter>,
 }
 
+/// Says which experimental-channel rule fields (`retry`, `sessionPersistence`) are accepted
+/// but not applied, and what to use instead: an API server with those CRDs accepts them.
+fn note_unapplied(cx: &mut Cx, doc: &Doc, field: &str, retry: bool, session: bool) {
+    if retry {
+        cx.note(
+            doc,
+            format!(
+                "{field}.retry is not applied: this mesh retries as Linkerd does, by the \
+                 retry.linkerd.io/* annotations or a ServiceProfile's isRetryable"
+            ),
+        );
+    }
+    if session {
+        cx.note(
+            doc,
+            format!("{field}.sessionPersistence is not applied: requests are balanced as usual"),
+        );
+    }
+}
+
 fn parents(cx: &mut Cx, doc: &Doc, refs: &[kinds::ParentRef]) -> Vec<RouteParent> {
     let mut out = Vec::new();
     if refs.is_empty() {
@@ -101,6 +121,13 @@ pub(crate) fn parse_http_route(cx: &mut Cx, doc: &Doc, spec: kinds::HttpRouteSpe
     let mut rules = Vec::new();
     for (r, rule) in spec.rules.iter().enumerate() {
         let field = format!("spec.rules[{r}]");
+        note_unapplied(
+            cx,
+            doc,
+            &field,
+            rule.retry.is_some(),
+            rule.session_persistence.is_some(),
+        );
         let mut matches = Vec::new();
         for (m, hm) in rule.matches.iter().enumerate() {
             if let Some(m) = http_match(cx, doc, &format!("{field}.matches[{m}]"), hm) {
@@ -171,6 +198,13 @@ pub(crate) fn parse_grpc_route(cx: &mut Cx, doc: &Doc, spec: kinds::GrpcRouteSpe
     let mut rules = Vec::new();
     for (r, rule) in spec.rules.iter().enumerate() {
         let field = format!("spec.rules[{r}]");
+        note_unapplied(
+            cx,
+            doc,
+            &field,
+            rule.retry.is_some(),
+            rule.session_persistence.is_some(),
+        );
         let mut matches = Vec::new();
         for (m, gm) in rule.matches.iter().enumerate() {
             let mfield = format!("{field}.matches[{m}]");

@@ -78,6 +78,12 @@ pub(crate) struct HttpRouteRule {
     #[cfg_attr(feature = "schema", schemars(length(max = 16)))]
     pub(crate) backend_refs: Vec<BackendRef>,
     pub(crate) timeouts: Option<HttpRouteTimeouts>,
+    /// Experimental channel, not applied: read only to say so.
+    #[cfg_attr(feature = "schema", schemars(skip))]
+    pub(crate) retry: Option<serde_norway::Value>,
+    /// Experimental channel, not applied: read only to say so.
+    #[cfg_attr(feature = "schema", schemars(skip))]
+    pub(crate) session_persistence: Option<serde_norway::Value>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -336,6 +342,12 @@ pub(crate) struct GrpcRouteRule {
     #[serde(default, deserialize_with = "at_most::<16, _, _>")]
     #[cfg_attr(feature = "schema", schemars(length(max = 16)))]
     pub(crate) backend_refs: Vec<BackendRef>,
+    /// Experimental channel, not applied: read only to say so.
+    #[cfg_attr(feature = "schema", schemars(skip))]
+    pub(crate) retry: Option<serde_norway::Value>,
+    /// Experimental channel, not applied: read only to say so.
+    #[cfg_attr(feature = "schema", schemars(skip))]
+    pub(crate) session_persistence: Option<serde_norway::Value>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
