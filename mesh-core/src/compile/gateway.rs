@@ -52,7 +52,8 @@ pub(crate) struct ParsedRule {
 
 /// Says which experimental-channel rule fields (`retry`, `sessionPersistence`) are accepted
 /// but not applied, and what to use instead: an API server with those CRDs accepts them.
-fn note_unapplied(cx: &mut Cx, doc: &Doc, field: &str, retry: bool, session: bool) {
+fn note_unapplied(cx: &mut Cx, doc: &Doc, field: &str, rule: &impl kinds::ExperimentalRule) {
+    let (retry, session) = rule.unapplied();
     if retry {
         cx.note(
             doc,
@@ -121,13 +122,7 @@ pub(crate) fn parse_http_route(cx: &mut Cx, doc: &Doc, spec: kinds::HttpRouteSpe
     let mut rules = Vec::new();
     for (r, rule) in spec.rules.iter().enumerate() {
         let field = format!("spec.rules[{r}]");
-        note_unapplied(
-            cx,
-            doc,
-            &field,
-            rule.retry.is_some(),
-            rule.session_persistence.is_some(),
-        );
+        note_unapplied(cx, doc, &field, rule);
         let mut matches = Vec::new();
         for (m, hm) in rule.matches.iter().enumerate() {
             if let Some(m) = http_match(cx, doc, &format!("{field}.matches[{m}]"), hm) {
@@ -198,13 +193,7 @@ pub(crate) fn parse_grpc_route(cx: &mut Cx, doc: &Doc, spec: kinds::GrpcRouteSpe
     let mut rules = Vec::new();
     for (r, rule) in spec.rules.iter().enumerate() {
         let field = format!("spec.rules[{r}]");
-        note_unapplied(
-            cx,
-            doc,
-            &field,
-            rule.retry.is_some(),
-            rule.session_persistence.is_some(),
-        );
+        note_unapplied(cx, doc, &field, rule);
         let mut matches = Vec::new();
         for (m, gm) in rule.matches.iter().enumerate() {
             let mfield = format!("{field}.matches[{m}]");

@@ -370,3 +370,21 @@ pub(crate) struct GrpcMethodMatch {
     #[cfg_attr(feature = "schema", schemars(length(max = 1024)))]
     pub(crate) method: Option<String>,
 }
+
+/// The experimental-channel rule fields a route rule carries but a mesh proxy does not apply.
+pub(crate) trait ExperimentalRule {
+    /// Whether `retry` and `sessionPersistence` are set.
+    fn unapplied(&self) -> (bool, bool);
+}
+
+impl ExperimentalRule for HttpRouteRule {
+    fn unapplied(&self) -> (bool, bool) {
+        (self.retry.is_some(), self.session_persistence.is_some())
+    }
+}
+
+impl ExperimentalRule for GrpcRouteRule {
+    fn unapplied(&self) -> (bool, bool) {
+        (self.retry.is_some(), self.session_persistence.is_some())
+    }
+}
