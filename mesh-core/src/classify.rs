@@ -68,14 +68,22 @@ impl ResponseMatch {
     }
 }
 
+/// The `grpc-status` codes that are failures when no response class decides, as linkerd2-proxy
+/// counts them: UNKNOWN, DEADLINE_EXCEEDED, INTERNAL, UNAVAILABLE and DATA_LOSS. The others
+/// (NOT_FOUND, INVALID_ARGUMENT, PERMISSION_DENIED, …) are the caller's mistakes, as 4xx are
+/// for HTTP, and count as successes, so success rates read as `linkerd viz stat` reads them.
+pub const GRPC_FAILURES: [u32; 5] = [2, 4, 13, 14, 15];
+
 /// Classifies a response. The first of `classes` whose condition holds decides; otherwise a
-/// non-zero `grpc-status` (from headers or trailers) or a 5xx status is a failure.
+/// 5xx status, or a `grpc-status` (from headers or trailers) in [`GRPC_FAILURES`], is a
+/// failure.
 ///
 /// ```
 /// use mesh_core::classify::{classify, Class, ResponseClass, ResponseMatch};
 ///
 /// assert_eq!(classify(&[], 503, None), Class::Failure);
 /// assert_eq!(classify(&[], 200, Some(14)), Class::Failure); // gRPC UNAVAILABLE
+/// assert_eq!(classify(&[], 200, Some(5)), Class::Success); // gRPC NOT_FOUND, as Linkerd counts it
 /// let not_found_fails = [ResponseClass {
 ///     condition: ResponseMatch::Status { min: 404, max: 404 },
 ///     is_failure: true,
@@ -90,10 +98,11 @@ pub fn classify(classes: &[ResponseClass], status: u16, grpc_status: Option<u32>
             Class::Success
         };
     }
-    match grpc_status {
-        Some(code) if code != 0 => Class::Failure,
-        _ if (500..=599).contains(&status) => Class::Failure,
-        _ => Class::Success,
+    let grpc_failure = grpc_status.is_some_and(|code| GRPC_FAILURES.contains(&code));
+    if grpc_failure || (500..=599).contains(&status) {
+        Class::Failure
+    } else {
+        Class::Success
     }
 }
 
@@ -124,6 +133,8 @@ mod tests {
             (504, None, Class::Failure),
             (200, Some(0), Class::Success),
             (200, Some(2), Class::Failure),
+            (200, Some(5), Class::Success),
+            (200, Some(16), Class::Success),
         ];
         for (status, grpc, want) in cases {
             assert_eq!(classify(&classes, status, grpc), want, "{status} {grpc:?}");

@@ -41,8 +41,9 @@
 //! - `response_total` and its classification at the end of the response stream: the body's
 //!   end, its trailers (a gRPC `grpc-status` there decides), or its error (always a failure).
 //!   A trailers-only gRPC response carries its status in the headers. Route response classes
-//!   (`responseClasses`) decide for HTTP statuses; otherwise a non-zero `grpc-status` or a 5xx
-//!   is a failure. A stream that carried a gRPC status adds `grpc_status`; one that ended in
+//!   (`responseClasses`) decide for HTTP statuses; otherwise a 5xx, or a `grpc-status` that
+//!   linkerd2-proxy counts as a failure ([`mesh_core::classify::GRPC_FAILURES`]: 2, 4, 13, 14,
+//!   15), is a failure. A stream that carried a gRPC status adds `grpc_status`; one that ended in
 //!   an error adds `error` with Linkerd's values (`timeout`, `h2(<reason>)` for a reset
 //!   stream, `unclassified` for anything else, such as an HTTP/1 body cut short). A body
 //!   dropped before its end (the client went away) is classified as Linkerd does, by what was
