@@ -367,12 +367,17 @@ fn stat_routes_and_edges_agree_through_prometheus_and_direct_scrape() {
         direct(&["edges", "deploy"]),
     );
     let api_in = "sum(response_total{deployment=\"api\",direction=\"inbound\"})";
+    // A scrape takes all of a target's series at once: once each proxy's warm-up is in
+    // Prometheus, every series the bulk adds to has a sample from before it.
+    let web_out = "sum(response_total{deployment=\"web\",direction=\"outbound\"})";
     send(&web, WARM_UP);
     assert!(
-        wait_for(Duration::from_secs(20), || promql(prom, api_in)
-            == Some(WARM_UP as f64)),
-        "prometheus never saw the warm-up: {:?}",
-        promql(prom, api_in)
+        wait_for(Duration::from_secs(20), || [api_in, web_out]
+            .iter()
+            .all(|q| promql(prom, q) == Some(WARM_UP as f64))),
+        "prometheus never saw the warm-up: {:?} {:?}",
+        promql(prom, api_in),
+        promql(prom, web_out)
     );
     send(&web, REQUESTS - WARM_UP);
     let sent = REQUESTS as f64;
