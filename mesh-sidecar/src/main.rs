@@ -15,6 +15,7 @@ mod inject;
 mod injector;
 mod install;
 mod kube_watch;
+mod out;
 mod policy;
 mod proxy;
 mod server_limits;

@@ -112,35 +112,35 @@ fn check(paths: &[PathBuf]) -> Result<ExitCode, Usage> {
         let text = match crate::files::read(f) {
             Ok(t) => t,
             Err(e) => {
-                println!("{}: error: {e}", f.display());
+                crate::out::outln!("{}: error: {e}", f.display());
                 failed += 1;
                 continue;
             }
         };
         match MeshPolicy::from_yaml(&text) {
             Ok(p) => {
-                println!("{}: {}", f.display(), summary(&p));
+                crate::out::outln!("{}: {}", f.display(), summary(&p));
                 for n in p.notes() {
-                    println!("  note: {n}");
+                    crate::out::outln!("  note: {n}");
                 }
             }
             Err(errs) => {
                 failed += 1;
                 let n = errs.errors().len();
-                println!(
+                crate::out::outln!(
                     "{}: {n} error{}",
                     f.display(),
                     if n == 1 { "" } else { "s" }
                 );
                 for e in errs.errors() {
-                    println!("  error: {e}");
+                    crate::out::outln!("  error: {e}");
                 }
             }
         }
     }
     if failed > 0 {
         // On stdout with the rest, set apart: on stderr it ran into the last file's errors.
-        println!("\n{failed} of {} files invalid", files.len());
+        crate::out::outln!("\n{failed} of {} files invalid", files.len());
         Ok(ExitCode::from(1))
     } else {
         Ok(ExitCode::SUCCESS)
@@ -238,12 +238,12 @@ fn explain(a: &ExplainArgs) -> Result<ExitCode, Usage> {
         outbound(&policy, &req, a)
     };
     match a.output {
-        Output::Json => println!(
+        Output::Json => crate::out::outln!(
             "{}",
             serde_json::to_string_pretty(&out)
                 .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
         ),
-        Output::Table => print!("{}", table::table(&req, &out)),
+        Output::Table => crate::out::print(&table::table(&req, &out)),
     }
     Ok(ExitCode::SUCCESS)
 }

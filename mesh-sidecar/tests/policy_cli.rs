@@ -667,3 +667,26 @@ spec:
     );
     assert!(s(&out.stderr).is_empty(), "{}", s(&out.stderr));
 }
+
+/// `mesh policy explain … | head`: a reader that goes away before the output is written ends
+/// the command quietly (status 141, as a shell shows for a command stopped by a closed pipe),
+/// without a panic on stderr.
+#[test]
+fn a_closed_pipe_ends_explain_quietly() {
+    use std::process::Stdio;
+    let f = tmp_yaml("shop-pipe.yaml", SHOP);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .args(["policy", "explain"])
+        .arg(&f)
+        .args(["--request", "GET http://web.shop/", "--samples", "1000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run mesh");
+    // The reading end closes before the command has compiled the file and written a byte.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait for mesh");
+    let stderr = s(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+}

@@ -82,7 +82,7 @@ pub(crate) fn run(args: CheckArgs) -> ExitCode {
         }),
     };
     match text {
-        Ok(text) => print!("{text}"),
+        Ok(text) => crate::out::print(&text),
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;

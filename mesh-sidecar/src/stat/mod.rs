@@ -185,7 +185,7 @@ fn block_on(f: impl Future<Output = Result<String, StatError>>) -> ExitCode {
     };
     match rt.block_on(f) {
         Ok(text) => {
-            print!("{text}");
+            crate::out::print(&text);
             ExitCode::SUCCESS
         }
         Err(e) => {
