@@ -75,24 +75,11 @@ struct Workload {
 }
 
 pub(crate) fn run(args: DemoArgs) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(demo(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+        .build();
+    crate::out::block_on(runtime, demo(args))
 }
 
 fn free_port() -> std::io::Result<SocketAddr> {

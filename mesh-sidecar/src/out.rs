@@ -28,3 +28,26 @@ macro_rules! outln {
     };
 }
 pub(crate) use outln;
+
+/// Runs a command's future on `runtime` (built by the caller, who picks its flavour) and turns
+/// the outcome into the exit status: a runtime that could not be built or an error from the
+/// future is printed as `error: …` (alternate form, so `anyhow` shows its causes).
+pub(crate) fn block_on<E: std::fmt::Display>(
+    runtime: io::Result<tokio::runtime::Runtime>,
+    command: impl Future<Output = Result<(), E>>,
+) -> std::process::ExitCode {
+    let runtime = match runtime {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -63,23 +63,10 @@ pub(crate) struct ControllerArgs {
 /// Runs the controller until SIGTERM or Ctrl-C.
 pub(crate) fn run(args: ControllerArgs) -> ExitCode {
     crate::identity::init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(serve(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+        .build();
+    crate::out::block_on(runtime, serve(args))
 }
 
 async fn serve(args: ControllerArgs) -> Result<(), String> {

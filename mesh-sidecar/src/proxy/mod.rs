@@ -294,20 +294,7 @@ pub(crate) fn run(cmd: ProxyCommand) -> ExitCode {
             .enable_all()
             .build()
     };
-    let runtime = match runtime {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(serve(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    crate::out::block_on(runtime, serve(args))
 }
 
 async fn serve(mut args: ProxyArgs) -> Result<(), String> {

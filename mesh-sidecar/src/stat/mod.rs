@@ -173,26 +173,12 @@ pub(crate) fn run_edges(args: EdgesArgs) -> ExitCode {
 }
 
 fn block_on(f: impl Future<Output = Result<String, StatError>>) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(f) {
-        Ok(text) => {
-            crate::out::print(&text);
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+        .build();
+    crate::out::block_on(runtime, async {
+        f.await.map(|text| crate::out::print(&text))
+    })
 }
 
 /// `KIND[/NAME]`, with kubectl's short names.
