@@ -74,6 +74,11 @@ struct ApiSample {
     value: (f64, String),
 }
 
+/// The most of an answer read, from a proxy's `/metrics` or Prometheus: a server that sends
+/// more is refused rather than held in memory (a proxy's metrics are bounded by its series
+/// limit, well under this).
+const MAX_BODY: usize = 64 * 1024 * 1024;
+
 pub(crate) fn http_client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build_http()
 }
@@ -90,10 +95,11 @@ pub(crate) async fn fetch(client: &HttpClient, uri: &str) -> Result<String, Stat
         .map_err(|_| http("timed out".into()))?
         .map_err(|e| http(format!("{e}")))?;
     let status = rsp.status();
-    let body = tokio::time::timeout(HTTP_TIMEOUT, rsp.into_body().collect())
+    let limited = http_body_util::Limited::new(rsp.into_body(), MAX_BODY);
+    let body = tokio::time::timeout(HTTP_TIMEOUT, limited.collect())
         .await
         .map_err(|_| http("timed out".into()))?
-        .map_err(|e| http(format!("{e}")))?
+        .map_err(|e| http(format!("{e} (at most {MAX_BODY} bytes are read)")))?
         .to_bytes();
     let text = String::from_utf8_lossy(&body).into_owned();
     if status != http::StatusCode::OK {
