@@ -343,6 +343,9 @@ async fn serve(mut args: ProxyArgs) -> Result<(), String> {
         .map_err(|e| format!("outbound {}: {e}", args.outbound_addr))?;
 
     let id = args.identity.source().load(&mut shutdown_rx).await?;
+    if let Some((certs, _, _)) = &id {
+        registry.track_cert_expiry(certs);
+    }
     admin.readiness().identity_ready();
     let (tls_server, tls_client, identity, _rotation) = tls_configs(id)?;
     let setup = controller::Setup {

@@ -38,6 +38,7 @@ pub(crate) mod apiserver;
 pub(crate) mod controller;
 pub(crate) mod loopback;
 pub(crate) mod pods;
+pub(crate) mod prometheus;
 
 /// Every namespace a test makes is named `mesh-test-<pid>-<n>`, so leftovers of a test
 /// process that was killed can be recognised and removed.
@@ -338,15 +339,8 @@ impl Netns {
     }
 
     /// Starts `cmd` (made with [`Netns::command`]) in the background.
-    pub(crate) fn spawn(&self, mut cmd: Command, what: &str) -> ChildGuard {
-        let child = cmd
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-        ChildGuard {
-            child,
-            what: what.to_owned(),
-        }
+    pub(crate) fn spawn(&self, cmd: Command, what: &str) -> ChildGuard {
+        ChildGuard::spawn(cmd, what)
     }
 
     /// Starts a TCP listener on `ports` (all addresses) that answers each connection with a
@@ -411,6 +405,18 @@ impl Drop for Netns {
 // === impl ChildGuard ===
 
 impl ChildGuard {
+    /// Starts `cmd` in the background, with no standard input.
+    pub(crate) fn spawn(mut cmd: Command, what: &str) -> Self {
+        let child = cmd
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        Self {
+            child,
+            what: what.to_owned(),
+        }
+    }
+
     /// Waits until the child prints `want` on a line of its stdout; panics after `timeout`.
     pub(crate) fn wait_for_line(&mut self, want: &str, timeout: Duration) {
         let stdout = self

@@ -24,6 +24,9 @@
 //! `route_kind`/`route_name` (its inbound route). Inbound series are never keyed by the
 //! client's `Host`: a client chooses that freely.
 //!
+//! [`Registry::track_cert_expiry`] keeps Linkerd's [`CERT_EXPIRY`] gauge at the workload
+//! certificate's `notAfter` through every rotation.
+//!
 //! # When each is recorded
 //!
 //! As in Linkerd's proxy:
@@ -64,6 +67,7 @@
 
 mod body;
 mod bounded;
+mod cert;
 mod classify;
 mod layer;
 mod registry;
@@ -72,6 +76,7 @@ mod series;
 
 pub use body::ResponseBody;
 pub(crate) use bounded::BoundedMap;
+pub use cert::CERT_EXPIRY;
 pub(crate) use classify::grpc_status;
 pub use layer::{Metrics, MetricsLayer, ResponseFuture, Sent, TargetAddr};
 pub use registry::{Registry, authz_labels, server_labels};
