@@ -10,18 +10,13 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::loopback::{LoopbackProxy, exchange, free_port, get, recording_app, wait_for};
-use support::pods::Trust;
+use support::prometheus::{Killed, WebToApi, prometheus_bin};
 
 const REQUESTS: u64 = 1000;
 /// Sent before the direct scrapes' window is known to be covered by Prometheus too: its first
@@ -30,197 +25,6 @@ const WARM_UP: u64 = 10;
 /// The direct scrapes' window: long enough for all the traffic.
 const SCRAPE_WINDOW: &str = "25s";
 const IDENTITY_SUFFIX: &str = ".default.serviceaccount.identity.linkerd.cluster.local";
-
-/// A child process killed and reaped on drop.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A directory removed on drop.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The `prometheus` binary, installed from Debian if missing and we may; `None` with the
-/// reason printed where it cannot be had.
-fn prometheus_bin() -> Option<PathBuf> {
-    if support::which("prometheus").is_none() && nix_is_root() {
-        let _ = Command::new("apt-get")
-            .args(["install", "-y", "-qq", "prometheus"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-    let found = support::which("prometheus");
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "prometheus is missing under CI (.ci/run installs it)"
-        );
-        eprintln!("skipping: prometheus is not installed and cannot be installed here");
-    }
-    found
-}
-
-fn nix_is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
-}
-
-/// An HTTP/1.1 app answering 500 to every tenth request it receives (the first, the
-/// eleventh, …) and 200 to the rest.
-fn faulty_app() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let n = Arc::new(AtomicU64::new(0));
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            let n = Arc::clone(&n);
-            std::thread::spawn(move || serve(s, &n));
-        }
-    });
-    addr
-}
-
-fn serve(s: TcpStream, n: &AtomicU64) {
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut w = s.try_clone().unwrap();
-    let mut r = BufReader::new(s);
-    loop {
-        let mut line = String::new();
-        loop {
-            match r.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) if line == "\r\n" => break,
-                Ok(_) => line.clear(),
-            }
-        }
-        let status = if n.fetch_add(1, Ordering::SeqCst).is_multiple_of(10) {
-            "500 Internal Server Error"
-        } else {
-            "200 OK"
-        };
-        let rsp = format!("HTTP/1.1 {status}\r\nContent-Length: 2\r\n\r\nok");
-        if w.write_all(rsp.as_bytes()).is_err() {
-            return;
-        }
-    }
-}
-
-/// Service `api.default:80` at `endpoint`, meshed as service account `api`, with an
-/// HTTPRoute `api-route` sending everything to it.
-fn web_config(dir: &Path, endpoint: SocketAddr) {
-    let yaml = format!(
-        "apiVersion: v1
-kind: Service
-metadata: {{ name: api, namespace: default }}
-spec: {{ ports: [{{ name: http, port: 80 }}] }}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: api-1
-  namespace: default
-  labels: {{ kubernetes.io/service-name: api }}
-  annotations: {{ mesh.io/service-account: api }}
-addressType: IPv4
-ports: [{{ name: http, port: {port} }}]
-endpoints: [{{ addresses: [\"{ip}\"] }}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {{ name: api-route, namespace: default }}
-spec:
-  parentRefs: [{{ name: api, kind: Service, group: core, port: 80 }}]
-  rules: [{{ backendRefs: [{{ name: api, port: 80 }}] }}]
-",
-        port = endpoint.port(),
-        ip = endpoint.ip()
-    );
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("mesh.yaml"), yaml).unwrap();
-}
-
-/// Prometheus scraping `targets` (admin address, workload name) every second.
-fn start_prometheus(
-    bin: &Path,
-    dir: &Path,
-    targets: &[(SocketAddr, &str)],
-) -> (Killed, SocketAddr) {
-    let mut config = String::from(
-        "global: { scrape_interval: 1s, evaluation_interval: 1s }\nscrape_configs:\n- job_name: mesh-proxy\n  static_configs:\n",
-    );
-    for (addr, name) in targets {
-        config.push_str(&format!(
-            "  - targets: [\"{addr}\"]\n    labels: {{ namespace: default, deployment: {name}, pod: {name} }}\n"
-        ));
-    }
-    std::fs::write(dir.join("prometheus.yml"), config).unwrap();
-    let listen = free_port();
-    let child = Command::new(bin)
-        .arg(format!(
-            "--config.file={}",
-            dir.join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address={listen}"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let child = Killed(child);
-    assert!(
-        wait_for(Duration::from_secs(30), || get(listen, "/-/ready")
-            .starts_with("HTTP/1.1 200")),
-        "prometheus did not become ready: {}",
-        std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default()
-    );
-    (child, listen)
-}
-
-/// The value of an instant query's single sample, if there is one.
-fn promql(prom: SocketAddr, query: &str) -> Option<f64> {
-    let encoded: String = query
-        .bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    let rsp = get(prom, &format!("/api/v1/query?query={encoded}"));
-    let body = rsp.split_once("\r\n\r\n")?.1;
-    let v: Value = serde_json::from_str(body).ok()?;
-    v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
-}
-
-/// Sends `n` requests to `api.default` through web's outbound proxy; all must be answered.
-fn send(web: &LoopbackProxy, n: u64) {
-    for _ in 0..n {
-        let rsp = exchange(
-            web.outbound,
-            b"GET /vote HTTP/1.1\r\nHost: api.default\r\nConnection: close\r\n\r\n",
-        );
-        assert!(
-            rsp.starts_with("HTTP/1.1 200") || rsp.starts_with("HTTP/1.1 500"),
-            "{rsp}"
-        );
-    }
-}
 
 /// `mesh ARGS -o json` started now; its first stderr line (the first scrape done) is awaited.
 fn start_mesh(args: &[&str]) -> (Killed, mpsc::Receiver<String>) {
@@ -328,31 +132,8 @@ fn stat_routes_and_edges_agree_through_prometheus_and_direct_scrape() {
     let Some(prom_bin) = prometheus_bin() else {
         return;
     };
-    let tmp = TempDir(std::env::temp_dir().join(format!("mesh-stat-{}", std::process::id())));
-    std::fs::create_dir_all(&tmp.0).unwrap();
-    let trust = Trust::new();
-    trust.issue(&["web", "api"]);
-    let ids = |sa: &str| {
-        [
-            "--identity-dir".to_owned(),
-            trust.certs(sa).display().to_string(),
-        ]
-    };
-    let common = ["--namespace", "default", "--config-poll", "200ms"];
-
-    let api_ids = ids("api");
-    let mut api_args: Vec<&str> = api_ids.iter().map(String::as_str).collect();
-    api_args.extend(common);
-    let api = LoopbackProxy::start(faulty_app(), &api_args);
-    web_config(&tmp.0.join("web"), api.inbound);
-    let web_ids = ids("web");
-    let web_dir = tmp.0.join("web").display().to_string();
-    let mut web_args: Vec<&str> = web_ids.iter().map(String::as_str).collect();
-    web_args.extend(common);
-    web_args.extend(["--config", &web_dir]);
-    let web = LoopbackProxy::start(recording_app().0, &web_args);
-    let (_prom, prom) =
-        start_prometheus(&prom_bin, &tmp.0, &[(web.admin, "web"), (api.admin, "api")]);
+    let mesh = WebToApi::start(&prom_bin, "stat");
+    let (web, api, prom) = (&mesh.web, &mesh.api, mesh.prom);
 
     // The direct scrapes open their window, then the traffic flows inside it.
     let scrape = format!("default/web={},default/api={}", web.admin, api.admin);
@@ -366,27 +147,8 @@ fn stat_routes_and_edges_agree_through_prometheus_and_direct_scrape() {
         direct(&["routes", "deploy/web"]),
         direct(&["edges", "deploy"]),
     );
-    let api_in = "sum(response_total{deployment=\"api\",direction=\"inbound\"})";
-    // A scrape takes all of a target's series at once: once each proxy's warm-up is in
-    // Prometheus, every series the bulk adds to has a sample from before it.
-    let web_out = "sum(response_total{deployment=\"web\",direction=\"outbound\"})";
-    send(&web, WARM_UP);
-    assert!(
-        wait_for(Duration::from_secs(20), || [api_in, web_out]
-            .iter()
-            .all(|q| promql(prom, q) == Some(WARM_UP as f64))),
-        "prometheus never saw the warm-up: {:?} {:?}",
-        promql(prom, api_in),
-        promql(prom, web_out)
-    );
-    send(&web, REQUESTS - WARM_UP);
+    mesh.traffic(WARM_UP, REQUESTS);
     let sent = REQUESTS as f64;
-    assert!(
-        wait_for(Duration::from_secs(20), || promql(prom, api_in)
-            == Some(sent)),
-        "prometheus never saw all requests: {:?}",
-        promql(prom, api_in)
-    );
 
     let prom_url = format!("http://{prom}");
     let via_prom = |args: &[&str]| {
