@@ -164,26 +164,29 @@ fn variable_values(prom: SocketAddr, q: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// Each panel's first target's samples, by title, for `deployment`; every target of every
-/// panel must be accepted.
-fn run_all(prom: SocketAddr, d: &Value, deployment: &str) -> BTreeMap<String, Vec<Value>> {
+/// The samples of each target of each panel, by panel title and in target order, for
+/// `deployment`; every target must be accepted.
+fn run_all(prom: SocketAddr, d: &Value, deployment: &str) -> BTreeMap<String, Vec<Vec<Value>>> {
     panels(d)
         .into_iter()
         .map(|p| {
-            let mut first = None;
-            for t in targets(p) {
-                let expr = substitute(t["expr"].as_str().unwrap(), deployment);
-                let got = samples(prom, &expr);
-                first.get_or_insert(got);
-            }
-            (title(p).to_owned(), first.unwrap_or_default())
+            let per_target = targets(p)
+                .iter()
+                .map(|t| samples(prom, &substitute(t["expr"].as_str().unwrap(), deployment)))
+                .collect();
+            (title(p).to_owned(), per_target)
         })
         .collect()
 }
 
 /// The one sample of `panel` whose `label` is `want`.
-fn sample_of(results: &BTreeMap<String, Vec<Value>>, panel: &str, label: &str, want: &str) -> f64 {
-    let rows = &results[panel];
+fn sample_of(
+    results: &BTreeMap<String, Vec<Vec<Value>>>,
+    panel: &str,
+    label: &str,
+    want: &str,
+) -> f64 {
+    let rows = &results[panel][0];
     let s = rows
         .iter()
         .find(|s| s["metric"][label] == want)
@@ -214,11 +217,13 @@ fn every_query_runs_on_prometheus_and_the_panels_show_the_traffic() {
     let web = run_all(prom, &d, "web");
     for p in panels(&d) {
         let t = title(p);
-        assert!(
-            MAY_BE_EMPTY.contains(&t) || !api[t].is_empty() || !web[t].is_empty(),
-            "{t} shows nothing for either workload: {}",
-            substitute(targets(p)[0]["expr"].as_str().unwrap(), "web")
-        );
+        for (i, target) in targets(p).iter().enumerate() {
+            assert!(
+                MAY_BE_EMPTY.contains(&t) || !api[t][i].is_empty() || !web[t][i].is_empty(),
+                "{t} shows nothing for either workload: {}",
+                substitute(target["expr"].as_str().unwrap(), "web")
+            );
+        }
     }
     // What api served, and what web sent it, per route and per backend: (whose view, panel,
     // the label that picks the series, its value, the value the panel must read).
@@ -251,8 +256,12 @@ fn every_query_runs_on_prometheus_and_the_panels_show_the_traffic() {
         );
     }
     assert!(sample_of(&api, "Request rate", "deployment", "api") > 0.0);
-    let p99 = &api["Latency"];
-    assert!(!p99.is_empty() && p99.iter().all(|s| value(s).is_finite()));
+    for (q, latency) in ["p50", "p95", "p99"].iter().zip(&api["Latency"]) {
+        assert!(
+            !latency.is_empty() && latency.iter().all(|s| value(s).is_finite()),
+            "{q}: {latency:#?}"
+        );
+    }
     let expires_in = sample_of(&api, "Certificate expires in", "deployment", "api");
     assert!(expires_in > 3600.0, "{expires_in}");
 }
