@@ -10,10 +10,12 @@
 
 mod support;
 
+use support::{Killed, TempDir};
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -30,25 +32,6 @@ const WARM_UP: u64 = 10;
 /// The direct scrapes' window: long enough for all the traffic.
 const SCRAPE_WINDOW: &str = "25s";
 const IDENTITY_SUFFIX: &str = ".default.serviceaccount.identity.linkerd.cluster.local";
-
-/// A child process killed and reaped on drop.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A directory removed on drop.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The `prometheus` binary, installed from Debian if missing and we may; `None` with the
 /// reason printed where it cannot be had.

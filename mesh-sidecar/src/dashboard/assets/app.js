@@ -75,10 +75,11 @@ function drawTopology(edges) {
     const len = Math.hypot(x2 - x1, y2 - y1) || 1;
     const pad = 34 / len;
     const [ax, ay, bx, by] = [x1 + (x2 - x1) * pad, y1 + (y2 - y1) * pad, x2 - (x2 - x1) * pad, y2 - (y2 - y1) * pad];
-    const label = (e.secured ? "🔒 " : "") + num(e.rps) + " rps";
+    const [mx, my] = [(ax + bx) / 2, (ay + by) / 2 - 4];
     parts.push(el("svg:g", { class: "edge", "data-edge": e.src + "->" + e.dst, "data-secured": e.secured },
       el("svg:line", { x1: ax, y1: ay, x2: bx, y2: by, "marker-end": "url(#arrow)" }),
-      el("svg:text", { x: (ax + bx) / 2, y: (ay + by) / 2 - 4, "text-anchor": "middle" }, label),
+      el("svg:text", { x: mx + (e.secured ? 8 : 0), y: my, "text-anchor": "middle" }, num(e.rps) + " rps"),
+      ...(e.secured ? [lock(mx - 30, my - 9)] : []),
       el("svg:title", {}, (e.client_id || "no client identity") + " → " + (e.server_id || "no server identity"))));
   }
   for (const n of names) {
@@ -90,10 +91,20 @@ function drawTopology(edges) {
   svg.replaceChildren(...parts);
 }
 
+// A padlock drawn in SVG (no icon font, no emoji font needed): the calls are mTLS.
+function lock(x, y) {
+  return el("svg:g", { class: "lock", transform: "translate(" + x + "," + y + ")" },
+    el("svg:path", { d: "M2.5,5 V3.5 a2.5,2.5 0 0 1 5,0 V5", fill: "none", stroke: "#1a7f37", "stroke-width": "1.4" }),
+    el("svg:rect", { x: 1, y: 5, width: 8, height: 6, rx: 1, fill: "#1a7f37" }),
+    el("svg:title", {}, "mTLS"));
+}
+
 function backendRow(b) {
-  const bar = el("div", { class: "bar" },
-    el("div", { class: "w", style: "width:" + (b.weight_percent ?? 0) + "%" }),
-    el("div", { class: "o", style: "width:" + (b.observed_percent ?? 0) + "%" }));
+  // Widths through the CSSOM: the page's CSP forbids inline style attributes.
+  const w = el("div", { class: "w" }), o = el("div", { class: "o" });
+  w.style.width = (b.weight_percent ?? 0) + "%";
+  o.style.width = (b.observed_percent ?? 0) + "%";
+  const bar = el("div", { class: "bar" }, w, o);
   const weight = b.weight_percent === null ? "?" : Math.round(b.weight_percent) + "%";
   return el("div", { class: "backend", "data-backend": b.name, "data-weight": b.weight_percent === null ? "" : Math.round(b.weight_percent) },
     el("span", {}, b.name),
