@@ -65,7 +65,7 @@ pub(crate) struct Shared {
 }
 
 /// One refresh's answers, ready to send.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Latest {
     workloads: serde_json::Value,
     edges: serde_json::Value,
@@ -96,6 +96,8 @@ struct Poller {
 }
 
 pub(crate) fn run(args: DashboardArgs) -> ExitCode {
+    // A refused policy file is logged (and the last good one kept), as the proxy does.
+    crate::identity::init_tracing();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -104,6 +106,8 @@ pub(crate) fn run(args: DashboardArgs) -> ExitCode {
 }
 
 async fn dashboard(args: DashboardArgs) -> anyhow::Result<()> {
+    // A path that cannot be read is a mistake to report now, not a route list left empty.
+    crate::files::yaml_files(&args.policy)?;
     let live = match args.source.origin()? {
         Origin::Prometheus(p) => Live::Prometheus(*p),
         Origin::Scrape { targets, window } => Live::scrape(targets, window),
@@ -162,6 +166,21 @@ pub(crate) async fn start_for_demo(
     let scope = Scope::Namespace(namespace.to_owned());
     let (addr, _server) = start(addr, live, scope, vec![config], Tap::not_configured()).await?;
     Ok(addr)
+}
+
+// === impl Latest ===
+
+impl Default for Latest {
+    /// Before the first refresh: empty lists, and a status that says so.
+    fn default() -> Self {
+        Self {
+            workloads: json!([]),
+            edges: json!([]),
+            routes: json!([]),
+            certs: json!([]),
+            status: json!({ "error": null, "starting": true }),
+        }
+    }
 }
 
 // === impl Live ===

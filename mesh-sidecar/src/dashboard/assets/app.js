@@ -170,7 +170,7 @@ async function refresh() {
     drawTopology(edges || []);
     drawRoutes(routes || []);
     drawCerts(certs || []);
-    if (status) startTap(status);
+    if (status && status.tap) startTap(status);
     const src = status && status.source ? status.source.kind : "";
     s.dataset.status = status && status.error ? "error" : "ok";
     s.textContent = status && status.error ? "error: " + status.error
