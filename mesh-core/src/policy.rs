@@ -137,6 +137,11 @@ impl MeshPolicy {
             .map(|s| &**s)
     }
 
+    /// Every Service's policy, in no particular order (a dashboard lists their routes).
+    pub fn services(&self) -> impl Iterator<Item = &ServicePolicy> {
+        self.services.values().map(|s| &**s)
+    }
+
     /// Every compiled Server.
     pub fn servers(&self) -> &[Server] {
         &self.servers

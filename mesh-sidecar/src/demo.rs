@@ -48,6 +48,10 @@ pub(crate) struct DemoArgs {
     /// Keep the generated files (certificates, config, logs) in this directory.
     #[arg(long)]
     keep: Option<PathBuf>,
+    /// Also serve the dashboard over the demo's proxies (default 127.0.0.1:50750); the URL is
+    /// printed, no browser is opened.
+    #[arg(long, num_args = 0..=1, default_missing_value = "127.0.0.1:50750")]
+    dashboard: Option<SocketAddr>,
 }
 
 /// Children that are killed when the demo ends, however it ends.
@@ -287,6 +291,12 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             addr: w.admin,
         })
         .collect();
+    if let Some(addr) = args.dashboard {
+        let addr =
+            crate::dashboard::start_for_demo(addr, targets.clone(), "emojivoto", config.clone())
+                .await?;
+        println!("dashboard: http://{addr}/\n");
+    }
     let client = stat::source::http_client();
     let mut last = (Instant::now(), scrape_all(&client, &targets).await);
     let mut shifted = false;

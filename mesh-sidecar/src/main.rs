@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod check;
 mod controller;
 mod crds;
+mod dashboard;
 mod demo;
 mod files;
 mod identity;
@@ -63,6 +64,8 @@ enum Command {
     Routes(stat::RoutesArgs),
     /// Who calls whom, and whether over mTLS with which identities.
     Edges(stat::EdgesArgs),
+    /// Serve a web page of the mesh: golden metrics, topology, routes, certificates, tap.
+    Dashboard(dashboard::DashboardArgs),
 }
 
 fn main() -> ExitCode {
@@ -82,5 +85,6 @@ fn main() -> ExitCode {
         Command::Stat(args) => stat::run_stat(args),
         Command::Routes(args) => stat::run_routes(args),
         Command::Edges(args) => stat::run_edges(args),
+        Command::Dashboard(args) => dashboard::run(args),
     }
 }

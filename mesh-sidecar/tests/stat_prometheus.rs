@@ -16,7 +16,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::prometheus::{Killed, WebToApi, prometheus_bin};
+use support::Killed;
+use support::prometheus::{WebToApi, prometheus_bin};
 
 const REQUESTS: u64 = 1000;
 /// Sent before the direct scrapes' window is known to be covered by Prometheus too: its first

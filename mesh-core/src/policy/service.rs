@@ -178,6 +178,11 @@ impl ServicePolicy {
         &self.routes
     }
 
+    /// The backends of the TrafficSplit whose apex this Service is, if any.
+    pub fn traffic_split(&self) -> Option<&Backends> {
+        self.split.as_ref().map(|s| &*s.backends)
+    }
+
     /// Routes a request to this Service's `port` as a caller in the Service's own namespace
     /// (or any namespace without consumer routes for it) would: its routes, split and profile.
     pub fn decide(&self, port: u16, req: &impl RequestFacts) -> OutboundDecision<'_> {

@@ -23,7 +23,9 @@ pub(crate) type SidecarResolver = PolicyResolver;
 /// Loads and reloads `--config`.
 #[derive(Debug)]
 pub(crate) struct ConfigSource {
-    path: Option<PathBuf>,
+    /// Files or directories of `*.yaml`/`*.yml`, compiled as one stream (one for the proxy's
+    /// `--config`; `mesh dashboard --policy` may give several).
+    paths: Vec<PathBuf>,
     pub(crate) policy: PolicyHandle,
     pub(crate) resolver: SidecarResolver,
     pub(crate) loaded: AtomicBool,
@@ -35,9 +37,17 @@ pub(crate) struct ConfigSource {
 
 impl ConfigSource {
     pub(crate) fn new(path: Option<PathBuf>, config: PolicyConfig, registry: Registry) -> Self {
+        Self::with_paths(path.into_iter().collect(), config, registry)
+    }
+
+    pub(crate) fn with_paths(
+        paths: Vec<PathBuf>,
+        config: PolicyConfig,
+        registry: Registry,
+    ) -> Self {
         let empty = MeshPolicy::compile("", &config).unwrap_or_else(|_| unreachable_empty());
         Self {
-            path,
+            paths,
             policy: PolicyHandle::new(empty),
             resolver: SidecarResolver::default(),
             loaded: AtomicBool::new(false),
@@ -48,23 +58,24 @@ impl ConfigSource {
 
     /// Whether a config has been loaded (or none was asked for).
     pub(crate) fn is_ready(&self) -> bool {
-        self.path.is_none() || self.loaded.load(Ordering::Acquire)
+        self.paths.is_empty() || self.loaded.load(Ordering::Acquire)
     }
 
     fn files(&self) -> std::io::Result<Vec<PathBuf>> {
-        let Some(path) = &self.path else {
-            return Ok(Vec::new());
-        };
-        if path.is_dir() {
-            let mut v: Vec<PathBuf> = std::fs::read_dir(path)?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
-                .collect();
-            v.sort();
-            Ok(v)
-        } else {
-            Ok(vec![path.clone()])
+        let mut out = Vec::new();
+        for path in &self.paths {
+            if path.is_dir() {
+                let mut v: Vec<PathBuf> = std::fs::read_dir(path)?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+                    .collect();
+                v.sort();
+                out.extend(v);
+            } else {
+                out.push(path.clone());
+            }
         }
+        Ok(out)
     }
 
     /// Loads the config if it changed since the last look. Returns whether a new config is
@@ -184,7 +195,7 @@ impl ConfigSource {
 
     /// Reloads every `interval` until the process ends.
     pub(crate) async fn watch(self: Arc<Self>, interval: Duration) {
-        if self.path.is_none() {
+        if self.paths.is_empty() {
             return;
         }
         let mut tick = tokio::time::interval(interval);

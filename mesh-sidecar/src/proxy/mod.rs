@@ -24,7 +24,7 @@ use tokio::sync::watch;
 pub(crate) mod accept;
 mod admin;
 mod app;
-mod config;
+pub(crate) mod config;
 mod controller;
 mod detect;
 mod inbound;

@@ -82,6 +82,16 @@ pub(crate) struct SourceArgs {
     output: Output,
 }
 
+/// A Prometheus to query, or proxies to scrape a window apart.
+#[derive(Debug)]
+pub(crate) enum Origin {
+    Prometheus(Box<Prometheus>),
+    Scrape {
+        targets: Vec<Target>,
+        window: Duration,
+    },
+}
+
 /// Success rate, RPS, latencies and TCP connections per workload.
 #[derive(Debug, Args)]
 pub(crate) struct StatArgs {
@@ -226,7 +236,7 @@ pub(crate) fn workload_labels(namespace: &str, name: &str) -> Labels {
 // === impl SourceArgs ===
 
 impl SourceArgs {
-    fn scope(&self) -> Scope {
+    pub(crate) fn scope(&self) -> Scope {
         if self.all_namespaces {
             Scope::All
         } else {
@@ -234,10 +244,11 @@ impl SourceArgs {
         }
     }
 
-    async fn open(&self) -> Result<Source, StatError> {
+    /// Where the numbers come from, checked but not yet asked.
+    pub(crate) fn origin(&self) -> Result<Origin, StatError> {
         if let Some(url) = &self.prometheus {
             let window = self.time_window.unwrap_or(Duration::from_secs(60));
-            return Ok(Source::Prometheus(Box::new(Prometheus::new(url, window))));
+            return Ok(Origin::Prometheus(Box::new(Prometheus::new(url, window))));
         }
         if self.scrape.is_empty() {
             return Err(StatError::NoSource);
@@ -248,12 +259,21 @@ impl SourceArgs {
             .map(|s| target(s, &self.namespace))
             .collect::<Result<Vec<_>, _>>()?;
         let window = self.time_window.unwrap_or(Duration::from_secs(10));
-        let scraped = Scraped::collect(&targets, window, |n| {
-            // A person (or a test) learns when the window opened.
-            eprintln!("scraped {n} proxies; scraping again in {window:?}");
-        })
-        .await?;
-        Ok(Source::Scraped(scraped))
+        Ok(Origin::Scrape { targets, window })
+    }
+
+    async fn open(&self) -> Result<Source, StatError> {
+        match self.origin()? {
+            Origin::Prometheus(p) => Ok(Source::Prometheus(p)),
+            Origin::Scrape { targets, window } => {
+                let scraped = Scraped::collect(&targets, window, |n| {
+                    // A person (or a test) learns when the window opened.
+                    eprintln!("scraped {n} proxies; scraping again in {window:?}");
+                })
+                .await?;
+                Ok(Source::Scraped(scraped))
+            }
+        }
     }
 }
 

@@ -338,7 +338,7 @@ pub(crate) async fn stat(
 }
 
 /// Whether authority `host:port` names Service `name` in namespace `ns` (any DNS form).
-fn names_service(authority: &str, name: &str, ns: &Scope) -> bool {
+pub(crate) fn names_service(authority: &str, name: &str, ns: &Scope) -> bool {
     let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
     let mut parts = host.split('.');
     parts.next() == Some(name)

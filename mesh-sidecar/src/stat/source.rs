@@ -29,7 +29,7 @@ pub(crate) enum Source {
 }
 
 /// PromQL over a Prometheus server's `/api/v1/query`.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Prometheus {
     client: HttpClient,
     base: String,

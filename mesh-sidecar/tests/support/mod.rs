@@ -50,6 +50,25 @@ const PROBE_TIMEOUT_SECS: u32 = 5;
 /// Listeners exit by themselves after this long, in case nothing else stops them.
 const LISTENER_LIFETIME_SECS: u32 = 120;
 
+/// A child process killed and reaped on drop (for children outside any namespace).
+pub(crate) struct Killed(pub(crate) Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A directory removed on drop.
+pub(crate) struct TempDir(pub(crate) PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A network namespace of our own, deleted (with every process inside it) on drop.
 #[derive(Debug)]
 pub(crate) struct Netns {

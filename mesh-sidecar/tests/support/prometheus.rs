@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use super::loopback::{LoopbackProxy, exchange, free_port, get, recording_app, wait_for};
 use super::pods::Trust;
+use super::{Killed, TempDir};
 
 /// Two loopback proxies with certificates from a real issuer, `web` (its app records what it
 /// is sent) calling `api.default` (its app [`faulty_app`]) over mTLS through an HTTPRoute
@@ -27,25 +28,6 @@ pub(crate) struct WebToApi {
     _trust: Trust,
     /// Prometheus's data lives here: removed last.
     _tmp: TempDir,
-}
-
-/// A child process killed and reaped on drop.
-pub(crate) struct Killed(pub(crate) Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A directory removed on drop.
-pub(crate) struct TempDir(pub(crate) PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// The `prometheus` binary, installed from Debian if missing and we may; `None` with the
