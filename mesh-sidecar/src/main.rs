@@ -20,6 +20,7 @@ mod policy;
 mod proxy;
 mod server_limits;
 mod stat;
+mod tap;
 mod tls_files;
 mod tokenreview;
 mod validate;
@@ -63,6 +64,10 @@ enum Command {
     Routes(stat::RoutesArgs),
     /// Who calls whom, and whether over mTLS with which identities.
     Edges(stat::EdgesArgs),
+    /// Live requests through the proxies (metadata only), from their mTLS tap listeners.
+    Tap(Box<tap::TapCommand>),
+    /// The busiest paths through the proxies, live, from tap.
+    Top(Box<tap::TopCommand>),
 }
 
 fn main() -> ExitCode {
@@ -82,5 +87,7 @@ fn main() -> ExitCode {
         Command::Stat(args) => stat::run_stat(args),
         Command::Routes(args) => stat::run_routes(args),
         Command::Edges(args) => stat::run_edges(args),
+        Command::Tap(cmd) => tap::run_tap(*cmd),
+        Command::Top(cmd) => tap::run_top(*cmd),
     }
 }

@@ -10,17 +10,19 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::Read;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::loopback::{LoopbackProxy, exchange, free_port, get, recording_app, wait_for};
+use support::Killed;
+use support::loopback::{
+    LoopbackProxy, exchange, free_port, get, meshed_api_config, recording_app, status_app, wait_for,
+};
 use support::pods::Trust;
 
 const REQUESTS: u64 = 1000;
@@ -30,16 +32,6 @@ const WARM_UP: u64 = 10;
 /// The direct scrapes' window: long enough for all the traffic.
 const SCRAPE_WINDOW: &str = "25s";
 const IDENTITY_SUFFIX: &str = ".default.serviceaccount.identity.linkerd.cluster.local";
-
-/// A child process killed and reaped on drop.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A directory removed on drop.
 struct TempDir(PathBuf);
@@ -82,75 +74,14 @@ fn nix_is_root() -> bool {
 /// An HTTP/1.1 app answering 500 to every tenth request it receives (the first, the
 /// eleventh, …) and 200 to the rest.
 fn faulty_app() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let n = Arc::new(AtomicU64::new(0));
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            let n = Arc::clone(&n);
-            std::thread::spawn(move || serve(s, &n));
-        }
-    });
-    addr
-}
-
-fn serve(s: TcpStream, n: &AtomicU64) {
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut w = s.try_clone().unwrap();
-    let mut r = BufReader::new(s);
-    loop {
-        let mut line = String::new();
-        loop {
-            match r.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) if line == "\r\n" => break,
-                Ok(_) => line.clear(),
-            }
-        }
-        let status = if n.fetch_add(1, Ordering::SeqCst).is_multiple_of(10) {
+    let n = AtomicU64::new(0);
+    status_app(move |_| {
+        if n.fetch_add(1, Ordering::SeqCst).is_multiple_of(10) {
             "500 Internal Server Error"
         } else {
             "200 OK"
-        };
-        let rsp = format!("HTTP/1.1 {status}\r\nContent-Length: 2\r\n\r\nok");
-        if w.write_all(rsp.as_bytes()).is_err() {
-            return;
         }
-    }
-}
-
-/// Service `api.default:80` at `endpoint`, meshed as service account `api`, with an
-/// HTTPRoute `api-route` sending everything to it.
-fn web_config(dir: &Path, endpoint: SocketAddr) {
-    let yaml = format!(
-        "apiVersion: v1
-kind: Service
-metadata: {{ name: api, namespace: default }}
-spec: {{ ports: [{{ name: http, port: 80 }}] }}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: api-1
-  namespace: default
-  labels: {{ kubernetes.io/service-name: api }}
-  annotations: {{ mesh.io/service-account: api }}
-addressType: IPv4
-ports: [{{ name: http, port: {port} }}]
-endpoints: [{{ addresses: [\"{ip}\"] }}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {{ name: api-route, namespace: default }}
-spec:
-  parentRefs: [{{ name: api, kind: Service, group: core, port: 80 }}]
-  rules: [{{ backendRefs: [{{ name: api, port: 80 }}] }}]
-",
-        port = endpoint.port(),
-        ip = endpoint.ip()
-    );
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("mesh.yaml"), yaml).unwrap();
+    })
 }
 
 /// Prometheus scraping `targets` (admin address, workload name) every second.
@@ -224,23 +155,14 @@ fn send(web: &LoopbackProxy, n: u64) {
 
 /// `mesh ARGS -o json` started now; its first stderr line (the first scrape done) is awaited.
 fn start_mesh(args: &[&str]) -> (Killed, mpsc::Receiver<String>) {
-    let mut child = Command::new(support::mesh_bin())
-        .args(args)
-        .args(["-o", "json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (child, rx) = Killed::spawn(
+        Command::new(support::mesh_bin())
+            .args(args)
+            .args(["-o", "json"]),
+    );
     let first = rx.recv_timeout(Duration::from_secs(15)).unwrap();
     assert!(first.starts_with("scraped 2 proxies"), "{first}");
-    (Killed(child), rx)
+    (child, rx)
 }
 
 /// Waits for a `start_mesh` child and returns its JSON.
@@ -344,7 +266,7 @@ fn stat_routes_and_edges_agree_through_prometheus_and_direct_scrape() {
     let mut api_args: Vec<&str> = api_ids.iter().map(String::as_str).collect();
     api_args.extend(common);
     let api = LoopbackProxy::start(faulty_app(), &api_args);
-    web_config(&tmp.0.join("web"), api.inbound);
+    meshed_api_config(&tmp.0.join("web"), api.inbound);
     let web_ids = ids("web");
     let web_dir = tmp.0.join("web").display().to_string();
     let mut web_args: Vec<&str> = web_ids.iter().map(String::as_str).collect();

@@ -88,6 +88,21 @@ pub struct TapFilter {
     pub authority: Option<String>,
 }
 
+/// What a tap client sends (`POST /tap`, JSON): its filter and limits.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TapRequest {
+    /// Which events.
+    #[serde(default)]
+    pub filter: TapFilter,
+    /// At most this many events per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rps: Option<u32>,
+    /// The stream ends after this many events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_events: Option<u64>,
+}
+
 // === impl TapFilter ===
 
 impl TapFilter {

@@ -29,6 +29,7 @@ mod event;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use http::HeaderName;
@@ -38,7 +39,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 pub(crate) use capture::Capture;
-pub use event::{TapEvent, TapFilter};
+pub use event::{TapEvent, TapFilter, TapRequest};
 
 use crate::metrics::Registry;
 
@@ -123,6 +124,18 @@ pub struct Subscription {
     sub: Arc<Subscriber>,
     rx: mpsc::Receiver<Arc<TapEvent>>,
     left: Option<u64>,
+}
+
+// === impl TapRequest ===
+
+impl TapRequest {
+    /// The subscriber's limits.
+    pub fn limits(&self) -> TapLimits {
+        TapLimits {
+            max_rps: self.max_rps,
+            max_events: self.max_events,
+        }
+    }
 }
 
 // === impl TapConfig ===
@@ -268,14 +281,19 @@ impl Subscriber {
 impl Subscription {
     /// The next event; `None` once the subscription's maximum has been received.
     pub async fn recv(&mut self) -> Option<Arc<TapEvent>> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// [`Subscription::recv`] for a `poll`-based consumer (a response body).
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Arc<TapEvent>>> {
         if self.left == Some(0) {
-            return None;
+            return Poll::Ready(None);
         }
-        let ev = self.rx.recv().await?;
-        if let Some(left) = &mut self.left {
+        let ev = ready!(self.rx.poll_recv(cx));
+        if let (Some(left), Some(_)) = (&mut self.left, &ev) {
             *left -= 1;
         }
-        Some(ev)
+        Poll::Ready(ev)
     }
 
     /// Events dropped for this subscriber so far because its queue was full.
