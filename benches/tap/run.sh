@@ -15,8 +15,11 @@ CLIENTS=${CLIENTS:-4}
 READER_SLEEP=${READER_SLEEP:-0.005}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
-cargo build --release --bin mesh --manifest-path "$root/Cargo.toml" >/dev/null
-MESH=$CARGO_TARGET_DIR/release/mesh
+# MESH_BIN: an already built binary (e.g. a debug one, to check the script itself).
+if [ -z "${MESH_BIN:-}" ]; then
+  cargo build --release --bin mesh --manifest-path "$root/Cargo.toml" >/dev/null
+fi
+MESH=${MESH_BIN:-$CARGO_TARGET_DIR/release/mesh}
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -50,8 +53,8 @@ import sys, http.server, socketserver
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
-        self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers()
-        self.wfile.write(b"ok")
+        # One write: split small writes meet Nagle and delayed ACKs (40 ms a request).
+        self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
     def log_message(self, *a): pass
 class S(socketserver.ThreadingMixIn, http.server.HTTPServer): daemon_threads = True
 S(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
