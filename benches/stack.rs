@@ -34,6 +34,7 @@ use mesh::tower::retry::RetryLayer;
 use mesh::tower::route::RouteLayer;
 use mesh::tower::server::local_target;
 use mesh::tower::split::SplitLayer;
+use mesh::tower::tap::{Subscription, Tap, TapConfig, TapFilter, TapLimits};
 use mesh::tower::timeout::TimeoutLayer;
 use mesh::tower::trace::TraceLayer;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
@@ -126,7 +127,9 @@ fn bare() -> Svc<Request<Body>> {
     tower::util::BoxCloneService::new(tower::service_fn(app::<Body>))
 }
 
-fn outbound() -> tower::util::BoxCloneService<Request<Body>, Response<Metered>, Infallible> {
+fn outbound(
+    tap: Option<&Tap>,
+) -> tower::util::BoxCloneService<Request<Body>, Response<Metered>, Infallible> {
     let resolver = StaticResolver::new()
         .with(
             "web-v1.shop",
@@ -146,7 +149,7 @@ fn outbound() -> tower::util::BoxCloneService<Request<Body>, Response<Metered>, 
     let svc = ServiceBuilder::new()
         .layer(RespondLayer::new())
         .layer(RouteLayer::new(PolicyHandle::from_yaml(OUTBOUND).unwrap()))
-        .layer(MetricsLayer::new(Registry::new(), Direction::Outbound))
+        .layer(metrics(Registry::new(), Direction::Outbound, tap))
         .layer(TraceLayer::new())
         .layer(TimeoutLayer::new())
         .layer(RetryLayer::new())
@@ -155,12 +158,34 @@ fn outbound() -> tower::util::BoxCloneService<Request<Body>, Response<Metered>, 
     tower::util::BoxCloneService::new(svc)
 }
 
-fn inbound() -> tower::util::BoxCloneService<Request<Body>, Response<Metered>, Infallible> {
+/// The metrics layer, publishing to `tap` when given one.
+fn metrics(registry: Registry, direction: Direction, tap: Option<&Tap>) -> MetricsLayer {
+    let layer = MetricsLayer::new(registry, direction);
+    match tap {
+        Some(t) => layer.with_tap(t.clone()),
+        None => layer,
+    }
+}
+
+/// A tap hub nobody subscribes to (`None`), or one whose only subscriber never reads (its
+/// queue fills, then every event is built, offered and dropped): the two costs tap can add.
+fn tap(slow_reader: bool) -> (Tap, Option<Subscription>) {
+    let tap = Tap::new(TapConfig::default(), &Registry::new());
+    let sub = slow_reader.then(|| {
+        tap.subscribe(TapFilter::default(), TapLimits::default())
+            .unwrap()
+    });
+    (tap, sub)
+}
+
+fn inbound(
+    tap: Option<&Tap>,
+) -> tower::util::BoxCloneService<Request<Body>, Response<Metered>, Infallible> {
     let registry = Registry::new();
     let policy = PolicyHandle::from_yaml(INBOUND).unwrap();
     let stack = ServiceBuilder::new()
         .layer(RespondLayer::new())
-        .layer(MetricsLayer::new(registry.clone(), Direction::Inbound))
+        .layer(metrics(registry.clone(), Direction::Inbound, tap))
         .layer(AuthorizeLayer::new(policy).with_metrics(registry))
         .layer(RateLimitLayer::new())
         .layer(TraceLayer::new())
@@ -214,13 +239,21 @@ where
 fn report_allocations() {
     let rt = runtime();
     let bare_out = allocations(&rt, bare());
-    let out = allocations(&rt, outbound());
+    let out = allocations(&rt, outbound(None));
     let bare_in = allocations(&rt, bare());
-    let inb = allocations(&rt, inbound());
+    let inb = allocations(&rt, inbound(None));
+    let (idle, _) = tap(false);
+    let out_idle = allocations(&rt, outbound(Some(&idle)));
+    let in_idle = allocations(&rt, inbound(Some(&idle)));
+    let (slow, _sub) = tap(true);
+    let out_slow = allocations(&rt, outbound(Some(&slow)));
     println!("allocations per request:");
     println!("  bare service      {bare_out:6.1}");
     println!("  outbound stack    {out:6.1}  (+{:.1})", out - bare_out);
     println!("  inbound stack     {inb:6.1}  (+{:.1})", inb - bare_in);
+    println!("  outbound, idle tap {out_idle:5.1}");
+    println!("  inbound, idle tap  {in_idle:5.1}");
+    println!("  outbound, tapped by a reader that never reads {out_slow:5.1}");
 }
 
 fn stacks(c: &mut Criterion) {
@@ -230,14 +263,26 @@ fn stacks(c: &mut Criterion) {
     g.bench_function("bare service", |b| {
         b.iter_custom(|n| rt.block_on(drive(&mut svc, n)))
     });
-    let mut svc = outbound();
-    g.bench_function("outbound stack", |b| {
-        b.iter_custom(|n| rt.block_on(drive(&mut svc, n)))
-    });
-    let mut svc = inbound();
-    g.bench_function("inbound stack", |b| {
-        b.iter_custom(|n| rt.block_on(drive(&mut svc, n)))
-    });
+    let (idle, _) = tap(false);
+    let (slow, _sub) = tap(true);
+    let cases = [
+        ("outbound stack", outbound(None)),
+        ("outbound stack, idle tap", outbound(Some(&idle))),
+        (
+            "outbound stack, tapped by a slow reader",
+            outbound(Some(&slow)),
+        ),
+    ];
+    for (name, mut svc) in cases {
+        g.bench_function(name, |b| b.iter_custom(|n| rt.block_on(drive(&mut svc, n))));
+    }
+    let cases = [
+        ("inbound stack", inbound(None)),
+        ("inbound stack, idle tap", inbound(Some(&idle))),
+    ];
+    for (name, mut svc) in cases {
+        g.bench_function(name, |b| b.iter_custom(|n| rt.block_on(drive(&mut svc, n))));
+    }
     g.finish();
 }
 

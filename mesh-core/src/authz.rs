@@ -411,7 +411,8 @@ impl IdentityMatch {
         Ok(Self::Name(s.to_owned()))
     }
 
-    fn admits(&self, id: &Identity, control_ns: &str) -> bool {
+    /// Whether `id` is admitted, its DNS form read with `control_ns` (as in Linkerd).
+    pub fn admits(&self, id: &Identity, control_ns: &str) -> bool {
         match self {
             Self::Any => true,
             Self::Exact(want) => want == id,

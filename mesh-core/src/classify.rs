@@ -1,7 +1,9 @@
 //! Whether a response is a failure: for metrics (`classification` label) and for retries.
 
-/// The outcome of classifying a response.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// The outcome of classifying a response. Serialized as its label value (`success`,
+/// `failure`), as tap events carry it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Class {
     /// The request succeeded.
     Success,

@@ -76,6 +76,7 @@ struct Workload {
     outbound: SocketAddr,
     admin: SocketAddr,
     app: SocketAddr,
+    tap: SocketAddr,
 }
 
 pub(crate) fn run(args: DemoArgs) -> ExitCode {
@@ -185,6 +186,9 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         let _ = writeln!(tokens, "token-{name} emojivoto/{sa}");
         write(&dir.join(format!("{name}.token")), &format!("token-{name}"))?;
     }
+    // The dashboard's tap identity: the `mesh-tap` account the proxies allow by default.
+    tokens.push_str("token-mesh-tap linkerd/mesh-tap\n");
+    write(&dir.join("mesh-tap.token"), "token-mesh-tap")?;
     write(&dir.join("tokens"), &tokens)?;
     let issuer = free_port()?;
     let log = |name: &str| std::fs::File::create(dir.join(format!("{name}.log")));
@@ -210,6 +214,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             outbound: free_port()?,
             admin: free_port()?,
             app: free_port()?,
+            tap: free_port()?,
         });
     }
     let config = dir.join("config");
@@ -247,6 +252,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
                 &w.admin.to_string(),
                 "--inbound-forward",
                 &w.app.to_string(),
+                "--tap-addr",
+                &w.tap.to_string(),
             ])
             .arg("--config")
             .arg(&config)
@@ -292,9 +299,13 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         })
         .collect();
     if let Some(addr) = args.dashboard {
+        let tap = crate::dashboard::DemoTap {
+            issuer,
+            dir: dir.clone(),
+            proxies: ws.iter().map(|w| (w.name, w.sa, w.tap)).collect(),
+        };
         let addr =
-            crate::dashboard::start_for_demo(addr, targets.clone(), "emojivoto", config.clone())
-                .await?;
+            crate::dashboard::start_for_demo(addr, targets.clone(), config.clone(), tap).await?;
         println!("dashboard: http://{addr}/\n");
     }
     let client = stat::source::http_client();

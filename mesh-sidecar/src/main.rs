@@ -21,6 +21,7 @@ mod policy;
 mod proxy;
 mod server_limits;
 mod stat;
+mod tap;
 mod tls_files;
 mod tokenreview;
 mod validate;
@@ -66,6 +67,10 @@ enum Command {
     Edges(stat::EdgesArgs),
     /// Serve a web page of the mesh: golden metrics, topology, routes, certificates, tap.
     Dashboard(dashboard::DashboardArgs),
+    /// Live requests through the proxies (metadata only), from their mTLS tap listeners.
+    Tap(Box<tap::TapCommand>),
+    /// The busiest paths through the proxies, live, from tap.
+    Top(Box<tap::TopCommand>),
 }
 
 fn main() -> ExitCode {
@@ -86,5 +91,7 @@ fn main() -> ExitCode {
         Command::Routes(args) => stat::run_routes(args),
         Command::Edges(args) => stat::run_edges(args),
         Command::Dashboard(args) => dashboard::run(args),
+        Command::Tap(cmd) => tap::run_tap(*cmd),
+        Command::Top(cmd) => tap::run_top(*cmd),
     }
 }

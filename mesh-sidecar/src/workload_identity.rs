@@ -182,7 +182,7 @@ impl Source<'_> {
 }
 
 /// A certificate from files, as `mesh identity issue` writes them; not renewed.
-fn load_dir(dir: &Path) -> Result<LoadedIdentity, String> {
+pub(crate) fn load_dir(dir: &Path) -> Result<LoadedIdentity, String> {
     let read = |f: &str| {
         std::fs::read_to_string(dir.join(f)).map_err(|e| format!("{}: {e}", dir.join(f).display()))
     };

@@ -201,7 +201,14 @@ fn assert_injected(kind: &str, meta: &ObjectMeta, spec: &PodSpec) {
         .flatten()
         .map(|p| (p.name.as_deref().unwrap(), p.container_port))
         .collect();
-    assert_eq!(ports, [("mesh-proxy", 4143), ("mesh-admin", 4191)]);
+    assert_eq!(
+        ports,
+        [
+            ("mesh-proxy", 4143),
+            ("mesh-admin", 4191),
+            ("mesh-tap", 4190)
+        ]
+    );
     let probe_path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
         let h = p.as_ref().unwrap().http_get.as_ref().unwrap();
         assert_eq!(

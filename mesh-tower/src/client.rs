@@ -74,6 +74,7 @@ pub struct MeshClientBuilder<R> {
     names: NameContext,
     own: OwnListeners,
     controller: Option<ControllerClient>,
+    tap: Option<crate::tap::Tap>,
 }
 
 // === impl MeshClient ===
@@ -92,6 +93,7 @@ impl MeshClient<()> {
             names: NameContext::default(),
             own: OwnListeners::default(),
             controller: None,
+            tap: None,
         }
     }
 }
@@ -229,6 +231,13 @@ impl<R: Resolve> MeshClientBuilder<R> {
         self
     }
 
+    /// Publishes each request to `tap` (see [`crate::tap`]).
+    #[must_use]
+    pub fn tap(mut self, tap: crate::tap::Tap) -> Self {
+        self.tap = Some(tap);
+        self
+    }
+
     /// The registry the client records into.
     pub fn registry(&self) -> &Registry {
         &self.registry
@@ -246,15 +255,19 @@ impl<R: Resolve> MeshClientBuilder<R> {
         let balanced =
             BalanceLayer::with_config(self.resolver, self.accrual, DEFAULT_DECAY).layer(connect);
         let ensure = (self.controller).map(|c| EnsureLayer::new(c, self.names.clone()));
+        let mut metrics = MetricsLayer::with_control_namespace(
+            self.registry.clone(),
+            Direction::Outbound,
+            &self.control_namespace,
+        );
+        if let Some(tap) = self.tap {
+            metrics = metrics.with_tap(tap);
+        }
         let svc = tower::ServiceBuilder::new()
             .layer(RespondLayer::new())
             .option_layer(ensure)
             .layer(RouteLayer::new(self.policy).with_names(self.names))
-            .layer(MetricsLayer::with_control_namespace(
-                self.registry.clone(),
-                Direction::Outbound,
-                &self.control_namespace,
-            ))
+            .layer(metrics)
             .layer(TraceLayer::new())
             .layer(FilterLayer::new(self.registry))
             .layer(TimeoutLayer::new())

@@ -28,6 +28,7 @@ pub mod retry;
 pub mod route;
 pub mod server;
 pub mod split;
+pub mod tap;
 pub mod timeout;
 pub mod trace;
 

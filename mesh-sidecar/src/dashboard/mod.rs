@@ -53,6 +53,17 @@ pub(crate) struct DashboardArgs {
     /// configured weights. Re-read when they change.
     #[arg(long)]
     policy: Vec<PathBuf>,
+    /// The proxies' tap addresses for the live tap view: [NAMESPACE/]NAME=HOST:PORT,
+    /// comma-separated (as `mesh tap --proxy`).
+    #[arg(long, value_delimiter = ',', requires = "identity_dir")]
+    tap_proxy: Vec<String>,
+    /// The dashboard's mesh certificate for tap: a directory with tls.crt, tls.key and ca.crt,
+    /// of an identity the proxies allow (`--tap-allow`).
+    #[arg(long, env = "MESH_IDENTITY_DIR", value_name = "DIR")]
+    identity_dir: Option<PathBuf>,
+    /// The trust domain of the proxies' identities.
+    #[arg(long, env = "MESH_TRUST_DOMAIN", default_value = mesh_core::identity::DEFAULT_TRUST_DOMAIN)]
+    trust_domain: String,
     #[command(flatten)]
     source: SourceArgs,
 }
@@ -113,7 +124,16 @@ async fn dashboard(args: DashboardArgs) -> anyhow::Result<()> {
         Origin::Scrape { targets, window } => Live::scrape(targets, window),
     };
     let scope = args.source.scope();
-    let (addr, server) = start(args.addr, live, scope, args.policy, Tap::not_configured()).await?;
+    let tap = match &args.identity_dir {
+        Some(dir) if !args.tap_proxy.is_empty() => {
+            let ns = args.source.namespace();
+            let targets =
+                crate::tap::targets(&args.tap_proxy, ns, &args.trust_domain, |_, _| true)?;
+            Tap::proxies(dir, targets)?
+        }
+        _ => Tap::not_configured(),
+    };
+    let (addr, server) = start(args.addr, live, scope, args.policy, tap).await?;
     println!("mesh dashboard: http://{addr}/");
     server.await.context("the dashboard server failed")?;
     Ok(())
@@ -154,18 +174,74 @@ async fn start(
     Ok((addr, tokio::spawn(server::serve(listener, shared))))
 }
 
+/// What the demo's dashboard taps: the issuer that signs its `mesh-tap` certificate (token
+/// file `mesh-tap.token` and anchors `ca/ca.crt` in `dir`), and each proxy's name, service
+/// account and tap address.
+pub(crate) struct DemoTap {
+    pub(crate) issuer: SocketAddr,
+    pub(crate) dir: PathBuf,
+    pub(crate) proxies: Vec<(&'static str, &'static str, SocketAddr)>,
+}
+
 /// `mesh demo --dashboard`: the dashboard over the demo's proxies and its route files, with
-/// rates over the last few seconds so the canary's shift shows quickly.
+/// rates over the last few seconds so the canary's shift shows quickly, tapping as `mesh-tap`.
 pub(crate) async fn start_for_demo(
     addr: SocketAddr,
     targets: Vec<Target>,
-    namespace: &str,
     config: PathBuf,
+    tap: DemoTap,
 ) -> anyhow::Result<SocketAddr> {
     let live = Live::scrape(targets, Duration::from_secs(4));
-    let scope = Scope::Namespace(namespace.to_owned());
-    let (addr, _server) = start(addr, live, scope, vec![config], Tap::not_configured()).await?;
+    let scope = Scope::Namespace(DEMO_NAMESPACE.to_owned());
+    let tap = tap
+        .issue()
+        .unwrap_or_else(|e| Tap::Unavailable(format!("{e:#}")));
+    let (addr, _server) = start(addr, live, scope, vec![config], tap).await?;
     Ok(addr)
+}
+
+/// The demo's workloads' namespace.
+const DEMO_NAMESPACE: &str = "emojivoto";
+
+impl DemoTap {
+    /// Gets the `mesh-tap` certificate from the issuer, as an operator would with
+    /// `mesh identity issue`.
+    fn issue(self) -> anyhow::Result<Tap> {
+        let out = self.dir.join("mesh-tap");
+        let status = std::process::Command::new(std::env::current_exe()?)
+            .args([
+                "identity",
+                "issue",
+                "--issuer",
+                &format!("https://{}", self.issuer),
+            ])
+            .arg("--token-file")
+            .arg(self.dir.join("mesh-tap.token"))
+            .arg("--trust-anchors")
+            .arg(self.dir.join("ca").join("ca.crt"))
+            .arg("--out")
+            .arg(&out)
+            .stdout(std::process::Stdio::null())
+            .status()?;
+        anyhow::ensure!(
+            status.success(),
+            "the dashboard's tap certificate was refused: {status}"
+        );
+        let mut targets = Vec::new();
+        for (name, sa, addr) in self.proxies {
+            let identity = mesh_core::identity::Identity::new(
+                mesh_core::identity::DEFAULT_TRUST_DOMAIN,
+                DEMO_NAMESPACE,
+                sa,
+            )?;
+            targets.push(crate::tap::client::TapTarget {
+                name: format!("{DEMO_NAMESPACE}/{name}"),
+                addr,
+                identity,
+            });
+        }
+        Ok(Tap::proxies(&out, targets)?)
+    }
 }
 
 // === impl Latest ===

@@ -1,8 +1,8 @@
 //! The dashboard's live tap view: whatever yields tap events (a [`TapFeed`]) is streamed to the
 //! browser as Server-Sent Events.
 //!
-//! The dashboard itself does not tap proxies: tapping takes an mTLS identity the proxies allow,
-//! and the tap client that has one plugs in here. Each browser gets a small bounded queue;
+//! Tapping takes an mTLS identity the proxies allow: given one (`--identity-dir`), the
+//! dashboard taps through [`ProxiesFeed`], the client `mesh tap` uses. Each browser gets a small bounded queue;
 //! events a slow browser cannot take are dropped and counted, never buffered, so a forgotten
 //! tab cannot grow the dashboard.
 
@@ -11,8 +11,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use futures_util::stream::BoxStream;
+use mesh_tower::tap::TapRequest;
 use serde::Serialize;
 use tokio::sync::mpsc;
+
+use crate::tap::client::{self, TapClient, TapTarget};
 
 /// Events queued per browser before new ones are dropped.
 pub(crate) const QUEUE: usize = 64;
@@ -39,16 +42,19 @@ pub(crate) struct TapFilter {
     pub(crate) authority: Option<String>,
 }
 
+/// Events per second asked of each proxy for one browser: a page shows a few rows a second,
+/// and a busy proxy should not serialize thousands for it.
+const MAX_RPS: u32 = 50;
+
+/// Taps the proxies' mTLS listeners with the dashboard's identity, as `mesh tap` does.
+pub(crate) struct ProxiesFeed {
+    client: TapClient,
+    targets: Vec<TapTarget>,
+}
+
 /// Whether tap can be shown, and if not, why: what the page says in the tap panel.
 #[derive(Clone)]
 pub(crate) enum Tap {
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "the mTLS tap client of `mesh tap` plugs in here at merge"
-        )
-    )]
     Feed(std::sync::Arc<dyn TapFeed>),
     Unavailable(String),
 }
@@ -77,6 +83,17 @@ impl TapFilter {
 // === impl Tap ===
 
 impl Tap {
+    /// Tap through `targets` with the mesh certificate in `dir`.
+    pub(crate) fn proxies(
+        dir: &std::path::Path,
+        targets: Vec<TapTarget>,
+    ) -> Result<Self, client::TapClientError> {
+        let client = TapClient::from_dir(dir)?;
+        Ok(Self::Feed(std::sync::Arc::new(ProxiesFeed::new(
+            client, targets,
+        ))))
+    }
+
     /// Without an identity the dashboard cannot tap (proxies serve tap over mTLS only).
     pub(crate) fn not_configured() -> Self {
         Self::Unavailable(
@@ -84,6 +101,54 @@ impl Tap {
              tap only to an allowed identity over mTLS; use `mesh tap` with one"
                 .to_owned(),
         )
+    }
+}
+
+// === impl ProxiesFeed ===
+
+impl ProxiesFeed {
+    pub(crate) fn new(client: TapClient, targets: Vec<TapTarget>) -> Self {
+        Self { client, targets }
+    }
+}
+
+impl TapFeed for ProxiesFeed {
+    /// Opens the proxies' streams in a task; a proxy that cannot be tapped ends the stream
+    /// with a logged reason (the browser's EventSource retries on its own).
+    fn open(&self, filter: &TapFilter) -> BoxStream<'static, serde_json::Value> {
+        let request = TapRequest {
+            filter: mesh_tower::tap::TapFilter {
+                namespace: filter.namespace.clone(),
+                workload: filter.workload.clone(),
+                path_prefix: filter.path.clone(),
+                method: filter.method.clone(),
+                authority: filter.authority.clone(),
+            },
+            max_rps: Some(MAX_RPS),
+            max_events: None,
+        };
+        let (client, targets) = (self.client.clone(), self.targets.clone());
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(async move {
+            let mut stream = match client::open(&client, &targets, &request).await {
+                Ok(stream) => stream,
+                Err(e) => return tracing::warn!(error = %e, "dashboard: cannot tap"),
+            };
+            while let Some(next) = stream.recv().await {
+                let event = match next.map(|t| serde_json::to_value(t.event)) {
+                    Ok(Ok(event)) => event,
+                    Ok(Err(e)) => return tracing::warn!(error = %e, "dashboard: tap event"),
+                    Err(e) => return tracing::warn!(error = %e, "dashboard: tap"),
+                };
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+            }
+        });
+        futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|event| (event, rx))
+        })
+        .boxed()
     }
 }
 

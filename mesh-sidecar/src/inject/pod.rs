@@ -20,6 +20,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 pub(crate) const PROXY_UID: i64 = 2102;
 pub(crate) const INBOUND_PORT: i32 = 4143;
 pub(crate) const ADMIN_PORT: i32 = 4191;
+/// The proxy's tap listener (Linkerd's), served over mTLS only; skipped by the redirect.
+pub(crate) const TAP_PORT: i32 = 4190;
 pub(crate) const PROXY_CONTAINER: &str = "mesh-proxy";
 pub(crate) const INIT_CONTAINER: &str = "mesh-init";
 /// Linkerd's proxy: a pod that already has one is not ours to touch.
@@ -270,8 +272,8 @@ fn init_container(
     skip_outbound: Option<&str>,
 ) -> Container {
     // The admin port must stay reachable by the kubelet's probes without the proxy in the way;
-    // 4190 is kept free as Linkerd keeps it (its proxy's control port).
-    let mut inbound = format!("4190,{ADMIN_PORT}");
+    // the tap port is the proxy's own (Linkerd's control port), as in Linkerd.
+    let mut inbound = format!("{TAP_PORT},{ADMIN_PORT}");
     if let Some(extra) = skip_inbound {
         inbound.push(',');
         inbound.push_str(extra);
@@ -342,6 +344,7 @@ fn proxy_container(
             "MESH_CONTROLLER_IDENTITY",
             &config.controller_service_account,
         ),
+        env("MESH_PROXY_TAP_ADDR", &format!("0.0.0.0:{TAP_PORT}")),
     ];
     if config.trust_domain != mesh_core::identity::DEFAULT_TRUST_DOMAIN {
         vars.push(env("MESH_TRUST_DOMAIN", &config.trust_domain));
@@ -386,6 +389,7 @@ fn proxy_container(
         ports: Some(vec![
             port("mesh-proxy", INBOUND_PORT),
             port("mesh-admin", ADMIN_PORT),
+            port("mesh-tap", TAP_PORT),
         ]),
         readiness_probe: Some(Probe {
             http_get: Some(http("/ready")),

@@ -53,7 +53,8 @@ pub(crate) async fn serve(
             proxy.registry.clone(),
             Direction::Inbound,
             &proxy.args.identity.control_namespace,
-        ),
+        )
+        .with_tap(proxy.tap.clone()),
         authz: AuthorizeLayer::new(proxy.config.policy.clone())
             .with_metrics(proxy.registry.clone()),
         rate: RateLimitLayer::new(),

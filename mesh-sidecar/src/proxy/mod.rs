@@ -33,6 +33,7 @@ mod kube;
 mod limits;
 mod orig_dst;
 mod outbound;
+mod tap;
 
 use accept::Listener;
 use config::ConfigSource;
@@ -182,6 +183,8 @@ struct ProxyArgs {
     config_poll: Duration,
     #[command(flatten)]
     limits: limits::LimitArgs,
+    #[command(flatten)]
+    tap: tap::TapArgs,
 }
 
 /// Serves `listener` with the one accept loop (see `accept`), bounded by its flags.
@@ -245,6 +248,8 @@ pub(crate) struct Proxy {
     pub(crate) outbound: outbound::Outbound,
     /// With --controller: asked where an original destination is unknown yet.
     pub(crate) controller: Option<mesh_tower::controller::ControllerClient>,
+    /// Where both stacks publish tap events.
+    pub(crate) tap: mesh_tower::tap::Tap,
     labels: std::collections::BTreeMap<String, String>,
 }
 
@@ -361,8 +366,10 @@ async fn serve(mut args: ProxyArgs) -> Result<(), String> {
         args.workload = args.workload.take().or_else(|| args.controller.workload());
     }
     let own = outbound::Outbound::new(vec![args.inbound_addr, args.outbound_addr, args.admin_addr]);
+    let tap = (args.tap).hub(&args.namespace, args.workload.as_deref(), &registry);
     let mut builder = MeshClient::builder(config.policy.clone(), config.resolver.clone())
         .metrics(registry.clone())
+        .tap(tap.clone())
         .control_namespace(&args.identity.control_namespace)
         .namespace(&args.namespace)
         .cluster_domain(&args.cluster_domain)
@@ -384,9 +391,11 @@ async fn serve(mut args: ProxyArgs) -> Result<(), String> {
         open_opaque: AtomicUsize::new(0),
         outbound: own,
         controller,
+        tap,
         labels,
         args,
     });
+    let tap_addr = tap::start(&proxy).await?;
     let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
     let inbound_task = tokio::spawn(inbound::serve(
         Arc::clone(&proxy),
@@ -403,6 +412,7 @@ async fn serve(mut args: ProxyArgs) -> Result<(), String> {
         inbound = %proxy.args.inbound_addr,
         outbound = %proxy.args.outbound_addr,
         admin = %proxy.args.admin_addr,
+        tap = ?tap_addr,
         mode = ?proxy.args.mode,
         identity = ?proxy.identity.as_ref().map(ToString::to_string),
         "proxy ready"

@@ -236,6 +236,11 @@ pub(crate) fn workload_labels(namespace: &str, name: &str) -> Labels {
 // === impl SourceArgs ===
 
 impl SourceArgs {
+    /// `-n`: the namespace of names given without one.
+    pub(crate) fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
     pub(crate) fn scope(&self) -> Scope {
         if self.all_namespaces {
             Scope::All

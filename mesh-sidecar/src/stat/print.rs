@@ -14,7 +14,7 @@ pub(crate) enum Output {
 }
 
 /// Columns padded to their widest cell; the first column left-aligned, the rest right.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -43,11 +43,11 @@ fn dash<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
     v.map_or_else(|| "-".to_owned(), f)
 }
 
-fn percent(v: Option<f64>) -> String {
+pub(crate) fn percent(v: Option<f64>) -> String {
     dash(v, |v| format!("{:.2}%", v * 100.0))
 }
 
-fn ms(v: Option<f64>) -> String {
+pub(crate) fn ms(v: Option<f64>) -> String {
     dash(v, |v| format!("{}ms", (v * 10.0).round() / 10.0))
 }
 

@@ -1,7 +1,7 @@
 //! A `mesh proxy` in explicit mode on loopback, in front of a tiny HTTP/1.1 app: no root,
 //! no namespaces. Killed and reaped on drop.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -224,4 +224,81 @@ impl ConfiguredProxy {
         let proxy = LoopbackProxy::start(app, &["--config", path.to_str().unwrap_or_default()]);
         Self { proxy, path }
     }
+}
+
+/// An HTTP/1.1 app answering each request with the status line `status(path)` gives (e.g.
+/// `"500 Internal Server Error"`) and the body "ok", a thread per connection.
+pub(crate) fn status_app(
+    status: impl Fn(&str) -> &'static str + Send + Sync + 'static,
+) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind the app");
+    let addr = l.local_addr().expect("the app's address");
+    let status = Arc::new(status);
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let status = Arc::clone(&status);
+            std::thread::spawn(move || answer_status(s, &*status));
+        }
+    });
+    addr
+}
+
+fn answer_status(s: TcpStream, status: &dyn Fn(&str) -> &'static str) {
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let Ok(mut w) = s.try_clone() else { return };
+    let mut r = BufReader::new(s);
+    loop {
+        let mut first = String::new();
+        if r.read_line(&mut first).unwrap_or(0) == 0 {
+            return;
+        }
+        loop {
+            let mut line = String::new();
+            match r.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) if line == "\r\n" => break,
+                Ok(_) => {}
+            }
+        }
+        let path = first.split(' ').nth(1).unwrap_or_default();
+        let rsp = format!("HTTP/1.1 {}\r\nContent-Length: 2\r\n\r\nok", status(path));
+        if w.write_all(rsp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// `--config` for a caller of Service `api.default:80` at `endpoint`, meshed as service
+/// account `api`, with an HTTPRoute `api-route` sending everything to it; written to
+/// `dir/mesh.yaml`.
+pub(crate) fn meshed_api_config(dir: &std::path::Path, endpoint: SocketAddr) {
+    let yaml = format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{ name: api, namespace: default }}
+spec: {{ ports: [{{ name: http, port: 80 }}] }}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: api-1
+  namespace: default
+  labels: {{ kubernetes.io/service-name: api }}
+  annotations: {{ mesh.io/service-account: api }}
+addressType: IPv4
+ports: [{{ name: http, port: {port} }}]
+endpoints: [{{ addresses: [\"{ip}\"] }}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{ name: api-route, namespace: default }}
+spec:
+  parentRefs: [{{ name: api, kind: Service, group: core, port: 80 }}]
+  rules: [{{ backendRefs: [{{ name: api, port: 80 }}] }}]
+",
+        port = endpoint.port(),
+        ip = endpoint.ip()
+    );
+    std::fs::create_dir_all(dir).expect("the config directory");
+    std::fs::write(dir.join("mesh.yaml"), yaml).expect("write the config");
 }

@@ -50,16 +50,6 @@ const PROBE_TIMEOUT_SECS: u32 = 5;
 /// Listeners exit by themselves after this long, in case nothing else stops them.
 const LISTENER_LIFETIME_SECS: u32 = 120;
 
-/// A child process killed and reaped on drop (for children outside any namespace).
-pub(crate) struct Killed(pub(crate) Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A directory removed on drop.
 pub(crate) struct TempDir(pub(crate) PathBuf);
 
@@ -73,6 +63,41 @@ impl Drop for TempDir {
 #[derive(Debug)]
 pub(crate) struct Netns {
     name: String,
+}
+
+/// A child process whose output the test reads, killed and reaped on drop.
+#[derive(Debug)]
+pub(crate) struct Killed(pub(crate) Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Killed {
+    /// Spawns `cmd` with stdout piped (read it from `.0.stdout` once it exits) and its stderr
+    /// lines sent, as they come, to the receiver.
+    pub(crate) fn spawn(cmd: &mut Command) -> (Self, std::sync::mpsc::Receiver<String>) {
+        use std::io::BufRead;
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the command starts");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        (Self(child), rx)
+    }
 }
 
 /// A child process, killed and reaped on drop.

@@ -2,17 +2,17 @@
 //! proxies, and the traffic those tests send through them: `web` calling `api.default` over
 //! its outbound proxy, api's app answering 500 to exactly one request in ten.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
 
-use super::loopback::{LoopbackProxy, exchange, free_port, get, recording_app, wait_for};
+use super::loopback::{
+    LoopbackProxy, exchange, free_port, get, meshed_api_config, recording_app, status_app, wait_for,
+};
 use super::pods::Trust;
 use super::{Killed, TempDir};
 
@@ -62,75 +62,14 @@ fn nix_is_root() -> bool {
 /// An HTTP/1.1 app answering 500 to every tenth request it receives (the first, the
 /// eleventh, …) and 200 to the rest.
 pub(crate) fn faulty_app() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let n = Arc::new(AtomicU64::new(0));
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            let n = Arc::clone(&n);
-            std::thread::spawn(move || serve(s, &n));
-        }
-    });
-    addr
-}
-
-fn serve(s: TcpStream, n: &AtomicU64) {
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut w = s.try_clone().unwrap();
-    let mut r = BufReader::new(s);
-    loop {
-        let mut line = String::new();
-        loop {
-            match r.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) if line == "\r\n" => break,
-                Ok(_) => line.clear(),
-            }
-        }
-        let status = if n.fetch_add(1, Ordering::SeqCst).is_multiple_of(10) {
+    let n = AtomicU64::new(0);
+    status_app(move |_| {
+        if n.fetch_add(1, Ordering::SeqCst).is_multiple_of(10) {
             "500 Internal Server Error"
         } else {
             "200 OK"
-        };
-        let rsp = format!("HTTP/1.1 {status}\r\nContent-Length: 2\r\n\r\nok");
-        if w.write_all(rsp.as_bytes()).is_err() {
-            return;
         }
-    }
-}
-
-/// Service `api.default:80` at `endpoint`, meshed as service account `api`, with an
-/// HTTPRoute `api-route` sending everything to it.
-pub(crate) fn web_config(dir: &Path, endpoint: SocketAddr) {
-    let yaml = format!(
-        "apiVersion: v1
-kind: Service
-metadata: {{ name: api, namespace: default }}
-spec: {{ ports: [{{ name: http, port: 80 }}] }}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: api-1
-  namespace: default
-  labels: {{ kubernetes.io/service-name: api }}
-  annotations: {{ mesh.io/service-account: api }}
-addressType: IPv4
-ports: [{{ name: http, port: {port} }}]
-endpoints: [{{ addresses: [\"{ip}\"] }}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {{ name: api-route, namespace: default }}
-spec:
-  parentRefs: [{{ name: api, kind: Service, group: core, port: 80 }}]
-  rules: [{{ backendRefs: [{{ name: api, port: 80 }}] }}]
-",
-        port = endpoint.port(),
-        ip = endpoint.ip()
-    );
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("mesh.yaml"), yaml).unwrap();
+    })
 }
 
 /// Prometheus scraping `targets` (admin address, workload name) every second.
@@ -230,7 +169,7 @@ impl WebToApi {
         };
         let api = LoopbackProxy::start(faulty_app(), &borrowed(&args("api", &[])));
         let web_dir = tmp.0.join("web");
-        web_config(&web_dir, api.inbound);
+        meshed_api_config(&web_dir, api.inbound);
         let web_args = args(
             "web",
             &["--config".to_owned(), web_dir.display().to_string()],

@@ -12,6 +12,7 @@ use pin_project_lite::pin_project;
 use super::classify::{Eos, Outcome};
 use super::series::StatusSeries;
 use crate::BoxError;
+use crate::tap::Capture;
 
 pin_project! {
     /// Response body of [`Metrics`](super::Metrics): the inner body, unchanged, recording the
@@ -37,21 +38,31 @@ pin_project! {
 pub(super) struct Pending {
     series: Arc<StatusSeries>,
     eos: Eos,
+    /// The request's tap event, when anyone taps.
+    tap: Option<Box<Capture>>,
 }
 
 // === impl Pending ===
 
 impl Pending {
-    pub(super) fn new(series: Arc<StatusSeries>, eos: Eos) -> Self {
-        Self { series, eos }
+    pub(super) fn new(series: Arc<StatusSeries>, eos: Eos, tap: Option<Box<Capture>>) -> Self {
+        Self { series, eos, tap }
     }
 
     pub(super) fn end(self, trailers: Option<&HeaderMap>) {
-        self.series.respond(self.eos.eos(trailers));
+        let Self { series, eos, tap } = self;
+        record(&series, eos.eos(trailers), tap);
     }
 
     fn fail(self, err: &BoxError) {
-        self.series.respond(Outcome::failed(&**err));
+        record(&self.series, Outcome::failed(&**err), self.tap);
+    }
+}
+
+fn record(series: &StatusSeries, outcome: Outcome, tap: Option<Box<Capture>>) {
+    series.respond(outcome);
+    if let Some(tap) = tap {
+        outcome.tap(tap);
     }
 }
 

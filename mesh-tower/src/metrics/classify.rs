@@ -125,6 +125,11 @@ impl Outcome {
         }
     }
 
+    /// Completes a tap event with this outcome, as the metrics labelled it.
+    pub(crate) fn tap(self, capture: Box<crate::tap::Capture>) {
+        capture.end(self.class, self.grpc, self.error.map(StreamError::as_str));
+    }
+
     /// A stream that ended in an error is a failure, whatever its status said.
     pub(crate) fn failed(err: &(dyn Error + 'static)) -> Self {
         Self {

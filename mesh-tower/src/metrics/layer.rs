@@ -26,6 +26,7 @@ use crate::discover::Endpoint;
 use crate::errors::status_for;
 use crate::route::RouteTarget;
 use crate::split::Backend;
+use crate::tap::{Capture, Tap};
 
 /// The address an inbound request arrived at (the connection's original destination), for the
 /// `target_addr` label. Without it, inbound series read `0.0.0.0:<port>`.
@@ -36,6 +37,7 @@ pub struct TargetAddr(pub SocketAddr);
 #[derive(Clone, Debug)]
 pub struct MetricsLayer {
     shared: Arc<Shared>,
+    tap: Option<Tap>,
 }
 
 /// See the [module docs](super).
@@ -43,6 +45,7 @@ pub struct MetricsLayer {
 pub struct Metrics<S> {
     inner: S,
     shared: Arc<Shared>,
+    tap: Option<Tap>,
 }
 
 /// An outbound request's series, waiting for the balancer to say where it goes: the request
@@ -87,6 +90,7 @@ pin_project! {
         inner: F,
         start: Instant,
         record: Option<Record>,
+        tap: Option<Box<Capture>>,
     }
 }
 
@@ -130,7 +134,16 @@ impl MetricsLayer {
                 series: BoundedMap::new(limit),
                 interned: Interned::new(limit),
             }),
+            tap: None,
         }
+    }
+
+    /// Also publishes each request to `tap`, from the same facts the metrics record (see
+    /// [`crate::tap`]); with nobody subscribed, that costs one atomic load per request.
+    #[must_use]
+    pub fn with_tap(mut self, tap: Tap) -> Self {
+        self.tap = Some(tap);
+        self
     }
 }
 
@@ -141,6 +154,7 @@ impl<S> Layer<S> for MetricsLayer {
         Metrics {
             inner,
             shared: Arc::clone(&self.shared),
+            tap: self.tap.clone(),
         }
     }
 }
@@ -180,6 +194,12 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let shared = &self.shared;
+        let tap = Capture::request(
+            self.tap.as_ref(),
+            shared.direction,
+            &req,
+            &shared.control_namespace,
+        );
         let interned = &shared.interned;
         let routed = req.extensions().get::<RouteTarget>();
         let policy_route = routed.and_then(|t| t.route.clone());
@@ -232,6 +252,7 @@ where
         ResponseFuture {
             start: Instant::now(),
             record: Some(record),
+            tap,
             inner: self.inner.call(req),
         }
     }
@@ -333,14 +354,23 @@ where
                 let status = status_for(&*e).as_u16();
                 let series = record.series::<()>(None).status(status);
                 series.latency(elapsed_ms);
-                series.respond(Outcome::answered(status, route.as_deref(), &*e));
+                let outcome = Outcome::answered(status, route.as_deref(), &*e);
+                series.respond(outcome);
+                if let Some(mut tap) = this.tap.take() {
+                    tap.response(status, None);
+                    outcome.tap(tap);
+                }
                 return Poll::Ready(Err(e));
             }
         };
         let status = rsp.status().as_u16();
         let series = record.series(Some(&rsp)).status(status);
         series.latency(elapsed_ms);
-        let pending = Pending::new(series, Eos::new(status, rsp.headers(), route));
+        let mut tap = this.tap.take();
+        if let Some(t) = &mut tap {
+            t.response(status, Some(rsp.extensions()));
+        }
+        let pending = Pending::new(series, Eos::new(status, rsp.headers(), route), tap);
         Poll::Ready(Ok(if rsp.body().is_end_stream() {
             // Nothing will follow (a trailers-only or empty response): decided now.
             pending.end(None);

@@ -102,8 +102,9 @@ pub const SERIES_DROPPED: &str = "metrics_series_dropped_total";
 /// The value an overflow series' labels read.
 pub const OVERFLOW: &str = "other";
 
-/// Which way a request travels through this workload.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Which way a request travels through this workload. Serialized as its label value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Direction {
     /// Into the workload.
     Inbound,
