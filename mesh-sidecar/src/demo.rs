@@ -300,6 +300,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         .collect();
     if let Some(addr) = args.dashboard {
         let tap = crate::dashboard::DemoTap {
+            namespace: "emojivoto",
             issuer,
             dir: dir.clone(),
             proxies: ws.iter().map(|w| (w.name, w.sa, w.tap)).collect(),

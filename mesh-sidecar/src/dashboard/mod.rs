@@ -176,8 +176,9 @@ async fn start(
 
 /// What the demo's dashboard taps: the issuer that signs its `mesh-tap` certificate (token
 /// file `mesh-tap.token` and anchors `ca/ca.crt` in `dir`), and each proxy's name, service
-/// account and tap address.
+/// account and tap address in `namespace`.
 pub(crate) struct DemoTap {
+    pub(crate) namespace: &'static str,
     pub(crate) issuer: SocketAddr,
     pub(crate) dir: PathBuf,
     pub(crate) proxies: Vec<(&'static str, &'static str, SocketAddr)>,
@@ -192,16 +193,13 @@ pub(crate) async fn start_for_demo(
     tap: DemoTap,
 ) -> anyhow::Result<SocketAddr> {
     let live = Live::scrape(targets, Duration::from_secs(4));
-    let scope = Scope::Namespace(DEMO_NAMESPACE.to_owned());
+    let scope = Scope::Namespace(tap.namespace.to_owned());
     let tap = tap
         .issue()
         .unwrap_or_else(|e| Tap::Unavailable(format!("{e:#}")));
     let (addr, _server) = start(addr, live, scope, vec![config], tap).await?;
     Ok(addr)
 }
-
-/// The demo's workloads' namespace.
-const DEMO_NAMESPACE: &str = "emojivoto";
 
 impl DemoTap {
     /// Gets the `mesh-tap` certificate from the issuer, as an operator would with
@@ -231,11 +229,11 @@ impl DemoTap {
         for (name, sa, addr) in self.proxies {
             let identity = mesh_core::identity::Identity::new(
                 mesh_core::identity::DEFAULT_TRUST_DOMAIN,
-                DEMO_NAMESPACE,
+                self.namespace,
                 sa,
             )?;
             targets.push(crate::tap::client::TapTarget {
-                name: format!("{DEMO_NAMESPACE}/{name}"),
+                name: format!("{}/{name}", self.namespace),
                 addr,
                 identity,
             });
