@@ -43,6 +43,7 @@
 #![warn(missing_docs)]
 
 pub mod authz;
+pub mod canary;
 pub mod classify;
 mod compile;
 pub mod destination;
