@@ -40,6 +40,57 @@ use std::time::Duration;
 
 pub mod sim;
 
+/// A `Canary` (policy.mesh.io/v1alpha1) as compiled: which route's weights it moves, between
+/// which backends, and how each step is judged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Canary {
+    /// Its namespace, which is also the route's and the backends'.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// The route it moves.
+    pub target: Target,
+    /// The backend that has the traffic now.
+    pub stable: Backend,
+    /// The backend being rolled out.
+    pub canary: Backend,
+    /// How each step is judged and moved.
+    pub analysis: Analysis,
+    /// Analyse nothing and leave the weights as they are.
+    pub suspend: bool,
+}
+
+/// The object whose backend weights a canary moves.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Target {
+    /// Its kind.
+    pub kind: TargetKind,
+    /// Its name, in the canary's namespace.
+    pub name: String,
+}
+
+/// The kinds a canary can move the weights of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TargetKind {
+    /// A Gateway API HTTPRoute (`gateway.networking.k8s.io`).
+    HttpRoute,
+    /// Linkerd's `policy.linkerd.io` HTTPRoute.
+    LinkerdHttpRoute,
+    /// A Gateway API GRPCRoute.
+    GrpcRoute,
+    /// An SMI TrafficSplit, as Flagger moves on Linkerd.
+    TrafficSplit,
+}
+
+/// A backend named in a canary: a Service in the canary's namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Backend {
+    /// The Service.
+    pub name: String,
+    /// The port, or `None` for whichever port the route names.
+    pub port: Option<u16>,
+}
+
 /// How a canary is analysed and moved: the `spec.analysis` of a `Canary`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Analysis {
@@ -249,6 +300,39 @@ pub enum InvalidAnalysis {
         /// What it was.
         value: String,
     },
+}
+
+// === impl TargetKind ===
+
+impl TargetKind {
+    /// From a `targetRef`'s group (absent: Gateway API's) and kind.
+    pub fn from_ref(group: Option<&str>, kind: &str) -> Option<Self> {
+        match (group.unwrap_or("gateway.networking.k8s.io"), kind) {
+            ("gateway.networking.k8s.io", "HTTPRoute") => Some(Self::HttpRoute),
+            ("policy.linkerd.io", "HTTPRoute") => Some(Self::LinkerdHttpRoute),
+            ("gateway.networking.k8s.io", "GRPCRoute") => Some(Self::GrpcRoute),
+            ("split.smi-spec.io", "TrafficSplit") => Some(Self::TrafficSplit),
+            _ => None,
+        }
+    }
+
+    /// Its API group.
+    pub fn group(self) -> &'static str {
+        match self {
+            Self::HttpRoute | Self::GrpcRoute => "gateway.networking.k8s.io",
+            Self::LinkerdHttpRoute => "policy.linkerd.io",
+            Self::TrafficSplit => "split.smi-spec.io",
+        }
+    }
+
+    /// Its kind.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Self::HttpRoute | Self::LinkerdHttpRoute => "HTTPRoute",
+            Self::GrpcRoute => "GRPCRoute",
+            Self::TrafficSplit => "TrafficSplit",
+        }
+    }
 }
 
 // === impl Analysis ===

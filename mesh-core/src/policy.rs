@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::authz::{
     self, AuthzDecision, InboundConfig, InboundTarget, Peer, RequestDecision, ResourceId, Server,
 };
+use crate::canary::Canary;
 use crate::compile;
 use crate::destination::{AddressIndex, DEFAULT_CLUSTER_DOMAIN, ServiceName, service_name};
 use crate::error::{LoadErrors, Note};
@@ -43,6 +44,7 @@ pub struct MeshPolicy {
     pub(crate) endpoints: Vec<Arc<EndpointSet>>,
     pub(crate) addresses: AddressIndex,
     pub(crate) namespaces: Arc<BTreeMap<String, NamespaceInfo>>,
+    pub(crate) canaries: Vec<Arc<Canary>>,
     pub(crate) config: PolicyConfig,
     pub(crate) notes: Vec<Note>,
     pub(crate) counts: BTreeMap<String, usize>,
@@ -128,6 +130,11 @@ impl MeshPolicy {
     /// The settings this snapshot was compiled with.
     pub fn config(&self) -> &PolicyConfig {
         &self.config
+    }
+
+    /// Every Canary, in apply order.
+    pub fn canaries(&self) -> &[Arc<Canary>] {
+        &self.canaries
     }
 
     /// A Service's policy, by name and namespace.

@@ -12,6 +12,7 @@ use crate::index::{ObjectStatus, PolicyIndex};
 use crate::manifest;
 use crate::policy::{MeshPolicy, PolicyConfig};
 
+mod delivery;
 mod doc;
 mod fields;
 mod filters;

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use super::delivery::parse_canary;
 use super::doc::{Cx, Doc};
 use super::gateway::{ParsedRoute, RouteParent, parse_grpc_route, parse_http_route};
 use super::identify::Kind;
@@ -18,6 +19,7 @@ use super::workloads::{
     ParsedService, parse_endpoint_slice, parse_namespace, parse_pod, parse_service, parse_workload,
 };
 use crate::authz::{IdentityMatch, NetworkMatch};
+use crate::canary::Canary;
 use crate::kinds;
 use crate::manifest::Origin;
 use crate::policy::{EndpointSet, NamespaceInfo, PolicyConfig, Workload};
@@ -36,6 +38,7 @@ pub(crate) enum Object {
     MeshTls(Vec<IdentityMatch>),
     Network(Vec<NetworkMatch>),
     RateLimit(ParsedRateLimit),
+    Canary(Arc<Canary>),
     Service(ParsedService),
     EndpointSlice(EndpointSet),
     Namespace(NamespaceInfo),
@@ -72,6 +75,8 @@ pub(crate) enum Key {
     Named(&'static str, String, String),
     /// The AuthorizationPolicies that target a route: (namespace, name).
     RoutePolicies(String, String),
+    /// Every Canary, which no linking reads: snapshots list them.
+    Canaries,
 }
 
 /// Accepted objects by key, in apply order.
@@ -150,6 +155,10 @@ fn parse_kind(cx: &mut Cx, doc: &Doc, trust_domain: &str) -> Option<Object> {
             let spec = cx.typed::<kinds::RateLimitPolicySpec>(doc, "spec")?;
             Object::RateLimit(parse_rate_limit(cx, doc, trust_domain, &spec))
         }
+        Kind::Canary => {
+            let spec = cx.typed::<kinds::CanarySpec>(doc, "spec")?;
+            Object::Canary(Arc::new(parse_canary(cx, doc, &spec)?))
+        }
         Kind::Service => Object::Service(parse_service(cx, doc)?),
         Kind::EndpointSlice => Object::EndpointSlice(parse_endpoint_slice(cx, doc)?),
         Kind::Namespace => Object::Namespace(parse_namespace(cx, doc)),
@@ -206,6 +215,7 @@ impl Entry {
             Object::MeshTls(_) => named("MeshTLSAuthentication"),
             Object::Network(_) => named("NetworkAuthentication"),
             Object::RateLimit(r) => vec![Key::Inbound(r.server_namespace.clone())],
+            Object::Canary(_) => vec![Key::Canaries],
             Object::Service(_) => vec![Key::Service(ns.clone(), name.clone())],
             Object::EndpointSlice(set) => vec![Key::Endpoints(ns.clone(), set.service.clone())],
             Object::Namespace(_) => vec![Key::Inbound(name.clone())],

@@ -37,6 +37,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::authz::Server;
+use crate::canary::Canary;
 use crate::compile::{self, Cx, Doc, Entry, Key, Members, Object, Reader};
 use crate::destination::AddressIndex;
 use crate::error::{LoadError, Note};
@@ -360,10 +361,22 @@ impl PolicyIndex {
             addresses: l.addresses.clone(),
             namespaces: Arc::clone(&l.namespaces),
             config: self.config.clone(),
+            canaries: self.canaries(),
             notes: Vec::new(),
             counts: self.counts.clone(),
             skipped: 0,
         }
+    }
+
+    /// Every accepted Canary, in apply order.
+    pub fn canaries(&self) -> Vec<Arc<Canary>> {
+        (self.members.get(&Key::Canaries).into_iter())
+            .flat_map(|m| m.values())
+            .filter_map(|e| match &e.object {
+                Object::Canary(c) => Some(Arc::clone(c)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Notes that need the whole picture: inert routes, references to objects not in the
@@ -497,7 +510,7 @@ impl PolicyIndex {
                 self.linked.workloads = Arc::new(workloads);
                 changes.workloads = true;
             }
-            Key::Named(..) | Key::RoutePolicies(..) => {}
+            Key::Named(..) | Key::RoutePolicies(..) | Key::Canaries => {}
         }
     }
 

@@ -45,6 +45,8 @@ pub enum Family {
     NetworkAuthentication,
     /// Linkerd HTTPLocalRateLimitPolicy.
     RateLimitPolicy,
+    /// mesh's Canary: progressive delivery of one route's backend.
+    Canary,
     /// Service.
     Service,
     /// EndpointSlice.
@@ -439,6 +441,16 @@ static CATALOG: &[KindInfo] = &[
             "HTTPLocalRateLimitPolicy",
             "httplocalratelimitpolicies",
             &[quirks(stored("v1alpha1"), LOCAL_TARGET)],
+        ),
+        &[],
+    ),
+    crd(
+        row(
+            Family::Canary,
+            "policy.mesh.io",
+            "Canary",
+            "canaries",
+            &[stored("v1alpha1")],
         ),
         &[],
     ),

@@ -12,6 +12,7 @@
 #![allow(dead_code)] // Fields mirror the schemas; not all of them steer traffic yet.
 
 pub mod catalog;
+mod delivery;
 mod gateway;
 mod policy;
 mod profile;
@@ -26,6 +27,7 @@ use std::marker::PhantomData;
 use serde::Deserialize;
 use serde::de::{Deserializer, Error as _, SeqAccess, Visitor};
 
+pub(crate) use delivery::*;
 pub(crate) use gateway::*;
 pub(crate) use policy::*;
 pub(crate) use profile::*;

@@ -105,6 +105,7 @@ fn body_schema(family: Family) -> Option<Value> {
         Family::MeshTlsAuthentication => generator.root_schema_for::<MeshTlsAuthenticationSpec>(),
         Family::NetworkAuthentication => generator.root_schema_for::<NetworkAuthenticationSpec>(),
         Family::RateLimitPolicy => generator.root_schema_for::<RateLimitPolicySpec>(),
+        Family::Canary => generator.root_schema_for::<CanarySpec>(),
         _ => return None,
     };
     Some(schema.to_value())
