@@ -377,6 +377,17 @@ impl Analysis {
     pub fn steps_to_promote(&self) -> u32 {
         self.max_weight.div_ceil(self.step_weight.max(1))
     }
+
+    /// The canary's weight during each step of a rollout that passes every step, ending
+    /// with 100 once promoted: `[10, 20, 30, 40, 50, 100]` for steps of 10 up to 50.
+    pub fn plan(&self) -> Vec<u32> {
+        let step = self.step_weight.max(1);
+        let mut weights: Vec<u32> = (1..=self.steps_to_promote())
+            .map(|i| (i * step).min(self.max_weight))
+            .collect();
+        weights.push(100);
+        weights
+    }
 }
 
 // === impl MetricCheck ===
@@ -603,6 +614,41 @@ impl fmt::Display for Decision {
             Self::Halt(breach) => write!(f, "halt: {breach}"),
             Self::Finished => f.write_str("finished"),
         }
+    }
+}
+
+impl fmt::Display for MetricCheck {
+    /// What must hold, as `explain` shows it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        match self {
+            Self::SuccessRate {
+                min,
+                max_drop_from_stable,
+            } => {
+                if let Some(min) = min {
+                    parts.push(format!("success rate ≥ {min}%"));
+                }
+                if let Some(d) = max_drop_from_stable {
+                    parts.push(format!("success rate at most {d} points below stable's"));
+                }
+            }
+            Self::LatencyP99 {
+                max,
+                max_increase_from_stable,
+            } => {
+                if let Some(max) = max {
+                    parts.push(format!("p99 ≤ {max:?}"));
+                }
+                if let Some(pct) = max_increase_from_stable {
+                    parts.push(format!("p99 at most {pct}% above stable's"));
+                }
+            }
+        }
+        if parts.is_empty() {
+            return f.write_str("no threshold");
+        }
+        f.write_str(&parts.join(", "))
     }
 }
 

@@ -9,6 +9,7 @@ use mesh_core::policy::OutboundDecision;
 use mesh_core::{Destination, Identity, MeshPolicy, NameContext, Peer, Request, RequestFacts};
 use serde_json::{Value, json};
 
+mod canary;
 mod table;
 
 /// Check manifests and explain the decisions the mesh takes on them.
@@ -340,6 +341,7 @@ fn outbound(policy: &MeshPolicy, req: &Request, a: &ExplainArgs) -> Value {
             })),
         },
         "classification": classification,
+        "canaries": canary::explain(policy, &d),
         "authorization": Value::Null,
         "notes": policy.notes().iter().map(ToString::to_string).collect::<Vec<_>>(),
     });

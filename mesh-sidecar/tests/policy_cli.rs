@@ -690,3 +690,76 @@ fn a_closed_pipe_ends_explain_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(141), "{stderr}");
 }
+
+#[test]
+fn check_and_explain_understand_a_canary() {
+    let f = tmp_yaml(
+        "canary.yaml",
+        r#"
+apiVersion: v1
+kind: Service
+metadata: { name: voting, namespace: emojivoto }
+spec: { ports: [{ port: 8080 }] }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: voting, namespace: emojivoto }
+spec:
+  parentRefs: [{ name: voting, kind: Service, group: core, port: 8080 }]
+  rules:
+  - backendRefs:
+    - { name: voting-v1, port: 8080, weight: 75 }
+    - { name: voting-v2, port: 8080, weight: 25 }
+---
+apiVersion: policy.mesh.io/v1alpha1
+kind: Canary
+metadata: { name: voting, namespace: emojivoto }
+spec:
+  targetRef: { kind: HTTPRoute, name: voting }
+  stable: { name: voting-v1, port: 8080 }
+  canary: { name: voting-v2, port: 8080 }
+  analysis:
+    interval: 10s
+    stepWeight: 25
+    metrics: [{ name: request-success-rate, thresholdRange: { min: 99 } }]
+"#,
+    );
+    let out = mesh(&["policy", "check", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", s(&out.stderr));
+    assert!(s(&out.stdout).contains("1 Canary"), "{}", s(&out.stdout));
+
+    let v = explain_json(&f, "GET http://voting.emojivoto:8080/", &[]);
+    let [c] = v["canaries"].as_array().unwrap().as_slice() else {
+        panic!("{v:#}")
+    };
+    assert_eq!(c["name"], "emojivoto/voting");
+    assert_eq!(c["plan"], serde_json::json!([25, 50, 100]));
+    assert_eq!(c["checks"][0], "success rate ≥ 99%");
+    let table = mesh(&[
+        "policy",
+        "explain",
+        f.to_str().unwrap(),
+        "--request",
+        "GET http://voting.emojivoto:8080/",
+    ]);
+    let text = s(&table.stdout);
+    assert!(
+        text.contains("emojivoto/voting moves HTTPRoute/voting from voting-v1 to voting-v2"),
+        "{text}"
+    );
+    assert!(text.contains("25% → 50% → 100%"), "{text}");
+
+    let bad = tmp_yaml(
+        "bad-canary.yaml",
+        &std::fs::read_to_string(&f)
+            .unwrap()
+            .replace("stepWeight: 25", "stepWeight: 0"),
+    );
+    let out = mesh(&["policy", "check", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        s(&out.stdout).contains("spec.analysis: stepWeight must be between 1 and 100, not 0"),
+        "{}",
+        s(&out.stdout)
+    );
+}

@@ -304,3 +304,23 @@ fn decisions_read_as_sentences() {
         "hold: the canary served 3 requests, 20 needed"
     );
 }
+
+#[test]
+fn the_plan_lists_each_steps_weight_and_checks_read_as_conditions() {
+    assert_eq!(Analysis::default().plan(), [10, 20, 30, 40, 50, 100]);
+    let a = Analysis {
+        step_weight: 25,
+        max_weight: 60,
+        ..Analysis::default()
+    };
+    assert_eq!(a.plan(), [25, 50, 60, 100]);
+    assert_eq!(a.plan().len() as u32, a.steps_to_promote() + 1);
+    let check = MetricCheck::LatencyP99 {
+        max: Some(250 * MS),
+        max_increase_from_stable: Some(50.0),
+    };
+    assert_eq!(
+        check.to_string(),
+        "p99 ≤ 250ms, p99 at most 50% above stable's"
+    );
+}

@@ -113,6 +113,11 @@ pub(super) fn table(req: &Request, v: &Value) -> String {
             );
         }
     }
+    for (i, c) in v["canaries"].as_array().into_iter().flatten().enumerate() {
+        for (j, l) in super::canary::lines(c).into_iter().enumerate() {
+            line(&mut s, if i + j == 0 { "canary" } else { "" }, l);
+        }
+    }
     if let Some(samples) = v.get("samples").and_then(Value::as_object) {
         let total: u64 = samples.values().filter_map(Value::as_u64).sum();
         for (i, (k, c)) in samples.iter().enumerate() {
