@@ -59,7 +59,7 @@ pub(crate) async fn serve(
             .with_metrics(proxy.registry.clone()),
         rate: RateLimitLayer::new(),
         filter: FilterLayer::inbound(proxy.registry.clone()),
-        app: AppClients::new(&proxy.registry),
+        app: AppClients::new(&proxy.registry, proxy.args.limits.app_pool()),
     };
     let p = Arc::clone(&proxy);
     super::accept_loop(
