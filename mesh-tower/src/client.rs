@@ -47,6 +47,7 @@ use crate::filter::{FilterBody, FilterLayer};
 use crate::listeners::{OwnListeners, RefuseOwnLayer};
 use crate::metrics::{Direction, MetricsLayer, Registry};
 use crate::policy::PolicyHandle;
+use crate::pool::{PoolConfig, PoolMetrics};
 use crate::retry::RetryLayer;
 use crate::route::RouteLayer;
 use crate::split::SplitLayer;
@@ -67,6 +68,7 @@ pub struct MeshClientBuilder<R> {
     policy: PolicyHandle,
     resolver: R,
     tls: Option<rustls::ClientConfig>,
+    pool: (PoolConfig, PoolMetrics),
     registry: Registry,
     control_namespace: String,
     retry: RetryLayer,
@@ -86,6 +88,7 @@ impl MeshClient<()> {
             policy,
             resolver,
             tls: None,
+            pool: (PoolConfig::default(), PoolMetrics::default()),
             registry: Registry::new(),
             control_namespace: mesh_core::identity::DEFAULT_CONTROL_NAMESPACE.to_owned(),
             retry: RetryLayer::new(),
@@ -136,6 +139,14 @@ impl<R: Resolve> MeshClientBuilder<R> {
     #[must_use]
     pub fn mtls(mut self, tls: rustls::ClientConfig) -> Self {
         self.tls = Some(tls);
+        self
+    }
+
+    /// Bounds the connections to endpoints (see [`crate::pool`]): idle ones are closed after
+    /// the idle timeout, and hitting a bound is counted in `metrics`.
+    #[must_use]
+    pub fn pool(mut self, config: PoolConfig, metrics: PoolMetrics) -> Self {
+        self.pool = (config, metrics);
         self
     }
 
@@ -249,7 +260,8 @@ impl<R: Resolve> MeshClientBuilder<R> {
         B: Body<Data = Bytes> + Send + Sync + Unpin + 'static,
         B::Error: Into<BoxError>,
     {
-        let connect = Connect::<ReplayBody<FilterBody<B>>>::new(self.tls);
+        let connect =
+            Connect::<ReplayBody<FilterBody<B>>>::with_pool(self.tls, self.pool.0, self.pool.1);
         let refuse = RefuseOwnLayer::new(self.own);
         let connect = refuse.layer(connect);
         let balanced =

@@ -5,8 +5,10 @@
 //! request crosses it marked with [`ORIG_PROTO_HEADER`], so the peer's proxy hands it to its
 //! application as HTTP/1 again (Linkerd's `l5d-orig-proto`). An endpoint outside the mesh is
 //! reached in plaintext in the client's own protocol: HTTP/2 (gRPC) on one connection per
-//! endpoint, HTTP/1.1 from a connection pool — and metrics say `tls="no_identity"`, never
-//! silently.
+//! endpoint, HTTP/1.1 from a connection pool (`crate::pool`) — and metrics say
+//! `tls="no_identity"`, never silently. Connections idle longer than the pool's idle timeout are
+//! closed, HTTP/2 ones included, so a proxy that called many destinations once gives their
+//! file descriptors back.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -19,8 +21,6 @@ use http::{Request, Response, Uri};
 use http_body::Body;
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
-use hyper_util::client::legacy::Client as PoolClient;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
@@ -29,6 +29,7 @@ use tower_service::Service;
 use crate::BoxError;
 use crate::discover::Endpoint;
 use crate::errors::ConnectFailed;
+use crate::pool::{Http1Pool, PoolConfig, PoolMetrics};
 
 /// The header that carries an HTTP/1 request's version across the mesh's HTTP/2 connection;
 /// the receiving proxy removes it.
@@ -45,8 +46,16 @@ pub struct Connect<B> {
 
 struct Shared<B> {
     tls: Option<Arc<rustls::ClientConfig>>,
-    plain: PoolClient<HttpConnector, B>,
-    h2: Mutex<HashMap<Endpoint, SendRequest<B>>>,
+    plain: Http1Pool<B>,
+    h2: Mutex<HashMap<Endpoint, H2Entry<B>>>,
+    idle_timeout: std::time::Duration,
+    sweeping: std::sync::atomic::AtomicBool,
+}
+
+/// A shared HTTP/2 connection and when a request last took it.
+struct H2Entry<B> {
+    send: SendRequest<B>,
+    used: tokio::time::Instant,
 }
 
 /// Response future of [`Connect`].
@@ -63,13 +72,23 @@ where
     /// Connects meshed endpoints with `tls` (from `mesh_identity::tls::client_config`), others in
     /// plaintext. Without `tls`, every endpoint is reached in plaintext.
     pub fn new(tls: Option<rustls::ClientConfig>) -> Self {
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
+        Self::with_pool(tls, PoolConfig::default(), PoolMetrics::default())
+    }
+
+    /// As [`Connect::new`], with these bounds on plaintext HTTP/1 connections; its idle
+    /// timeout closes idle HTTP/2 connections too.
+    pub fn with_pool(
+        tls: Option<rustls::ClientConfig>,
+        pool: PoolConfig,
+        metrics: PoolMetrics,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 tls: tls.map(Arc::new),
-                plain: PoolClient::builder(TokioExecutor::new()).build(http),
+                plain: Http1Pool::new(pool, metrics),
                 h2: Mutex::new(HashMap::new()),
+                idle_timeout: pool.idle_timeout,
+                sweeping: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -103,10 +122,11 @@ where
         ep: &Endpoint,
         tls: Option<&Arc<rustls::ClientConfig>>,
     ) -> Result<SendRequest<B>, BoxError> {
-        if let Some(s) = self.h2.lock().get(ep)
-            && !s.is_closed()
+        if let Some(e) = self.h2.lock().get_mut(ep)
+            && !e.send.is_closed()
         {
-            return Ok(s.clone());
+            e.used = tokio::time::Instant::now();
+            return Ok(e.send.clone());
         }
         let fail = |source: BoxError| -> BoxError {
             Box::new(ConnectFailed {
@@ -149,15 +169,52 @@ where
             }
         });
         let mut map = self.h2.lock();
-        map.retain(|_, s| !s.is_closed());
+        map.retain(|_, e| !e.send.is_closed());
         if map.len() >= MAX_H2_ENDPOINTS
-            && let Some(k) = map.keys().next().cloned()
+            && let Some(k) = map
+                .iter()
+                .min_by_key(|(_, e)| e.used)
+                .map(|(k, _)| k.clone())
         {
-            tracing::debug!(endpoint = %k.addr, "too many HTTP/2 endpoints: letting one go");
+            tracing::debug!(endpoint = %k.addr, "too many HTTP/2 endpoints: letting the least recently used go");
             map.remove(&k);
         }
-        map.insert(ep.clone(), send.clone());
+        let used = tokio::time::Instant::now();
+        map.insert(
+            ep.clone(),
+            H2Entry {
+                send: send.clone(),
+                used,
+            },
+        );
         Ok(send)
+    }
+
+    /// Lets go of HTTP/2 connections no request took for the idle timeout (requests still in
+    /// flight on one finish first), from a task that lives as long as the connector.
+    fn start_sweeping(self: &Arc<Self>) {
+        if self
+            .sweeping
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        let shared = Arc::downgrade(self);
+        let period = (self.idle_timeout / 2).max(std::time::Duration::from_millis(50));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                let idle = shared.idle_timeout;
+                shared
+                    .h2
+                    .lock()
+                    .retain(|_, e| e.used.elapsed() < idle && !e.send.is_closed());
+            }
+        });
     }
 
     /// Sends `req` on an HTTP/2 connection to `ep`.
@@ -198,6 +255,7 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let shared = Arc::clone(&self.shared);
         Box::pin(async move {
+            shared.start_sweeping();
             let ep = req
                 .extensions()
                 .get::<Endpoint>()
@@ -226,20 +284,12 @@ where
                 // so does the proxy.
                 _ if !http1 => shared.send_h2(&ep, None, req).await,
                 _ => {
+                    // Origin form: the Host header above names the destination.
                     let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
-                    let uri: Uri = format!("http://{}{pq}", ep.addr).parse()?;
+                    let uri: Uri = pq.parse()?;
                     *req.uri_mut() = uri;
                     *req.version_mut() = http::Version::HTTP_11;
-                    shared.plain.request(req).await.map_err(|e| -> BoxError {
-                        if e.is_connect() {
-                            Box::new(ConnectFailed {
-                                addr: ep.addr,
-                                source: e.into(),
-                            })
-                        } else {
-                            e.into()
-                        }
-                    })
+                    shared.plain.send(ep.addr, req).await
                 }
             }
         })
@@ -278,6 +328,21 @@ mod tests {
         addr
     }
 
+    /// One request in `version` to the endpoint at `addr`; the response body.
+    async fn get(
+        connect: &mut Connect<Empty<Bytes>>,
+        addr: std::net::SocketAddr,
+        version: http::Version,
+    ) -> Bytes {
+        let mut req = Request::get("http://svc.ns:8080/x")
+            .version(version)
+            .body(Empty::new())
+            .unwrap();
+        req.extensions_mut().insert(Endpoint::new(addr));
+        let rsp = connect.call(req).await.unwrap();
+        rsp.into_body().collect().await.unwrap().to_bytes()
+    }
+
     #[tokio::test]
     async fn an_unmeshed_endpoint_is_spoken_to_in_the_clients_protocol() {
         let addr = version_echo().await;
@@ -289,16 +354,27 @@ mod tests {
             (http::Version::HTTP_11, "HTTP/1.1 marked=false"),
         ];
         for (version, want) in cases {
-            let mut req = Request::get("http://svc.ns:8080/x")
-                .version(version)
-                .body(Empty::new())
-                .unwrap();
-            req.extensions_mut().insert(Endpoint::new(addr));
-            let rsp = connect.call(req).await.unwrap();
-            let body = rsp.into_body().collect().await.unwrap().to_bytes();
+            let body = get(&mut connect, addr, version).await;
             assert_eq!(body, want.as_bytes(), "{version:?}");
         }
         // One HTTP/2 connection serves every HTTP/2 request to the endpoint.
         assert_eq!(connect.shared.h2.lock().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_let_go_after_the_idle_timeout() {
+        let addr = version_echo().await;
+        let pool = PoolConfig {
+            idle_timeout: std::time::Duration::from_millis(100),
+            ..PoolConfig::default()
+        };
+        let mut connect = Connect::<Empty<Bytes>>::with_pool(None, pool, PoolMetrics::default());
+        for version in [http::Version::HTTP_11, http::Version::HTTP_2] {
+            get(&mut connect, addr, version).await;
+        }
+        assert_eq!(connect.shared.h2.lock().len(), 1);
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        assert!(connect.shared.h2.lock().is_empty());
+        assert!(format!("{:?}", connect.shared.plain).contains("addresses: 0"));
     }
 }

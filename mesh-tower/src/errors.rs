@@ -100,6 +100,17 @@ pub struct ConnectFailed {
     pub source: BoxError,
 }
 
+/// The upstream address is at its connection cap and the request could not wait for one
+/// (503): see [`crate::pool`].
+#[derive(Clone, Copy, Debug, thiserror::Error)]
+#[error("{addr} is at its connection limit ({why:?})")]
+pub struct PoolExhausted {
+    /// The upstream address.
+    pub addr: std::net::SocketAddr,
+    /// Whether the queue was full or the wait ran out.
+    pub why: crate::pool::Exhausted,
+}
+
 /// The whole request, retries included, took longer than the route allows.
 #[derive(Clone, Copy, Debug, thiserror::Error)]
 #[error("request timed out after {0:?}")]
@@ -170,6 +181,7 @@ pub fn status_for(err: &(dyn Error + 'static)) -> StatusCode {
     } else if is_caused_by::<NoEndpoints>(err)
         || is_caused_by::<CircuitOpen>(err)
         || is_caused_by::<NoBackends>(err)
+        || is_caused_by::<PoolExhausted>(err)
     {
         StatusCode::SERVICE_UNAVAILABLE
     } else {

@@ -23,6 +23,7 @@ pub mod listeners;
 pub mod metrics;
 pub mod mirror;
 pub mod policy;
+pub mod pool;
 pub mod rate_limit;
 pub mod retry;
 pub mod route;

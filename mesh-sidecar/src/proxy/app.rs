@@ -3,8 +3,11 @@
 //! HTTP/2 (and so gRPC, trailers included) stays HTTP/2: one multiplexed connection per
 //! application address, shared by every client connection. HTTP/1 stays HTTP/1 — also when it
 //! crossed between proxies over HTTP/2, which the outbound proxy marks with
-//! [`ORIG_PROTO_HEADER`] — over this client connection's own connections: a bounded number,
-//! the idle ones pooled. Hitting a bound is counted in `inbound_app_connection_limit_total`.
+//! [`ORIG_PROTO_HEADER`] — over connections pooled per application address and shared by every
+//! client connection (`mesh_tower::pool`): at most `--inbound-app-max-connections`, requests
+//! beyond it queued (bounded) or refused with 503, idle ones closed after
+//! `--inbound-app-idle-timeout`. Hitting a bound is counted in
+//! `inbound_app_connection_limit_total`.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -15,23 +18,18 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mesh_tower::BoxError;
 use mesh_tower::connect::ORIG_PROTO_HEADER;
 use mesh_tower::errors::ConnectFailed;
 use mesh_tower::metrics::Registry;
+use mesh_tower::pool::{Http1Pool, PoolConfig, PoolMetrics};
 use metrics::{Counter, Label};
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_service::Service;
 
-/// At most this many idle HTTP/1 connections to the application per client connection.
-const MAX_IDLE_H1: usize = 16;
-/// At most this many open HTTP/1 connections to the application per client connection (one
-/// per request in flight: an HTTP/2 client connection multiplexes many).
-const MAX_OPEN_H1: usize = 100;
 /// At most this many application addresses with a shared HTTP/2 connection.
 const MAX_H2_APPS: usize = 64;
 
@@ -46,7 +44,7 @@ enum AppProtocol {
 #[derive(Clone)]
 pub(crate) struct AppClients {
     h2: Arc<Mutex<HashMap<SocketAddr, http2::SendRequest<AppBody>>>>,
-    h1_limited: Counter,
+    h1: Http1Pool<AppBody>,
     h2_limited: Counter,
 }
 
@@ -55,13 +53,6 @@ pub(crate) struct AppClients {
 pub(crate) struct AppForward {
     addr: SocketAddr,
     shared: AppClients,
-    h1: Arc<H1Pool>,
-}
-
-/// This client connection's HTTP/1 connections to the application.
-struct H1Pool {
-    idle: Mutex<Vec<http1::SendRequest<AppBody>>>,
-    open: Arc<Semaphore>,
 }
 
 /// A request body on its way to the application: the client's, through the route filters.
@@ -91,21 +82,29 @@ impl AppProtocol {
 // === impl AppClients ===
 
 impl AppClients {
-    pub(crate) fn new(registry: &Registry) -> Self {
+    pub(crate) fn new(registry: &Registry, config: PoolConfig) -> Self {
         registry.describe(
             "inbound_app_connection_limit_total",
-            "Times a bound on connections to the application was hit: a request waited for an HTTP/1 connection, or a shared HTTP/2 connection was let go.",
+            "Times a bound on connections to the application was hit: an HTTP/1 request queued for a connection (outcome=\"queued\") or was refused with 503 (outcome=\"refused\"), idle connections were closed to bound the addresses holding them (outcome=\"evicted\"), or a shared HTTP/2 connection was let go.",
         );
-        let limited = |protocol: &'static str| {
+        let limited = |protocol: &'static str, outcome: &'static str| {
             registry.counter(
                 "inbound_app_connection_limit_total",
-                vec![Label::new("protocol", protocol)],
+                vec![
+                    Label::new("protocol", protocol),
+                    Label::new("outcome", outcome),
+                ],
             )
+        };
+        let metrics = PoolMetrics {
+            queued: limited("http1", "queued"),
+            refused: limited("http1", "refused"),
+            evicted: limited("http1", "evicted"),
         };
         Self {
             h2: Arc::new(Mutex::new(HashMap::new())),
-            h1_limited: limited("http1"),
-            h2_limited: limited("http2"),
+            h1: Http1Pool::new(config, metrics),
+            h2_limited: limited("http2", "evicted"),
         }
     }
 
@@ -144,14 +143,7 @@ impl AppClients {
 
 impl AppForward {
     pub(crate) fn new(addr: SocketAddr, shared: AppClients) -> Self {
-        Self {
-            addr,
-            shared,
-            h1: Arc::new(H1Pool {
-                idle: Mutex::new(Vec::new()),
-                open: Arc::new(Semaphore::new(MAX_OPEN_H1)),
-            }),
-        }
+        Self { addr, shared }
     }
 
     async fn send_h1(&self, mut req: Request<AppBody>) -> Result<Response<Incoming>, BoxError> {
@@ -171,21 +163,7 @@ impl AppForward {
             *req.uri_mut() = pq.parse()?;
         }
         *req.version_mut() = Version::HTTP_11;
-        let mut sender = match self.h1.take_ready() {
-            Some(s) => s,
-            None => self.connect_h1().await?,
-        };
-        if sender.ready().await.is_err() {
-            sender = self.connect_h1().await?;
-        }
-        let fut = sender.send_request(req);
-        {
-            let mut idle = self.h1.idle.lock();
-            if idle.len() < MAX_IDLE_H1 {
-                idle.push(sender);
-            }
-        }
-        fut.await.map_err(Into::into)
+        self.shared.h1.send(self.addr, req).await
     }
 
     async fn send_h2(&self, mut req: Request<AppBody>) -> Result<Response<Incoming>, BoxError> {
@@ -209,29 +187,6 @@ impl AppForward {
             .map_err(|e| connect_failed(self.addr, e.into()))?;
         sender.send_request(req).await.map_err(Into::into)
     }
-
-    /// A new HTTP/1 connection, once this client connection is under its bound (waiting for
-    /// one of its own connections to close when it is not).
-    async fn connect_h1(&self) -> Result<http1::SendRequest<AppBody>, BoxError> {
-        let permit = match Arc::clone(&self.h1.open).try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                self.shared.h1_limited.increment(1);
-                Arc::clone(&self.h1.open).acquire_owned().await?
-            }
-        };
-        let tcp = connect(self.addr).await?;
-        let (send, conn) = http1::handshake(TokioIo::new(tcp))
-            .await
-            .map_err(|e| connect_failed(self.addr, e.into()))?;
-        tokio::spawn(async move {
-            let _permit: OwnedSemaphorePermit = permit;
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "application connection closed");
-            }
-        });
-        Ok(send)
-    }
 }
 
 impl Service<Request<AppBody>> for AppForward {
@@ -251,27 +206,6 @@ impl Service<Request<AppBody>> for AppForward {
                 AppProtocol::Http2 => this.send_h2(req).await,
             }
         })
-    }
-}
-
-// === impl H1Pool ===
-
-impl H1Pool {
-    fn take_ready(&self) -> Option<http1::SendRequest<AppBody>> {
-        let mut idle = self.idle.lock();
-        while let Some(s) = idle.pop() {
-            if s.is_ready() {
-                return Some(s);
-            }
-            if !s.is_closed() {
-                // Busy with a response body: keep it for later, try another.
-                idle.insert(0, s);
-                if idle.iter().all(|s| !s.is_ready()) {
-                    return None;
-                }
-            }
-        }
-        None
     }
 }
 

@@ -84,23 +84,41 @@ fn is_tchar(b: u8) -> bool {
 /// Reads until the protocol is known, the peer stops sending, or `timeout` passes (then it is
 /// opaque: a server-speaks-first protocol must not stall).
 pub(crate) async fn detect<T: AsyncRead + Unpin>(
-    mut io: T,
+    io: T,
     timeout: Duration,
 ) -> io::Result<(Protocol, Prefixed<T>)> {
+    let (p, io) = read_until(io, timeout, MAX_DETECT, classify).await?;
+    Ok((p.unwrap_or(Protocol::Opaque), io))
+}
+
+/// Reads `io` into a buffer of at most `max` bytes until `decide` answers, the peer stops
+/// sending, or `timeout` passes (`None` then); the bytes read are replayed by the returned
+/// stream. Each read waits on the socket's readiness, so a client that sends a byte and
+/// falls silent costs one wake-up, not a poll loop.
+pub(crate) async fn read_until<T, D>(
+    mut io: T,
+    timeout: Duration,
+    max: usize,
+    decide: impl Fn(&[u8]) -> Option<D>,
+) -> io::Result<(Option<D>, Prefixed<T>)>
+where
+    T: AsyncRead + Unpin,
+{
     let mut buf = BytesMut::with_capacity(64);
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if let Some(p) = classify(&buf) {
-            return Ok((p, Prefixed { prefix: buf, io }));
+        if let Some(d) = decide(&buf) {
+            return Ok((Some(d), Prefixed { prefix: buf, io }));
         }
-        match tokio::time::timeout_at(deadline, io.read_buf(&mut buf)).await {
-            Err(_) => return Ok((Protocol::Opaque, Prefixed { prefix: buf, io })),
-            Ok(Ok(0)) => return Ok((Protocol::Opaque, Prefixed { prefix: buf, io })),
+        if buf.len() >= max {
+            return Ok((None, Prefixed { prefix: buf, io }));
+        }
+        // Never read past `max`: what is beyond it belongs to whoever reads next.
+        let mut limited = (&mut io).take((max - buf.len()) as u64);
+        match tokio::time::timeout_at(deadline, limited.read_buf(&mut buf)).await {
+            Err(_) | Ok(Ok(0)) => return Ok((None, Prefixed { prefix: buf, io })),
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(e),
-        }
-        if buf.len() >= MAX_DETECT {
-            return Ok((Protocol::Opaque, Prefixed { prefix: buf, io }));
         }
     }
 }

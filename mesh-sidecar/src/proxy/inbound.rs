@@ -28,7 +28,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
 use super::app::{AppClients, AppForward};
-use super::detect::{Prefixed, Protocol, detect};
+use super::detect::{Prefixed, Protocol, detect, read_until};
 use super::io::{BoxIo, ConnMetrics, Counted};
 use super::{Mode, Proxy};
 
@@ -59,7 +59,7 @@ pub(crate) async fn serve(
             .with_metrics(proxy.registry.clone()),
         rate: RateLimitLayer::new(),
         filter: FilterLayer::inbound(proxy.registry.clone()),
-        app: AppClients::new(&proxy.registry),
+        app: AppClients::new(&proxy.registry, proxy.args.limits.app_pool()),
     };
     let p = Arc::clone(&proxy);
     super::accept_loop(
@@ -102,41 +102,37 @@ impl Expect {
     }
 }
 
-/// Whether the client opens with a TLS ClientHello that offers the mesh ALPN. Peeks, so the
-/// bytes stay for whoever reads next.
-async fn offers_mesh_tls(tcp: &TcpStream, timeout: Duration) -> bool {
-    let needle = {
-        let mut n = vec![mesh_identity::MESH_ALPN.len() as u8];
-        n.extend_from_slice(mesh_identity::MESH_ALPN);
-        n
-    };
-    let mut buf = [0u8; 2048];
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let Ok(Ok(n)) = tokio::time::timeout_at(deadline, tcp.peek(&mut buf)).await else {
-            return false;
-        };
-        if n == 0 || buf[0] != 0x16 {
-            return false;
-        }
-        if buf[..n]
-            .windows(needle.len())
-            .any(|w| w == needle.as_slice())
-        {
-            return true;
-        }
-        // The ClientHello record is complete and names no mesh ALPN: the app's own TLS.
-        if n >= 5 {
-            let record = 5 + usize::from(u16::from_be_bytes([buf[3], buf[4]]));
-            if n >= record.min(buf.len()) {
-                return false;
-            }
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+/// The most a ClientHello is read for its ALPN: one whole TLS record.
+const MAX_CLIENT_HELLO: usize = 5 + 16 * 1024;
+
+/// Whether the client opens with a TLS ClientHello that offers the mesh ALPN, read within
+/// `timeout`. The bytes read are replayed by the returned stream for whoever reads next.
+async fn offers_mesh_tls(
+    tcp: TcpStream,
+    timeout: Duration,
+) -> Result<(bool, Prefixed<TcpStream>), BoxError> {
+    let (offered, io) = read_until(tcp, timeout, MAX_CLIENT_HELLO, mesh_client_hello).await?;
+    Ok((offered == Some(true), io))
+}
+
+/// Decides from the first bytes whether they are a ClientHello offering the mesh ALPN:
+/// `None` while more bytes could still tell.
+fn mesh_client_hello(buf: &[u8]) -> Option<bool> {
+    let first = *buf.first()?;
+    if first != 0x16 {
+        return Some(false);
     }
+    let alpn = mesh_identity::MESH_ALPN;
+    let offered = buf
+        .windows(alpn.len() + 1)
+        .any(|w| usize::from(w[0]) == alpn.len() && &w[1..] == alpn);
+    if offered {
+        return Some(true);
+    }
+    // The ClientHello record is complete and names no mesh ALPN: the app's own TLS.
+    let header = buf.get(..5)?;
+    let record = 5 + usize::from(u16::from_be_bytes([header[3], header[4]]));
+    (buf.len() >= record).then_some(false)
 }
 
 /// Where the application is: the original destination's port on loopback, or
@@ -166,16 +162,18 @@ async fn accept_tls(
     tcp: TcpStream,
     tls_wait: Duration,
 ) -> Result<(BoxIo, Option<mesh_core::Identity>), BoxError> {
-    Ok(match &proxy.tls_server {
-        Some(cfg) if offers_mesh_tls(&tcp, tls_wait).await => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(cfg));
-            let timeout = proxy.args.detect_timeout * 10;
-            let tls = tokio::time::timeout(timeout, acceptor.accept(tcp)).await??;
-            let id = tls.get_ref().1.peer_identity();
-            (Box::new(tls), id)
-        }
-        _ => (Box::new(tcp), None),
-    })
+    let Some(cfg) = &proxy.tls_server else {
+        return Ok((Box::new(tcp), None));
+    };
+    let (offered, io) = offers_mesh_tls(tcp, tls_wait).await?;
+    if !offered {
+        return Ok((Box::new(io), None));
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(cfg));
+    let timeout = proxy.args.detect_timeout * 10;
+    let tls = tokio::time::timeout(timeout, acceptor.accept(io)).await??;
+    let id = tls.get_ref().1.peer_identity();
+    Ok((Box::new(tls), id))
 }
 
 async fn handle(
@@ -340,5 +338,30 @@ impl<'a> OpaqueGuard<'a> {
 impl Drop for OpaqueGuard<'_> {
     fn drop(&mut self) {
         self.0.open_opaque.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_hello_is_judged_by_its_alpn_once_it_can_be() {
+        let alpn = mesh_identity::MESH_ALPN;
+        let mut mesh = vec![0x16, 3, 1, 0, 200, 1, 0];
+        mesh.push(u8::try_from(alpn.len()).unwrap());
+        mesh.extend_from_slice(alpn);
+        let cases: &[(&[u8], Option<bool>)] = &[
+            (b"", None),
+            (&[0x16], None),
+            (&[0x16, 3, 1], None),
+            (b"GET / HTTP/1.1", Some(false)),
+            // A complete 4-byte record without the mesh ALPN: the application's own TLS.
+            (&[0x16, 3, 1, 0, 4, 1, 0, 0, 0], Some(false)),
+            (&mesh, Some(true)),
+        ];
+        for (input, want) in cases {
+            assert_eq!(mesh_client_hello(input), *want, "{input:?}");
+        }
     }
 }

@@ -373,7 +373,11 @@ async fn serve(mut args: ProxyArgs) -> Result<(), String> {
         .control_namespace(&args.identity.control_namespace)
         .namespace(&args.namespace)
         .cluster_domain(&args.cluster_domain)
-        .refuse(own.own.clone());
+        .refuse(own.own.clone())
+        .pool(
+            args.limits.outbound_pool(),
+            limits::outbound_pool_metrics(&registry),
+        );
     if let Some(c) = &tls_client {
         builder = builder.mtls(c.clone());
     }
