@@ -65,6 +65,14 @@ spec:
     - { name: web-v2, port: 80, weight: 10 }
 "#;
 
+/// The canary route less its retry annotations: the path most routes take (no body buffered,
+/// no budget).
+fn outbound_no_retry() -> String {
+    let retries = "  annotations: { retry.linkerd.io/http: 5xx, retry.linkerd.io/limit: \"3\" }\n";
+    assert!(OUTBOUND.contains(retries));
+    OUTBOUND.replace(retries, "")
+}
+
 /// A Server that only `frontend` may call, with a rate limit far above the bench's rate.
 const INBOUND: &str = r#"
 apiVersion: policy.linkerd.io/v1beta3
@@ -130,6 +138,14 @@ fn bare() -> Svc<Request<Body>> {
 fn outbound(
     tap: Option<&Tap>,
 ) -> tower::util::BoxCloneService<Request<Body>, Response<Metered>, Infallible> {
+    outbound_with(OUTBOUND, tap)
+}
+
+/// The outbound stack over the routes of `policy`.
+fn outbound_with(
+    policy: &str,
+    tap: Option<&Tap>,
+) -> tower::util::BoxCloneService<Request<Body>, Response<Metered>, Infallible> {
     let resolver = StaticResolver::new()
         .with(
             "web-v1.shop",
@@ -148,7 +164,7 @@ fn outbound(
     let balanced = BalanceLayer::new(resolver).layer(tower::service_fn(endpoint_svc));
     let svc = ServiceBuilder::new()
         .layer(RespondLayer::new())
-        .layer(RouteLayer::new(PolicyHandle::from_yaml(OUTBOUND).unwrap()))
+        .layer(RouteLayer::new(PolicyHandle::from_yaml(policy).unwrap()))
         .layer(metrics(Registry::new(), Direction::Outbound, tap))
         .layer(TraceLayer::new())
         .layer(TimeoutLayer::new())
@@ -240,6 +256,7 @@ fn report_allocations() {
     let rt = runtime();
     let bare_out = allocations(&rt, bare());
     let out = allocations(&rt, outbound(None));
+    let out_once = allocations(&rt, outbound_with(&outbound_no_retry(), None));
     let bare_in = allocations(&rt, bare());
     let inb = allocations(&rt, inbound(None));
     let (idle, _) = tap(false);
@@ -250,6 +267,10 @@ fn report_allocations() {
     println!("allocations per request:");
     println!("  bare service      {bare_out:6.1}");
     println!("  outbound stack    {out:6.1}  (+{:.1})", out - bare_out);
+    println!(
+        "  outbound, no retries {out_once:3.1}  (+{:.1})",
+        out_once - bare_out
+    );
     println!("  inbound stack     {inb:6.1}  (+{:.1})", inb - bare_in);
     println!("  outbound, idle tap {out_idle:5.1}");
     println!("  inbound, idle tap  {in_idle:5.1}");
@@ -267,6 +288,10 @@ fn stacks(c: &mut Criterion) {
     let (slow, _sub) = tap(true);
     let cases = [
         ("outbound stack", outbound(None)),
+        (
+            "outbound stack, route without retries",
+            outbound_with(&outbound_no_retry(), None),
+        ),
         ("outbound stack, idle tap", outbound(Some(&idle))),
         (
             "outbound stack, tapped by a slow reader",

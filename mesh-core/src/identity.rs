@@ -20,6 +20,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// The trust domain used when none is configured, as in Linkerd and Istio.
 pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
@@ -32,8 +33,15 @@ const DNS_MARKER: &str = ".serviceaccount.identity.";
 const MAX_PART: usize = 253;
 
 /// A workload identity: a service account, in a namespace, in a trust domain.
+///
+/// Cloned into every request and response that names a peer or an endpoint, so its parts sit
+/// behind one `Arc`: a clone is a reference count, not three strings.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Identity {
+pub struct Identity(Arc<Parts>);
+
+/// The parts of an [`Identity`], in the order identities compare by.
+#[derive(Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Parts {
     trust_domain: String,
     namespace: String,
     service_account: String,
@@ -125,11 +133,16 @@ impl Identity {
         check_dns_name(Part::TrustDomain, trust_domain).map_err(err)?;
         check_label(Part::Namespace, namespace).map_err(err)?;
         check_subdomain(Part::ServiceAccount, service_account).map_err(err)?;
-        Ok(Self {
+        Ok(Self::from_parts(trust_domain, namespace, service_account))
+    }
+
+    /// Builds an identity from parts already checked.
+    fn from_parts(trust_domain: &str, namespace: &str, service_account: &str) -> Self {
+        Self(Arc::new(Parts {
             trust_domain: trust_domain.to_owned(),
             namespace: namespace.to_owned(),
             service_account: service_account.to_owned(),
-        })
+        }))
     }
 
     /// Parses either form. Same as `s.parse()`.
@@ -139,17 +152,17 @@ impl Identity {
 
     /// The trust domain, e.g. `cluster.local`.
     pub fn trust_domain(&self) -> &str {
-        &self.trust_domain
+        &self.0.trust_domain
     }
 
     /// The workload's namespace.
     pub fn namespace(&self) -> &str {
-        &self.namespace
+        &self.0.namespace
     }
 
     /// The workload's service account.
     pub fn service_account(&self) -> &str {
-        &self.service_account
+        &self.0.service_account
     }
 
     /// The SPIFFE form, `spiffe://<td>/ns/<ns>/sa/<sa>` (also what `Display` prints).
@@ -162,7 +175,7 @@ impl Identity {
     pub fn to_dns(&self, control_namespace: &str) -> String {
         format!(
             "{}.{}{DNS_MARKER}{}.{}",
-            self.service_account, self.namespace, control_namespace, self.trust_domain
+            self.0.service_account, self.0.namespace, control_namespace, self.0.trust_domain
         )
     }
 
@@ -180,11 +193,7 @@ impl Identity {
                 check_dns_name(Part::TrustDomain, td)?;
                 check_label(Part::Namespace, ns)?;
                 check_subdomain(Part::ServiceAccount, sa)?;
-                Ok(Self {
-                    trust_domain: td.to_owned(),
-                    namespace: ns.to_owned(),
-                    service_account: sa.to_owned(),
-                })
+                Ok(Self::from_parts(td, ns, sa))
             }
             _ => Err(IdentityProblem::SpiffePath(path.to_owned())),
         }
@@ -203,11 +212,7 @@ impl Identity {
         check_dns_name(Part::TrustDomain, td)?;
         check_label(Part::Namespace, ns)?;
         check_subdomain(Part::ServiceAccount, sa)?;
-        Ok(Self {
-            trust_domain: td.to_owned(),
-            namespace: ns.to_owned(),
-            service_account: sa.to_owned(),
-        })
+        Ok(Self::from_parts(td, ns, sa))
     }
 }
 
@@ -234,7 +239,7 @@ impl fmt::Display for Identity {
         write!(
             f,
             "{SPIFFE_SCHEME}{}/ns/{}/sa/{}",
-            self.trust_domain, self.namespace, self.service_account
+            self.0.trust_domain, self.0.namespace, self.0.service_account
         )
     }
 }

@@ -126,23 +126,22 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        // Take the ClientInfo out and put it back after the decision, so that the Peer the
-        // policy needs borrows nothing and copies no identity.
+        // An identity is an `Arc`: the peer the policy reads is a reference count, and the
+        // request keeps its ClientInfo for the layers after this one.
         let (Some(target), Some(client)) = (
             req.extensions().get::<Arc<InboundTarget>>().cloned(),
-            req.extensions_mut().remove::<ClientInfo>(),
+            req.extensions().get::<ClientInfo>(),
         ) else {
             let e: BoxError =
                 "authorize: the server attached no InboundTarget or ClientInfo".into();
             return Either::Right(std::future::ready(Err(e)));
         };
-        let addr = client.addr;
         let peer = Peer {
-            identity: client.identity,
-            ip: Some(addr.ip()),
+            identity: client.identity.clone(),
+            ip: Some(client.addr.ip()),
         };
         // The decision borrows the policy, the peer and the request: keep what outlives it
-        // (shared handles when allowed, the rendered reason when not) before giving them back.
+        // (shared handles when allowed, the rendered reason when not).
         let outcome = {
             let policy = self.policy.load();
             let facts = HttpFacts(&req);
@@ -167,10 +166,6 @@ where
                 })
             }
         };
-        req.extensions_mut().insert(ClientInfo {
-            identity: peer.identity,
-            addr,
-        });
         match outcome {
             Ok(authorized) => {
                 req.extensions_mut().insert(authorized);

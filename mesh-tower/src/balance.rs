@@ -3,8 +3,9 @@
 //!
 //! The backend comes from the [`Backend`](crate::split::Backend) extension the split attached;
 //! its endpoints from a [`Resolve`], and may change at run time. The chosen endpoint is attached
-//! as an [`Endpoint`] extension for the connecting service below; the response carries the
-//! `Endpoint` and the `Backend` (moved from the request) up to the metrics layer.
+//! as an [`Endpoint`] extension for the connecting service below, and reported with the
+//! backend to the metrics layer above through the request's
+//! [`Sent`](crate::metrics::Sent) handle.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,8 +18,8 @@ use std::time::Duration;
 use http::{Request, Response};
 use mesh_core::split::BackendRef;
 use parking_lot::Mutex;
+use pin_project_lite::pin_project;
 use tokio::time::Instant;
-use tower::ServiceExt;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -78,8 +79,27 @@ struct PeakEwma {
     decay_ns: f64,
 }
 
-/// The response future of [`Balance`].
-pub type ResponseFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
+pin_project! {
+    /// The response future of [`Balance`]: the inner call, then the endpoint's load and
+    /// health recorded and where the request went attached to the response.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        // No endpoint could be chosen.
+        Failed { error: Option<BoxError> },
+        Called {
+            #[pin]
+            call: F,
+            in_flight: Option<InFlight>,
+        },
+    }
+}
 
 // === impl BalanceLayer ===
 
@@ -364,52 +384,78 @@ impl PeakEwma {
 impl<R, S, B, RB> Service<Request<B>> for Balance<R, S>
 where
     R: Resolve,
-    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
-    S::Future: Send,
+    S: Service<Request<B>, Response = Response<RB>>,
     S::Error: Into<BoxError>,
-    B: Send + 'static,
-    RB: Send + 'static,
 {
     type Response = Response<RB>;
     type Error = BoxError;
-    type Future = ResponseFuture<Response<RB>>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let clone = self.inner.clone();
-        let svc = std::mem::replace(&mut self.inner, clone);
-        // Nothing below needs the backend; it moves to the response, for metrics.
+        // Nothing below needs the backend; metrics above learn it through `Sent`.
         let backend = req.extensions_mut().remove::<Backend>();
         let chosen = match &backend {
             Some(Backend(b)) => self.shared.choose(b),
             None => Err("balance: no backend was chosen for the request".into()),
         };
-        // In flight from here, not from the first poll: choosing may have taken the endpoint's
-        // probe, and a future dropped unpolled must still give it back.
-        let in_flight = chosen.map(InFlight::new);
-        Box::pin(async move {
-            let in_flight = in_flight?;
-            let ep = Arc::clone(&in_flight.ep);
-            req.extensions_mut().insert(ep.endpoint.clone());
-            // Sent from here: the metrics above count the request with where it went.
-            if let Some(sent) = req.extensions().get::<crate::metrics::Sent>() {
-                sent.record(Some(&ep.endpoint), backend.as_ref().map(|b| &b.0));
+        // In flight from here: choosing may have taken the endpoint's probe, and a future
+        // dropped unpolled must still give it back.
+        let in_flight = match chosen {
+            Ok(ep) => InFlight::new(ep),
+            Err(e) => return ResponseFuture::failed(e),
+        };
+        let endpoint = &in_flight.ep.endpoint;
+        req.extensions_mut().insert(endpoint.clone());
+        // Sent from here: the metrics above count the request with where it went, and label
+        // its response so (the response itself carries nothing: no extension map to make).
+        if let Some(sent) = req.extensions().get::<crate::metrics::Sent>() {
+            sent.record(Some(endpoint), backend.as_ref().map(|b| &b.0));
+        }
+        ResponseFuture {
+            state: State::Called {
+                call: self.inner.call(req),
+                in_flight: Some(in_flight),
+            },
+        }
+    }
+}
+
+// === impl ResponseFuture ===
+
+impl<F> ResponseFuture<F> {
+    fn failed(error: BoxError) -> Self {
+        Self {
+            state: State::Failed { error: Some(error) },
+        }
+    }
+}
+
+impl<F, RB, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response<RB>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Failed { error } => Poll::Ready(Err(error
+                .take()
+                .unwrap_or_else(|| "balance: polled after completion".into()))),
+            StateProj::Called { call, in_flight } => {
+                let res = std::task::ready!(call.poll(cx)).map_err(Into::into);
+                let Some(in_flight) = in_flight.take() else {
+                    return Poll::Ready(Err("balance: polled after completion".into()));
+                };
+                let ok = matches!(&res, Ok(rsp) if !rsp.status().is_server_error());
+                in_flight.finish(ok);
+                Poll::Ready(res)
             }
-            let mut res = svc.oneshot(req).await.map_err(Into::into);
-            let ok = matches!(&res, Ok(rsp) if !rsp.status().is_server_error());
-            // Metrics above read where the request went from the response.
-            if let Ok(rsp) = &mut res {
-                rsp.extensions_mut().insert(ep.endpoint.clone());
-                if let Some(b) = backend {
-                    rsp.extensions_mut().insert(b);
-                }
-            }
-            in_flight.finish(ok);
-            res
-        })
+        }
     }
 }
 

@@ -24,6 +24,7 @@ use mesh_core::authz::ResourceId;
 use mesh_core::policy::Route as PolicyRoute;
 use mesh_core::retry::{RetryBudget, RetryBudgetConfig};
 use parking_lot::Mutex;
+use pin_project_lite::pin_project;
 use tower::ServiceExt;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -75,8 +76,24 @@ enum BudgetKey<'a> {
     Default(&'a str),
 }
 
-/// The response future of [`Retry`].
-pub type ResponseFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
+pin_project! {
+    /// The response future of [`Retry`]: the inner call itself when no retry can happen,
+    /// else the boxed retry loop (which owns a clone of the inner service and the buffered
+    /// body).
+    pub struct ResponseFuture<F, T> {
+        #[pin]
+        kind: Kind<F, T>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F, T> {
+        Once { #[pin] call: F },
+        Timed { #[pin] call: tokio::time::Timeout<F>, timeout: Duration },
+        Retrying { fut: Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>> },
+    }
+}
 
 // === impl RetryLayer ===
 
@@ -257,6 +274,32 @@ where
     }
 }
 
+/// What a request's route allows: one attempt (bounded by the backend-request timeout, if
+/// any), or retries under a policy.
+enum Plan {
+    Once(Option<Duration>),
+    Retry(RouteTarget, Arc<PolicyRoute>),
+}
+
+impl Plan {
+    fn of<B>(req: &Request<B>) -> Self {
+        let Some(target) = req.extensions().get::<RouteTarget>() else {
+            return Self::Once(None);
+        };
+        let Some(route) = &target.route else {
+            return Self::Once(None);
+        };
+        let may_retry = route
+            .retry()
+            .is_some_and(|p| p.limit > 0 && p.method_allowed(req.method().as_str()));
+        if may_retry {
+            Self::Retry(target.clone(), Arc::clone(route))
+        } else {
+            Self::Once(route.timeouts().backend_request)
+        }
+    }
+}
+
 impl<S, B, RB> Service<Request<B>> for Retry<S>
 where
     S: Service<Request<ReplayBody<B>>, Response = Response<RB>> + Clone + Send + 'static,
@@ -268,76 +311,132 @@ where
 {
     type Response = Response<RB>;
     type Error = BoxError;
-    type Future = ResponseFuture<Response<RB>>;
+    type Future = ResponseFuture<S::Future, Response<RB>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        let (target, route) = match Plan::of(&req) {
+            // No retry can happen: the inner service, made ready, is called directly, and
+            // nothing is boxed, cloned or buffered.
+            Plan::Once(timeout) => {
+                let call = self.inner.call(req.map(ReplayBody::stream));
+                return ResponseFuture::once(call, timeout);
+            }
+            Plan::Retry(target, route) => (target, route),
+        };
         // Take the service that was made ready; leave a clone for the next request.
         let clone = self.inner.clone();
-        let mut svc = std::mem::replace(&mut self.inner, clone);
+        let svc = std::mem::replace(&mut self.inner, clone);
         let budgets = Arc::clone(&self.budgets);
         let limit = self.buffer_limit;
-        let target = req.extensions().get::<RouteTarget>().cloned();
-        Box::pin(async move {
-            let route = target.as_ref().and_then(|t| t.route.clone());
-            let backend_timeout = route.as_ref().and_then(|r| r.timeouts().backend_request);
-            let policy = route
-                .as_ref()
-                .and_then(|r| r.retry())
-                .filter(|p| p.limit > 0 && p.method_allowed(req.method().as_str()));
-            let (Some(policy), Some(route), Some(target)) =
-                (policy, route.as_deref(), target.as_ref())
-            else {
-                let (parts, body) = req.into_parts();
-                let req = Request::from_parts(parts, ReplayBody::stream(body));
-                return attempt(&mut svc, req, backend_timeout).await;
-            };
-            let per_try = match (backend_timeout, policy.per_try_timeout) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            let (parts, body) = req.into_parts();
-            let body = ReplayBody::buffer(body, limit).await?;
-            let key = budget_key(route, &target.authority);
-            budgets.with(key, policy.budget, |b, now| b.deposit(now));
+        ResponseFuture::retrying(Box::pin(retrying(svc, req, target, route, budgets, limit)))
+    }
+}
 
-            let mut body = Some(body);
-            let mut retries = 0u32;
-            loop {
-                let Some(current) = body.take() else {
-                    // Unreachable: the loop only continues with a replayable body.
-                    return Err("retry: no body left to send".into());
-                };
-                let next = current.try_clone();
-                let req = Request::from_parts(parts.clone(), current);
-                let result = attempt(&mut svc, req, per_try).await;
-                let retryable = match &result {
-                    Ok(rsp) => {
-                        let grpc = crate::metrics::grpc_status(rsp.headers());
-                        let status = rsp.status().as_u16();
-                        let class = route.classify(status, grpc);
-                        policy.is_retryable(parts.method.as_str(), status, grpc, class)
-                    }
-                    // The request may not have reached the application: connect failures,
-                    // unavailable endpoints and attempt timeouts are worth another try.
-                    Err(_) => true,
-                };
-                if !retryable || retries >= policy.limit || next.is_none() {
-                    return result;
-                }
-                if !budgets.with(key, policy.budget, |b, now| b.withdraw(now)) {
-                    tracing::debug!(route = %key, "retry budget exhausted; not retrying");
-                    return result;
-                }
-                retries += 1;
-                tracing::debug!(route = %key, retries, "retrying");
-                drop(result);
-                body = next;
+/// Sends `req` and retries it as its route's policy and budget allow.
+async fn retrying<S, B, RB>(
+    mut svc: S,
+    req: Request<B>,
+    target: RouteTarget,
+    route: Arc<PolicyRoute>,
+    budgets: Arc<Budgets>,
+    limit: usize,
+) -> Result<Response<RB>, BoxError>
+where
+    S: Service<Request<ReplayBody<B>>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let Some(policy) = route.retry() else {
+        // Unreachable: `Plan::of` chose this path because the route has a policy.
+        return Err("retry: the route has no retry policy".into());
+    };
+    let backend_timeout = route.timeouts().backend_request;
+    let per_try = match (backend_timeout, policy.per_try_timeout) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let (parts, body) = req.into_parts();
+    let body = ReplayBody::buffer(body, limit).await?;
+    let key = budget_key(&route, &target.authority);
+    budgets.with(key, policy.budget, |b, now| b.deposit(now));
+
+    let mut body = Some(body);
+    let mut retries = 0u32;
+    loop {
+        let Some(current) = body.take() else {
+            // Unreachable: the loop only continues with a replayable body.
+            return Err("retry: no body left to send".into());
+        };
+        let next = current.try_clone();
+        let req = Request::from_parts(parts.clone(), current);
+        let result = attempt(&mut svc, req, per_try).await;
+        let retryable = match &result {
+            Ok(rsp) => {
+                let grpc = crate::metrics::grpc_status(rsp.headers());
+                let status = rsp.status().as_u16();
+                let class = route.classify(status, grpc);
+                policy.is_retryable(parts.method.as_str(), status, grpc, class)
             }
-        })
+            // The request may not have reached the application: connect failures,
+            // unavailable endpoints and attempt timeouts are worth another try.
+            Err(_) => true,
+        };
+        if !retryable || retries >= policy.limit || next.is_none() {
+            return result;
+        }
+        if !budgets.with(key, policy.budget, |b, now| b.withdraw(now)) {
+            tracing::debug!(route = %key, "retry budget exhausted; not retrying");
+            return result;
+        }
+        retries += 1;
+        tracing::debug!(route = %key, retries, "retrying");
+        drop(result);
+        body = next;
+    }
+}
+
+// === impl ResponseFuture ===
+
+impl<F: Future, T> ResponseFuture<F, T> {
+    fn once(call: F, timeout: Option<Duration>) -> Self {
+        let kind = match timeout {
+            None => Kind::Once { call },
+            Some(t) => Kind::Timed {
+                call: tokio::time::timeout(t, call),
+                timeout: t,
+            },
+        };
+        Self { kind }
+    }
+
+    fn retrying(fut: Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>) -> Self {
+        Self {
+            kind: Kind::Retrying { fut },
+        }
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F, T>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Once { call } => call.poll(cx).map_err(Into::into),
+            KindProj::Timed { call, timeout } => match std::task::ready!(call.poll(cx)) {
+                Ok(r) => Poll::Ready(r.map_err(Into::into)),
+                Err(_) => Poll::Ready(Err(BackendTimeout(*timeout).into())),
+            },
+            KindProj::Retrying { fut } => fut.as_mut().poll(cx),
+        }
     }
 }
 

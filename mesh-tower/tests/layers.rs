@@ -66,6 +66,10 @@ fn respond(
                 None => hung.push(send),
             }
         }
+        // The stack no longer keeps the mock alive from its response futures (the no-retry
+        // path calls it directly): hung answers stay hung after the last clone is dropped.
+        std::future::pending::<()>().await;
+        drop(hung);
     });
     attempts
 }

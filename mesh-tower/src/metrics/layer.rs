@@ -11,6 +11,7 @@ use http::{Request, Response};
 use mesh_core::InboundTarget;
 use mesh_core::destination::PodEndpoint;
 use mesh_core::split::BackendRef;
+use parking_lot::Mutex;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower_layer::Layer;
@@ -25,7 +26,6 @@ use crate::authz::{Authorized, ClientInfo};
 use crate::discover::Endpoint;
 use crate::errors::status_for;
 use crate::route::RouteTarget;
-use crate::split::Backend;
 use crate::tap::{Capture, Tap};
 
 /// The address an inbound request arrived at (the connection's original destination), for the
@@ -59,6 +59,17 @@ struct SentInner {
     shared: Arc<Shared>,
     labels: RequestLabels,
     counted: AtomicBool,
+    /// Where the latest attempt went, and its series: a response that arrives came from
+    /// there, so it is labelled without a second lookup or anything carried on the response.
+    to: Mutex<Option<SentTo>>,
+}
+
+/// Where an attempt was sent.
+#[derive(Debug)]
+struct SentTo {
+    endpoint: Option<Endpoint>,
+    backend: Option<Arc<BackendRef>>,
+    series: Arc<Series>,
 }
 
 /// What a request's series depend on that is known when it is called.
@@ -221,6 +232,7 @@ where
                         pod,
                     },
                     counted: AtomicBool::new(false),
+                    to: Mutex::new(None),
                 }));
                 req.extensions_mut().insert(sent.clone());
                 Record::Sent(sent)
@@ -272,10 +284,17 @@ fn inbound_target<B>(req: &Request<B>) -> Option<SocketAddr> {
 impl Sent {
     /// Counts the request as sent to `endpoint` of `backend` (the labels `request_total` has
     /// carried since before this count moved here); later attempts are not counted again.
+    /// Each attempt records; the response is labelled with the last one's destination.
     pub fn record(&self, endpoint: Option<&Endpoint>, backend: Option<&BackendRef>) {
+        let series = self.series(endpoint, backend);
         if !self.0.counted.swap(true, Ordering::Relaxed) {
-            self.series(endpoint, backend).request();
+            series.request();
         }
+        *self.0.to.lock() = Some(SentTo {
+            endpoint: endpoint.cloned(),
+            backend: backend.map(|b| self.0.shared.interned.backend(b)),
+            series,
+        });
     }
 
     fn series(&self, endpoint: Option<&Endpoint>, backend: Option<&BackendRef>) -> Arc<Series> {
@@ -308,16 +327,28 @@ impl Sent {
 // === impl Record ===
 
 impl Record {
-    fn series<RB>(&self, rsp: Option<&Response<RB>>) -> Arc<Series> {
+    /// The series of a response that arrived (`answered`), or of an error. An error carries
+    /// no destination (as when it was read from the response), whatever an attempt reached.
+    fn series(&self, answered: bool) -> Arc<Series> {
         match self {
             Self::Known { series, .. } => Arc::clone(series),
             Self::Sent(sent) => {
-                let ext = rsp.map(Response::extensions);
-                sent.responded(
-                    ext.and_then(|e| e.get::<Endpoint>()),
-                    ext.and_then(|e| e.get::<Backend>()).map(|b| &b.0),
-                )
+                if answered && let Some(to) = &*sent.0.to.lock() {
+                    return Arc::clone(&to.series);
+                }
+                sent.responded(None, None)
             }
+        }
+    }
+
+    /// Tells the tap where the response came from.
+    fn tap_response(&self, tap: &mut Capture, status: u16) {
+        let Self::Sent(sent) = self else {
+            return tap.response(status, None, None);
+        };
+        match &*sent.0.to.lock() {
+            Some(to) => tap.response(status, to.endpoint.as_ref(), to.backend.as_deref()),
+            None => tap.response(status, None, None),
         }
     }
 
@@ -352,23 +383,23 @@ where
             Ok(rsp) => rsp,
             Err(e) => {
                 let status = status_for(&*e).as_u16();
-                let series = record.series::<()>(None).status(status);
+                let series = record.series(false).status(status);
                 series.latency(elapsed_ms);
                 let outcome = Outcome::answered(status, route.as_deref(), &*e);
                 series.respond(outcome);
                 if let Some(mut tap) = this.tap.take() {
-                    tap.response(status, None);
+                    tap.response(status, None, None);
                     outcome.tap(tap);
                 }
                 return Poll::Ready(Err(e));
             }
         };
         let status = rsp.status().as_u16();
-        let series = record.series(Some(&rsp)).status(status);
+        let series = record.series(true).status(status);
         series.latency(elapsed_ms);
         let mut tap = this.tap.take();
         if let Some(t) = &mut tap {
-            t.response(status, Some(rsp.extensions()));
+            record.tap_response(t, status);
         }
         let pending = Pending::new(series, Eos::new(status, rsp.headers(), route), tap);
         Poll::Ready(Ok(if rsp.body().is_end_stream() {

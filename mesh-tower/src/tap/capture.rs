@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use http::{Extensions, Request};
+use http::Request;
 use mesh_core::classify::Class;
+use mesh_core::split::BackendRef;
 use tokio::time::Instant;
 
 use super::{Tap, TapEvent};
@@ -14,7 +15,6 @@ use crate::authz::ClientInfo;
 use crate::discover::Endpoint;
 use crate::metrics::{Direction, TargetAddr};
 use crate::route::RouteTarget;
-use crate::split::Backend;
 
 /// See the [module docs](self).
 #[derive(Debug)]
@@ -102,21 +102,25 @@ impl Capture {
         }))
     }
 
-    /// The response headers (or the mesh's answer) arrived with `status`; `ext` are the
-    /// response's extensions, where the balancer names the endpoint and backend.
-    pub(crate) fn response(&mut self, status: u16, ext: Option<&Extensions>) {
+    /// The response headers (or the mesh's answer) arrived with `status`, from `endpoint` of
+    /// `backend` where the balancer sent the request.
+    pub(crate) fn response(
+        &mut self,
+        status: u16,
+        endpoint: Option<&Endpoint>,
+        backend: Option<&BackendRef>,
+    ) {
         let ev = &mut self.event;
         ev.status = Some(status);
         ev.latency_ms = self.start.elapsed().as_secs_f64() * 1000.0;
         if ev.direction == Direction::Inbound {
             return;
         }
-        let Some(ext) = ext else { return };
-        if let Some(e) = ext.get::<Endpoint>() {
+        if let Some(e) = endpoint {
             ev.dst_addr = Some(e.addr);
             ev.server_id = e.identity.as_ref().map(|id| id.to_dns(&self.control_ns));
         }
-        if let Some(Backend(b)) = ext.get::<Backend>() {
+        if let Some(b) = backend {
             ev.backend = Some(format!("{}.{}", b.name, b.namespace));
             ev.namespace = Some(b.namespace.clone());
             ev.workload = Some(b.name.clone());
