@@ -7,10 +7,9 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,33 +31,10 @@ fn issuer(dir: &Path, extra: &[&str]) -> (Killed, SocketAddr) {
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     std::fs::write(dir.join("tokens"), "web-token emojivoto/web\n").unwrap();
-    let mut child = Command::new(support::mesh_bin())
-        .args(["identity", "serve", "--listen", "127.0.0.1:0", "--dir"])
-        .arg(&ca)
-        .arg("--tokens")
-        .arg(dir.join("tokens"))
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let child = Killed(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the issuer started");
-    let addr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("https://"))
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let (child, url) = support::issuer::serve(&ca, &dir.join("tokens"), extra);
+    let addr = url["https://".len()..]
+        .parse()
+        .expect("the issuer's address");
     (child, addr)
 }
 

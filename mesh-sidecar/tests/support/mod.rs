@@ -36,6 +36,7 @@ use std::time::Duration;
 
 pub(crate) mod apiserver;
 pub(crate) mod controller;
+pub(crate) mod issuer;
 pub(crate) mod loopback;
 pub(crate) mod pods;
 pub(crate) mod procfs;
