@@ -19,6 +19,7 @@ use serde_norway::Value;
 
 use crate::identity::IssuerAccount;
 
+pub(crate) mod items;
 pub(crate) mod pod;
 
 pub(crate) use pod::{InjectConfig, Outcome, SidecarMode, inject_pod};

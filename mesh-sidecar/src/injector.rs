@@ -39,11 +39,13 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::PodSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Status};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use crate::inject::items::ListItems;
 use crate::inject::{InjectConfig, Outcome, ProxyArgs, inject_pod};
 use crate::server_limits::{self, ServerLimitArgs};
 use crate::tls_files::{TlsFiles, TlsFilesError};
@@ -52,6 +54,13 @@ use crate::tls_files::{TlsFiles, TlsFilesError};
 /// is refused before it is parsed, since parsing costs a hundred times its size in memory.
 pub(crate) const DEFAULT_MAX_REVIEW_BYTES: usize = 3 * 1024 * 1024;
 const ADMISSION_V1: &str = "admission.k8s.io/v1";
+/// The most list items (containers, env vars, volumes, ports… counted together, at any
+/// depth) of a pod spec the injector types and patches. Typed, an item costs up to kilobytes
+/// whatever its JSON costs (k8s-openapi's `Container` and `EnvVar` hold every field inline):
+/// 3 MiB of `{"name":"cN"}` items took 300-550 MiB per review, where the install gives the
+/// injector 256 Mi. No real pod comes near this; one past it is let through unpatched with a
+/// warning, not an OOM that would let every pod through unmeshed (`failurePolicy: Ignore`).
+const MAX_SPEC_ITEMS: usize = 10_000;
 /// The API server gives up on a webhook after at most 30 s; a handshake that takes longer
 /// than this is not the API server.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -75,6 +84,11 @@ pub(crate) struct InjectorArgs {
     /// The largest AdmissionReview body read, in bytes; larger ones get 413.
     #[arg(long, default_value_t = DEFAULT_MAX_REVIEW_BYTES)]
     max_review_bytes: usize,
+    /// Reviews decoded and patched at once; the rest wait their turn. A review at the size
+    /// limit takes tens of MiB while it is worked on, so this, not the number of clients,
+    /// bounds the injector's memory (the install gives it 256 Mi).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    max_concurrent_reviews: u32,
     #[command(flatten)]
     limits: ServerLimitArgs,
     #[command(flatten)]
@@ -88,6 +102,8 @@ struct State {
     config: InjectConfig,
     max_review_bytes: usize,
     body_read_timeout: Duration,
+    /// One permit per review being worked on (`--max-concurrent-reviews`).
+    reviews: tokio::sync::Semaphore,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,10 +128,22 @@ enum Route {
 /// The part of an AdmissionReview the injector reads.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ReviewIn {
+struct ReviewIn<R> {
     api_version: Option<String>,
     kind: Option<String>,
-    request: Option<RequestIn>,
+    request: Option<R>,
+}
+
+/// A first, allocation-light look at a review: how large its pod's spec is.
+#[derive(Debug, Deserialize)]
+struct SizeIn {
+    uid: String,
+    object: Option<ObjectSizeIn>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ObjectSizeIn {
+    spec: Option<ListItems>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -215,6 +243,7 @@ async fn serve(args: InjectorArgs) -> Result<(), ServeError> {
             .map_err(ServeError::Config)?,
         max_review_bytes: args.max_review_bytes,
         body_read_timeout: args.limits.body_read_timeout,
+        reviews: tokio::sync::Semaphore::new(args.max_concurrent_reviews as usize),
     });
     let listener = TcpListener::bind(args.listen).await?;
     eprintln!(
@@ -280,22 +309,29 @@ async fn handle(
         Ok(body) => body,
         Err(refusal) => return Ok(refusal),
     };
-    let answer = match route {
-        Route::Inject { by_default } => {
-            let config = InjectConfig {
-                inject_by_default: by_default,
-                ..state.config.clone()
-            };
-            review(&body, &config)
-        }
-        Route::Validate => crate::validate::review(&body),
+    // The semaphore is never closed, so acquiring fails only if it were.
+    let Ok(_permit) = state.reviews.acquire().await else {
+        return Ok(text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"));
     };
-    Ok(match answer {
-        Ok(json) => Response::builder()
+    let config = match route {
+        Route::Inject { by_default } => Some(InjectConfig {
+            inject_by_default: by_default,
+            ..state.config.clone()
+        }),
+        Route::Validate => None,
+    };
+    // Decoding and patching is CPU work: off the threads that serve connections.
+    let work = tokio::task::spawn_blocking(move || match config {
+        Some(config) => review(&body, &config),
+        None => crate::validate::review(&body),
+    });
+    Ok(match work.await {
+        Ok(Ok(json)) => Response::builder()
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(json)))
             .unwrap_or_else(|_| text(StatusCode::INTERNAL_SERVER_ERROR, "response\n")),
-        Err(msg) => text(StatusCode::BAD_REQUEST, &format!("{msg}\n")),
+        Ok(Err(msg)) => text(StatusCode::BAD_REQUEST, &format!("{msg}\n")),
+        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "the review failed\n"),
     })
 }
 
@@ -372,9 +408,19 @@ pub(crate) enum BadReview {
 /// Answers one AdmissionReview (JSON in, JSON out). `Err` is a body that is not a review
 /// at all, for a 400.
 pub(crate) fn review(body: &[u8], config: &InjectConfig) -> Result<Vec<u8>, BadReview> {
-    let request = request_of(body)?;
-    let mut response = ResponseOut::allowed(request.uid.clone(), Vec::new());
-    match patch_for(&request, config) {
+    // Counted before anything is built: a pod past the cap never becomes a tree.
+    let size: SizeIn = request_of(body)?;
+    let items = size.object.and_then(|o| o.spec).unwrap_or_default().0;
+    if items > MAX_SPEC_ITEMS {
+        let why = format!(
+            "mesh: not injected: its spec holds {items} list items, more than the \
+             {MAX_SPEC_ITEMS} the injector reads"
+        );
+        return encode(ResponseOut::allowed(size.uid, vec![why]));
+    }
+    let mut request: RequestIn = request_of(body)?;
+    let mut response = ResponseOut::allowed(std::mem::take(&mut request.uid), Vec::new());
+    match patch_for(request, config) {
         Ok(Some(patch)) => {
             let bytes = serde_json::to_vec(&patch).map_err(BadReview::Encode)?;
             response.patch_type = Some("JSONPatch");
@@ -387,8 +433,8 @@ pub(crate) fn review(body: &[u8], config: &InjectConfig) -> Result<Vec<u8>, BadR
 }
 
 /// The request of an `admission.k8s.io/v1` AdmissionReview.
-pub(crate) fn request_of(body: &[u8]) -> Result<RequestIn, BadReview> {
-    let review: ReviewIn = serde_json::from_slice(body).map_err(BadReview::Json)?;
+pub(crate) fn request_of<R: DeserializeOwned>(body: &[u8]) -> Result<R, BadReview> {
+    let review: ReviewIn<R> = serde_json::from_slice(body).map_err(BadReview::Json)?;
     if review.kind.as_deref() != Some("AdmissionReview")
         || review.api_version.as_deref() != Some(ADMISSION_V1)
     {
@@ -411,21 +457,26 @@ pub(crate) fn encode(response: ResponseOut) -> Result<Vec<u8>, BadReview> {
 }
 
 /// The JSONPatch that injects the review's pod, None when it is to be left alone.
-fn patch_for(request: &RequestIn, config: &InjectConfig) -> Result<Option<Value>, String> {
+///
+/// Memory: a review at the size limit holds tens of thousands of containers, so each form of
+/// the pod is dropped as soon as the next is built (the JSON tree once typed, the typed
+/// specs once turned back into trees to diff) instead of all living until the end.
+fn patch_for(request: RequestIn, config: &InjectConfig) -> Result<Option<Value>, String> {
     if let Some(k) = &request.kind
         && !(k.group.is_empty() && k.kind == "Pod")
     {
         return Err(format!("a {} is not a Pod", k.kind));
     }
-    let pod = request.object.as_ref().ok_or("the request has no object")?;
-    let metadata: ObjectMeta = match pod.get("metadata") {
+    let mut pod = request.object.ok_or("the request has no object")?;
+    let metadata: ObjectMeta = match pod.get_mut("metadata").map(Value::take) {
         None | Some(Value::Null) => ObjectMeta::default(),
-        Some(m) => serde_json::from_value(m.clone()).map_err(|e| format!("metadata: {e}"))?,
+        Some(m) => serde_json::from_value(m).map_err(|e| format!("metadata: {e}"))?,
     };
-    let spec: PodSpec = match pod.get("spec") {
-        Some(s) => serde_json::from_value(s.clone()).map_err(|e| format!("spec: {e}"))?,
+    let spec: PodSpec = match pod.get_mut("spec").map(Value::take) {
+        Some(s) => serde_json::from_value(s).map_err(|e| format!("spec: {e}"))?,
         None => return Err("the pod has no spec".to_owned()),
     };
+    drop(pod);
     // The namespace's annotations are not in the review; its choice came as the path.
     let outcome =
         inject_pod(&metadata, &spec, &BTreeMap::new(), config).map_err(|e| e.to_string())?;
@@ -446,12 +497,11 @@ fn patch_for(request: &RequestIn, config: &InjectConfig) -> Result<Option<Value>
         "/metadata",
         &mut ops,
     );
-    diff(
-        &json(serde_json::to_value(&spec))?,
-        &json(serde_json::to_value(&*new_spec))?,
-        "/spec",
-        &mut ops,
-    );
+    let old = json(serde_json::to_value(&spec))?;
+    drop(spec);
+    let new = json(serde_json::to_value(&*new_spec))?;
+    drop(new_spec);
+    diff(&old, &new, "/spec", &mut ops);
     Ok(Some(Value::Array(ops)))
 }
 

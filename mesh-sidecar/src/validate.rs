@@ -35,7 +35,7 @@ enum Verdict {
 /// Answers one AdmissionReview (JSON in, JSON out). `Err` is a body that is not a review at
 /// all, for a 400.
 pub(crate) fn review(body: &[u8]) -> Result<Vec<u8>, BadReview> {
-    let request = request_of(body)?;
+    let request: RequestIn = request_of(body)?;
     let response = match verdict(&request) {
         Verdict::Allowed { warnings } => ResponseOut::allowed(request.uid, warnings),
         Verdict::Refused { object, errors } => {

@@ -2,11 +2,10 @@
 // Test helpers outside #[test] fns fail loudly too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output};
+
 use std::time::Duration;
 
 use mesh_identity::{Identity, cert};
@@ -43,51 +42,14 @@ impl Drop for TempDir {
 
 /// A running `mesh identity serve`, killed on drop even if the test fails.
 struct Server {
-    child: Child,
+    _child: support::Killed,
     url: String,
 }
 
 impl Server {
     fn start(dir: &Path, tokens: &Path) -> Self {
-        let mut child = Command::new(MESH)
-            .args(["identity", "serve", "--listen", "127.0.0.1:0", "--dir"])
-            .arg(dir)
-            .arg("--tokens")
-            .arg(tokens)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        // Read the address it prints, with a time limit.
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let mut server = Self {
-            child,
-            url: String::new(),
-        };
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("mesh identity serve printed its address");
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("https://"))
-            .unwrap_or_else(|| panic!("no URL in {line:?}"));
-        server.url = url.to_owned();
-        server
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let (child, url) = support::issuer::serve(dir, tokens, &[]);
+        Self { _child: child, url }
     }
 }
 

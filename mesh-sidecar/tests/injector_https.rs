@@ -514,6 +514,68 @@ async fn an_oversized_review_gets_413_and_memory_stays_flat() {
     assert_eq!(status, StatusCode::OK);
 }
 
+/// A review of an injectable pod with `containers` and, in its first container, `env`
+/// variables, padded with an annotation to just under `limit` bytes.
+fn review_near(limit: usize, containers: usize, env: usize) -> Vec<u8> {
+    let env: Vec<Value> = (0..env).map(|i| json!({"name": format!("E{i}")})).collect();
+    let mut list: Vec<Value> = (0..containers)
+        .map(|i| json!({"name": format!("c{i}"), "image": "x"}))
+        .collect();
+    list[0]["env"] = Value::from(env);
+    let mut pod = json!({"metadata": {"name": "p", "namespace": "default",
+        "annotations": {"mesh.io/inject": "enabled"}},
+        "spec": {"containers": list}});
+    let pad = limit - 1024 - review(&pod).len();
+    pod["metadata"]["annotations"]["pad"] = Value::from("x".repeat(pad));
+    review(&pod)
+}
+
+/// Issue 15: a 4.1 MB review of 56k containers peaked at 552 MB, four at once at 1.1 GB,
+/// where the install gives the injector 256 Mi and `failurePolicy: Ignore` (an OOM lets pods
+/// through unmeshed). Four reviews just under the limit, at once, must fit in that memory:
+/// 100,000 containers or 150,000 environment variables are past what the injector types
+/// (let through unpatched, with a warning); 9,000 variables are within it (patched).
+#[tokio::test]
+async fn four_reviews_at_the_size_limit_fit_in_the_installs_memory_limit() {
+    const LIMIT: usize = 3 * 1024 * 1024;
+    const INSTALL_LIMIT_KIB: u64 = 256 * 1024;
+    let inj = start(&[]);
+    for (containers, env, patched) in [(100_000, 1, false), (1, 150_000, false), (1, 9_000, true)] {
+        let big = review_near(LIMIT, containers, env);
+        assert!(
+            big.len() < LIMIT && big.len() > LIMIT - 2048,
+            "{}",
+            big.len()
+        );
+        let calls = (0..4).map(|_| try_call(&inj, "POST", "/inject", big.clone()));
+        for answer in futures_util::future::join_all(calls).await {
+            let (status, body) = answer.expect("each review is answered");
+            assert_eq!(status, StatusCode::OK);
+            let r: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(r["response"]["allowed"], true);
+            assert_eq!(
+                r["response"]["patch"].is_string(),
+                patched,
+                "{containers}: {r}"
+            );
+            let warned = r["response"]["warnings"][0].as_str().unwrap_or_default();
+            assert_eq!(
+                warned.contains("list items, more than"),
+                !patched,
+                "{warned}"
+            );
+        }
+        let peak = peak_rss_kib(inj.child.id());
+        println!("4 reviews of {containers} containers, {env} env: peak RSS {peak} KiB");
+        assert!(
+            peak < INSTALL_LIMIT_KIB,
+            "4 reviews of {containers} containers, {env} env: injector peak RSS {peak} KiB"
+        );
+    }
+    let (status, _) = call(&inj, "POST", "/inject", pod_review()).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
 #[tokio::test]
 async fn connections_past_the_cap_are_closed_and_the_rest_served() {
     let inj = start(&["--max-connections", "2"]);

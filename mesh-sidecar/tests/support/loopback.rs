@@ -32,17 +32,34 @@ impl LoopbackProxy {
     /// Starts `mesh proxy --mode explicit` forwarding inbound to `app`, with `extra` flags,
     /// and waits until it is ready (its listeners serve).
     pub(crate) fn start(app: SocketAddr, extra: &[&str]) -> Self {
-        Self::start_until(app, extra, "/ready")
+        Self::start_until(app, extra, "/ready", None)
     }
 
     /// As [`LoopbackProxy::start`], waiting only until `/live` answers.
     pub(crate) fn start_live(app: SocketAddr, extra: &[&str]) -> Self {
-        Self::start_until(app, extra, "/live")
+        Self::start_until(app, extra, "/live", None)
     }
 
-    fn start_until(app: SocketAddr, extra: &[&str], path: &str) -> Self {
+    /// As [`LoopbackProxy::start`], with the proxy's log (at `info`) written to `log`.
+    pub(crate) fn start_logged(app: SocketAddr, extra: &[&str], log: &std::path::Path) -> Self {
+        let file = std::fs::File::create(log).expect("create the proxy's log");
+        Self::start_until(app, extra, "/ready", Some(file))
+    }
+
+    fn start_until(
+        app: SocketAddr,
+        extra: &[&str],
+        path: &str,
+        log: Option<std::fs::File>,
+    ) -> Self {
+        let mut cmd = Command::new(super::mesh_bin());
+        if let Some(log) = log {
+            cmd.env("RUST_LOG", "info").stderr(log);
+        } else {
+            cmd.stderr(Stdio::null());
+        }
         let (inbound, outbound, admin) = (free_port(), free_port(), free_port());
-        let child = Command::new(super::mesh_bin())
+        let child = cmd
             .args(["proxy", "--mode", "explicit"])
             .args(["--inbound-addr", &inbound.to_string()])
             .args(["--outbound-addr", &outbound.to_string()])
@@ -50,7 +67,6 @@ impl LoopbackProxy {
             .args(["--inbound-forward", &app.to_string()])
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .expect("the mesh binary starts");
         let p = Self {

@@ -36,8 +36,10 @@ use std::time::Duration;
 
 pub(crate) mod apiserver;
 pub(crate) mod controller;
+pub(crate) mod issuer;
 pub(crate) mod loopback;
 pub(crate) mod pods;
+pub(crate) mod procfs;
 pub(crate) mod prometheus;
 
 /// Every namespace a test makes is named `mesh-test-<pid>-<n>`, so leftovers of a test

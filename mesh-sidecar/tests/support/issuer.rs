@@ -1,0 +1,42 @@
+//! A running `mesh identity serve` for end-to-end tests, killed on drop.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use super::Killed;
+
+/// Starts `mesh identity serve` on a free loopback port with the CA in `ca` and the token
+/// file `tokens`, plus `extra` flags; returns it with the `https://` URL it printed.
+pub(crate) fn serve(ca: &Path, tokens: &Path, extra: &[&str]) -> (Killed, String) {
+    let mut child = Command::new(super::mesh_bin())
+        .args(["identity", "serve", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(ca)
+        .arg("--tokens")
+        .arg(tokens)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run mesh identity serve");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let child = Killed(child);
+    // Read the address it prints, with a time limit.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("mesh identity serve printed its address");
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("https://"))
+        .unwrap_or_else(|| panic!("no URL in {line:?}"))
+        .to_owned();
+    (child, url)
+}
