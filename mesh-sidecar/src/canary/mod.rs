@@ -242,11 +242,12 @@ impl<C: Canaries, W: Weights, S: Store, G: Goldens> Driver<C, W, S, G> {
                 return Ok(blocked);
             }
         }
+        // The metrics say what the route says, before the status does.
+        self.metrics.set(&canary, &step.next);
         let outcome = Outcome::Decided(step.decision);
         self.store
             .record(&canary, Some(&step.next), &outcome)
             .await?;
-        self.metrics.set(&canary, &step.next);
         Ok(Next::Measure)
     }
 
@@ -260,8 +261,8 @@ impl<C: Canaries, W: Weights, S: Store, G: Goldens> Driver<C, W, S, G> {
         let outcome = Outcome::Started {
             weight: state.weight,
         };
-        self.store.record(canary, Some(&state), &outcome).await?;
         self.metrics.set(canary, &state);
+        self.store.record(canary, Some(&state), &outcome).await?;
         Ok(Next::Wait(Duration::ZERO))
     }
 
