@@ -8,6 +8,11 @@
 //! actually got, so it also counts requests that never reached the canary (refused
 //! connections, 502s and 504s from the caller's proxy), which are exactly the failures a
 //! rollout must not hide, and it needs no mapping from Service to workload.
+//!
+//! One consequence to know: a canary that fails *every* request is ejected by the callers'
+//! failure accrual (seven failures in a row), its share then goes to stable, and the
+//! canary serves too few requests for a step to count: it holds instead of rolling back.
+//! A canary that fails intermittently (the usual bad release) is judged and rolled back.
 
 use std::time::Duration;
 

@@ -91,7 +91,7 @@ pub(crate) enum Outcome {
 }
 
 /// What the loop does next after a step.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Next {
     /// The canary is gone: stop.
     Stop,
@@ -300,3 +300,6 @@ impl<C: Canaries, W: Weights, S: Store, G: Goldens> Driver<C, W, S, G> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
