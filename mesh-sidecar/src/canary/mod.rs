@@ -211,15 +211,17 @@ impl<C: Canaries, W: Weights, S: Store, G: Goldens> Driver<C, W, S, G> {
         if canary.suspend {
             return Ok(wait);
         }
-        if let Some(blocked) = self
-            .blocked(&canary, self.weights.read(&canary).await)
-            .await?
-        {
-            return Ok(blocked);
-        }
+        let on_route = match self.weights.read(&canary).await {
+            Ok(w) => w,
+            Err(b) => return self.report(&canary, b).await,
+        };
         let Some(state) = self.store.load(&canary).await? else {
             return self.start(&canary).await;
         };
+        if on_route != state.weight {
+            // Someone else moved the weights; the next move writes ours again.
+            tracing::warn!(canary = %format!("{namespace}/{name}"), on_route, recorded = state.weight, "the target's canary weight differs from the recorded one");
+        }
         self.metrics.set(&canary, &state);
         if state.phase != Phase::Progressing {
             return Ok(wait);
@@ -236,11 +238,10 @@ impl<C: Canaries, W: Weights, S: Store, G: Goldens> Driver<C, W, S, G> {
         }
         let step = decide(&canary.analysis, &state, &window);
         tracing::info!(canary = %format!("{namespace}/{name}"), ?window, decision = %step.decision, "canary step");
-        if step.next.weight != state.weight {
-            let set = self.weights.set(&canary, step.next.weight).await;
-            if let Some(blocked) = self.blocked(&canary, set).await? {
-                return Ok(blocked);
-            }
+        if step.next.weight != state.weight
+            && let Err(b) = self.weights.set(&canary, step.next.weight).await
+        {
+            return self.report(&canary, b).await;
         }
         // The metrics say what the route says, before the status does.
         self.metrics.set(&canary, &step.next);
@@ -254,9 +255,8 @@ impl<C: Canaries, W: Weights, S: Store, G: Goldens> Driver<C, W, S, G> {
     /// The canary's first weight.
     async fn start(&self, canary: &Canary) -> Result<Next, BoxError> {
         let state = State::start(&canary.analysis);
-        let set = self.weights.set(canary, state.weight).await;
-        if let Some(blocked) = self.blocked(canary, set).await? {
-            return Ok(blocked);
+        if let Err(b) = self.weights.set(canary, state.weight).await {
+            return self.report(canary, b).await;
         }
         let outcome = Outcome::Started {
             weight: state.weight,
@@ -267,18 +267,13 @@ impl<C: Canaries, W: Weights, S: Store, G: Goldens> Driver<C, W, S, G> {
     }
 
     /// Reports a target that cannot carry the weights; passes store errors up.
-    async fn blocked<T>(
-        &self,
-        canary: &Canary,
-        result: Result<T, Blocked>,
-    ) -> Result<Option<Next>, BoxError> {
-        match result {
-            Ok(_) => Ok(None),
-            Err(Blocked::Io(e)) => Err(e),
-            Err(Blocked::Target(problem)) => {
+    async fn report(&self, canary: &Canary, blocked: Blocked) -> Result<Next, BoxError> {
+        match blocked {
+            Blocked::Io(e) => Err(e),
+            Blocked::Target(problem) => {
                 let outcome = Outcome::Blocked(problem);
                 self.store.record(canary, None, &outcome).await?;
-                Ok(Some(Next::Wait(canary.analysis.interval)))
+                Ok(Next::Wait(canary.analysis.interval))
             }
         }
     }
