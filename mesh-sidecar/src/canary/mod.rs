@@ -7,6 +7,10 @@
 //! ([`Goldens`]): `mesh controller` plugs in the API server (`kube`) and the sources
 //! `mesh stat` reads (`goldens`); anything else (files, a test) can plug in its own.
 //!
+//! Any number of controller replicas may drive the same canary: a replica whose recorded
+//! state changed while it measured drops its window, so one step is taken per interval
+//! (up to two replicas finishing a window at the same instant).
+//!
 //! What a user can rely on: a suspended canary, and a deleted one, leave the weights as they
 //! are; a rollback returns all traffic to stable in one write; a target that is missing or
 //! does not name both backends is reported (the `Promoted` condition's reason, an Event)
@@ -235,6 +239,11 @@ impl<C: Canaries, W: Weights, S: Store, G: Goldens> Driver<C, W, S, G> {
         };
         if canary.suspend {
             return Ok(Next::Wait(canary.analysis.interval));
+        }
+        // Another replica stepped while this one measured: its step stands, and this one
+        // measures again from the new state (replicas keep no state of their own).
+        if self.store.load(&canary).await? != Some(state) {
+            return Ok(Next::Measure);
         }
         let step = decide(&canary.analysis, &state, &window);
         tracing::info!(canary = %format!("{namespace}/{name}"), ?window, decision = %step.decision, "canary step");

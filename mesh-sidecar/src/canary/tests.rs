@@ -20,6 +20,8 @@ struct Fakes {
     state: Mutex<Option<State>>,
     reasons: Mutex<Vec<&'static str>>,
     windows: Mutex<VecDeque<Window>>,
+    /// Another replica's step, recorded while this one measures.
+    meanwhile: Mutex<Option<State>>,
 }
 
 impl Canaries for &Fakes {
@@ -58,6 +60,9 @@ impl Store for &Fakes {
 
 impl Goldens for &Fakes {
     async fn window(&self, _: &Canary, _: Duration) -> Result<Window, BoxError> {
+        if let Some(s) = self.meanwhile.lock().take() {
+            *self.state.lock() = Some(s);
+        }
         Ok(self.windows.lock().pop_front().unwrap_or_default())
     }
 }
@@ -180,4 +185,22 @@ async fn suspended_deleted_and_unroutable_canaries_write_nothing() {
     assert!(f.writes.lock().is_empty());
     assert_eq!(*f.reasons.lock(), ["TargetNotFound", "TargetNotFound"]);
     assert_eq!(*f.state.lock(), None, "the rollout has not started");
+}
+
+#[tokio::test]
+async fn a_step_another_replica_took_meanwhile_stands() {
+    let f = fakes(&[window(50), window(100)]);
+    steps(&f, 1).await;
+    let theirs = State {
+        phase: Phase::Progressing,
+        weight: 50,
+        failed_checks: 0,
+    };
+    *f.meanwhile.lock() = Some(theirs);
+    // Our failing window was measured against a state that is gone: dropped.
+    assert_eq!(steps(&f, 1).await, [Next::Measure]);
+    assert_eq!(*f.state.lock(), Some(theirs));
+    assert_eq!(*f.writes.lock(), [25]);
+    steps(&f, 1).await;
+    assert_eq!(*f.writes.lock(), [25, 100]);
 }
