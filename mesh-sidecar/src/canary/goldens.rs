@@ -14,22 +14,30 @@
 //! canary serves too few requests for a step to count: it holds instead of rolling back.
 //! A canary that fails intermittently (the usual bad release) is judged and rolled back.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
 
 use mesh_core::canary::{BackendWindow, Canary, Window};
 
 use super::{BoxError, Goldens};
+use crate::inject::pod::{ADMIN_PORT, PROXY_CONTAINER};
 use crate::stat::query::{Golden, goldens};
 use crate::stat::series::Selector;
 use crate::stat::source::{Prometheus, Scraped, Source, Target};
 
 /// Where the numbers come from.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) enum StatGoldens {
     /// A Prometheus that scrapes the proxies (base URL).
     Prometheus(String),
     /// These proxies' admin addresses, scraped directly.
     Scrape(Vec<Target>),
+    /// Every running meshed pod's proxy (admin port 4191), listed from the API server at
+    /// the start of each window: the callers may be in any namespace.
+    Pods(kube::Client),
 }
 
 // === impl StatGoldens ===
@@ -43,6 +51,12 @@ impl Goldens for StatGoldens {
             }
             Self::Scrape(targets) => {
                 Source::Scraped(Scraped::collect(targets, interval, |_| {}).await?)
+            }
+            Self::Pods(client) => {
+                let pods = Api::<Pod>::all(client.clone());
+                let list = pods.list(&ListParams::default()).await?;
+                let targets = meshed_proxies(&list.items);
+                Source::Scraped(Scraped::collect(&targets, interval, |_| {}).await?)
             }
         };
         let sel = Selector::new("response_total")
@@ -59,6 +73,34 @@ impl Goldens for StatGoldens {
             canary: backend(&canary.canary.name),
         })
     }
+}
+
+/// The admin addresses of the running pods that carry our proxy, named as `mesh stat`
+/// names its targets.
+fn meshed_proxies(pods: &[Pod]) -> Vec<Target> {
+    let meshed = |p: &&Pod| {
+        let spec = p.spec.as_ref();
+        let containers = spec.map(|s| s.containers.as_slice()).unwrap_or_default();
+        containers.iter().any(|c| c.name == PROXY_CONTAINER)
+    };
+    let running = |p: &&Pod| {
+        let status = p.status.as_ref();
+        status.and_then(|s| s.phase.as_deref()) == Some("Running")
+    };
+    (pods.iter().filter(meshed).filter(running))
+        .filter_map(|p| {
+            let ip: IpAddr = p.status.as_ref()?.pod_ip.as_deref()?.parse().ok()?;
+            let port = u16::try_from(ADMIN_PORT).ok()?;
+            let labels = crate::stat::workload_labels(
+                p.metadata.namespace.as_deref()?,
+                p.metadata.name.as_deref()?,
+            );
+            Some(Target {
+                labels,
+                addr: SocketAddr::new(ip, port),
+            })
+        })
+        .collect()
 }
 
 /// A backend's numbers as `decide` takes them: whole responses, p99 as a duration.
@@ -81,6 +123,27 @@ fn backend_window(g: &Golden) -> BackendWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_running_meshed_pods_are_scraped_on_their_admin_port() {
+        let pod = |name: &str, container: &str, phase: &str| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": "shop"},
+                "spec": {"containers": [{"name": "app"}, {"name": container}]},
+                "status": {"phase": phase, "podIP": "10.1.2.3"},
+            }))
+            .unwrap()
+        };
+        let pods = [
+            pod("web-1", "mesh-proxy", "Running"),
+            pod("web-2", "mesh-proxy", "Pending"),
+            pod("legacy", "sidecar", "Running"),
+        ];
+        let targets = meshed_proxies(&pods);
+        assert_eq!(targets.len(), 1, "{targets:?}");
+        assert_eq!(targets[0].addr, "10.1.2.3:4191".parse().unwrap());
+        assert_eq!(targets[0].labels["pod"], "web-1");
+    }
 
     #[test]
     fn goldens_become_whole_responses_and_a_duration() {

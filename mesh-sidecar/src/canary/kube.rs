@@ -239,6 +239,8 @@ pub(crate) async fn run<G>(
         for api in &apis {
             let list = match api.list(&ListParams::default()).await {
                 Ok(list) => list,
+                // Not served: the Canary CRD is not installed (yet).
+                Err(kube::Error::Api(e)) if e.code == 404 => continue,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot list canaries");
                     continue;

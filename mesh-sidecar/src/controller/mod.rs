@@ -68,6 +68,7 @@ pub(crate) struct ControllerArgs {
     canary_prometheus: Option<String>,
     /// Canaries read their golden metrics by scraping these proxies' admin addresses
     /// ([NAMESPACE/]NAME=HOST:PORT, comma-separated): the callers of the canaried Services.
+    /// Without either flag, every running meshed pod's admin port (4191) is scraped.
     #[arg(long, env = "MESH_CONTROLLER_CANARY_SCRAPE", value_delimiter = ',')]
     canary_scrape: Vec<String>,
 }
@@ -128,21 +129,15 @@ async fn serve(args: ControllerArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot start the policy index thread: {e}"))?;
     let watches = Watches::start(&client, &scopes, input.clone(), registry.clone());
 
-    match canary_goldens(&args)? {
-        Some(goldens) => {
-            let metrics = crate::canary::CanaryMetrics::new(registry.clone());
-            let namespaces = args.namespaces.clone();
-            tokio::spawn(crate::canary::kube::run(
-                client.clone(),
-                namespaces,
-                goldens,
-                metrics,
-            ));
-        }
-        None => {
-            tracing::info!("canaries are not analysed: give --canary-prometheus or --canary-scrape")
-        }
-    }
+    let goldens = canary_goldens(&args, &client)?;
+    let metrics = crate::canary::CanaryMetrics::new(registry.clone());
+    let namespaces = args.namespaces.clone();
+    tokio::spawn(crate::canary::kube::run(
+        client.clone(),
+        namespaces,
+        goldens,
+        metrics,
+    ));
     let admin_listener = bind(args.admin_addr).await?;
     let admin = admin::Admin {
         registry,
@@ -163,18 +158,19 @@ async fn serve(args: ControllerArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Where canaries' golden metrics come from, if anywhere.
-fn canary_goldens(args: &ControllerArgs) -> Result<Option<StatGoldens>, String> {
+/// Where canaries' golden metrics come from: Prometheus, the proxies listed, or else every
+/// meshed pod's proxy.
+fn canary_goldens(args: &ControllerArgs, client: &kube::Client) -> Result<StatGoldens, String> {
     if let Some(url) = &args.canary_prometheus {
-        return Ok(Some(StatGoldens::Prometheus(url.clone())));
+        return Ok(StatGoldens::Prometheus(url.clone()));
     }
     if args.canary_scrape.is_empty() {
-        return Ok(None);
+        return Ok(StatGoldens::Pods(client.clone()));
     }
     let targets = (args.canary_scrape.iter())
         .map(|t| crate::stat::target(t, "default").map_err(|e| e.to_string()))
         .collect::<Result<_, _>>()?;
-    Ok(Some(StatGoldens::Scrape(targets)))
+    Ok(StatGoldens::Scrape(targets))
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
