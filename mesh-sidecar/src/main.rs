@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod canary;
 mod check;
 mod controller;
 mod crds;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::apiserver::ApiServer;
-use support::controller::Controller;
+use support::controller::{Controller, endpoint_slice_yaml, pod_proxy as proxy, service_yaml};
 use support::loopback::{LoopbackProxy, Seen, exchange, get, recording_app};
 use support::pods::{Trust, free_port};
 
@@ -24,30 +24,8 @@ const WAIT: Duration = Duration::from_secs(15);
 /// Service `web` with a route to `web-v1` or `web-v2`, each of those one plaintext endpoint
 /// on loopback, and the two client pods.
 fn objects(v1: SocketAddr, v2: SocketAddr) -> String {
-    let service = |name: &str, ip: &str| {
-        format!(
-            "apiVersion: v1
-kind: Service
-metadata: {{ name: {name}, namespace: default }}
-spec: {{ clusterIP: {ip}, ports: [{{ name: http, port: 80, targetPort: http }}] }}
----
-"
-        )
-    };
-    let slice = |name: &str, app: SocketAddr| {
-        format!(
-            "apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{ name: {name}-1, namespace: default, labels: {{ kubernetes.io/service-name: {name} }} }}
-addressType: IPv4
-ports: [{{ name: http, port: {} }}]
-endpoints: [{{ addresses: [{}] }}]
----
-",
-            app.port(),
-            app.ip()
-        )
-    };
+    let service = service_yaml;
+    let slice = endpoint_slice_yaml;
     let pod = |name: &str, sa: &str| {
         format!(
             "apiVersion: v1
@@ -86,30 +64,6 @@ spec:
   rules: [{{ matches: [{{ path: {path} }}], backendRefs: [{{ name: {backend}, port: 80 }}] }}]
 "
     )
-}
-
-/// A proxy for pod `pod`, presenting the identity of service account `sa`.
-fn proxy(trust: &Trust, grpc: SocketAddr, sa: &str, pod: &str, live_only: bool) -> LoopbackProxy {
-    let (app, _) = recording_app();
-    let certs = trust.certs(sa);
-    let grpc = grpc.to_string();
-    let args = [
-        "--controller",
-        &grpc,
-        "--controller-identity",
-        "default/mesh-controller",
-        "--identity-dir",
-        certs.to_str().unwrap(),
-        "--namespace",
-        "default",
-        "--pod-name",
-        pod,
-    ];
-    if live_only {
-        LoopbackProxy::start_live(app, &args)
-    } else {
-        LoopbackProxy::start(app, &args)
-    }
 }
 
 fn call_web(p: &LoopbackProxy) -> String {

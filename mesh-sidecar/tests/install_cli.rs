@@ -161,8 +161,8 @@ fn control_plane_parses_as_kubernetes_types() {
                 let r: ClusterRole = parse(&d);
                 let rules = r.rules.unwrap();
                 match r.metadata.name.as_deref() {
-                    // The controller is the only reader of the cluster; it writes only the
-                    // status of objects and Events.
+                    // The controller is the only reader of the cluster; it writes the status
+                    // of objects, Events, and the weights of the routes canaries move.
                     Some("mesh-controller-mesh") => {
                         let can = |verb: &str, resource: &str| {
                             rules.iter().any(|r| {
@@ -182,6 +182,11 @@ fn control_plane_parses_as_kubernetes_types() {
                         assert!(can("patch", "httproutes/status"));
                         assert!(can("create", "events"));
                         assert!(!can("patch", "httproutes") && !can("patch", "services"));
+                        for moved in ["httproutes", "grpcroutes", "trafficsplits"] {
+                            assert!(can("update", moved), "{moved}");
+                        }
+                        assert!(can("update", "canaries/status"));
+                        assert!(!can("update", "services") && !can("update", "canaries"));
                     }
                     Some("mesh-identity-mesh") => {
                         assert_eq!(rules[0].resources.as_deref().unwrap(), ["tokenreviews"]);

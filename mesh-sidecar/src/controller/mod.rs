@@ -20,12 +20,13 @@ use mesh_tower::metrics::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::canary::goldens::StatGoldens;
 use crate::kube_watch::{Applier, KINDS, Scope, Watches};
 
 mod admin;
 mod grpc;
 mod index;
-mod status;
+pub(crate) mod status;
 
 /// How long a client may take to complete the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,6 +59,18 @@ pub(crate) struct ControllerArgs {
     /// Client connections held open at once (one per proxy).
     #[arg(long, default_value_t = 20_000)]
     max_connections: usize,
+    /// Canaries read their golden metrics from this Prometheus (base URL).
+    #[arg(
+        long,
+        env = "MESH_CONTROLLER_CANARY_PROMETHEUS",
+        conflicts_with = "canary_scrape"
+    )]
+    canary_prometheus: Option<String>,
+    /// Canaries read their golden metrics by scraping these proxies' admin addresses
+    /// ([NAMESPACE/]NAME=HOST:PORT, comma-separated): the callers of the canaried Services.
+    /// Without either flag, every running meshed pod's admin port (4191) is scraped.
+    #[arg(long, env = "MESH_CONTROLLER_CANARY_SCRAPE", value_delimiter = ',')]
+    canary_scrape: Vec<String>,
 }
 
 /// Runs the controller until SIGTERM or Ctrl-C.
@@ -116,6 +129,15 @@ async fn serve(args: ControllerArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot start the policy index thread: {e}"))?;
     let watches = Watches::start(&client, &scopes, input.clone(), registry.clone());
 
+    let goldens = canary_goldens(&args, &client)?;
+    let metrics = crate::canary::CanaryMetrics::new(registry.clone());
+    let namespaces = args.namespaces.clone();
+    tokio::spawn(crate::canary::kube::run(
+        client.clone(),
+        namespaces,
+        goldens,
+        metrics,
+    ));
     let admin_listener = bind(args.admin_addr).await?;
     let admin = admin::Admin {
         registry,
@@ -134,6 +156,21 @@ async fn serve(args: ControllerArgs) -> Result<(), String> {
     let handle = move |tcp, _| grpc::serve_connection(tcp, acceptor.clone(), services.clone());
     crate::server_limits::serve(listener, "controller", args.max_connections, handle).await;
     Ok(())
+}
+
+/// Where canaries' golden metrics come from: Prometheus, the proxies listed, or else every
+/// meshed pod's proxy.
+fn canary_goldens(args: &ControllerArgs, client: &kube::Client) -> Result<StatGoldens, String> {
+    if let Some(url) = &args.canary_prometheus {
+        return Ok(StatGoldens::Prometheus(url.clone()));
+    }
+    if args.canary_scrape.is_empty() {
+        return Ok(StatGoldens::Pods(client.clone()));
+    }
+    let targets = (args.canary_scrape.iter())
+        .map(|t| crate::stat::target(t, "default").map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    Ok(StatGoldens::Scrape(targets))
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {

@@ -11,6 +11,7 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec}
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use mesh_core::canary::TargetKind;
 use serde_norway::Value;
 
 use super::{
@@ -113,6 +114,23 @@ fn rules() -> Vec<PolicyRule> {
     {
         let resources = plurals.iter().map(|p| format!("{p}/status")).collect();
         rules.push(rule(group, resources, &["get", "patch", "update"]));
+    }
+    // Canaries move the weights of the routes and TrafficSplits they target.
+    let targets = [
+        TargetKind::HttpRoute,
+        TargetKind::LinkerdHttpRoute,
+        TargetKind::GrpcRoute,
+        TargetKind::TrafficSplit,
+    ];
+    let mut moved: std::collections::BTreeMap<&str, BTreeSet<&str>> = Default::default();
+    for t in targets {
+        if let Some(k) = (KINDS.iter()).find(|k| k.group == t.group() && k.kind == t.kind()) {
+            moved.entry(k.group).or_default().insert(k.plural);
+        }
+    }
+    for (group, plurals) in moved {
+        let resources = plurals.iter().map(|p| (*p).to_owned()).collect();
+        rules.push(rule(group, resources, &["update"]));
     }
     for group in ["", "events.k8s.io"] {
         rules.push(rule(group, strings(&["events"]), &["create", "patch"]));

@@ -122,7 +122,7 @@ impl Golden {
 
 /// Success counts and latency quantiles of `sel` (a `*_total` of responses) and its latency
 /// histogram, grouped by the values of `keys`.
-async fn goldens(
+pub(crate) async fn goldens(
     source: &Source,
     sel: &Selector,
     latency: &'static str,

@@ -15,6 +15,7 @@ use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mesh_identity::{CertStore, Identity, TrustBundle, TrustStore};
 
+use super::loopback::{LoopbackProxy, recording_app};
 use super::mesh_bin;
 use super::pods::{Trust, free_port};
 
@@ -30,12 +31,24 @@ pub(crate) struct Controller {
 
 impl Controller {
     pub(crate) fn start(kubeconfig: &Path, identity: &Path, grpc: SocketAddr, dir: &Path) -> Self {
+        Self::start_with(kubeconfig, identity, grpc, dir, &[])
+    }
+
+    /// As [`Controller::start`], with `extra` flags.
+    pub(crate) fn start_with(
+        kubeconfig: &Path,
+        identity: &Path,
+        grpc: SocketAddr,
+        dir: &Path,
+        extra: &[&str],
+    ) -> Self {
         let admin = free_port();
         let log = dir.join("controller.log");
         let child = Command::new(mesh_bin())
             .args(["controller", "--grpc-addr", &grpc.to_string()])
             .args(["--admin-addr", &admin.to_string(), "--identity-dir"])
             .arg(identity)
+            .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -87,6 +100,66 @@ impl Drop for Controller {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A Service `name` in `default` with ClusterIP `ip` and port 80 (`http`), as YAML.
+pub(crate) fn service_yaml(name: &str, ip: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{ name: {name}, namespace: default }}
+spec: {{ clusterIP: {ip}, ports: [{{ name: http, port: 80, targetPort: http }}] }}
+---
+"
+    )
+}
+
+/// An EndpointSlice of Service `name` in `default` with the one endpoint `app`, as YAML.
+pub(crate) fn endpoint_slice_yaml(name: &str, app: SocketAddr) -> String {
+    format!(
+        "apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{ name: {name}-1, namespace: default, labels: {{ kubernetes.io/service-name: {name} }} }}
+addressType: IPv4
+ports: [{{ name: http, port: {} }}]
+endpoints: [{{ addresses: [{}] }}]
+---
+",
+        app.port(),
+        app.ip()
+    )
+}
+
+/// A `mesh proxy --controller` for pod `pod` in `default`, presenting the identity of
+/// service account `sa`, in front of an app that answers 200; waits until it is ready, or
+/// only live (when it is started before the controller).
+pub(crate) fn pod_proxy(
+    trust: &Trust,
+    grpc: SocketAddr,
+    sa: &str,
+    pod: &str,
+    live_only: bool,
+) -> LoopbackProxy {
+    let (app, _) = recording_app();
+    let certs = trust.certs(sa);
+    let grpc = grpc.to_string();
+    let args = [
+        "--controller",
+        &grpc,
+        "--controller-identity",
+        "default/mesh-controller",
+        "--identity-dir",
+        certs.to_str().unwrap(),
+        "--namespace",
+        "default",
+        "--pod-name",
+        pod,
+    ];
+    if live_only {
+        LoopbackProxy::start_live(app, &args)
+    } else {
+        LoopbackProxy::start(app, &args)
     }
 }
 

@@ -1,0 +1,365 @@
+//! The canary loop end to end on loopback: the test API server, a real `mesh controller`
+//! reading a caller's proxy metrics (`--canary-scrape`), and a real `mesh proxy` calling
+//! Service `web` through HTTPRoute `web-route` split between `web-v1` (stable) and `web-v2`
+//! (canary). What a user would see: a healthy canary is promoted step by step and the
+//! caller's traffic follows each step; a failing one is rolled back at once; a suspended one
+//! is left alone.
+//!
+//! Every child process is killed on drop, also when a test fails; traffic is bounded in
+//! requests and time, and every wait is bounded.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::apiserver::{ApiResource, ApiServer};
+use support::controller::{Controller, endpoint_slice_yaml, pod_proxy, service_yaml};
+use support::loopback::{LoopbackProxy, Seen, exchange, metric, recording_app, status_app};
+use support::pods::{Trust, free_port};
+
+/// How long a whole rollout may take (a bound, not a measurement).
+const ROLLOUT: Duration = Duration::from_secs(60);
+/// The most requests the caller sends in one test.
+const MAX_REQUESTS: usize = 8_000;
+
+/// Services `web`, `web-v1` and `web-v2`, the backends' endpoints, the caller's pod.
+fn objects(v1: SocketAddr, v2: SocketAddr) -> String {
+    let service = service_yaml;
+    let slice = endpoint_slice_yaml;
+    let route = "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: web-route, namespace: default }
+spec:
+  parentRefs: [{ name: web, kind: Service, group: core, port: 80 }]
+  rules: [{ backendRefs: [{ name: web-v1, port: 80, weight: 100 }, { name: web-v2, port: 80, weight: 0 }] }]
+---
+";
+    let pod = "apiVersion: v1
+kind: Pod
+metadata: { name: a-pod, namespace: default, labels: { app: a } }
+spec: { serviceAccountName: a, containers: [{ name: app, image: app }] }
+";
+    [
+        service("web", "10.96.0.10"),
+        service("web-v1", "10.96.0.11"),
+        service("web-v2", "10.96.0.12"),
+        slice("web-v1", v1),
+        slice("web-v2", v2),
+        route.to_owned(),
+        pod.to_owned(),
+    ]
+    .concat()
+}
+
+/// Canary `web` on `web-route`: steps of 25 up to 50, a 90 % success-rate floor.
+fn canary(interval: &str, suspend: bool) -> String {
+    format!(
+        "apiVersion: policy.mesh.io/v1alpha1
+kind: Canary
+metadata: {{ name: web, namespace: default }}
+spec:
+  targetRef: {{ group: gateway.networking.k8s.io, kind: HTTPRoute, name: web-route }}
+  stable: {{ name: web-v1, port: 80 }}
+  canary: {{ name: web-v2, port: 80 }}
+  suspend: {suspend}
+  analysis:
+    interval: {interval}
+    stepWeight: 25
+    maxWeight: 50
+    threshold: 1
+    minRequests: 10
+    metrics:
+    - name: request-success-rate
+      thresholdRange: {{ min: 90 }}
+"
+    )
+}
+
+/// The test API server, the controller, and the caller `a` with traffic running through it.
+struct Mesh {
+    api: ApiServer,
+    controller: Controller,
+    stop: Arc<AtomicBool>,
+    traffic: Option<JoinHandle<usize>>,
+    // Dropped last: the processes above use its certificates.
+    _caller: LoopbackProxy,
+    _trust: Trust,
+}
+
+impl Mesh {
+    /// Starts everything and waits until the caller's traffic reaches `v1`.
+    fn start(v1: (SocketAddr, &Seen), v2: SocketAddr) -> Self {
+        let (v1, v1_seen) = v1;
+        let api = ApiServer::start();
+        // The Canary CRD, as `mesh install` would have created it.
+        api.serve_resource(ApiResource {
+            group: "policy.mesh.io",
+            version: "v1alpha1",
+            kind: "Canary",
+            plural: "canaries",
+            namespaced: true,
+        });
+        api.apply(&objects(v1, v2));
+        let trust = Trust::new();
+        trust.issue(&["mesh-controller", "a"]);
+        let grpc = free_port();
+        let caller = pod_proxy(&trust, grpc, "a", "a-pod", true);
+        let scrape = format!("default/a={}", caller.admin);
+        let controller = Controller::start_with(
+            &api.kubeconfig(&trust.dir),
+            &trust.certs("mesh-controller"),
+            grpc,
+            &trust.dir,
+            &["--canary-scrape", &scrape],
+        );
+        controller.wait_ready();
+        let stop = Arc::new(AtomicBool::new(false));
+        let traffic = Some(traffic(caller.outbound, Arc::clone(&stop)));
+        let mesh = Self {
+            api,
+            controller,
+            stop,
+            traffic,
+            _caller: caller,
+            _trust: trust,
+        };
+        until(&mesh, "the caller reaches web-v1", || {
+            (!v1_seen.lock().is_empty()).then_some(())
+        });
+        mesh
+    }
+
+    /// (stable, canary) weights on the route now.
+    fn weights(&self) -> (u64, u64) {
+        let route = (self.api)
+            .get(
+                "gateway.networking.k8s.io",
+                "httproutes",
+                "default",
+                "web-route",
+            )
+            .unwrap();
+        let refs = &route["spec"]["rules"][0]["backendRefs"];
+        let w = |i: usize| refs[i]["weight"].as_u64().unwrap();
+        (w(0), w(1))
+    }
+
+    /// Waits for status phase `phase`; the status and its `Promoted` condition.
+    fn settled(&self, phase: &str) -> (Value, Value) {
+        let status = until(self, &format!("status {phase}"), || {
+            let s = self.status();
+            (s["phase"] == phase).then_some(s)
+        });
+        let promoted = (status["conditions"].as_array().into_iter().flatten())
+            .find(|c| c["type"] == "Promoted")
+            .cloned()
+            .unwrap_or_else(|| panic!("no Promoted condition: {status:#}"));
+        (status, promoted)
+    }
+
+    fn status(&self) -> Value {
+        (self.api.get("policy.mesh.io", "canaries", "default", "web"))
+            .map_or(Value::Null, |c| c["status"].clone())
+    }
+
+    /// The reasons of the Events recorded about the canary, in no particular order.
+    fn event_reasons(&self) -> Vec<String> {
+        (self.api.list("", "events", "default").iter())
+            .filter(|e| e["involvedObject"]["kind"] == "Canary")
+            .filter_map(|e| e["reason"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    fn fail(&self, what: &str) -> String {
+        format!(
+            "{what}\nweights {:?}\nstatus {:#}\nevents {:?}\n{}",
+            self.weights(),
+            self.status(),
+            self.event_reasons(),
+            self.controller.log()
+        )
+    }
+
+    /// Stops the traffic; how many requests were sent.
+    fn stop_traffic(&mut self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        self.traffic.take().map_or(0, |t| t.join().unwrap())
+    }
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Calls `web` through the caller until stopped, at most [`MAX_REQUESTS`] times or for
+/// [`ROLLOUT`]; returns how many requests it sent.
+fn traffic(outbound: SocketAddr, stop: Arc<AtomicBool>) -> JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + ROLLOUT;
+        let mut sent = 0;
+        while sent < MAX_REQUESTS && Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
+            exchange(
+                outbound,
+                b"GET /x HTTP/1.1\r\nHost: web.default\r\nConnection: close\r\n\r\n",
+            );
+            sent += 1;
+            std::thread::sleep(Duration::from_millis(4));
+        }
+        sent
+    })
+}
+
+/// Polls `f` every 20 ms until it gives a value, at most [`ROLLOUT`].
+fn until<T>(mesh: &Mesh, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + ROLLOUT;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{}", mesh.fail(what));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_healthy_canary_is_promoted_step_by_step_and_traffic_follows() {
+    let (v1, v1_seen) = recording_app();
+    let (v2, v2_seen) = recording_app();
+    let mut mesh = Mesh::start((v1, &v1_seen), v2);
+    mesh.api.apply(&canary("2s", false));
+
+    // Follow the route: each weight it takes, and what each backend was sent meanwhile.
+    let counts = |s: &Seen| s.lock().len();
+    let mut steps: Vec<(u64, usize, usize)> = Vec::new();
+    let mut last = (mesh.weights().1, counts(&v1_seen), counts(&v2_seen));
+    until(&mesh, "the canary is promoted", || {
+        let w = mesh.weights().1;
+        if w != last.0 {
+            let now = (w, counts(&v1_seen), counts(&v2_seen));
+            steps.push((last.0, now.1 - last.1, now.2 - last.2));
+            last = now;
+        }
+        (w == 100).then_some(())
+    });
+    let weights: Vec<u64> = steps.iter().map(|s| s.0).skip(1).collect();
+    assert_eq!(weights, [25, 50], "{}", mesh.fail("the plan of weights"));
+
+    // While the route said w %, the canary got about w % of the requests (the proxy
+    // follows the route within the controller's push delay).
+    for &(w, to_v1, to_v2) in &steps[1..] {
+        let total = to_v1 + to_v2;
+        assert!(total >= 40, "too few requests at {w}%: {total}");
+        let share = to_v2 as f64 * 100.0 / total as f64;
+        assert!(
+            (share - w as f64).abs() <= 20.0,
+            "at {w}% the canary got {share:.1}% of {total} requests"
+        );
+    }
+
+    // Promoted: recorded where users look, and all traffic reaches the canary.
+    let (status, promoted) = mesh.settled("Succeeded");
+    assert_eq!(status["canaryWeight"], 100);
+    assert_eq!(promoted["status"], "True");
+    assert_eq!(promoted["reason"], "Promoted");
+    assert_eq!(mesh.weights(), (0, 100));
+    // Each Event follows its status write.
+    until(&mesh, "Started, Advanced and Promoted Events", || {
+        let reasons = mesh.event_reasons();
+        let has = |r: &str| reasons.iter().any(|x| x == r);
+        (has("Started") && has("Advanced") && has("Promoted")).then_some(())
+    });
+    let (_, metrics) = mesh.controller.admin("/metrics").unwrap();
+    assert_eq!(metric(&metrics, "canary_weight", "name=\"web\""), 100.0);
+    assert_eq!(metric(&metrics, "canary_phase", "phase=\"Succeeded\""), 1.0);
+    assert_eq!(
+        metric(&metrics, "canary_phase", "phase=\"Progressing\""),
+        0.0
+    );
+
+    let v1_before = counts(&v1_seen);
+    let v2_before = counts(&v2_seen);
+    until(&mesh, "traffic on the canary", || {
+        (counts(&v2_seen) > v2_before + 50).then_some(())
+    });
+    // A request in flight at the switch may still have reached v1.
+    assert!(
+        counts(&v1_seen) <= v1_before + 5,
+        "{}",
+        mesh.fail("v1 still served")
+    );
+    assert!(mesh.stop_traffic() > 0);
+}
+
+#[test]
+fn a_failing_canary_is_rolled_back_at_once() {
+    let (v1, v1_seen) = recording_app();
+    // Every other request fails: far below the floor, yet never the seven failures in a row
+    // that would make the caller's proxy eject the endpoint (failure accrual), which would
+    // send the canary's share to stable and leave the canary without the requests to judge.
+    let answered = Arc::new(AtomicUsize::new(0));
+    let v2 = status_app(
+        move |_| match answered.fetch_add(1, Ordering::Relaxed) % 2 {
+            0 => "500 Internal Server Error",
+            _ => "200 OK",
+        },
+    );
+    let mut mesh = Mesh::start((v1, &v1_seen), v2);
+    mesh.api.apply(&canary("1s", false));
+    until(&mesh, "the canary gets its first weight", || {
+        (mesh.weights() == (75, 25)).then_some(())
+    });
+    let (status, promoted) = mesh.settled("Failed");
+    // All traffic back to stable in one write: no step in between.
+    assert_eq!(mesh.weights(), (100, 0));
+    assert_eq!(status["canaryWeight"], 0);
+    assert_eq!(promoted["status"], "False");
+    assert_eq!(promoted["reason"], "RolledBack");
+    assert!(
+        promoted["message"]
+            .as_str()
+            .unwrap()
+            .contains("success rate"),
+        "{promoted}"
+    );
+    until(&mesh, "a RolledBack Event", || {
+        mesh.event_reasons()
+            .iter()
+            .any(|r| r == "RolledBack")
+            .then_some(())
+    });
+    let (_, metrics) = mesh.controller.admin("/metrics").unwrap();
+    assert_eq!(metric(&metrics, "canary_weight", "name=\"web\""), 0.0);
+    assert_eq!(metric(&metrics, "canary_phase", "phase=\"Failed\""), 1.0);
+    assert!(mesh.stop_traffic() > 0);
+}
+
+#[test]
+fn a_suspended_canary_leaves_the_weights_alone() {
+    let (v1, v1_seen) = recording_app();
+    let (v2, _) = recording_app();
+    let mut mesh = Mesh::start((v1, &v1_seen), v2);
+    mesh.api.apply(&canary("1s", true));
+    // Several relists and intervals pass with traffic flowing.
+    let until_seen = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until_seen {
+        assert_eq!(mesh.weights(), (100, 0), "{}", mesh.fail("weights moved"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(mesh.status()["phase"].is_null(), "{}", mesh.fail("a phase"));
+    assert!(mesh.event_reasons().is_empty(), "{}", mesh.fail("events"));
+
+    // Resumed, it starts.
+    mesh.api.apply(&canary("1s", false));
+    until(&mesh, "the canary starts once resumed", || {
+        (mesh.weights() == (75, 25)).then_some(())
+    });
+    assert!(mesh.stop_traffic() > 0);
+}
