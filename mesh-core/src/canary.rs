@@ -10,7 +10,9 @@
 //! interval at `maxWeight` promotes it (all traffic to the canary). A failed check counts
 //! against `threshold`; reaching it rolls back at once (all traffic to stable) or halts, as
 //! `onBreach` says. An interval in which the canary served fewer than `minRequests` requests
-//! proves nothing: it holds, neither advancing nor counting as a failure.
+//! proves nothing: it holds, neither advancing nor counting as a failure — unless the route's
+//! traffic should have brought it at least twice `minRequests` at its weight, which is what a
+//! canary that fails every request looks like once callers eject it: that is a breach.
 //!
 //! ```
 //! use std::time::Duration;
@@ -242,6 +244,15 @@ pub enum Breach {
         stable: f64,
         /// The allowed drop in points.
         max_drop: f64,
+    },
+    /// The canary served far fewer requests than its weight should have brought it: a
+    /// backend that fails every request gets ejected by the callers' circuit breakers and
+    /// would otherwise look like a quiet one.
+    Starved {
+        /// Requests the canary served.
+        got: u64,
+        /// What its weight should have brought it, from the step's total.
+        expected: u64,
     },
     /// The canary's p99 was above `max`.
     Latency {
@@ -512,6 +523,18 @@ pub fn decide(analysis: &Analysis, state: &State, window: &Window) -> Step {
         return stay(Decision::Finished);
     }
     if window.canary.requests < analysis.min_requests {
+        // Enough traffic reached the route for the canary's weight to bring it twice the
+        // minimum, yet it served fewer: its endpoints are failing fast, ejected or unreachable.
+        // That is a failed check, not a quiet step.
+        let total = window.stable.requests.saturating_add(window.canary.requests);
+        let expected = total.saturating_mul(u64::from(state.weight)) / 100;
+        if expected >= analysis.min_requests.saturating_mul(2).max(1) {
+            let breach = Breach::Starved {
+                got: window.canary.requests,
+                expected,
+            };
+            return on_breach(analysis, state, breach);
+        }
         return stay(Decision::Hold(HoldReason::TooFewRequests {
             got: window.canary.requests,
             need: analysis.min_requests,
@@ -669,6 +692,11 @@ impl fmt::Display for Breach {
             Self::Latency { canary, max } => {
                 write!(f, "canary p99 {canary:?} is above {max:?}")
             }
+            Self::Starved { got, expected } => write!(
+                f,
+                "the canary served {got} requests where its weight should have brought about \
+                 {expected}: its endpoints are failing or unreachable"
+            ),
             Self::LatencyIncrease {
                 canary,
                 stable,

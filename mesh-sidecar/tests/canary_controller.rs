@@ -302,8 +302,8 @@ fn a_healthy_canary_is_promoted_step_by_step_and_traffic_follows() {
 fn a_failing_canary_is_rolled_back_at_once() {
     let (v1, v1_seen) = recording_app();
     // Every other request fails: far below the floor, yet never the seven failures in a row
-    // that would make the caller's proxy eject the endpoint (failure accrual), which would
-    // send the canary's share to stable and leave the canary without the requests to judge.
+    // that would make the caller's proxy eject the endpoint (failure accrual), so this is the
+    // success-rate check at work (an ejected canary is judged "starved": mesh-core's tests).
     let answered = Arc::new(AtomicUsize::new(0));
     let v2 = status_app(
         move |_| match answered.fetch_add(1, Ordering::Relaxed) % 2 {

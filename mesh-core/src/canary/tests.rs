@@ -324,3 +324,33 @@ fn the_plan_lists_each_steps_weight_and_checks_read_as_conditions() {
         "p99 ≤ 250ms, p99 at most 50% above stable's"
     );
 }
+
+#[test]
+fn a_canary_starved_of_its_share_is_a_breach_not_a_quiet_step() {
+    // Callers' circuit breakers ejected a canary that failed everything: the route carried
+    // 1,000 requests at weight 30, the canary served 4.
+    let a = analysis(vec![success_rate(99.0)]);
+    let state = State {
+        weight: 30,
+        ..State::start(&a)
+    };
+    let window = Window {
+        stable: BackendWindow::new(996, 996, None),
+        canary: BackendWindow::new(4, 0, None),
+    };
+    let step = decide(&a, &state, &window);
+    assert!(
+        matches!(step.decision, Decision::RollBack(Breach::Starved { got: 4, expected: 300 })),
+        "{:?}",
+        step.decision
+    );
+    // A quiet route is still only a hold: 100 requests at weight 30 bring 30, under 2 × 20.
+    let quiet = Window {
+        stable: BackendWindow::new(96, 96, None),
+        canary: BackendWindow::new(4, 4, None),
+    };
+    assert!(matches!(
+        decide(&a, &state, &quiet).decision,
+        Decision::Hold(HoldReason::TooFewRequests { .. })
+    ));
+}

@@ -9,10 +9,10 @@
 //! connections, 502s and 504s from the caller's proxy), which are exactly the failures a
 //! rollout must not hide, and it needs no mapping from Service to workload.
 //!
-//! One consequence to know: a canary that fails *every* request is ejected by the callers'
-//! failure accrual (seven failures in a row), its share then goes to stable, and the
-//! canary serves too few requests for a step to count: it holds instead of rolling back.
-//! A canary that fails intermittently (the usual bad release) is judged and rolled back.
+//! A canary that fails *every* request is ejected by the callers' failure accrual (seven
+//! failures in a row) and its share goes to stable: it then serves far fewer requests than
+//! its weight should bring, which `mesh_core::canary::decide` counts as a failed check
+//! (`Breach::Starved`) rather than a quiet step.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
