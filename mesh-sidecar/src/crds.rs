@@ -8,13 +8,18 @@
 //! upstream CRDs keep. Versions share no conversion webhook (strategy `None`, as SMI's and
 //! Linkerd's own CRDs): only `apiVersion` changes between them.
 //!
+//! Kinds whose upstream CRD has `subresources.status` (the catalog's `status`) get it here
+//! too, with the status schema, so the controller's status writes land on a real cluster
+//! and are validated there as upstream's are.
+//!
 //! Gateway API's HTTPRoute and GRPCRoute are included unless the cluster already has
 //! Gateway API (`--skip-gateway-api`), as Linkerd's install does: without them a cluster
 //! cannot hold the routes the mesh reads first.
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceSubresourceStatus;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, CustomResourceDefinitionNames, CustomResourceDefinitionSpec,
-    CustomResourceDefinitionVersion, CustomResourceValidation,
+    CustomResourceDefinitionVersion, CustomResourceSubresources, CustomResourceValidation,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use mesh_core::kinds::catalog::{self, Definition, KindInfo, Scope};
@@ -58,6 +63,11 @@ fn crd(kind: &KindInfo) -> Result<CustomResourceDefinition, serde_json::Error> {
                 deprecated: v.deprecated.then_some(true),
                 schema: Some(CustomResourceValidation {
                     open_api_v3_schema: schema,
+                }),
+                // `/status` where upstream serves it; the schema's `status` comes with it.
+                subresources: kind.status.map(|_| CustomResourceSubresources {
+                    status: Some(CustomResourceSubresourceStatus(serde_json::json!({}))),
+                    scale: None,
                 }),
                 ..Default::default()
             })
@@ -170,7 +180,7 @@ mod tests {
             let (mut want, mut have) = (Vec::new(), Vec::new());
             paths(&storage_schema(&ours(name)), "", &mut want);
             paths(&storage_schema(&published), "", &mut have);
-            let envelope = ["apiVersion", "kind", "metadata", "status"];
+            let envelope = ["apiVersion", "kind", "metadata"];
             have.retain(|p| !envelope.iter().any(|e| p.starts_with(e)));
             want.retain(|p| !envelope.iter().any(|e| p.starts_with(e)));
             let extra: Vec<_> = want.iter().filter(|p| !have.contains(p)).collect();
@@ -178,6 +188,17 @@ mod tests {
             assert!(
                 extra.is_empty() && missing.is_empty(),
                 "{file}: not published {extra:?}; not ours {missing:?}"
+            );
+            let subresources = |crd: &Value| {
+                let versions = crd["spec"]["versions"].as_array().cloned();
+                (versions.into_iter().flatten())
+                    .map(|v| (v["name"].clone(), v["subresources"].clone()))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(
+                subresources(&ours(name)),
+                subresources(&published),
+                "{file}: subresources"
             );
         }
     }

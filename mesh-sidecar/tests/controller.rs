@@ -335,13 +335,22 @@ fn the_test_api_server_keeps_status_apart_from_the_resource() {
         let first = routes.get("web-route").await.unwrap();
         assert_eq!(first.metadata.generation, Some(1));
 
-        // A status write changes the status only, not the generation.
-        let status = serde_json::json!({"status": {"parents": [{"controllerName": "x"}], "spec": 1}, "spec": {"rules": []}});
+        // A status write changes the status only, not the generation. (It must fit the
+        // CRD's status schema: a controllerName is `domain/path`, a parentRef is required;
+        // what the schema does not list is pruned.)
+        let parent =
+            serde_json::json!({"controllerName": "example.com/x", "parentRef": {"name": "web"}});
+        let status =
+            serde_json::json!({"status": {"parents": [parent], "spec": 1}, "spec": {"rules": []}});
         let after = routes
             .patch_status("web-route", &PatchParams::default(), &Patch::Merge(status))
             .await
             .unwrap();
-        assert_eq!(after.data["status"]["parents"][0]["controllerName"], "x");
+        assert_eq!(
+            after.data["status"]["parents"][0]["controllerName"],
+            "example.com/x"
+        );
+        assert!(after.data["status"].get("spec").is_none(), "pruned");
         assert_eq!(after.data["spec"], first.data["spec"]);
         assert_eq!(after.metadata.generation, Some(1));
     });
@@ -357,7 +366,10 @@ fn the_test_api_server_keeps_status_apart_from_the_resource() {
         .unwrap()
     };
     api.apply(&route("web-v2", None));
-    assert_eq!(stored()["status"]["parents"][0]["controllerName"], "x");
+    assert_eq!(
+        stored()["status"]["parents"][0]["controllerName"],
+        "example.com/x"
+    );
     assert_eq!(stored()["metadata"]["generation"], 2);
     api.apply(&route("web-v2", None));
     assert_eq!(stored()["metadata"]["generation"], 2);

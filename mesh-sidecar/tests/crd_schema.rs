@@ -4,7 +4,7 @@
 //! none), and what a server refuses (ports out of range, missing required fields, unknown
 //! fields under strict field validation) is refused.
 //!
-//! The validator is our own, small, and follows the API server rather than JSON Schema: a
+//! The validator is the test API server's (`support/apiserver/validate.rs`), small, and follows the API server rather than JSON Schema: a
 //! CRD schema is structural OpenAPI (`x-kubernetes-int-or-string`,
 //! `x-kubernetes-preserve-unknown-fields`, nulls pruned rather than checked, unknown fields
 //! refused as `kubectl apply` does by default since 1.27). A JSON-Schema crate would accept
@@ -14,9 +14,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use regex::Regex;
 use serde::Deserialize as _;
 use serde_json::Value;
+
+/// The test API server's validator: the same judge for fixtures as for objects written to it.
+#[path = "support/apiserver/validate.rs"]
+mod validate;
 
 /// CRD name → version → schema, from the binary's own output.
 fn crds() -> BTreeMap<(String, String), BTreeMap<String, Value>> {
@@ -110,8 +113,13 @@ fn check(
         .iter()
         .filter(|(name, _)| version.as_ref().is_none_or(|v| v == *name))
         .map(|(name, schema)| {
-            let mut errors = Vec::new();
-            validate(schema, object, "", &mut errors);
+            // Unknown fields are refused, as `kubectl apply` asks by default since 1.27.
+            let (mut object, mut unknown, mut causes) = (object.clone(), Vec::new(), Vec::new());
+            validate::prune(schema, &mut object, "", &mut unknown);
+            validate::validate(schema, &object, "", &mut causes);
+            let errors = (unknown.iter().map(|f| format!("{f}: unknown field")))
+                .chain(causes.iter().map(ToString::to_string))
+                .collect::<Vec<_>>();
             (name, errors)
         })
         .collect();
@@ -131,141 +139,6 @@ fn check(
     } else {
         Ok(ok)
     })
-}
-
-/// Validates `v` at `path` as the API server validates a custom object.
-fn validate(schema: &Value, v: &Value, path: &str, errors: &mut Vec<String>) {
-    let mut err = |m: String| {
-        errors.push(format!(
-            "{}: {m}",
-            if path.is_empty() { "<root>" } else { path }
-        ))
-    };
-    if schema["x-kubernetes-int-or-string"] == true {
-        if !(v.is_i64() || v.is_u64() || v.is_string()) {
-            err(format!("{v} is neither an integer nor a string"));
-        }
-        return;
-    }
-    let ty = schema["type"].as_str();
-    let type_ok = match ty {
-        Some("object") => v.is_object(),
-        Some("array") => v.is_array(),
-        Some("string") => v.is_string(),
-        Some("integer") => v.is_i64() || v.is_u64(),
-        Some("number") => v.is_number(),
-        Some("boolean") => v.is_boolean(),
-        _ => true,
-    };
-    if !type_ok {
-        err(format!("{v} is not of type {}", ty.unwrap_or("?")));
-        return;
-    }
-    if let Some(allowed) = schema["enum"].as_array()
-        && !allowed.contains(v)
-    {
-        err(format!("{v} is not one of {allowed:?}"));
-    }
-    if let Some(n) = v.as_f64() {
-        if schema["minimum"].as_f64().is_some_and(|min| n < min) {
-            err(format!("{v} is less than {}", schema["minimum"]));
-        }
-        if schema["maximum"].as_f64().is_some_and(|max| n > max) {
-            err(format!("{v} is greater than {}", schema["maximum"]));
-        }
-    }
-    if let Some(s) = v.as_str() {
-        let len = s.chars().count() as u64;
-        if schema["minLength"].as_u64().is_some_and(|m| len < m) {
-            err(format!("{s:?} is shorter than {}", schema["minLength"]));
-        }
-        if schema["maxLength"].as_u64().is_some_and(|m| len > m) {
-            err(format!("{s:?} is longer than {}", schema["maxLength"]));
-        }
-        if let Some(p) = schema["pattern"].as_str()
-            && !Regex::new(p).unwrap().is_match(s)
-        {
-            err(format!("{s:?} does not match {p}"));
-        }
-    }
-    if let Some(items) = v.as_array() {
-        if schema["maxItems"]
-            .as_u64()
-            .is_some_and(|m| items.len() as u64 > m)
-        {
-            err(format!("more than {} items", schema["maxItems"]));
-        }
-        if schema["minItems"]
-            .as_u64()
-            .is_some_and(|m| (items.len() as u64) < m)
-        {
-            err(format!("fewer than {} items", schema["minItems"]));
-        }
-        for (i, item) in items.iter().enumerate() {
-            validate(&schema["items"], item, &format!("{path}[{i}]"), errors);
-        }
-        return;
-    }
-    if let Some(fields) = v.as_object() {
-        validate_object(schema, fields, path, errors);
-    }
-}
-
-fn validate_object(
-    schema: &Value,
-    fields: &serde_json::Map<String, Value>,
-    path: &str,
-    errors: &mut Vec<String>,
-) {
-    let at = |k: &str| {
-        if path.is_empty() {
-            k.to_owned()
-        } else {
-            format!("{path}.{k}")
-        }
-    };
-    // The server prunes nulls of non-nullable fields before validating.
-    let present = |k: &str| fields.get(k).is_some_and(|v| !v.is_null());
-    for r in schema["required"].as_array().into_iter().flatten() {
-        let r = r.as_str().unwrap();
-        if !present(r) {
-            errors.push(format!("{}: Required value", at(r)));
-        }
-    }
-    if let Some(branches) = schema["oneOf"].as_array() {
-        let matching = branches
-            .iter()
-            .filter(|b| {
-                b["required"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .all(|r| present(r.as_str().unwrap()))
-            })
-            .count();
-        if matching != 1 {
-            errors.push(format!(
-                "{}: must match exactly one of {branches:?}",
-                at("")
-            ));
-        }
-    }
-    let properties = schema["properties"].as_object();
-    let additional = schema.get("additionalProperties");
-    let keep_unknown = schema["x-kubernetes-preserve-unknown-fields"] == true
-        // `metadata: {type: object}`: the server knows ObjectMeta itself.
-        || (properties.is_none() && additional.is_none());
-    for (k, v) in fields {
-        if v.is_null() {
-            continue;
-        }
-        match (properties.and_then(|p| p.get(k)), additional) {
-            (Some(s), _) => validate(s, v, &at(k), errors),
-            (None, Some(s)) => validate(s, v, &at(k), errors),
-            (None, None) if keep_unknown => {}
-            (None, None) => errors.push(format!("{}: unknown field", at(k))),
-        }
-    }
 }
 
 #[test]

@@ -16,6 +16,8 @@
 //! assert_eq!(catalog::infer("Server"), Some(("policy.linkerd.io", "v1beta3")));
 //! ```
 
+pub use super::status::StatusSchema;
+
 /// How the compiler reads a kind: one variant per reader, so several kinds may share one
 /// (the workload kinds all carry a pod template).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -141,6 +143,8 @@ pub struct KindInfo {
     pub bare_kind: bool,
     /// Every version the compiler reads, in the order its messages list them.
     pub versions: &'static [Version],
+    /// The `status` subresource and its shape, where the upstream CRD has one.
+    pub status: Option<StatusSchema>,
 }
 
 const fn v(name: &'static str) -> Version {
@@ -199,6 +203,7 @@ const fn row(
         definition: Definition::BuiltIn,
         bare_kind: false,
         versions,
+        status: None,
     }
 }
 
@@ -342,6 +347,7 @@ static CATALOG: &[KindInfo] = &[
     KindInfo {
         definition: Definition::GatewayApiCrd,
         bare_kind: true,
+        status: Some(StatusSchema::RouteParents),
         ..row(
             Family::HttpRoute,
             "gateway.networking.k8s.io",
@@ -353,6 +359,7 @@ static CATALOG: &[KindInfo] = &[
     KindInfo {
         definition: Definition::GatewayApiCrd,
         bare_kind: true,
+        status: Some(StatusSchema::RouteParents),
         ..row(
             Family::GrpcRoute,
             "gateway.networking.k8s.io",
@@ -363,6 +370,7 @@ static CATALOG: &[KindInfo] = &[
     },
     KindInfo {
         bare_kind: false,
+        status: Some(StatusSchema::RouteParents),
         ..crd(
             row(
                 Family::LinkerdHttpRoute,
@@ -434,26 +442,32 @@ static CATALOG: &[KindInfo] = &[
         ),
         &["netauthn", "networkauthn"],
     ),
-    crd(
-        row(
-            Family::RateLimitPolicy,
-            "policy.linkerd.io",
-            "HTTPLocalRateLimitPolicy",
-            "httplocalratelimitpolicies",
-            &[quirks(stored("v1alpha1"), LOCAL_TARGET)],
-        ),
-        &[],
-    ),
-    crd(
-        row(
-            Family::Canary,
-            "policy.mesh.io",
-            "Canary",
-            "canaries",
-            &[stored("v1alpha1")],
-        ),
-        &[],
-    ),
+    KindInfo {
+        status: Some(StatusSchema::TargetConditions),
+        ..crd(
+            row(
+                Family::RateLimitPolicy,
+                "policy.linkerd.io",
+                "HTTPLocalRateLimitPolicy",
+                "httplocalratelimitpolicies",
+                &[quirks(stored("v1alpha1"), LOCAL_TARGET)],
+            ),
+            &[],
+        )
+    },
+    KindInfo {
+        status: Some(StatusSchema::Canary),
+        ..crd(
+            row(
+                Family::Canary,
+                "policy.mesh.io",
+                "Canary",
+                "canaries",
+                &[stored("v1alpha1")],
+            ),
+            &[],
+        )
+    },
     row(Family::Service, "", "Service", "services", V1),
     row(
         Family::EndpointSlice,

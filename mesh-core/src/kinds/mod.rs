@@ -19,6 +19,7 @@ mod profile;
 #[cfg(feature = "schema")]
 pub mod schema;
 mod smi;
+mod status;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -79,6 +79,11 @@ pub fn open_api_schema(kind: &KindInfo, version: &Version) -> Option<Value> {
     for quirk in version.quirks {
         apply(&mut schema, *quirk);
     }
+    // After the quirks: a status repeats the references of this version's spec.
+    if let Some(status) = kind.status {
+        let status = status.schema(&schema["properties"]["spec"]);
+        schema["properties"]["status"] = status;
+    }
     Some(schema)
 }
 

@@ -3,9 +3,11 @@
 //! Event; `Accepted=True` again once a later version is accepted.
 //!
 //! Gateway API and Linkerd routes carry the condition per parentRef in `status.parents[]`
-//! under our `controllerName`, as Gateway API controllers do; the other CRDs in
-//! `status.conditions[]`. Core kinds (Service, Pod, EndpointSlice, Namespace) have no status
-//! of ours: they get the Event only. Writes go through the `/status` subresource as merge
+//! under our `controllerName`, as Gateway API controllers do; the other kinds with a status
+//! subresource (the catalog's `status`) in `status.conditions[]`, beside the `targetRef` a
+//! policy's status must name. Kinds without one (core kinds, and the CRDs upstream defines
+//! without status: Server, the authorization kinds, ServiceProfile, SMI's) get the Event
+//! only: on a real cluster their `/status` answers 404. Writes go through the `/status` subresource as merge
 //! patches and are skipped when the status already says the same. Events are named after the
 //! object and its resourceVersion, so two replicas create one between them (409 is ignored).
 
@@ -14,6 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use mesh_core::ObjectRef;
+use mesh_core::kinds::catalog::{self, StatusSchema};
 use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -30,6 +33,8 @@ pub(crate) struct Work {
     uid: Option<String>,
     generation: Option<i64>,
     parent_refs: Vec<Value>,
+    /// `spec.targetRef`, which a policy's status repeats.
+    target_ref: Option<Value>,
     status: Option<Value>,
     /// `None`: accepted. Else the resourceVersion refused and why.
     refused: Option<(String, String)>,
@@ -75,18 +80,19 @@ impl Work {
                 .as_array()
                 .cloned()
                 .unwrap_or_default(),
+            target_ref: doc["spec"].get("targetRef").cloned(),
             status: status.cloned(),
             refused,
         }
     }
 
-    /// Core kinds have no status of ours.
-    fn has_status(&self) -> bool {
-        !matches!(self.r.group.as_str(), "" | "discovery.k8s.io")
+    /// The shape of the kind's status subresource, if it has one.
+    fn status_schema(&self) -> Option<StatusSchema> {
+        catalog::by_group_kind(&self.r.group, &self.r.kind).and_then(|k| k.status)
     }
 
-    fn is_route(&self) -> bool {
-        matches!(self.r.kind.as_str(), "HTTPRoute" | "GRPCRoute")
+    fn has_status(&self) -> bool {
+        self.status_schema().is_some()
     }
 
     fn condition(&self) -> Value {
@@ -116,8 +122,9 @@ impl Work {
                 .cloned()
                 .unwrap_or_default()
         };
+        let schema = self.status_schema()?;
         let (field, (old, mut keep), mine): (_, (Vec<Value>, Vec<Value>), Vec<Value>) =
-            if self.is_route() {
+            if schema == StatusSchema::RouteParents {
                 let parents = list("parents").into_iter();
                 let split = parents.partition(|p| p["controllerName"] == CONTROLLER_NAME);
                 let mine = (self.parent_refs.iter())
@@ -139,7 +146,11 @@ impl Work {
             return None;
         }
         keep.extend(mine);
-        Some(json!({ field: keep }))
+        let mut status = json!({ field: keep });
+        if schema == StatusSchema::TargetConditions {
+            status["targetRef"] = self.target_ref.clone().unwrap_or_else(|| json!({}));
+        }
+        Some(status)
     }
 }
 
@@ -312,11 +323,13 @@ mod tests {
         assert!(Work::accepted(&route_ref(), &route_doc(), Some(&other)).is_none());
     }
 
+    /// Only kinds whose CRD has a status subresource get a status: a real API server
+    /// answers 404 for the others' `/status` (Linkerd's Server has none).
     #[test]
-    fn other_crds_carry_the_condition_in_status_conditions_and_core_kinds_none() {
-        let server = ObjectRef {
+    fn policies_carry_the_condition_and_their_target_and_kinds_without_status_none() {
+        let policy = ObjectRef {
             group: "policy.linkerd.io".to_owned(),
-            kind: "Server".to_owned(),
+            kind: "HTTPLocalRateLimitPolicy".to_owned(),
             namespace: "shop".to_owned(),
             name: "web".to_owned(),
         };
@@ -326,15 +339,21 @@ mod tests {
             status: None,
             errors: &errors,
         };
-        let w = Work::refused(&server, &json!({"metadata": {}}), refusal);
+        let target = json!({"group": "policy.linkerd.io", "kind": "Server", "name": "web"});
+        let doc = json!({"metadata": {}, "spec": {"targetRef": target}});
+        let w = Work::refused(&policy, &doc, refusal);
         let status = w.new_status().expect("a status");
         assert_eq!(status["conditions"][0]["type"], "Accepted");
+        assert_eq!(status["targetRef"], target);
         assert!(w.has_status());
-        let service = ObjectRef {
-            group: String::new(),
-            kind: "Service".to_owned(),
-            ..server
-        };
-        assert!(!Work::refused(&service, &json!({}), refusal).has_status());
+        for (group, kind) in [("policy.linkerd.io", "Server"), ("", "Service")] {
+            let r = ObjectRef {
+                group: group.to_owned(),
+                kind: kind.to_owned(),
+                ..policy.clone()
+            };
+            let w = Work::refused(&r, &json!({}), refusal);
+            assert!(!w.has_status() && w.new_status().is_none(), "{kind}");
+        }
     }
 }

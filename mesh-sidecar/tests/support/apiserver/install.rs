@@ -7,7 +7,7 @@ use hyper::{Response, StatusCode};
 use serde_json::{Value, json};
 
 use super::rest::{json_response, status};
-use super::{ApiResource, ApiServer, Body, Part, STANDARD, State, res};
+use super::{ApiResource, ApiServer, Body, FieldValidation, Part, STANDARD, State, res};
 
 /// The kinds `mesh install` (and `--crds`) writes, and SelfSubjectAccessReview, beside
 /// [`STANDARD`] in [`ApiServer::for_install`].
@@ -70,7 +70,7 @@ pub(crate) const INSTALL: &[ApiResource] = &[
 
 impl ApiServer {
     /// Replaces an object's status through its `/status` subresource, as the controller that
-    /// owns it (or the kubelet) does.
+    /// owns it (or the kubelet) does; through the object itself for a kind without one.
     pub(crate) fn set_status(
         &self,
         (group, plural): (&str, &str),
@@ -86,7 +86,7 @@ impl ApiServer {
             namespace.to_owned(),
             name.to_owned(),
         );
-        let part = if r.is_custom() {
+        let part = if s.has_status(&r) {
             Part::Status
         } else {
             Part::Main
@@ -96,7 +96,12 @@ impl ApiServer {
             Part::Main => s.objects.get(&key).cloned().expect("the object exists"),
         };
         v["status"] = status;
-        s.write(&r, key, v, false, part).expect("the object exists");
+        if let Err(rsp) = s.write(&r, key, v, false, part, FieldValidation::Strict) {
+            panic!(
+                "the server refuses the status: {}",
+                super::admission::refusal(*rsp)
+            );
+        }
     }
 
     /// Serves [`STANDARD`] and [`INSTALL`]: a cluster `mesh install` can be applied to.
@@ -126,6 +131,7 @@ impl State {
             leak(&spec["names"]["plural"]),
         );
         let namespaced = spec["scope"] == "Namespaced";
+        self.declare(crd);
         let mut stored = Vec::new();
         for v in spec["versions"].as_array().into_iter().flatten() {
             if v["storage"] == true {
@@ -163,6 +169,7 @@ impl State {
             .to_owned();
         self.resources
             .retain(|r| !(r.group == group && r.plural == plural));
+        self.undeclare(&group, &plural);
         self.objects
             .retain(|(g, p, _, _), _| !(*g == group && *p == plural));
     }

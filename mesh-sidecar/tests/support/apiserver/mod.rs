@@ -10,10 +10,20 @@
 //!   events; from a version older than the last [`ApiServer::compact`] the stream is one
 //!   `ERROR` event holding a `Status` with code 410 and reason `Expired`, as the real API
 //!   server answers a watch whose version was compacted away;
-//! - the `/status` subresource (get, replace, merge patch) of custom resources: a write to the
-//!   main resource keeps the stored status, a status write changes the status only, and
-//!   `metadata.generation` counts changes of everything but status and metadata, as for CRDs
-//!   with `subresources.status`; core kinds keep what they are given;
+//! - custom objects are judged against their CRD's `openAPIV3Schema` on create, replace,
+//!   patch and status writes, as the real server does (`validate`): unknown fields are pruned
+//!   and, by the `fieldValidation` query parameter, refused (`Strict`: 400 `BadRequest`
+//!   naming them), named in `Warning` headers (`Warn`, the default) or ignored (`Ignore`);
+//!   an invalid object is refused with 422 `Invalid` and `details.causes[]` (`field`,
+//!   `message`). The schema is that of the installed CRD, or, for a kind served without one
+//!   ([`STANDARD`]'s Gateway API routes, [`ApiServer::serve_resource`]), the one
+//!   `mesh install --crds` prints for it (`mesh_core`'s catalog);
+//! - the `/status` subresource (get, replace, merge patch) only where the CRD declares
+//!   `subresources.status` (and for Deployments, PodDisruptionBudgets and CRDs), else 404:
+//!   there a write to the main resource keeps the stored status, a status write changes the
+//!   status only; `metadata.generation` of a custom object counts changes of everything but
+//!   status and metadata. A custom kind without the subresource keeps its status with the
+//!   object, pruned unless its schema lists it; core kinds keep what they are given;
 //! - Events, `core/v1` and `events.k8s.io/v1`, stored like any object;
 //! - `POST /apis/authentication.k8s.io/v1/tokenreviews`, answered from a token table the test
 //!   fills with [`ApiServer::set_token`];
@@ -25,8 +35,7 @@
 //!   served from then on) and, when deleted, takes its kinds and their objects with it.
 //!
 //! Objects are JSON values stored by group, resource, namespace and name; every write takes
-//! the next value of one global resourceVersion counter, as etcd's revision does. Schemas are
-//! not validated. The store outlives [`ApiServer::stop`], so a [`ApiServer::start_again`] on
+//! the next value of one global resourceVersion counter, as etcd's revision does. The store outlives [`ApiServer::stop`], so a [`ApiServer::start_again`] on
 //! the same port looks like an API server restart to its clients.
 
 use std::collections::{BTreeMap, HashMap};
@@ -45,11 +54,15 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 
+mod admission;
 mod install;
 mod rest;
+mod validate;
 
+use admission::{Served, custom_main_write, refusal};
 use install::secret_write;
 use rest::{handle, status};
+pub(crate) use validate::FieldValidation;
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -143,6 +156,8 @@ struct Change {
 #[derive(Debug)]
 struct State {
     resources: Vec<ApiResource>,
+    /// Schema and `/status` of each custom kind's versions, by (group, plural, version).
+    served: HashMap<(String, String, String), Served>,
     objects: BTreeMap<Key, Value>,
     rv: u64,
     log: Vec<Change>,
@@ -180,8 +195,9 @@ impl ApiServer {
             .build()
             .expect("a tokio runtime");
         let (changes, _) = broadcast::channel(1024);
-        let state = Arc::new(parking_lot::Mutex::new(State {
-            resources: resources.to_vec(),
+        let mut state = State {
+            resources: Vec::new(),
+            served: HashMap::new(),
             objects: BTreeMap::new(),
             rv: 1,
             log: Vec::new(),
@@ -191,7 +207,11 @@ impl ApiServer {
             gone_served: 0,
             requests: Vec::new(),
             allowed: None,
-        }));
+        };
+        for r in resources {
+            state.serve(r.clone());
+        }
+        let state = Arc::new(parking_lot::Mutex::new(state));
         let listener = rt
             .block_on(TcpListener::bind("127.0.0.1:0"))
             .expect("bind 127.0.0.1:0");
@@ -274,9 +294,10 @@ impl ApiServer {
         self.serve(listener);
     }
 
-    /// Starts serving another kind, as installing its CRD does.
+    /// Starts serving another kind, as installing its CRD does (the CRD `mesh install --crds`
+    /// prints for it, when it is a kind of the mesh's catalog).
     pub(crate) fn serve_resource(&self, r: ApiResource) {
-        self.state.lock().resources.push(r);
+        self.state.lock().serve(r);
     }
 
     /// Forgets the change history: watches from any version before now get 410 Gone.
@@ -308,7 +329,8 @@ impl ApiServer {
     }
 
     /// Creates or replaces each document of a YAML stream, as `kubectl apply` would, without
-    /// going through HTTP (so it works while the server is stopped).
+    /// going through HTTP (so it works while the server is stopped). As `kubectl apply`, with
+    /// strict field validation: a test that feeds an object a real server refuses panics.
     pub(crate) fn apply(&self, yaml: &str) {
         for doc in serde_norway::Deserializer::from_str(yaml) {
             let v: Value = serde::Deserialize::deserialize(doc).expect("a YAML document");
@@ -329,8 +351,9 @@ impl ApiServer {
             };
             let name = v["metadata"]["name"].as_str().expect("a name").to_owned();
             let key = (r.group.to_owned(), r.plural.to_owned(), ns, name);
-            s.write(&r, key, v, false, Part::Main)
-                .expect("a replace cannot conflict");
+            if let Err(rsp) = s.write(&r, key, v, false, Part::Main, FieldValidation::Strict) {
+                panic!("the server refuses the object: {}", refusal(*rsp));
+            }
         }
     }
 
@@ -413,9 +436,9 @@ impl Drop for ApiServer {
 // === impl ApiResource ===
 
 impl ApiResource {
-    /// A kind with the `/status` subresource, whose main resource keeps the stored status: a
-    /// CRD's kind, and the built-in ones here that have it (Deployment, PodDisruptionBudget,
-    /// CustomResourceDefinition). Core kinds keep what they are given.
+    /// A kind whose objects count `metadata.generation` of what is not status: a CRD's kind,
+    /// and the built-in ones here outside the core groups (Deployment, PodDisruptionBudget,
+    /// CustomResourceDefinition), which also serve `/status`.
     fn is_custom(&self) -> bool {
         !matches!(
             self.group,
@@ -454,15 +477,18 @@ impl State {
         self.rv
     }
 
-    /// Stores `v` under `key` (creating or replacing) and records the change.
+    /// Stores `v` under `key` (creating or replacing), pruned and validated against the
+    /// kind's schema, and records the change. `Ok` holds the stored object and the warnings.
     fn write(
         &mut self,
         r: &ApiResource,
         key: Key,
-        v: Value,
+        mut v: Value,
         create_only: bool,
         part: Part,
-    ) -> Result<Value, Box<Response<Body>>> {
+        fv: FieldValidation,
+    ) -> Result<(Value, Vec<String>), Box<Response<Body>>> {
+        let warnings = self.prune(r, &mut v, fv)?;
         let existing = self.objects.get(&key).cloned();
         if create_only && existing.is_some() {
             return Err(Box::new(status(
@@ -484,10 +510,13 @@ impl State {
                 whole["status"] = v.get("status").cloned().unwrap_or(Value::Null);
                 whole
             }
-            (Part::Main, _) if r.is_custom() => custom_main_write(v, existing.as_ref()),
+            (Part::Main, _) if r.is_custom() => {
+                custom_main_write(v, existing.as_ref(), self.has_status(r))
+            }
             (Part::Main, _) if r.kind == "Secret" => secret_write(v),
             (Part::Main, _) => v,
         };
+        self.validate(r, &key.3, &v)?;
         if r.kind == "CustomResourceDefinition" {
             self.establish(&mut v);
         }
@@ -517,7 +546,7 @@ impl State {
             "ADDED"
         };
         self.record(rv, &key, kind, v.clone());
-        Ok(v)
+        Ok((v, warnings))
     }
 
     fn remove(&mut self, r: &ApiResource, key: &Key) -> Option<Value> {
@@ -543,35 +572,6 @@ impl State {
         self.log.push(change.clone());
         let _ = self.changes.send(change);
     }
-}
-
-/// A write to a custom resource's main resource: the stored status stays, and the
-/// generation counts changes of anything but status and metadata.
-fn custom_main_write(mut v: Value, existing: Option<&Value>) -> Value {
-    let spec = |o: &Value| {
-        let mut o = o.clone();
-        if let Some(m) = o.as_object_mut() {
-            for k in ["status", "metadata", "apiVersion", "kind"] {
-                m.remove(k);
-            }
-        }
-        o
-    };
-    let generation = match existing {
-        None => 1,
-        Some(old) => {
-            let before = old["metadata"]["generation"].as_i64().unwrap_or(1);
-            before + i64::from(spec(old) != spec(&v))
-        }
-    };
-    if let Some(m) = v.as_object_mut() {
-        m.remove("status");
-        if let Some(st) = existing.and_then(|o| o.get("status")) {
-            m.insert("status".to_owned(), st.clone());
-        }
-    }
-    v["metadata"]["generation"] = json!(generation);
-    v
 }
 
 fn api_version(r: &ApiResource) -> String {

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
 use super::install::access_review;
-use super::{ApiResource, Body, Part, State, api_version};
+use super::{ApiResource, Body, FieldValidation, Part, State, api_version};
 
 // === HTTP ===
 
@@ -264,8 +264,12 @@ pub(super) async fn resource_request(
     };
     let part = match t.subresource.as_deref() {
         None => Part::Main,
-        Some("status") if r.is_custom() => Part::Status,
+        Some("status") if state.lock().has_status(&r) => Part::Status,
         Some(other) => return not_found(&format!("the subresource {other} of {}", r.plural)),
+    };
+    let fv = match FieldValidation::parse(query.get("fieldValidation").map(String::as_str)) {
+        Ok(fv) => fv,
+        Err(e) => return status(StatusCode::BAD_REQUEST, "BadRequest", &e),
     };
     match (method, &t.name) {
         (&Method::POST, None) if r.kind == "TokenReview" => token_review(&state.lock(), body),
@@ -297,10 +301,8 @@ pub(super) async fn resource_request(
                 );
             };
             let key = key_of(name);
-            match state.lock().write(&r, key, v, true, Part::Main) {
-                Ok(v) => json_response(StatusCode::CREATED, &v),
-                Err(rsp) => *rsp,
-            }
+            let written = state.lock().write(&r, key, v, true, Part::Main, fv);
+            written_response(StatusCode::CREATED, written)
         }
         (&Method::PUT, Some(name)) => {
             let Ok(v) = serde_json::from_slice::<Value>(body) else {
@@ -324,10 +326,7 @@ pub(super) async fn resource_request(
                     "the object has been modified; please apply your changes to the latest version and try again",
                 );
             }
-            match s.write(&r, key, v, false, part) {
-                Ok(v) => json_response(StatusCode::OK, &v),
-                Err(rsp) => *rsp,
-            }
+            written_response(StatusCode::OK, s.write(&r, key, v, false, part, fv))
         }
         (&Method::PATCH, Some(name)) => {
             let key = key_of(name);
@@ -355,10 +354,7 @@ pub(super) async fn resource_request(
                 // maps and scalars tests change.
                 json_patch::merge(&mut current, &patch);
             }
-            match s.write(&r, key, current, false, part) {
-                Ok(v) => json_response(StatusCode::OK, &v),
-                Err(rsp) => *rsp,
-            }
+            written_response(StatusCode::OK, s.write(&r, key, current, false, part, fv))
         }
         (&Method::DELETE, Some(name)) => {
             let key = key_of(name);
@@ -373,6 +369,26 @@ pub(super) async fn resource_request(
             &format!("{method} is not supported here"),
         ),
     }
+}
+
+/// The stored object with a `Warning` header per warning (RFC 7234's form, code 299, as the
+/// API server sends them), or the refusal.
+fn written_response(
+    code: StatusCode,
+    written: Result<(Value, Vec<String>), Box<Response<Body>>>,
+) -> Response<Body> {
+    let (v, warnings) = match written {
+        Ok(w) => w,
+        Err(rsp) => return *rsp,
+    };
+    let mut rsp = json_response(code, &v);
+    for w in warnings {
+        let quoted = serde_json::to_string(&w).unwrap_or_default();
+        if let Ok(h) = hyper::header::HeaderValue::from_str(&format!("299 - {quoted}")) {
+            rsp.headers_mut().append(hyper::header::WARNING, h);
+        }
+    }
+    rsp
 }
 
 pub(super) fn matches(t: &Target, group: &str, plural: &str, namespace: &str) -> bool {
