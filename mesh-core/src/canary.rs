@@ -526,7 +526,10 @@ pub fn decide(analysis: &Analysis, state: &State, window: &Window) -> Step {
         // Enough traffic reached the route for the canary's weight to bring it twice the
         // minimum, yet it served fewer: its endpoints are failing fast, ejected or unreachable.
         // That is a failed check, not a quiet step.
-        let total = window.stable.requests.saturating_add(window.canary.requests);
+        let total = window
+            .stable
+            .requests
+            .saturating_add(window.canary.requests);
         let expected = total.saturating_mul(u64::from(state.weight)) / 100;
         if expected >= analysis.min_requests.saturating_mul(2).max(1) {
             let breach = Breach::Starved {

@@ -340,7 +340,13 @@ fn a_canary_starved_of_its_share_is_a_breach_not_a_quiet_step() {
     };
     let step = decide(&a, &state, &window);
     assert!(
-        matches!(step.decision, Decision::RollBack(Breach::Starved { got: 4, expected: 300 })),
+        matches!(
+            step.decision,
+            Decision::RollBack(Breach::Starved {
+                got: 4,
+                expected: 300
+            })
+        ),
         "{:?}",
         step.decision
     );
