@@ -47,6 +47,8 @@ pub enum Family {
     RateLimitPolicy,
     /// mesh's Canary: progressive delivery of one route's backend.
     Canary,
+    /// mesh's FaultInjection: aborts and delays an `ExtensionRef` route filter names.
+    FaultInjection,
     /// Service.
     Service,
     /// EndpointSlice.
@@ -450,6 +452,16 @@ static CATALOG: &[KindInfo] = &[
             "policy.mesh.io",
             "Canary",
             "canaries",
+            &[stored("v1alpha1")],
+        ),
+        &[],
+    ),
+    crd(
+        row(
+            Family::FaultInjection,
+            "policy.mesh.io",
+            "FaultInjection",
+            "faultinjections",
             &[stored("v1alpha1")],
         ),
         &[],
