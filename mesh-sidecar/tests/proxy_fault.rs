@@ -216,3 +216,33 @@ spec: { abort: { grpcStatus: 14 } }
     let failed = metric(&text, "response_total", "grpc_status=\"14\"");
     assert_eq!(failed, 1.0, "{text}");
 }
+
+#[test]
+fn explain_shows_the_fault_and_the_answer_of_a_missing_one() {
+    let app: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+    let rules = rule("/", "flaky", "");
+    let spec = "{ abort: { percentage: 10, httpStatus: 503 }, delay: { percentage: 50, fixedDelay: 200ms } }";
+    let explain = |name: &str, yaml: &str| {
+        let path = std::env::temp_dir().join(format!("mesh-{name}-{}.yaml", std::process::id()));
+        std::fs::write(&path, yaml).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mesh"))
+            .args(["policy", "explain", "--request", "GET http://web.shop/"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let shown = explain("fault-explain", &config(app, &rules, &[("flaky", spec)]));
+    assert!(
+        shown
+            .contains("FaultInjection/flaky: abort 503 for 10 % of requests; delay 200ms for 50 %"),
+        "{shown}"
+    );
+    let missing = explain("fault-explain-missing", &config(app, &rules, &[]));
+    assert!(
+        missing.contains("500 (FaultInjection/flaky is not resolved)"),
+        "{missing}"
+    );
+}
