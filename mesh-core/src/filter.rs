@@ -22,6 +22,10 @@ use std::fmt;
 
 use crate::split::BackendRef;
 
+pub mod fault;
+
+pub use fault::FaultRef;
+
 /// A Gateway API filter of a route rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Filter {
@@ -35,6 +39,8 @@ pub enum Filter {
     Rewrite(Rewrite),
     /// `RequestMirror`: a copy of (some) requests goes to another backend, answer ignored.
     Mirror(Mirror),
+    /// `ExtensionRef` to mesh's `FaultInjection`: aborts and delays.
+    Fault(FaultRef),
 }
 
 /// Header changes of a `*HeaderModifier` filter. Names are case-insensitive.
@@ -122,6 +128,12 @@ pub enum Outcome<'f> {
     },
     /// Forward the request, changed as described.
     Forward(Forward<'f>),
+    /// A custom filter's reference is not resolved: Gateway API says the request gets an
+    /// error (500) rather than the filter being skipped.
+    Unresolved {
+        /// The filter, as `Kind/name`.
+        filter: String,
+    },
 }
 
 /// How a forwarded request and its response change.
@@ -137,6 +149,8 @@ pub struct Forward<'f> {
     pub response_headers: Vec<&'f HeaderModifier>,
     /// Where copies of the request go (each sampled by its fraction).
     pub mirrors: Vec<&'f Mirror>,
+    /// Faults to inject (each drawn by its shares).
+    pub faults: Vec<&'f fault::Fault>,
 }
 
 /// Something whose headers a [`HeaderModifier`] can change.
@@ -173,6 +187,14 @@ pub fn plan<'f>(filters: &'f [Filter], line: &RequestLine<'_>) -> Outcome<'f> {
             Filter::RequestHeaders(m) => forward.request_headers.push(m),
             Filter::ResponseHeaders(m) => forward.response_headers.push(m),
             Filter::Mirror(m) => forward.mirrors.push(m),
+            Filter::Fault(r) => match &r.fault {
+                Some(f) => forward.faults.push(f),
+                None => {
+                    return Outcome::Unresolved {
+                        filter: format!("FaultInjection/{}", r.name),
+                    };
+                }
+            },
         }
     }
     Outcome::Forward(forward)
@@ -304,6 +326,7 @@ impl Filter {
             Self::Redirect(_) => "RequestRedirect",
             Self::Rewrite(_) => "URLRewrite",
             Self::Mirror(_) => "RequestMirror",
+            Self::Fault(_) => "ExtensionRef",
         }
     }
 }
@@ -353,6 +376,7 @@ impl fmt::Display for Filter {
                 }
                 write!(f, " ({num}/{den} of requests)")
             }
+            Self::Fault(r) => write!(f, "{r}"),
         }
     }
 }

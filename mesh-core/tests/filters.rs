@@ -52,6 +52,7 @@ fn outcome(policy: &MeshPolicy, path: &str) -> String {
             f.path.as_deref().unwrap_or("-"),
             f.mirrors.len()
         ),
+        Outcome::Unresolved { filter } => format!("500 {filter}"),
     }
 }
 

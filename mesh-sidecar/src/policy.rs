@@ -387,7 +387,12 @@ fn after_filters(filters: &[filter::Filter], req: &Request) -> Value {
                 "headers": headers.iter().map(|(n, v)| format!("{n}: {v}")).collect::<Vec<_>>(),
                 "response_headers": f.response_headers.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "mirrors": f.mirrors.iter().map(|m| filter::Filter::Mirror((*m).clone()).to_string()).collect::<Vec<_>>(),
+                "faults": f.faults.iter().map(ToString::to_string).collect::<Vec<_>>(),
             })
+        }
+        // Gateway API: an unresolved custom filter fails the request rather than being skipped.
+        filter::Outcome::Unresolved { filter } => {
+            json!({"error": {"status": 500, "unresolved": filter}})
         }
     }
 }

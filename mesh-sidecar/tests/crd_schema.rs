@@ -312,7 +312,7 @@ fn generated_crds_are_structural() {
         }
     }
     let crds = crds();
-    assert_eq!(crds.len(), 13);
+    assert_eq!(crds.len(), 14);
     for ((group, kind), versions) in &crds {
         for (version, schema) in versions {
             let mut open = Vec::new();

@@ -76,6 +76,7 @@ fn crds_parse_and_cover_every_kind_mesh_reads() {
         "httproutes.gateway.networking.k8s.io",
         "grpcroutes.gateway.networking.k8s.io",
         "canaries.policy.mesh.io",
+        "faultinjections.policy.mesh.io",
     ]
     .into_iter()
     .map(str::to_owned)
@@ -406,7 +407,7 @@ fn uninstall_lists_what_install_created() {
         .iter()
         .filter(|d| d["kind"] == "CustomResourceDefinition")
         .count();
-    assert_eq!(crds, 13);
+    assert_eq!(crds, 14);
     let kept = docs(&ok(&["uninstall", "--crds", "--skip-gateway-api"]));
     assert!(!kept.iter().any(|d| {
         d["metadata"]["name"]
@@ -422,7 +423,7 @@ fn crds_can_leave_gateway_api_to_its_own_release() {
         .iter()
         .map(|d| d["metadata"]["name"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(names.len(), 11, "{names:?}");
+    assert_eq!(names.len(), 12, "{names:?}");
     assert!(names.contains(&"httproutes.policy.linkerd.io".to_owned()));
     assert!(
         !names

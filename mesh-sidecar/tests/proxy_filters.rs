@@ -15,7 +15,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use support::loopback::{ConfiguredProxy, LoopbackProxy, exchange, get, metric, service, wait_for};
+use support::loopback::{
+    ConfiguredProxy, LoopbackProxy, exchange, get, grpc_call, metric, service, wait_for,
+};
 
 /// What a backend was sent: the request head (request line and headers), lower-cased names.
 #[derive(Clone, Debug)]
@@ -503,7 +505,6 @@ async fn grpc_backend() -> (SocketAddr, Arc<Mutex<Vec<http::Request<()>>>>) {
 
 #[test]
 fn grpc_routes_get_header_modifiers_and_mirrors() {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (web, seen) = rt.block_on(grpc_backend());
     let (shadow, mirrored) = rt.block_on(grpc_backend());
@@ -523,27 +524,12 @@ spec:
     - { type: RequestMirror, requestMirror: { backendRef: { name: shadow, port: 80 } } }
 ";
     let f = start("filters-grpc", &config);
-    let outbound = f.proxy.outbound;
-    let rsp = rt.block_on(async move {
-        let s = tokio::net::TcpStream::connect(outbound).await.unwrap();
-        let (mut send, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
-                .await
-                .unwrap();
-        tokio::spawn(conn);
-        let req = http::Request::post("http://web.shop:80/hello.Greeter/SayHello")
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
-            .header("x-secret", "s3cr3t")
-            .body(http_body_util::Full::new(bytes::Bytes::from_static(
-                b"\0\0\0\0\0",
-            )))
-            .unwrap();
-        tokio::time::timeout(Duration::from_secs(5), send.send_request(req))
-            .await
-            .expect("answered in time")
-            .unwrap()
-    });
+    let rsp = grpc_call(
+        &rt,
+        f.proxy.outbound,
+        "/hello.Greeter/SayHello",
+        &[("x-secret", "s3cr3t")],
+    );
     assert_eq!(rsp.status(), 200);
     assert_eq!(rsp.headers()["x-app"], "two");
     assert_eq!(rsp.headers()["grpc-status"], "0");

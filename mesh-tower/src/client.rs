@@ -281,8 +281,9 @@ impl<R: Resolve> MeshClientBuilder<R> {
             .layer(RouteLayer::new(self.policy).with_names(self.names))
             .layer(metrics)
             .layer(TraceLayer::new())
-            .layer(FilterLayer::new(self.registry))
+            // Below the request timeout, so that an injected delay counts toward it.
             .layer(TimeoutLayer::new())
+            .layer(FilterLayer::new(self.registry))
             .layer(self.retry)
             .layer(SplitLayer::new())
             .layer(refuse)

@@ -10,6 +10,11 @@
 //! answers its `HttpRouteRedirect`: the status and a `Location`, an empty body, no
 //! `l5d-proxy-error` (it is the route's answer, not a failure).
 //!
+//! A fault a route's `FaultInjection` injects ([`FaultAborted`]) is answered with its status
+//! and `l5d-proxy-error`; a gRPC one as a trailers-only response (HTTP 200, `grpc-status`),
+//! as a gRPC server that fails a call answers. A custom filter that is not resolved
+//! ([`UnresolvedFilter`]) is answered 500, as Gateway API requires.
+//!
 //! A 403 is the exception: its body and header say only `forbidden` unless the layer is built
 //! with [`DenialDetail::Shown`]. A denied client may be anyone, and the names of the Server,
 //! route and policy that refused it map the mesh's policy for them; the authorization layer
@@ -25,6 +30,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use mesh_core::authz::DecidedBy;
+use mesh_core::filter::fault::AbortStatus;
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -141,6 +147,17 @@ pub struct Redirected {
     pub location: Option<HeaderValue>,
 }
 
+/// A route's `FaultInjection` aborted the request: nothing is forwarded.
+#[derive(Clone, Copy, Debug, thiserror::Error)]
+#[error("fault injected: abort {0}")]
+pub struct FaultAborted(pub AbortStatus);
+
+/// A route's custom (`ExtensionRef`) filter names an object that does not exist: Gateway API
+/// says the request gets an error rather than the filter being skipped.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("route filter {0} is not resolved")]
+pub struct UnresolvedFilter(pub String);
+
 /// A rate limit refused the request.
 #[derive(Clone, Debug, thiserror::Error)]
 #[error("rate limited by {by}")]
@@ -170,6 +187,15 @@ pub fn find<'a, E: Error + 'static>(err: &'a (dyn Error + 'static)) -> Option<&'
 pub fn status_for(err: &(dyn Error + 'static)) -> StatusCode {
     if let Some(r) = find::<Redirected>(err) {
         r.status
+    } else if let Some(FaultAborted(abort)) = find::<FaultAborted>(err) {
+        match abort {
+            AbortStatus::Http(s) => {
+                StatusCode::from_u16(*s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }
+            AbortStatus::Grpc(_) => StatusCode::OK,
+        }
+    } else if is_caused_by::<UnresolvedFilter>(err) {
+        StatusCode::INTERNAL_SERVER_ERROR
     } else if is_caused_by::<Unauthorized>(err) {
         StatusCode::FORBIDDEN
     } else if is_caused_by::<RateLimited>(err) {
@@ -190,6 +216,29 @@ pub fn status_for(err: &(dyn Error + 'static)) -> StatusCode {
     }
 }
 
+/// The gRPC status code the mesh answers an error with, where it answers as gRPC.
+pub fn grpc_status_for(err: &(dyn Error + 'static)) -> Option<u16> {
+    match find::<FaultAborted>(err) {
+        Some(FaultAborted(AbortStatus::Grpc(code))) => Some(*code),
+        _ => None,
+    }
+}
+
+/// A gRPC call failed without a body: the status in the headers, which end the stream.
+fn grpc_trailers_only<B>(code: u16, message: &str) -> Response<ResponseBody<B>> {
+    let mut rsp = Response::new(ResponseBody::default());
+    let headers = rsp.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert("grpc-status", HeaderValue::from(code));
+    if let Ok(v) = HeaderValue::from_str(message) {
+        headers.insert("grpc-message", v);
+    }
+    rsp
+}
+
 /// Builds the response for an error; a denial says why only when `denial` is
 /// [`DenialDetail::Shown`].
 pub fn error_response<B>(
@@ -203,6 +252,9 @@ pub fn error_response<B>(
             rsp.headers_mut().insert(http::header::LOCATION, l.clone());
         }
         return rsp;
+    }
+    if let Some(FaultAborted(AbortStatus::Grpc(code))) = find::<FaultAborted>(err) {
+        return grpc_trailers_only(*code, "fault injected");
     }
     let status = status_for(err);
     let msg = match denial {

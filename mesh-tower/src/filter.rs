@@ -15,6 +15,12 @@
 //! - `RequestHeaderModifier` / `ResponseHeaderModifier`: headers set, added and removed on the
 //!   way to the backend and on the way back (gRPC routes too).
 //! - `RequestMirror`: copies to the mirror backend; see [`crate::mirror`].
+//! - `ExtensionRef` to a `FaultInjection`: a drawn share of requests is held for the fixed
+//!   delay, and a drawn share is aborted with [`FaultAborted`] (answered by the edge layer
+//!   with the status, or `grpc-status`) without calling the backend. Outbound, this layer sits
+//!   below the route's request timeout, so a delay counts toward it. Counted in
+//!   [`FAULT_TOTAL`]. A reference to a `FaultInjection` that does not exist fails the request
+//!   with [`UnresolvedFilter`] (500), as Gateway API requires.
 //!
 //! Header names and values, paths and hosts are not checked when the policy is compiled, so one
 //! that HTTP cannot carry is left out here and counted in [`INVALID_TOTAL`]`{what}` (inbound,
@@ -72,11 +78,16 @@ use tower_service::Service;
 
 use crate::BoxError;
 use crate::authz::Authorized;
-use crate::errors::Redirected;
+use crate::errors::{FaultAborted, Redirected, UnresolvedFilter};
 use crate::metrics::{Registry, TargetAddr};
 pub use crate::mirror::FilterBody;
 use crate::mirror::{MirrorConfig, Mirrors};
 use crate::route::RouteTarget;
+
+mod fault;
+
+pub use fault::FAULT_TOTAL;
+use fault::Later;
 
 /// The counter of redirects the proxy answered itself, labelled `status_code`.
 pub const REDIRECT_TOTAL: &str = "outbound_http_redirect_total";
@@ -109,6 +120,9 @@ pub trait FilterTarget: Clone + Send + Sync + 'static {
 
     /// The target of a copy to `backend`, where this side mirrors.
     fn mirror_target(&self, backend: &BackendRef) -> Option<RouteTarget>;
+
+    /// The labels of the route in [`FAULT_TOTAL`].
+    fn fault_labels(&self) -> Vec<Label>;
 }
 
 /// See the [module docs](self).
@@ -182,6 +196,7 @@ impl<T: FilterTarget> FilterLayer<T> {
             T::REDIRECT_TOTAL,
             "Total count of redirects the proxy answered.",
         );
+        registry.describe(FAULT_TOTAL, "Total count of faults a route injected.");
         registry.describe(
             T::INVALID_TOTAL,
             "Total count of route filter parts HTTP cannot carry, left out.",
@@ -251,8 +266,6 @@ impl<S, T> Filter<S, T> {
     }
 }
 
-type Answered<T> = std::future::Ready<Result<T, BoxError>>;
-
 impl<S: Clone, T> Clone for Filter<S, T> {
     fn clone(&self) -> Self {
         Self {
@@ -269,11 +282,12 @@ where
     S::Future: Send,
     S::Error: Into<BoxError>,
     B: http_body::Body + Send + 'static,
+    RB: Send + 'static,
     T: FilterTarget,
 {
     type Response = Response<RB>;
     type Error = BoxError;
-    type Future = Either<ResponseFuture<S::Future>, Answered<Response<RB>>>;
+    type Future = Either<ResponseFuture<S::Future>, Later<Response<RB>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -293,11 +307,20 @@ where
         let outcome = filter::plan(target.filters(), &request_line(&req, fallback.as_ref()));
         let forward = match outcome {
             Outcome::Redirect { status, location } => {
-                let e = self.redirect(status, &location);
-                return Either::Right(std::future::ready(Err(e.into())));
+                return Either::Right(fault::answer(self.redirect(status, &location)));
+            }
+            Outcome::Unresolved { filter } => {
+                return Either::Right(fault::answer(UnresolvedFilter(filter)));
             }
             Outcome::Forward(f) => f,
         };
+        let injected = fault::draw(&forward.faults);
+        if !forward.faults.is_empty() {
+            fault::count(&self.shared.registry, target.fault_labels(), &injected);
+        }
+        if let (Some(abort), None) = (injected.abort, injected.delay) {
+            return Either::Right(fault::answer(FaultAborted(abort)));
+        }
         if let Some(host) = &forward.host {
             self.rewrite_host(&mut req, host);
         }
@@ -310,9 +333,9 @@ where
         }
         let invalid = edits.invalid();
         self.shared.invalid("header", invalid);
-        let mirrors: Vec<RouteTarget> = forward
-            .mirrors
-            .iter()
+        // A request that will be aborted is not forwarded, so it is not copied either.
+        let mirrors: Vec<RouteTarget> = (forward.mirrors.iter())
+            .filter(|_| injected.abort.is_none())
             .filter(|m| m.sampled(fastrand::u64(..)))
             .filter_map(|m| target.mirror_target(&m.backend))
             .collect();
@@ -321,6 +344,14 @@ where
             Some(m) if !mirrors.is_empty() => m.start(&self.inner, req, mirrors),
             _ => req.map(FilterBody::new),
         };
+        if let Some(delay) = injected.delay {
+            // The service polled ready goes with the request; a clone takes its place here.
+            let clone = self.inner.clone();
+            let inner = std::mem::replace(&mut self.inner, clone);
+            let shared = Arc::clone(&self.shared);
+            let later = fault::delayed(delay, injected.abort, inner, req, edits, shared);
+            return Either::Right(later);
+        }
         Either::Left(self.forward(req, edits))
     }
 }
@@ -461,6 +492,14 @@ impl FilterTarget for RouteTarget {
             ..self.clone()
         })
     }
+
+    fn fault_labels(&self) -> Vec<Label> {
+        vec![
+            Label::new("direction", "outbound"),
+            Label::new("dst", self.authority.to_string()),
+            Label::new("rt_route", self.route_name().to_owned()),
+        ]
+    }
 }
 
 impl FilterTarget for Authorized {
@@ -486,6 +525,14 @@ impl FilterTarget for Authorized {
     /// the policy compiler.
     fn mirror_target(&self, _: &BackendRef) -> Option<RouteTarget> {
         None
+    }
+
+    fn fault_labels(&self) -> Vec<Label> {
+        let route = self.route.as_deref().map_or("default", |r| r.name.as_str());
+        vec![
+            Label::new("direction", "inbound"),
+            Label::new("route_name", route.to_owned()),
+        ]
     }
 }
 

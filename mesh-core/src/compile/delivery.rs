@@ -1,11 +1,19 @@
-//! mesh's own policy.mesh.io kinds, read and checked alone: `Canary`.
+//! mesh's own policy.mesh.io kinds, read and checked alone: `Canary` and `FaultInjection`;
+//! and the `FaultInjection`s an `ExtensionRef` filter names, found while linking its route.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::doc::{Cx, Doc};
+use super::object::{Key, Object, Reader};
 use crate::canary::{Analysis, Backend, Canary, MetricCheck, OnBreach, Target, TargetKind};
+use crate::filter::Filter;
+use crate::filter::fault::{Abort, AbortStatus, Delay, Fault, FaultRef, Share};
 use crate::kinds;
 use crate::values::parse_duration;
+
+/// The group of mesh's own kinds.
+pub(crate) const GROUP: &str = "policy.mesh.io";
 
 pub(crate) fn parse_canary(cx: &mut Cx, doc: &Doc, spec: &kinds::CanarySpec) -> Option<Canary> {
     let errors = cx.errors.len();
@@ -192,4 +200,114 @@ fn metric(m: &kinds::CanaryMetric) -> Result<MetricCheck, (&'static str, String)
             format!("{other:?}: the metrics are request-success-rate and request-duration"),
         )),
     }
+}
+
+/// A `FaultInjection`: an abort, a delay or both, each mistake refused with its field.
+pub(crate) fn parse_fault(
+    cx: &mut Cx,
+    doc: &Doc,
+    spec: &kinds::FaultInjectionSpec,
+) -> Option<Fault> {
+    if spec.abort.is_none() && spec.delay.is_none() {
+        cx.err(
+            doc,
+            "spec",
+            "a FaultInjection needs an abort, a delay or both",
+        );
+        return None;
+    }
+    let errors = cx.errors.len();
+    let abort = spec.abort.as_ref().and_then(|a| fault_abort(cx, doc, a));
+    let delay = spec.delay.as_ref().and_then(|d| {
+        let share = share(cx, doc, "spec.delay.percentage", d.percentage)?;
+        let Some(fixed) = d.fixed_delay.as_deref() else {
+            cx.err(doc, "spec.delay.fixedDelay", "missing");
+            return None;
+        };
+        match parse_duration(fixed) {
+            Ok(fixed) => Some(Delay { share, fixed }),
+            Err(e) => {
+                cx.err(doc, "spec.delay.fixedDelay", e);
+                None
+            }
+        }
+    });
+    (cx.errors.len() == errors).then_some(Fault { abort, delay })
+}
+
+fn fault_abort(cx: &mut Cx, doc: &Doc, a: &kinds::FaultAbort) -> Option<Abort> {
+    let share = share(cx, doc, "spec.abort.percentage", a.percentage);
+    let status = match (a.http_status, a.grpc_status) {
+        (Some(_), Some(_)) => {
+            cx.err(doc, "spec.abort", "httpStatus and grpcStatus are exclusive");
+            return None;
+        }
+        (None, None) => {
+            cx.err(doc, "spec.abort", "needs httpStatus or grpcStatus");
+            return None;
+        }
+        (Some(s), None) => match u16::try_from(s).ok().filter(|s| (200..=599).contains(s)) {
+            Some(s) => AbortStatus::Http(s),
+            None => {
+                cx.err(
+                    doc,
+                    "spec.abort.httpStatus",
+                    format!("{s} is not an HTTP status within 200–599"),
+                );
+                return None;
+            }
+        },
+        (None, Some(c)) => match u16::try_from(c).ok().filter(|c| (1..=16).contains(c)) {
+            Some(c) => AbortStatus::Grpc(c),
+            None => {
+                cx.err(
+                    doc,
+                    "spec.abort.grpcStatus",
+                    format!("{c} is not a gRPC error code (1–16)"),
+                );
+                return None;
+            }
+        },
+    };
+    Some(Abort {
+        share: share?,
+        status,
+    })
+}
+
+/// A `percentage`: every request when unset.
+fn share(cx: &mut Cx, doc: &Doc, field: &str, percentage: Option<f64>) -> Option<Share> {
+    let Some(p) = percentage else {
+        return Some(Share::ALL);
+    };
+    let share = Share::from_percentage(p);
+    if share.is_none() {
+        cx.err(doc, field, format!("{p} is not a percentage within 0–100"));
+    }
+    share
+}
+
+/// `filters` with each `FaultInjection` reference (in `namespace`, as `ExtensionRef`s are
+/// local) resolved from the index; a read by name, so that a change to it relinks the route.
+pub(crate) fn resolve_faults(
+    r: &mut Reader<'_>,
+    namespace: &str,
+    filters: &[Filter],
+) -> Vec<Filter> {
+    (filters.iter())
+        .map(|f| match f {
+            Filter::Fault(fr) => {
+                let key = Key::Named("FaultInjection", namespace.to_owned(), fr.name.clone());
+                let fault = r.members(key).find_map(|e| match &e.object {
+                    Object::Fault(found) => Some(Arc::clone(found)),
+                    _ => None,
+                });
+                Filter::Fault(FaultRef {
+                    name: fr.name.clone(),
+                    fault,
+                })
+            }
+            other => other.clone(),
+        })
+        .collect()
 }

@@ -4,10 +4,11 @@
 //! not a redirect and a rewrite together, `ReplacePrefixMatch` only on a rule with exactly one
 //! `PathPrefix` match, and on a GRPCRoute only the filter types GRPCRoute defines.
 
+use super::delivery::GROUP;
 use super::doc::{Cx, Doc};
 use super::fields::port;
 use super::gateway::backend_ref;
-use crate::filter::{Filter, HeaderModifier, Mirror, PathModifier, Redirect, Rewrite};
+use crate::filter::{FaultRef, Filter, HeaderModifier, Mirror, PathModifier, Redirect, Rewrite};
 use crate::kinds;
 use crate::route::{HttpMatch, PathMatch};
 
@@ -132,18 +133,30 @@ fn one(
                 None
             }
         },
-        "ExtensionRef" => {
-            let what = f.extension_ref.as_ref().map_or_else(
-                || "an ExtensionRef without extensionRef".to_owned(),
-                |r| format!("{} {:?} of group {:?}", r.kind, r.name, r.group),
-            );
-            cx.err(
-                doc,
-                format!("{fi}.extensionRef"),
-                format!("{what} is not an extension this mesh implements"),
-            );
-            None
-        }
+        "ExtensionRef" => match &f.extension_ref {
+            Some(r) if r.group == GROUP && r.kind == "FaultInjection" && !r.name.is_empty() => {
+                // Resolved while linking, so that the FaultInjection may come and change alone.
+                Some(Filter::Fault(FaultRef {
+                    name: r.name.clone(),
+                    fault: None,
+                }))
+            }
+            Some(r) => {
+                cx.err(
+                    doc,
+                    format!("{fi}.extensionRef"),
+                    format!(
+                        "{} {:?} of group {:?} is not an extension this mesh implements (FaultInjection of {GROUP})",
+                        r.kind, r.name, r.group
+                    ),
+                );
+                None
+            }
+            None => {
+                missing(cx, "extensionRef");
+                None
+            }
+        },
         other => {
             cx.err(
                 doc,

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use super::delivery::resolve_faults;
 use super::doc::{Cx, Doc};
 use super::fields::{port, port_name, selector};
 use super::gateway::{ParsedRoute, RouteParent};
@@ -121,7 +122,7 @@ pub(crate) fn link_inbound(r: &mut Reader<'_>, namespace: &str) -> Inbound {
         }
     }
     let servers = &mut inbound.servers;
-    let routes = attach_routes(&members, namespace, servers);
+    let routes = attach_routes(r, &members, namespace, servers);
     attach_server_auths(&members, servers, &labels);
     // Policies apply in apply order, whether they target a Server, the namespace or a route.
     let mut policies: BTreeMap<u64, &ParsedAuthPolicy> = BTreeMap::new();
@@ -157,6 +158,7 @@ pub(crate) fn link_inbound(r: &mut Reader<'_>, namespace: &str) -> Inbound {
 /// Attaches the routes whose parent is a Server here; returns every route with a Server
 /// parent, which policies may target.
 fn attach_routes(
+    r: &mut Reader<'_>,
     members: &[&Entry],
     namespace: &str,
     servers: &mut [(u64, Server)],
@@ -181,7 +183,7 @@ fn attach_routes(
                 continue;
             }
             if let Some((_, s)) = servers.iter_mut().find(|(_, s)| s.id.name == *name) {
-                s.routes.push(inbound_route(route));
+                s.routes.push(inbound_route(r, route));
             }
         }
     }
@@ -189,11 +191,11 @@ fn attach_routes(
 }
 
 /// A route as a Server's: its rules' matches and filters.
-fn inbound_route(route: &ParsedRoute) -> InboundRoute {
+fn inbound_route(r: &mut Reader<'_>, route: &ParsedRoute) -> InboundRoute {
     let rules = (route.rules.iter())
-        .map(|r| InboundRule {
-            matches: r.matches.clone(),
-            filters: r.filters.as_slice().into(),
+        .map(|rule| InboundRule {
+            matches: rule.matches.clone(),
+            filters: resolve_faults(r, &route.id.namespace, &rule.filters).into(),
         })
         .collect();
     InboundRoute {

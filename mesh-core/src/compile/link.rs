@@ -6,6 +6,7 @@
 use std::cmp::Ordering;
 use std::sync::Arc;
 
+use super::delivery::resolve_faults;
 use super::fields::Annotated;
 use super::gateway::{ParsedRoute, RouteParent};
 use super::object::{Entry, Key, Object, Reader};
@@ -66,7 +67,7 @@ pub(crate) fn link_service(
     if svc.profile.is_none() {
         for e in &members {
             if let Object::Route(route) = &e.object {
-                attach_route(&mut svc, route, &annotations);
+                attach_route(r, &mut svc, route, &annotations);
             }
         }
         sort_entries(&mut svc);
@@ -131,7 +132,12 @@ fn attach_client_profile(svc: &mut ServicePolicy, p: &ParsedProfile) {
 }
 
 /// Adds the rules of a route to each of its parentRefs that is this Service.
-fn attach_route(svc: &mut ServicePolicy, pr: &ParsedRoute, svc_ann: &Annotated) {
+fn attach_route(
+    r: &mut Reader<'_>,
+    svc: &mut ServicePolicy,
+    pr: &ParsedRoute,
+    svc_ann: &Annotated,
+) {
     let ann = &pr.annotations;
     for parent in &pr.parents {
         let RouteParent::Service {
@@ -182,7 +188,7 @@ fn attach_route(svc: &mut ServicePolicy, pr: &ParsedRoute, svc_ann: &Annotated) 
                 timeouts,
                 retry,
                 response_classes: Vec::new(),
-                filters: rule.filters.clone(),
+                filters: resolve_faults(r, &pr.id.namespace, &rule.filters),
                 grpc: pr.grpc,
                 created: pr.created,
             }));

@@ -23,6 +23,7 @@ struct Seen<'a> {
     client_profiles: HashMap<(String, String, String), &'a ResourceId>,
     servers: HashMap<Name, &'a ParsedServer>,
     route_groups: BTreeSet<Name>,
+    faults: BTreeSet<Name>,
     mesh_tls: BTreeSet<Name>,
     networks: BTreeSet<Name>,
     /// Services that routes attach to.
@@ -159,8 +160,29 @@ fn route_notes(entries: &[&Entry], seen: &Seen<'_>, out: &mut Vec<Note>) {
             }
         }
         inbound_filter_note(e, r, out);
+        fault_notes(e, r, seen, out);
     }
     out.extend(inert);
+}
+
+/// Gateway API answers requests through an unresolved custom filter with an error rather
+/// than skipping it: a missing `FaultInjection` fails its rule's every request.
+fn fault_notes(e: &Entry, r: &ParsedRoute, seen: &Seen<'_>, out: &mut Vec<Note>) {
+    let named: BTreeSet<&str> = (r.rules.iter())
+        .flat_map(|rule| &rule.filters)
+        .filter_map(|f| match f {
+            Filter::Fault(fr) => Some(fr.name.as_str()),
+            _ => None,
+        })
+        .collect();
+    for name in named {
+        if !seen
+            .faults
+            .contains(&(r.id.namespace.clone(), name.to_owned()))
+        {
+            out.push(at(e, format!("FaultInjection {name} is not in the input: every request of the rules naming it is answered 500 until it exists")));
+        }
+    }
 }
 
 /// Linkerd's inbound proxy applies a Server route's header modifiers and redirects, and its
@@ -281,6 +303,9 @@ impl<'a> Seen<'a> {
                 }
                 Object::RouteGroup(_) => {
                     seen.route_groups.insert(name(e));
+                }
+                Object::Fault(_) => {
+                    seen.faults.insert(name(e));
                 }
                 Object::MeshTls(_) => {
                     seen.mesh_tls.insert(name(e));

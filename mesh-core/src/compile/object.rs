@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::delivery::parse_canary;
+use super::delivery::{parse_canary, parse_fault};
 use super::doc::{Cx, Doc};
 use super::gateway::{ParsedRoute, RouteParent, parse_grpc_route, parse_http_route};
 use super::identify::Kind;
@@ -20,6 +20,7 @@ use super::workloads::{
 };
 use crate::authz::{IdentityMatch, NetworkMatch};
 use crate::canary::Canary;
+use crate::filter::fault::Fault;
 use crate::kinds;
 use crate::manifest::Origin;
 use crate::policy::{EndpointSet, NamespaceInfo, PolicyConfig, Workload};
@@ -39,6 +40,7 @@ pub(crate) enum Object {
     Network(Vec<NetworkMatch>),
     RateLimit(ParsedRateLimit),
     Canary(Arc<Canary>),
+    Fault(Arc<Fault>),
     Service(ParsedService),
     EndpointSlice(EndpointSet),
     Namespace(NamespaceInfo),
@@ -159,6 +161,10 @@ fn parse_kind(cx: &mut Cx, doc: &Doc, trust_domain: &str) -> Option<Object> {
             let spec = cx.typed::<kinds::CanarySpec>(doc, "spec")?;
             Object::Canary(Arc::new(parse_canary(cx, doc, &spec)?))
         }
+        Kind::FaultInjection => {
+            let spec = cx.typed::<kinds::FaultInjectionSpec>(doc, "spec")?;
+            Object::Fault(Arc::new(parse_fault(cx, doc, &spec)?))
+        }
         Kind::Service => Object::Service(parse_service(cx, doc)?),
         Kind::EndpointSlice => Object::EndpointSlice(parse_endpoint_slice(cx, doc)?),
         Kind::Namespace => Object::Namespace(parse_namespace(cx, doc)),
@@ -216,6 +222,7 @@ impl Entry {
             Object::Network(_) => named("NetworkAuthentication"),
             Object::RateLimit(r) => vec![Key::Inbound(r.server_namespace.clone())],
             Object::Canary(_) => vec![Key::Canaries],
+            Object::Fault(_) => named("FaultInjection"),
             Object::Service(_) => vec![Key::Service(ns.clone(), name.clone())],
             Object::EndpointSlice(set) => vec![Key::Endpoints(ns.clone(), set.service.clone())],
             Object::Namespace(_) => vec![Key::Inbound(name.clone())],

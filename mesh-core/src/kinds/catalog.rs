@@ -49,6 +49,8 @@ pub enum Family {
     RateLimitPolicy,
     /// mesh's Canary: progressive delivery of one route's backend.
     Canary,
+    /// mesh's FaultInjection: aborts and delays an `ExtensionRef` route filter names.
+    FaultInjection,
     /// Service.
     Service,
     /// EndpointSlice.
@@ -468,6 +470,16 @@ static CATALOG: &[KindInfo] = &[
             &[],
         )
     },
+    crd(
+        row(
+            Family::FaultInjection,
+            "policy.mesh.io",
+            "FaultInjection",
+            "faultinjections",
+            &[stored("v1alpha1")],
+        ),
+        &[],
+    ),
     row(Family::Service, "", "Service", "services", V1),
     row(
         Family::EndpointSlice,

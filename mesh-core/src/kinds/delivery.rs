@@ -72,3 +72,43 @@ pub(crate) struct ThresholdRange {
     pub(crate) min: Option<f64>,
     pub(crate) max: Option<f64>,
 }
+
+/// `FaultInjection`: Istio's VirtualService `fault`, as a kind a Gateway API `ExtensionRef`
+/// filter names.
+#[derive(Clone, Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct FaultInjectionSpec {
+    /// Answer some requests with an error, without calling the backend.
+    pub(crate) abort: Option<FaultAbort>,
+    /// Hold some requests before forwarding them.
+    pub(crate) delay: Option<FaultDelay>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct FaultAbort {
+    /// The share of requests aborted, 0–100 (fractions allowed); all when unset.
+    #[cfg_attr(feature = "schema", schemars(range(min = 0, max = 100)))]
+    pub(crate) percentage: Option<f64>,
+    /// The HTTP status answered (an HTTPRoute).
+    #[cfg_attr(feature = "schema", schemars(range(min = 200, max = 599), extend("format" = "int32")))]
+    pub(crate) http_status: Option<i64>,
+    /// The gRPC status code answered (a GRPCRoute), 1–16.
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 16), extend("format" = "int32")))]
+    pub(crate) grpc_status: Option<i64>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "schema", schemars(extend("required" = ["fixedDelay"])))]
+pub(crate) struct FaultDelay {
+    /// The share of requests delayed, 0–100 (fractions allowed); all when unset.
+    #[cfg_attr(feature = "schema", schemars(range(min = 0, max = 100)))]
+    pub(crate) percentage: Option<f64>,
+    /// How long, a Gateway API duration (`200ms`, `1s`).
+    #[cfg_attr(feature = "schema", schemars(pattern(schema::DURATION)))]
+    pub(crate) fixed_delay: Option<String>,
+}

@@ -111,6 +111,7 @@ fn body_schema(family: Family) -> Option<Value> {
         Family::NetworkAuthentication => generator.root_schema_for::<NetworkAuthenticationSpec>(),
         Family::RateLimitPolicy => generator.root_schema_for::<RateLimitPolicySpec>(),
         Family::Canary => generator.root_schema_for::<CanarySpec>(),
+        Family::FaultInjection => generator.root_schema_for::<FaultInjectionSpec>(),
         _ => return None,
     };
     Some(schema.to_value())

@@ -152,6 +152,16 @@ pub(super) fn table(req: &Request, v: &Value) -> String {
                 r["location"].as_str().unwrap_or("")
             ),
         );
+    } else if let Some(e) = after.get("error") {
+        line(
+            &mut s,
+            "answer",
+            format!(
+                "{} ({} is not resolved)",
+                e["status"],
+                e["unresolved"].as_str().unwrap_or("")
+            ),
+        );
     } else if !after.is_null() {
         line(
             &mut s,

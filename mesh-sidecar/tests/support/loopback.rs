@@ -318,3 +318,37 @@ spec:
     std::fs::create_dir_all(dir).expect("the config directory");
     std::fs::write(dir.join("mesh.yaml"), yaml).expect("write the config");
 }
+
+/// One gRPC call (an empty message) over h2c to `http://web.shop:80{path}` through the proxy
+/// listener at `addr`, with `headers` (`(name, value)`): the response, within 5 s.
+pub(crate) fn grpc_call(
+    rt: &tokio::runtime::Runtime,
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> http::Response<hyper::body::Incoming> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let mut req = http::Request::post(format!("http://web.shop:80{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    let req = req
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"\0\0\0\0\0",
+        )))
+        .expect("a request");
+    rt.block_on(async move {
+        let s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
+                .await
+                .expect("h2 handshake");
+        tokio::spawn(conn);
+        tokio::time::timeout(Duration::from_secs(5), send.send_request(req))
+            .await
+            .expect("answered in time")
+            .expect("a response")
+    })
+}

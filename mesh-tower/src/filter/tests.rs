@@ -18,7 +18,11 @@ type Handle = mock::Handle<Req, Response<String>>;
 
 /// An HTTPRoute on `web.shop` whose one rule (`/api` prefix) has `filters` (YAML flow list).
 fn route(filters: &str) -> PolicyHandle {
-    PolicyHandle::from_yaml(&format!(
+    PolicyHandle::from_yaml(&route_yaml(filters)).unwrap()
+}
+
+fn route_yaml(filters: &str) -> String {
+    format!(
         "apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {{ name: api, namespace: shop }}
@@ -28,8 +32,7 @@ spec:
   - matches: [{{ path: {{ type: PathPrefix, value: /api }} }}]
     filters: {filters}
 "
-    ))
-    .unwrap()
+    )
 }
 
 fn stack(
@@ -299,4 +302,72 @@ async fn wait_for(f: impl Fn() -> bool) {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     panic!("the condition never held");
+}
+
+/// [`route`] with the FaultInjection `flaky` of `spec` (YAML flow mapping) named by its rule.
+fn faulty(spec: &str) -> PolicyHandle {
+    let route = route_yaml(
+        "[{ type: ExtensionRef, extensionRef: { group: policy.mesh.io, kind: FaultInjection, name: flaky } }]",
+    );
+    PolicyHandle::from_yaml(&format!(
+        "{route}---\napiVersion: policy.mesh.io/v1alpha1\nkind: FaultInjection\nmetadata: {{ name: flaky, namespace: shop }}\nspec: {spec}\n"
+    ))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_abort_answers_without_calling_the_backend_and_is_counted() {
+    let registry = Registry::new();
+    let policy = faulty("{ abort: { httpStatus: 503 } }");
+    let (svc, mut handle) = stack(policy, registry.clone(), MirrorConfig::default());
+    let err = svc.oneshot(get("http://web.shop/api/x")).await.unwrap_err();
+    assert!(is_caused_by::<FaultAborted>(&*err));
+    assert_eq!(
+        crate::errors::status_for(&*err),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    // The service went with the call: the mock sees no request, and then its end.
+    let next = tokio::time::timeout(Duration::from_millis(50), handle.next_request()).await;
+    assert!(!matches!(next, Ok(Some(_))), "forwarded");
+    let labels = [("fault", "abort"), ("rt_route", "api")];
+    assert_eq!(registry.counter_value(FAULT_TOTAL, &labels), Some(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_delay_holds_the_request_and_is_cancelled_with_it() {
+    let policy = faulty("{ delay: { fixedDelay: 1s } }");
+    let (svc, mut handle) = stack(policy, Registry::new(), MirrorConfig::default());
+    let call = tokio::spawn(svc.clone().oneshot(get("http://web.shop/api/x")));
+    let early = tokio::time::timeout(Duration::from_millis(999), handle.next_request()).await;
+    assert!(early.is_err(), "forwarded before its delay");
+    let (_, send) = handle
+        .next_request()
+        .await
+        .expect("forwarded after the delay");
+    send.send_response(Response::new("ok".to_owned()));
+    assert_eq!(call.await.unwrap().unwrap().into_body(), "ok");
+
+    // Dropped while held: nothing is sent, ever.
+    let held = tokio::spawn(svc.oneshot(get("http://web.shop/api/x")));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    held.abort();
+    let late = tokio::time::timeout(Duration::from_secs(5), handle.next_request()).await;
+    assert!(
+        !matches!(late, Ok(Some(_))),
+        "a cancelled request was forwarded"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_fault_injection_fails_the_request() {
+    let policy = route(
+        "[{ type: ExtensionRef, extensionRef: { group: policy.mesh.io, kind: FaultInjection, name: absent } }]",
+    );
+    let (svc, _handle) = stack(policy, Registry::new(), MirrorConfig::default());
+    let err = svc.oneshot(get("http://web.shop/api/x")).await.unwrap_err();
+    assert!(is_caused_by::<UnresolvedFilter>(&*err));
+    assert_eq!(
+        crate::errors::status_for(&*err),
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
 }

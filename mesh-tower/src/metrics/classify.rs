@@ -117,10 +117,12 @@ impl Outcome {
         route: Option<&Route>,
         err: &(dyn Error + 'static),
     ) -> Self {
-        let class = class(route, status, None);
+        // A gRPC abort the mesh answers is classified by its grpc-status, as the app's would be.
+        let grpc = crate::errors::grpc_status_for(err).map(u32::from);
+        let class = class(route, status, grpc);
         Self {
             class,
-            grpc: None,
+            grpc,
             error: class.is_failure().then(|| StreamError::of(err)),
         }
     }
