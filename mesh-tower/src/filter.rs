@@ -315,7 +315,7 @@ where
             Outcome::Forward(f) => f,
         };
         let injected = fault::draw(&forward.faults);
-        if !forward.faults.is_empty() {
+        if injected.abort.is_some() || injected.delay.is_some() {
             fault::count(&self.shared.registry, target.fault_labels(), &injected);
         }
         if let (Some(abort), None) = (injected.abort, injected.delay) {

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{
     Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams, TypeMeta,
@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 
 use super::route::{self, TargetProblem};
 use super::{Blocked, BoxError, Canaries, CanaryMetrics, Driver, Goldens, Outcome, Store, Weights};
-use crate::controller::status::CONTROLLER_NAME;
+use crate::controller::status::create_event;
 use crate::kube_watch::KINDS;
 
 /// How often the canaries are listed for new ones.
@@ -166,42 +166,22 @@ impl Store for Kube {
 
 impl Kube {
     async fn event(&self, canary: &Canary, type_: &str, outcome: &Outcome) -> Result<(), BoxError> {
-        let now = Timestamp::now();
         let reason = outcome.reason();
         let name = format!(
             "{}.canary.{}.{:x}",
             canary.name,
             reason.to_ascii_lowercase(),
-            now.as_nanosecond()
+            Timestamp::now().as_nanosecond()
         );
-        let event = Event {
-            metadata: ObjectMeta {
-                name: Some(name),
-                namespace: Some(canary.namespace.clone()),
-                ..ObjectMeta::default()
-            },
-            involved_object: ObjectReference {
-                api_version: Some("policy.mesh.io/v1alpha1".to_owned()),
-                kind: Some("Canary".to_owned()),
-                name: Some(canary.name.clone()),
-                namespace: Some(canary.namespace.clone()),
-                ..ObjectReference::default()
-            },
-            reason: Some(reason.to_owned()),
-            message: Some(outcome.to_string()),
-            type_: Some(type_.to_owned()),
-            source: Some(EventSource {
-                component: Some("mesh-controller".to_owned()),
-                host: None,
-            }),
-            reporting_component: Some(CONTROLLER_NAME.to_owned()),
-            first_timestamp: Some(Time(now)),
-            last_timestamp: Some(Time(now)),
-            count: Some(1),
-            ..Event::default()
+        let involved = ObjectReference {
+            api_version: Some("policy.mesh.io/v1alpha1".to_owned()),
+            kind: Some("Canary".to_owned()),
+            name: Some(canary.name.clone()),
+            namespace: Some(canary.namespace.clone()),
+            ..ObjectReference::default()
         };
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &canary.namespace);
-        api.create(&PostParams::default(), &event).await?;
+        let message = outcome.to_string();
+        create_event(&self.client, name, involved, type_, reason, message).await?;
         Ok(())
     }
 }

@@ -216,33 +216,47 @@ async fn event(
     let kind = KINDS
         .iter()
         .find(|k| k.group == w.r.group && k.kind == w.r.kind);
-    let now = Time(Timestamp::now());
     let name = format!(
         "{}.{}.{}",
         w.r.name,
         w.r.kind.to_ascii_lowercase(),
         if version.is_empty() { "0" } else { version }
     );
+    let involved = ObjectReference {
+        api_version: kind.map(|k| k.api_version()),
+        kind: Some(w.r.kind.clone()),
+        name: Some(w.r.name.clone()),
+        namespace: Some(w.r.namespace.clone()),
+        uid: w.uid.clone(),
+        resource_version: Some(version.to_owned()),
+        ..ObjectReference::default()
+    };
+    let message = format!("refused by the mesh, the last accepted version serves: {message}");
+    create_event(client, name, involved, "Warning", "Invalid", message).await
+}
+
+/// Creates one Event named `name` about `involved`, reported by the controller. A name taken
+/// already (another replica recorded it) is not an error.
+pub(crate) async fn create_event(
+    client: &kube::Client,
+    name: String,
+    involved: ObjectReference,
+    type_: &str,
+    reason: &str,
+    message: String,
+) -> Result<(), kube::Error> {
+    let namespace = involved.namespace.clone().unwrap_or_default();
+    let now = Time(Timestamp::now());
     let event = Event {
         metadata: ObjectMeta {
             name: Some(name),
-            namespace: Some(w.r.namespace.clone()),
+            namespace: Some(namespace.clone()),
             ..ObjectMeta::default()
         },
-        involved_object: ObjectReference {
-            api_version: kind.map(|k| k.api_version()),
-            kind: Some(w.r.kind.clone()),
-            name: Some(w.r.name.clone()),
-            namespace: Some(w.r.namespace.clone()),
-            uid: w.uid.clone(),
-            resource_version: Some(version.to_owned()),
-            ..ObjectReference::default()
-        },
-        reason: Some("Invalid".to_owned()),
-        message: Some(format!(
-            "refused by the mesh, the last accepted version serves: {message}"
-        )),
-        type_: Some("Warning".to_owned()),
+        involved_object: involved,
+        reason: Some(reason.to_owned()),
+        message: Some(message),
+        type_: Some(type_.to_owned()),
         source: Some(EventSource {
             component: Some("mesh-controller".to_owned()),
             host: None,
@@ -253,10 +267,9 @@ async fn event(
         count: Some(1),
         ..Event::default()
     };
-    let api: Api<Event> = Api::namespaced(client.clone(), &w.r.namespace);
+    let api: Api<Event> = Api::namespaced(client.clone(), &namespace);
     match api.create(&PostParams::default(), &event).await {
         Ok(_) => Ok(()),
-        // The other replica recorded it.
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
         Err(e) => Err(e),
     }
