@@ -149,7 +149,11 @@ pub struct IssuerService<A> {
     auth: A,
     lifetime: Duration,
     body_read_timeout: Duration,
+    observe: Option<Box<Observer>>,
 }
+
+/// Told the outcome of every request answered (see [`IssuerService::observe`]).
+type Observer = dyn Fn(Result<(), &IssueError>) + Send + Sync;
 
 // === impl TokenFile ===
 
@@ -256,6 +260,25 @@ impl IssueError {
             Self::MethodNotAllowed => 405,
         }
     }
+
+    /// A short, fixed name for the kind of refusal (`unknown_token`, `identity_not_allowed`,
+    /// …): a metric label that never carries what the caller sent.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::MissingToken => "missing_token",
+            Self::Auth(AuthError::UnknownToken) => "unknown_token",
+            Self::Auth(AuthError::Refused(_)) => "token_refused",
+            Self::Auth(AuthError::Unavailable(_)) => "auth_unavailable",
+            Self::Csr(CsrError::IdentityNotAllowed { .. }) => "identity_not_allowed",
+            Self::Csr(CsrError::Sign(_)) => "sign_failed",
+            Self::Csr(_) => "bad_csr",
+            Self::Body(_) => "bad_body",
+            Self::BodyTimeout(_) => "body_timeout",
+            Self::TooLarge => "too_large",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+        }
+    }
 }
 
 // === impl IssuerService ===
@@ -269,7 +292,18 @@ impl<A: TokenAuthenticator> IssuerService<A> {
             auth,
             lifetime: DEFAULT_LEAF_LIFETIME,
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            observe: None,
         }
+    }
+
+    /// Calls `observe` with the outcome of every request the HTTP endpoint answers (`Ok` for
+    /// a signed certificate), e.g. to count them in metrics.
+    pub fn observe(
+        mut self,
+        observe: impl Fn(Result<(), &IssueError>) + Send + Sync + 'static,
+    ) -> Self {
+        self.observe = Some(Box::new(observe));
+        self
     }
 
     /// Sets how long a caller may take to send a whole request body (see
@@ -309,7 +343,11 @@ impl<A: TokenAuthenticator> IssuerService<A> {
 
     /// Answers one HTTP request. Never fails: every refusal becomes a 4xx/5xx with a reason.
     pub async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        match self.try_handle(req).await {
+        let outcome = self.try_handle(req).await;
+        if let Some(observe) = &self.observe {
+            observe(outcome.as_ref().map(|_| ()));
+        }
+        match outcome {
             Ok(chain) => {
                 let pem = cert::certs_to_pem(&chain);
                 respond(StatusCode::OK, "application/pem-certificate-chain", pem)

@@ -13,12 +13,15 @@ use mesh_core::identity::InvalidIdentity;
 use mesh_identity::ca::{self, InitConfig, Issuer};
 use mesh_identity::client::IssuerClient;
 use mesh_identity::issuer::{
-    ConnectionConfig, IssuerService, TokenAuthenticator, TokenFile, issuer_identity,
+    ConnectionConfig, IssueError, IssuerService, TokenAuthenticator, TokenFile, issuer_identity,
     serve_connection,
 };
 use mesh_identity::rotate::{LocalSource, Rotation, RotationConfig};
 use mesh_identity::{TrustBundle, TrustStore, cert, tls};
+use mesh_tower::metrics::Registry;
+use metrics::Label;
 
+use crate::admin::Admin;
 use crate::server_limits::{self, ServerLimitArgs};
 use crate::tokenreview::TokenReviewer;
 
@@ -87,6 +90,10 @@ struct ServeArgs {
     /// Lifetime of issued workload certificates, e.g. 24h.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     leaf_lifetime: Duration,
+    /// Serve `/metrics`, `/ready` and `/live` in plain HTTP on this address (the install uses
+    /// port 9990, as Linkerd's identity does).
+    #[arg(long)]
+    admin_addr: Option<SocketAddr>,
     #[command(flatten)]
     limits: ServerLimitArgs,
 }
@@ -210,11 +217,19 @@ async fn serve_with<A: TokenAuthenticator>(
         .await
         .context("cannot issue the issuer's own serving certificate")?;
     let tls = tls::issuer_server_config(rotation.store().clone())?;
+    let registry = Registry::new();
+    registry.track_cert_expiry(rotation.store());
     let service = Arc::new(
         IssuerService::new(issuer, auth)
             .with_lifetime(a.leaf_lifetime)
-            .with_body_read_timeout(a.limits.body_read_timeout),
+            .with_body_read_timeout(a.limits.body_read_timeout)
+            .observe(count_requests(&registry)),
     );
+    if let Some(addr) = a.admin_addr {
+        let admin = Admin::ready(registry.clone()).spawn(addr).await;
+        let admin = admin.with_context(|| format!("cannot listen on {addr}"))?;
+        tracing::info!(%admin, "admin listening");
+    }
 
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
@@ -232,10 +247,38 @@ async fn serve_with<A: TokenAuthenticator>(
         let conn = serve_connection(tcp, acceptor.clone(), service.clone(), config);
         async move { conn.await.map_err(Into::into) }
     };
-    server_limits::serve(listener, "identity", a.limits.max_connections, handle).await;
+    server_limits::serve(
+        listener,
+        "identity",
+        a.limits.max_connections,
+        registry,
+        handle,
+    )
+    .await;
     tracing::info!("shutting down");
     drop(rotation);
     Ok(())
+}
+
+/// Counts every answered certificate request in `identity_certificate_requests_total`, by
+/// `result` (`issued` or `refused`) and, for refusals, a fixed `reason`.
+fn count_requests(registry: &Registry) -> impl Fn(Result<(), &IssueError>) + Send + Sync + 'static {
+    const REQUESTS: &str = "identity_certificate_requests_total";
+    registry.describe(
+        REQUESTS,
+        "Certificate signing requests answered, by result and reason.",
+    );
+    let registry = registry.clone();
+    move |outcome| {
+        let labels = match outcome {
+            Ok(()) => vec![Label::new("result", "issued")],
+            Err(e) => vec![
+                Label::new("result", "refused"),
+                Label::new("reason", e.reason()),
+            ],
+        };
+        registry.counter(REQUESTS, labels).increment(1);
+    }
 }
 
 async fn issue(a: IssueArgs) -> anyhow::Result<()> {

@@ -21,11 +21,11 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction,
     Namespace, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service, ServiceAccount,
-    ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+    SeccompProfile, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume,
+    VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, LabelSelectorRequirement, ObjectMeta,
@@ -38,16 +38,16 @@ use serde_norway::Value;
 use mesh_core::kinds::catalog::{self, Definition};
 
 use crate::crds;
-use crate::identity::IssuerAccount;
 use crate::inject::DEFAULT_IMAGE;
 use crate::inject::pod::{INJECT_ANNOTATION, TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_KEY};
 
 mod controller;
+mod identity;
+mod injector;
 mod pki;
 mod webhooks;
 
 pub(crate) use pki::Pki;
-use webhooks::{validating_webhook_configuration, webhook_configuration};
 
 const IDENTITY: &str = "mesh-identity";
 const INJECTOR: &str = "mesh-injector";
@@ -211,12 +211,7 @@ pub(crate) fn control_plane(
     image: &str,
     pki: &Pki,
 ) -> Result<Vec<Value>, InstallError> {
-    let meta = |name: &str| ObjectMeta {
-        name: Some(name.to_owned()),
-        namespace: Some(namespace.to_owned()),
-        labels: Some(labels(name)),
-        ..ObjectMeta::default()
-    };
+    let meta = |name: &str| object_meta(namespace, name);
     let mut docs = vec![to_value(&Namespace {
         metadata: ObjectMeta {
             name: Some(namespace.to_owned()),
@@ -243,164 +238,13 @@ pub(crate) fn control_plane(
         ),
         ..ConfigMap::default()
     })?);
-    docs.push(to_value(&Secret {
-        metadata: meta(ISSUER_SECRET),
-        type_: Some("Opaque".to_owned()),
-        string_data: Some(
-            [
-                ("ca.crt", &pki.trust_anchors),
-                ("issuer.crt", &pki.issuer_crt),
-                ("issuer.key", &pki.issuer_key),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.clone()))
-            .collect(),
-        ),
-        ..Secret::default()
-    })?);
-    docs.push(to_value(&ServiceAccount {
-        metadata: meta(IDENTITY),
-        ..ServiceAccount::default()
-    })?);
-    let cluster_meta = ObjectMeta {
-        name: Some(format!("{IDENTITY}-{namespace}")),
-        labels: Some(labels(IDENTITY)),
-        ..ObjectMeta::default()
-    };
-    docs.push(to_value(&ClusterRole {
-        metadata: cluster_meta.clone(),
-        // The issuer authenticates a CSR by reviewing the pod's projected token.
-        rules: Some(vec![PolicyRule {
-            api_groups: Some(vec!["authentication.k8s.io".to_owned()]),
-            resources: Some(vec!["tokenreviews".to_owned()]),
-            verbs: vec!["create".to_owned()],
-            ..PolicyRule::default()
-        }]),
-        ..ClusterRole::default()
-    })?);
-    docs.push(to_value(&binding(&cluster_meta, namespace, IDENTITY))?);
-    // The issuer's Deployment runs as the service account IDENTITY (see `deployment`).
-    let issuer_account = IssuerAccount::new(namespace, IDENTITY);
-    let issuer = Container {
-        name: "identity".to_owned(),
-        image: Some(image.to_owned()),
-        // `--kube`: authenticate CSRs with TokenReview. The issuer names itself after the
-        // namespace and service account it runs as; the DNS names of issued certificates keep
-        // the default control namespace, which Linkerd-style policies already name.
-        args: Some(strings(&[
-            "identity",
-            "serve",
-            "--dir",
-            ISSUER_DIR,
-            "--listen",
-            &format!("0.0.0.0:{IDENTITY_PORT}"),
-            "--kube",
-            "--service-account",
-            &issuer_account.to_string(),
-        ])),
-        ports: Some(vec![container_port("https", IDENTITY_PORT)]),
-        readiness_probe: Some(tcp_probe(IDENTITY_PORT)),
-        liveness_probe: Some(tcp_probe(IDENTITY_PORT)),
-        volume_mounts: Some(vec![mount(ISSUER_SECRET, ISSUER_DIR)]),
-        ..control_plane_container()
-    };
-    docs.push(to_value(&deployment(
-        meta(IDENTITY),
-        IDENTITY,
-        issuer,
-        vec![secret_volume(ISSUER_SECRET)],
-    ))?);
-    docs.push(to_value(&service(
-        meta(IDENTITY),
-        IDENTITY_PORT,
-        IDENTITY_PORT,
-    ))?);
-    docs.push(to_value(&pdb(meta(IDENTITY), IDENTITY))?);
+    docs.extend(identity::docs(namespace, image, pki)?);
 
     // The controller: proxies' only source of policy and endpoints. Proxies need no RBAC.
     docs.extend(controller::docs(namespace, image, pki)?);
 
     // The injector: its serving certificate, the webhook and the configuration pointing at it.
-    docs.push(to_value(&ServiceAccount {
-        metadata: meta(INJECTOR),
-        // It calls no API: no token is mounted.
-        automount_service_account_token: Some(false),
-        ..ServiceAccount::default()
-    })?);
-    docs.push(to_value(&Secret {
-        metadata: meta(INJECTOR_TLS_SECRET),
-        type_: Some("kubernetes.io/tls".to_owned()),
-        string_data: Some(
-            [("tls.crt", &pki.webhook_crt), ("tls.key", &pki.webhook_key)]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.clone()))
-                .collect(),
-        ),
-        ..Secret::default()
-    })?);
-    let https_probe = || Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some("/ready".to_owned()),
-            port: IntOrString::Int(INJECTOR_PORT),
-            scheme: Some("HTTPS".to_owned()),
-            ..HTTPGetAction::default()
-        }),
-        ..Probe::default()
-    };
-    let injector = Container {
-        name: "injector".to_owned(),
-        image: Some(image.to_owned()),
-        args: Some(strings(&[
-            "injector",
-            "--listen",
-            &format!("0.0.0.0:{INJECTOR_PORT}"),
-            "--tls-dir",
-            INJECTOR_TLS_DIR,
-            "--image",
-            image,
-            "--identity-addr",
-            &format!("{IDENTITY}.{namespace}.svc.cluster.local:{IDENTITY_PORT}"),
-            "--identity-service-account",
-            &issuer_account.to_string(),
-            "--controller-addr",
-            &format!(
-                "{}.{namespace}.svc.cluster.local:8090",
-                controller::CONTROLLER
-            ),
-            "--controller-service-account",
-            &format!("{namespace}/{}", controller::CONTROLLER),
-            "--trust-anchors",
-            &format!("{TRUST_ROOTS_DIR}/{TRUST_ROOTS_KEY}"),
-            "--trust-domain",
-            &pki.trust_domain,
-        ])),
-        ports: Some(vec![container_port("https", INJECTOR_PORT)]),
-        readiness_probe: Some(https_probe()),
-        liveness_probe: Some(https_probe()),
-        volume_mounts: Some(vec![
-            mount(INJECTOR_TLS_SECRET, INJECTOR_TLS_DIR),
-            mount(TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_DIR),
-        ]),
-        ..control_plane_container()
-    };
-    let mut injector_deploy = deployment(
-        meta(INJECTOR),
-        INJECTOR,
-        injector,
-        vec![
-            secret_volume(INJECTOR_TLS_SECRET),
-            configmap_volume(TRUST_ROOTS_CONFIGMAP),
-        ],
-    );
-    if let Some(spec) = injector_deploy.spec.template.spec.as_mut() {
-        spec.service_account_name = Some(INJECTOR.to_owned());
-        spec.automount_service_account_token = Some(false);
-    }
-    docs.push(to_value(&injector_deploy)?);
-    docs.push(to_value(&service(meta(INJECTOR), 443, INJECTOR_PORT))?);
-    docs.push(to_value(&pdb(meta(INJECTOR), INJECTOR))?);
-    docs.push(to_value(&webhook_configuration(namespace, pki))?);
-    docs.push(to_value(&validating_webhook_configuration(namespace, pki))?);
+    docs.extend(injector::docs(namespace, image, pki)?);
     Ok(docs)
 }
 
@@ -419,6 +263,28 @@ fn binding(meta: &ObjectMeta, namespace: &str, account: &str) -> ClusterRoleBind
             namespace: Some(namespace.to_owned()),
             ..Subject::default()
         }]),
+    }
+}
+
+/// The metadata of the control-plane object `name` in `namespace`.
+fn object_meta(namespace: &str, name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: Some(namespace.to_owned()),
+        labels: Some(labels(name)),
+        ..ObjectMeta::default()
+    }
+}
+
+/// A probe asking a control-plane admin endpoint on `port` for `path` (`/ready`, `/live`).
+fn admin_probe(port: i32, path: &str) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::Int(port),
+            ..HTTPGetAction::default()
+        }),
+        ..Probe::default()
     }
 }
 
@@ -555,16 +421,6 @@ fn container_port(name: &str, port: i32) -> ContainerPort {
         container_port: port,
         protocol: Some("TCP".to_owned()),
         ..ContainerPort::default()
-    }
-}
-
-fn tcp_probe(port: i32) -> Probe {
-    Probe {
-        tcp_socket: Some(TCPSocketAction {
-            port: IntOrString::Int(port),
-            ..TCPSocketAction::default()
-        }),
-        ..Probe::default()
     }
 }
 

@@ -32,11 +32,13 @@ pub(crate) struct ServerLimitArgs {
 }
 
 /// Accepts on `listener` until SIGTERM or Ctrl-C, at most `max_connections` at once, each
-/// handed to `handle` on a task of its own. `direction` names the server in logs.
+/// handed to `handle` on a task of its own. `direction` names the server in logs and in the
+/// `tcp_*` counters it keeps in `registry` (the one its admin endpoint serves).
 pub(crate) async fn serve<F, Fut>(
     listener: TcpListener,
     direction: &'static str,
     max_connections: usize,
+    registry: Registry,
     handle: F,
 ) where
     F: Fn(TcpStream, SocketAddr) -> Fut,
@@ -47,12 +49,10 @@ pub(crate) async fn serve<F, Fut>(
         shutdown_signal().await;
         stop.send_replace(true);
     });
-    // Counted in a registry of its own: these servers have no metrics endpoint yet, the
-    // throttled log line is what an operator sees.
     let config = accept::Config {
         direction,
         max_connections,
-        registry: Registry::new(),
+        registry,
         shutdown,
     };
     accept::serve(listener, config, handle).await;

@@ -12,6 +12,8 @@ use mesh_identity::{Identity, cert};
 
 mod support;
 
+use support::loopback;
+
 const MESH: &str = env!("CARGO_BIN_EXE_mesh");
 
 /// A scratch directory removed on drop.
@@ -253,6 +255,76 @@ fn a_refused_issue_exits_non_zero_with_the_issuers_reason() {
     let o = issue("http://127.0.0.1:1");
     assert!(!o.status.success());
     assert!(stderr(&o).contains("https://"), "{}", stderr(&o));
+}
+
+/// The issuer's admin port serves its probes and counts its answers by result and a fixed
+/// reason; what callers sent (their tokens) is in neither its metrics nor its log, even at
+/// debug level.
+#[test]
+fn the_issuer_counts_answers_on_its_admin_port_and_never_logs_a_token() {
+    let tmp = TempDir::new("admin");
+    let ca = tmp.path("ca");
+    assert!(
+        mesh(&["identity", "init", "--out", s(&ca)])
+            .status
+            .success()
+    );
+    let (good, bad) = ("web-secret-4f1c", "not-a-token-9d2e");
+    let tokens = tmp.path("tokens");
+    std::fs::write(&tokens, format!("{good} emojivoto/web\n")).unwrap();
+    let admin = loopback::free_port();
+    let log = tmp.path("issuer.log");
+    let extra = ["--admin-addr", &admin.to_string()];
+    let (_issuer, url) = support::issuer::serve_logged(&ca, &tokens, &extra, &log);
+    for (name, token) in [("good", good), ("bad", bad)] {
+        let file = tmp.path(&format!("{name}.token"));
+        std::fs::write(&file, token).unwrap();
+        let o = mesh(&[
+            "identity",
+            "issue",
+            "--issuer",
+            &url,
+            "--token-file",
+            s(&file),
+            "--trust-anchors",
+            s(&ca.join("ca.crt")),
+            "--out",
+            s(&tmp.path(name)),
+        ]);
+        assert_eq!(o.status.success(), name == "good", "{}", stderr(&o));
+    }
+
+    assert!(loopback::get(admin, "/ready").starts_with("HTTP/1.1 200"));
+    assert!(loopback::get(admin, "/live").starts_with("HTTP/1.1 200"));
+    let metrics = loopback::get(admin, "/metrics");
+    let requests = "identity_certificate_requests_total";
+    assert_eq!(
+        loopback::metric(&metrics, requests, r#"result="issued""#),
+        1.0,
+        "{metrics}"
+    );
+    let refused = r#"reason="unknown_token""#;
+    assert_eq!(
+        loopback::metric(&metrics, requests, refused),
+        1.0,
+        "{metrics}"
+    );
+    // The issuer's own serving certificate, as a proxy reports its own.
+    assert!(
+        metrics.contains("\nidentity_cert_expiration_timestamp_seconds "),
+        "{metrics}"
+    );
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logs.contains("refused a CSR"),
+        "the refusal is logged: {logs}"
+    );
+    for secret in [good, bad] {
+        assert!(
+            !metrics.contains(secret) && !logs.contains(secret),
+            "{logs}"
+        );
+    }
 }
 
 #[test]

@@ -18,6 +18,10 @@ use serde::Deserialize as _;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+mod support;
+
+use support::loopback;
+
 /// The injector process, killed however the test ends.
 struct Injector {
     child: Child,
@@ -269,7 +273,8 @@ async fn default_inject_and_the_wrong_apiversion_pod() {
 
 #[tokio::test]
 async fn malformed_and_oversized_requests_get_errors_not_a_crash() {
-    let inj = start(&[]);
+    let admin = loopback::free_port();
+    let inj = start(&["--admin-addr", &admin.to_string()]);
     let (status, body) = call(&inj, "POST", "/inject", b"{not json".to_vec()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(String::from_utf8_lossy(&body).contains("not an AdmissionReview"));
@@ -310,6 +315,17 @@ async fn malformed_and_oversized_requests_get_errors_not_a_crash() {
     // Still serving after all that.
     let (status, _) = call(&inj, "GET", "/live", Vec::new()).await;
     assert_eq!(status, StatusCode::OK);
+
+    // Each answer counted on the admin port, by webhook and result; probes there too.
+    let metrics = loopback::get(admin, "/metrics");
+    let reviews = |result: &str| {
+        let label = format!(r#"webhook="inject",result="{result}""#);
+        loopback::metric(&metrics, "injector_admission_reviews_total", &label)
+    };
+    assert_eq!(reviews("reviewed"), 1.0, "{metrics}");
+    assert_eq!(reviews("malformed"), 1.0, "{metrics}");
+    assert_eq!(reviews("too_large"), 1.0, "{metrics}");
+    assert!(loopback::get(admin, "/ready").starts_with("HTTP/1.1 200"));
 }
 
 /// The certificates `mesh install` makes: the webhook's caBundle verifies the serving

@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Args;
@@ -23,7 +23,6 @@ use tokio::sync::watch;
 use crate::canary::goldens::StatGoldens;
 use crate::kube_watch::{Applier, KINDS, Scope, Watches};
 
-mod admin;
 mod grpc;
 mod index;
 pub(crate) mod status;
@@ -139,12 +138,8 @@ async fn serve(args: ControllerArgs) -> Result<(), String> {
         metrics,
     ));
     let admin_listener = bind(args.admin_addr).await?;
-    let admin = admin::Admin {
-        registry,
-        watches,
-        ready,
-    };
-    tokio::spawn(admin.serve(admin_listener, 64));
+    let admin = crate::admin::Admin::new(registry.clone(), move || not_ready(&watches, &ready));
+    tokio::spawn(admin.serve(admin_listener));
     let listener = bind(args.grpc_addr).await?;
     tracing::info!(
         grpc = %args.grpc_addr,
@@ -154,7 +149,14 @@ async fn serve(args: ControllerArgs) -> Result<(), String> {
     );
     let services = grpc::Services::new(input);
     let handle = move |tcp, _| grpc::serve_connection(tcp, acceptor.clone(), services.clone());
-    crate::server_limits::serve(listener, "controller", args.max_connections, handle).await;
+    crate::server_limits::serve(
+        listener,
+        "controller",
+        args.max_connections,
+        registry,
+        handle,
+    )
+    .await;
     Ok(())
 }
 
@@ -171,6 +173,22 @@ fn canary_goldens(args: &ControllerArgs, client: &kube::Client) -> Result<StatGo
         .map(|t| crate::stat::target(t, "default").map_err(|e| e.to_string()))
         .collect::<Result<_, _>>()?;
     Ok(StatGoldens::Scrape(targets))
+}
+
+/// Ready once every kind is listed and the index has been published: a proxy never gets half
+/// a picture.
+fn not_ready(watches: &Watches, ready: &AtomicBool) -> Option<String> {
+    let unsynced = watches.unsynced();
+    if !unsynced.is_empty() {
+        return Some(format!(
+            "kubernetes watch not synced: {}",
+            unsynced.join(", ")
+        ));
+    }
+    if !ready.load(Ordering::Acquire) {
+        return Some("the policy index is not published yet".to_owned());
+    }
+    None
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {

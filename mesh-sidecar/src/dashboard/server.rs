@@ -52,9 +52,15 @@ const ASSETS: [(&str, &str, &str); 3] = [
 
 /// Serves until SIGTERM or Ctrl-C.
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    crate::server_limits::serve(listener, "dashboard", MAX_CONNECTIONS, move |tcp, peer| {
-        connection(Arc::clone(&shared), tcp, peer)
-    })
+    // The dashboard has no metrics endpoint: its refusals are seen in its throttled log line.
+    let registry = mesh_tower::metrics::Registry::new();
+    crate::server_limits::serve(
+        listener,
+        "dashboard",
+        MAX_CONNECTIONS,
+        registry,
+        move |tcp, peer| connection(Arc::clone(&shared), tcp, peer),
+    )
     .await;
 }
 

@@ -4,8 +4,8 @@
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::{
-    Container, HTTPGetAction, Probe, ProjectedVolumeSource, ServiceAccount,
-    ServiceAccountTokenProjection, Volume, VolumeProjection,
+    Container, ProjectedVolumeSource, ServiceAccount, ServiceAccountTokenProjection, Volume,
+    VolumeProjection,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
@@ -16,8 +16,9 @@ use serde_norway::Value;
 
 use super::{
     IDENTITY, IDENTITY_PORT, InstallError, Pki, TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_DIR,
-    TRUST_ROOTS_KEY, binding, configmap_volume, container_port, control_plane_container,
-    deployment, labels, mount, selector, service, strings, to_value,
+    TRUST_ROOTS_KEY, admin_probe, binding, configmap_volume, container_port,
+    control_plane_container, deployment, labels, mount, object_meta, selector, service, strings,
+    to_value,
 };
 use crate::identity::IssuerAccount;
 use crate::kube_watch::KINDS;
@@ -32,12 +33,7 @@ const IDENTITY_AUDIENCE: &str = "identity.mesh.io";
 
 /// The controller's ServiceAccount, ClusterRole and binding, Deployment, Service and PDB.
 pub(super) fn docs(namespace: &str, image: &str, pki: &Pki) -> Result<Vec<Value>, InstallError> {
-    let meta = |name: &str| ObjectMeta {
-        name: Some(name.to_owned()),
-        namespace: Some(namespace.to_owned()),
-        labels: Some(labels(name)),
-        ..ObjectMeta::default()
-    };
+    let meta = |name: &str| object_meta(namespace, name);
     let cluster_meta = ObjectMeta {
         name: Some(format!("{CONTROLLER}-{namespace}")),
         labels: Some(labels(CONTROLLER)),
@@ -139,14 +135,6 @@ fn rules() -> Vec<PolicyRule> {
 }
 
 fn container(namespace: &str, image: &str, pki: &Pki) -> Container {
-    let http = |path: &str| Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.to_owned()),
-            port: IntOrString::Int(ADMIN_PORT),
-            ..HTTPGetAction::default()
-        }),
-        ..Probe::default()
-    };
     let issuer_account = IssuerAccount::new(namespace, IDENTITY);
     Container {
         name: "controller".to_owned(),
@@ -173,8 +161,8 @@ fn container(namespace: &str, image: &str, pki: &Pki) -> Container {
             container_port("admin", ADMIN_PORT),
         ]),
         // Ready once every kind is listed: a proxy never gets half a picture.
-        readiness_probe: Some(http("/ready")),
-        liveness_probe: Some(http("/live")),
+        readiness_probe: Some(admin_probe(ADMIN_PORT, "/ready")),
+        liveness_probe: Some(admin_probe(ADMIN_PORT, "/live")),
         volume_mounts: Some(vec![
             mount(TOKEN_VOLUME, TOKEN_DIR),
             mount(TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_DIR),

@@ -10,7 +10,23 @@ use super::Killed;
 /// Starts `mesh identity serve` on a free loopback port with the CA in `ca` and the token
 /// file `tokens`, plus `extra` flags; returns it with the `https://` URL it printed.
 pub(crate) fn serve(ca: &Path, tokens: &Path, extra: &[&str]) -> (Killed, String) {
+    serve_with_stderr(ca, tokens, extra, Stdio::null())
+}
+
+/// [`serve`], its log (at debug level) written to `log`.
+pub(crate) fn serve_logged(
+    ca: &Path,
+    tokens: &Path,
+    extra: &[&str],
+    log: &Path,
+) -> (Killed, String) {
+    let file = std::fs::File::create(log).expect("create the issuer's log");
+    serve_with_stderr(ca, tokens, extra, Stdio::from(file))
+}
+
+fn serve_with_stderr(ca: &Path, tokens: &Path, extra: &[&str], stderr: Stdio) -> (Killed, String) {
     let mut child = Command::new(super::mesh_bin())
+        .env("RUST_LOG", "debug")
         .args(["identity", "serve", "--listen", "127.0.0.1:0", "--dir"])
         .arg(ca)
         .arg("--tokens")
@@ -18,7 +34,7 @@ pub(crate) fn serve(ca: &Path, tokens: &Path, extra: &[&str]) -> (Killed, String
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("run mesh identity serve");
     let stdout = child.stdout.take().expect("piped stdout");
