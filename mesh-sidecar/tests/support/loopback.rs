@@ -352,3 +352,17 @@ pub(crate) fn grpc_call(
             .expect("a response")
     })
 }
+
+/// A one-thread runtime for an in-test app and a loopback listener bound on it: the app is
+/// spawned on the runtime and ends when the runtime is dropped.
+pub(crate) fn app_runtime() -> (tokio::runtime::Runtime, tokio::net::TcpListener) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a runtime for the app");
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind the app's loopback port");
+    (rt, listener)
+}
