@@ -37,9 +37,10 @@
 //! assert_eq!(step.next.weight, 0);
 //! ```
 
-use std::fmt;
 use std::time::Duration;
 
+mod check;
+mod show;
 pub mod sim;
 
 /// A `Canary` (policy.mesh.io/v1alpha1) as compiled: which route's weights it moves, between
@@ -401,85 +402,6 @@ impl Analysis {
     }
 }
 
-// === impl MetricCheck ===
-
-impl MetricCheck {
-    fn validate(&self) -> Result<(), InvalidAnalysis> {
-        let percent = |field, range, value: Option<f64>, ok: fn(f64) -> bool| match value {
-            Some(v) if !ok(v) => Err(InvalidAnalysis::Percent {
-                field,
-                range,
-                value: v.to_string(),
-            }),
-            _ => Ok(()),
-        };
-        let in_0_100 = |v: f64| (0.0..=100.0).contains(&v);
-        match self {
-            Self::SuccessRate {
-                min,
-                max_drop_from_stable,
-            } => {
-                percent("thresholdRange.min", "0–100", *min, in_0_100)?;
-                percent(
-                    "maxDropFromStable",
-                    "0–100",
-                    *max_drop_from_stable,
-                    in_0_100,
-                )
-            }
-            Self::LatencyP99 {
-                max_increase_from_stable,
-                ..
-            } => percent(
-                "maxIncreaseFromStable",
-                "zero or more",
-                *max_increase_from_stable,
-                |v| v >= 0.0 && v.is_finite(),
-            ),
-        }
-    }
-
-    /// The breach this check finds in `window`, if any.
-    pub fn breach(&self, window: &Window) -> Option<Breach> {
-        match *self {
-            Self::SuccessRate {
-                min,
-                max_drop_from_stable,
-            } => {
-                let canary = window.canary.success_rate()?;
-                if let Some(min) = min.filter(|&m| canary < m) {
-                    return Some(Breach::SuccessRate { canary, min });
-                }
-                let stable = window.stable.success_rate()?;
-                let max_drop = max_drop_from_stable.filter(|&d| canary < stable - d)?;
-                Some(Breach::SuccessRateDrop {
-                    canary,
-                    stable,
-                    max_drop,
-                })
-            }
-            Self::LatencyP99 {
-                max,
-                max_increase_from_stable,
-            } => {
-                let canary = window.canary.p99?;
-                if let Some(max) = max.filter(|&m| canary > m) {
-                    return Some(Breach::Latency { canary, max });
-                }
-                let stable = window.stable.p99?;
-                let max_increase = max_increase_from_stable.filter(|&pct| {
-                    canary.as_secs_f64() > stable.as_secs_f64() * (1.0 + pct / 100.0)
-                })?;
-                Some(Breach::LatencyIncrease {
-                    canary,
-                    stable,
-                    max_increase,
-                })
-            }
-        }
-    }
-}
-
 // === impl State ===
 
 impl State {
@@ -595,120 +517,6 @@ fn on_breach(analysis: &Analysis, state: &State, breach: Breach) -> Step {
                 ..*state
             },
         },
-    }
-}
-
-// === impl Phase ===
-
-impl Phase {
-    /// The name in `status.phase`, and in the `canary_phase` metric's label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Progressing => "Progressing",
-            Self::Succeeded => "Succeeded",
-            Self::Failed => "Failed",
-            Self::Halted => "Halted",
-        }
-    }
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-// === impl Decision, Breach ===
-
-impl fmt::Display for Decision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Advance { weight } => write!(f, "advance: canary weight {weight}%"),
-            Self::Promote => f.write_str("promote: all traffic to the canary"),
-            Self::Hold(HoldReason::TooFewRequests { got, need }) => {
-                write!(f, "hold: the canary served {got} requests, {need} needed")
-            }
-            Self::Hold(HoldReason::Breach {
-                breach,
-                failed_checks,
-                threshold,
-            }) => write!(
-                f,
-                "hold: {breach} (failed check {failed_checks} of {threshold})"
-            ),
-            Self::RollBack(breach) => write!(f, "roll back: {breach}"),
-            Self::Halt(breach) => write!(f, "halt: {breach}"),
-            Self::Finished => f.write_str("finished"),
-        }
-    }
-}
-
-impl fmt::Display for MetricCheck {
-    /// What must hold, as `explain` shows it.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut parts = Vec::new();
-        match self {
-            Self::SuccessRate {
-                min,
-                max_drop_from_stable,
-            } => {
-                if let Some(min) = min {
-                    parts.push(format!("success rate ≥ {min}%"));
-                }
-                if let Some(d) = max_drop_from_stable {
-                    parts.push(format!("success rate at most {d} points below stable's"));
-                }
-            }
-            Self::LatencyP99 {
-                max,
-                max_increase_from_stable,
-            } => {
-                if let Some(max) = max {
-                    parts.push(format!("p99 ≤ {max:?}"));
-                }
-                if let Some(pct) = max_increase_from_stable {
-                    parts.push(format!("p99 at most {pct}% above stable's"));
-                }
-            }
-        }
-        if parts.is_empty() {
-            return f.write_str("no threshold");
-        }
-        f.write_str(&parts.join(", "))
-    }
-}
-
-impl fmt::Display for Breach {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::SuccessRate { canary, min } => {
-                write!(f, "canary success rate {canary:.2}% is below {min}%")
-            }
-            Self::SuccessRateDrop {
-                canary,
-                stable,
-                max_drop,
-            } => write!(
-                f,
-                "canary success rate {canary:.2}% is more than {max_drop} points below stable's {stable:.2}%"
-            ),
-            Self::Latency { canary, max } => {
-                write!(f, "canary p99 {canary:?} is above {max:?}")
-            }
-            Self::Starved { got, expected } => write!(
-                f,
-                "the canary served {got} requests where its weight should have brought about \
-                 {expected}: its endpoints are failing or unreachable"
-            ),
-            Self::LatencyIncrease {
-                canary,
-                stable,
-                max_increase,
-            } => write!(
-                f,
-                "canary p99 {canary:?} is more than {max_increase}% above stable's {stable:?}"
-            ),
-        }
     }
 }
 
