@@ -250,20 +250,34 @@ pub(crate) fn control_plane(
 
 /// Grants the ClusterRole named like `meta` to service account `account` of `namespace`.
 fn binding(meta: &ObjectMeta, namespace: &str, account: &str) -> ClusterRoleBinding {
+    let (role_ref, subjects) = grant("ClusterRole", meta, namespace, account);
     ClusterRoleBinding {
         metadata: meta.clone(),
-        role_ref: RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".to_owned()),
-            kind: "ClusterRole".to_owned(),
-            name: meta.name.clone().unwrap_or_default(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".to_owned(),
-            name: account.to_owned(),
-            namespace: Some(namespace.to_owned()),
-            ..Subject::default()
-        }]),
+        role_ref,
+        subjects,
     }
+}
+
+/// What a (Cluster)RoleBinding says: the `kind` of role named like `meta`, granted to service
+/// account `account` of `namespace`.
+fn grant(
+    kind: &str,
+    meta: &ObjectMeta,
+    namespace: &str,
+    account: &str,
+) -> (RoleRef, Option<Vec<Subject>>) {
+    let role_ref = RoleRef {
+        api_group: Some("rbac.authorization.k8s.io".to_owned()),
+        kind: kind.to_owned(),
+        name: meta.name.clone().unwrap_or_default(),
+    };
+    let subject = Subject {
+        kind: "ServiceAccount".to_owned(),
+        name: account.to_owned(),
+        namespace: Some(namespace.to_owned()),
+        ..Subject::default()
+    };
+    (role_ref, Some(vec![subject]))
 }
 
 /// The metadata of the control-plane object `name` in `namespace`.

@@ -12,7 +12,7 @@ use k8s_openapi::api::admissionregistration::v1::{
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde::Deserialize as _;
 use serde_norway::Value;
@@ -198,6 +198,22 @@ fn control_plane_parses_as_kubernetes_types() {
                 }
             }
             "ClusterRoleBinding" => drop(parse::<ClusterRoleBinding>(&d)),
+            // The controller's replicas elect a canary driver with a Lease in its namespace
+            // only: a namespaced grant, not a cluster-wide one.
+            "Role" => {
+                let role = parse::<Role>(&d);
+                assert_eq!(role.metadata.namespace.as_deref(), Some("mesh"));
+                let rules = role.rules.unwrap_or_default();
+                assert_eq!(rules.len(), 1, "{rules:?}");
+                assert_eq!(rules[0].resources.as_deref().unwrap(), ["leases"]);
+                assert_eq!(rules[0].verbs, ["get", "create", "update"]);
+            }
+            "RoleBinding" => {
+                let binding = parse::<RoleBinding>(&d);
+                assert_eq!(binding.role_ref.kind, "Role");
+                let subject = &binding.subjects.unwrap()[0];
+                assert_eq!(subject.name, "mesh-controller");
+            }
             "Deployment" => deployments.push(parse::<Deployment>(&d)),
             "Service" => drop(parse::<Service>(&d)),
             "PodDisruptionBudget" => drop(parse::<PodDisruptionBudget>(&d)),

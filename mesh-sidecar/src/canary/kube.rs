@@ -18,6 +18,7 @@ use kube::api::{
 use mesh_core::canary::{Canary, State};
 use mesh_core::{PolicyConfig, PolicyIndex};
 use serde_json::{Value, json};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::route::{self, TargetProblem};
@@ -186,12 +187,14 @@ impl Kube {
     }
 }
 
-/// Drives every canary in `namespaces` (all when empty) until the process ends.
+/// Drives every canary in `namespaces` (all when empty) until the process ends, while `leader`
+/// says this replica was elected to; losing the election stops every driver at once.
 pub(crate) async fn run<G>(
     client: kube::Client,
     namespaces: Vec<String>,
     goldens: G,
     metrics: CanaryMetrics,
+    mut leader: watch::Receiver<bool>,
 ) where
     G: Goldens + Send + Sync + 'static,
 {
@@ -215,6 +218,16 @@ pub(crate) async fn run<G>(
     };
     let mut driving: HashMap<(String, String), JoinHandle<()>> = HashMap::new();
     loop {
+        // Only the elected replica drives: two would each move the weights every interval.
+        if !*leader.borrow_and_update() {
+            for (_, task) in driving.drain() {
+                task.abort();
+            }
+            if leader.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
         driving.retain(|_, task| !task.is_finished());
         for api in &apis {
             let list = match api.list(&ListParams::default()).await {
@@ -242,6 +255,10 @@ pub(crate) async fn run<G>(
                 driving.insert(key, task);
             }
         }
-        tokio::time::sleep(RELIST).await;
+        tokio::select! {
+            () = tokio::time::sleep(RELIST) => {}
+            // Leadership lost (or won again): looked at first thing in the next round.
+            _ = leader.changed() => {}
+        }
     }
 }

@@ -25,6 +25,7 @@ use crate::kube_watch::{Applier, KINDS, Scope, Watches};
 
 mod grpc;
 mod index;
+mod lease;
 pub(crate) mod status;
 
 /// How long a client may take to complete the TLS handshake.
@@ -70,6 +71,14 @@ pub(crate) struct ControllerArgs {
     /// Without either flag, every running meshed pod's admin port (4191) is scraped.
     #[arg(long, env = "MESH_CONTROLLER_CANARY_SCRAPE", value_delimiter = ',')]
     canary_scrape: Vec<String>,
+    /// Where the replicas elect the one that drives canaries: the namespace of the Lease
+    /// `mesh-controller-canary` (the install passes the control plane's namespace).
+    #[arg(
+        long,
+        env = "MESH_CONTROLLER_LEADER_ELECTION_NAMESPACE",
+        default_value = "mesh"
+    )]
+    leader_election_namespace: String,
 }
 
 /// Runs the controller until SIGTERM or Ctrl-C.
@@ -131,11 +140,14 @@ async fn serve(args: ControllerArgs) -> Result<(), String> {
     let goldens = canary_goldens(&args, &client)?;
     let metrics = crate::canary::CanaryMetrics::new(registry.clone());
     let namespaces = args.namespaces.clone();
+    let leases = kube::Api::namespaced(client.clone(), &args.leader_election_namespace);
+    let leader = lease::elect(leases, lease::holder_identity());
     tokio::spawn(crate::canary::kube::run(
         client.clone(),
         namespaces,
         goldens,
         metrics,
+        leader,
     ));
     let admin_listener = bind(args.admin_addr).await?;
     let admin = crate::admin::Admin::new(registry.clone(), move || not_ready(&watches, &ready));

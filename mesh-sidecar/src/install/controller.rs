@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{
     VolumeProjection,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
-use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
+use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use mesh_core::canary::TargetKind;
@@ -17,8 +17,8 @@ use serde_norway::Value;
 use super::{
     IDENTITY, IDENTITY_PORT, InstallError, Pki, TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_DIR,
     TRUST_ROOTS_KEY, admin_probe, binding, configmap_volume, container_port,
-    control_plane_container, deployment, labels, mount, object_meta, selector, service, strings,
-    to_value,
+    control_plane_container, deployment, grant, labels, mount, object_meta, selector, service,
+    strings, to_value,
 };
 use crate::identity::IssuerAccount;
 use crate::kube_watch::KINDS;
@@ -49,6 +49,7 @@ pub(super) fn docs(namespace: &str, image: &str, pki: &Pki) -> Result<Vec<Value>
         ..ClusterRole::default()
     })?);
     docs.push(to_value(&binding(&cluster_meta, namespace, CONTROLLER))?);
+    docs.extend(lease_rbac(namespace)?);
     let container = container(namespace, image, pki);
     let volumes = vec![token_volume(), configmap_volume(TRUST_ROOTS_CONFIGMAP)];
     docs.push(to_value(&deployment(
@@ -134,6 +135,28 @@ fn rules() -> Vec<PolicyRule> {
     rules
 }
 
+/// The replicas elect the one that drives canaries with a Lease in the control plane's
+/// namespace: a Role there, not a cluster-wide grant.
+fn lease_rbac(namespace: &str) -> Result<Vec<Value>, InstallError> {
+    let meta = object_meta(namespace, &format!("{CONTROLLER}-leader-election"));
+    let role = Role {
+        metadata: meta.clone(),
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(strings(&["coordination.k8s.io"])),
+            resources: Some(strings(&["leases"])),
+            verbs: strings(&["get", "create", "update"]),
+            ..PolicyRule::default()
+        }]),
+    };
+    let (role_ref, subjects) = grant("Role", &meta, namespace, CONTROLLER);
+    let binding = RoleBinding {
+        metadata: meta,
+        role_ref,
+        subjects,
+    };
+    Ok(vec![to_value(&role)?, to_value(&binding)?])
+}
+
 fn container(namespace: &str, image: &str, pki: &Pki) -> Container {
     let issuer_account = IssuerAccount::new(namespace, IDENTITY);
     Container {
@@ -155,6 +178,8 @@ fn container(namespace: &str, image: &str, pki: &Pki) -> Container {
             &format!("{TRUST_ROOTS_DIR}/{TRUST_ROOTS_KEY}"),
             "--trust-domain",
             &pki.trust_domain,
+            "--leader-election-namespace",
+            namespace,
         ])),
         ports: Some(vec![
             container_port("grpc", GRPC_PORT),

@@ -36,6 +36,14 @@ pub(crate) const INSTALL: &[ApiResource] = &[
         "clusterrolebindings",
         false,
     ),
+    res("rbac.authorization.k8s.io", "v1", "Role", "roles", true),
+    res(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "RoleBinding",
+        "rolebindings",
+        true,
+    ),
     res(
         "admissionregistration.k8s.io",
         "v1",

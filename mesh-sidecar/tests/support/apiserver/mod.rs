@@ -76,7 +76,7 @@ pub(crate) struct ApiResource {
     pub(crate) namespaced: bool,
 }
 
-/// Core kinds, EndpointSlices, Gateway API routes and TokenReview; not Linkerd's policy
+/// Core kinds, EndpointSlices, Gateway API routes, Leases and TokenReview; not Linkerd's policy
 /// CRDs, so that clients meet kinds that are not installed.
 pub(crate) const STANDARD: &[ApiResource] = &[
     res("", "v1", "Namespace", "namespaces", false),
@@ -106,6 +106,7 @@ pub(crate) const STANDARD: &[ApiResource] = &[
     ),
     res("", "v1", "Event", "events", true),
     res("events.k8s.io", "v1", "Event", "events", true),
+    res("coordination.k8s.io", "v1", "Lease", "leases", true),
     res(
         "authentication.k8s.io",
         "v1",
