@@ -4,7 +4,8 @@
 //! (canary). What a user would see: a healthy canary is promoted step by step and the
 //! caller's traffic follows each step; one whose backendRef FaultInjection starts failing it is
 //! rolled back at once, the route and the caller's metrics agreeing at each step; a suspended one
-//! is left alone.
+//! is left alone. One run reads a real Prometheus (`--canary-prometheus`) scraping the caller;
+//! it skips with the reason printed where /usr/bin/prometheus is absent (fails under CI=true).
 //!
 //! Every child process is killed on drop, also when a test fails; traffic is bounded in
 //! requests and time, and every wait is bounded.
@@ -13,6 +14,7 @@
 mod support;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -23,6 +25,8 @@ use support::apiserver::{ApiResource, ApiServer};
 use support::controller::{Controller, endpoint_slice_yaml, pod_proxy, service_yaml};
 use support::loopback::{LoopbackProxy, Seen, exchange, get, metric, recording_app};
 use support::pods::{Trust, free_port};
+use support::prometheus::{prometheus_bin, promql, start_prometheus};
+use support::{Killed, TempDir};
 
 /// How long a whole rollout may take (a bound, not a measurement).
 const ROLLOUT: Duration = Duration::from_secs(60);
@@ -110,14 +114,23 @@ struct Mesh {
     traffic: Option<JoinHandle<usize>>,
     /// The caller's admin port: its `response_total` by `dst_service`.
     caller_admin: SocketAddr,
+    /// The Prometheus the controller reads, where it reads one (killed, then its data removed).
+    prometheus: Option<(Killed, TempDir, SocketAddr)>,
     // Dropped last: the processes above use its certificates.
     _caller: LoopbackProxy,
     _trust: Trust,
 }
 
 impl Mesh {
-    /// Starts everything and waits until the caller's traffic reaches `v1`.
+    /// Starts everything, the controller scraping the caller, and waits until the caller's
+    /// traffic reaches `v1`.
     fn start(v1: (SocketAddr, &Seen), v2: SocketAddr) -> Self {
+        Self::start_reading(v1, v2, None)
+    }
+
+    /// As [`Mesh::start`]; with `prometheus` (the binary), the controller reads a real
+    /// Prometheus scraping the caller every second (`--canary-prometheus`) instead.
+    fn start_reading(v1: (SocketAddr, &Seen), v2: SocketAddr, prometheus: Option<&Path>) -> Self {
         let (v1, v1_seen) = v1;
         let api = ApiServer::start();
         // The Canary CRD, as `mesh install` would have created it.
@@ -140,13 +153,32 @@ impl Mesh {
         trust.issue(&["mesh-controller", "a"]);
         let grpc = free_port();
         let caller = pod_proxy(&trust, grpc, "a", "a-pod", true);
-        let scrape = format!("default/a={}", caller.admin);
+        let (source, prometheus) = match prometheus {
+            None => (
+                [
+                    "--canary-scrape".to_owned(),
+                    format!("default/a={}", caller.admin),
+                ],
+                None,
+            ),
+            Some(bin) => {
+                let dir = TempDir(trust.dir.join("prometheus"));
+                std::fs::create_dir_all(&dir.0).unwrap();
+                let (child, addr) = start_prometheus(bin, &dir.0, &[(caller.admin, "a")]);
+                let url = format!("http://{addr}");
+                (
+                    ["--canary-prometheus".to_owned(), url],
+                    Some((child, dir, addr)),
+                )
+            }
+        };
+        let source: Vec<&str> = source.iter().map(String::as_str).collect();
         let controller = Controller::start_with(
             &api.kubeconfig(&trust.dir),
             &trust.certs("mesh-controller"),
             grpc,
             &trust.dir,
-            &["--canary-scrape", &scrape],
+            &source,
         );
         controller.wait_ready();
         let stop = Arc::new(AtomicBool::new(false));
@@ -157,6 +189,7 @@ impl Mesh {
             stop,
             traffic,
             caller_admin: caller.admin,
+            prometheus,
             _caller: caller,
             _trust: trust,
         };
@@ -204,6 +237,16 @@ impl Mesh {
     fn status(&self) -> Value {
         (self.api.get("policy.mesh.io", "canaries", "default", "web"))
             .map_or(Value::Null, |c| c["status"].clone())
+    }
+
+    /// Waits for an Event with `reason` about the canary (each follows its status write).
+    fn wait_event(&self, reason: &str) {
+        until(self, &format!("a {reason} Event"), || {
+            self.event_reasons()
+                .iter()
+                .any(|r| r == reason)
+                .then_some(())
+        });
     }
 
     /// The reasons of the Events recorded about the canary, in no particular order.
@@ -394,12 +437,7 @@ fn a_fault_injected_into_the_canary_rolls_it_back_at_once() {
             .contains("success rate"),
         "{promoted}"
     );
-    until(&mesh, "a RolledBack Event", || {
-        mesh.event_reasons()
-            .iter()
-            .any(|r| r == "RolledBack")
-            .then_some(())
-    });
+    mesh.wait_event("RolledBack");
     let (_, metrics) = mesh.controller.admin("/metrics").unwrap();
     assert_eq!(metric(&metrics, "canary_weight", "name=\"web\""), 0.0);
     assert_eq!(metric(&metrics, "canary_phase", "phase=\"Failed\""), 1.0);
@@ -426,6 +464,34 @@ fn a_fault_injected_into_the_canary_rolls_it_back_at_once() {
         "{}",
         mesh.fail("canary still served")
     );
+    assert!(mesh.stop_traffic() > 0);
+}
+
+#[test]
+fn a_healthy_canary_is_promoted_from_prometheus() {
+    // Skips with the reason printed where Prometheus cannot be had (fails under CI=true).
+    let Some(bin) = prometheus_bin() else { return };
+    let (v1, v1_seen) = recording_app();
+    let (v2, v2_seen) = recording_app();
+    let mut mesh = Mesh::start_reading((v1, &v1_seen), v2, Some(&bin));
+    // Windows of 5 s: several of Prometheus's 1 s scrapes each.
+    mesh.api.apply(&canary("5s", false, 50));
+    let (status, promoted) = mesh.settled("Succeeded");
+    assert_eq!(status["canaryWeight"], 100);
+    assert_eq!(promoted["reason"], "Promoted");
+    assert_eq!(mesh.weights(), (0, 100));
+    mesh.wait_event("Promoted");
+    let (_, metrics) = mesh.controller.admin("/metrics").unwrap();
+    assert_eq!(metric(&metrics, "canary_phase", "phase=\"Succeeded\""), 1.0);
+    // The decisions were read from what Prometheus holds of the caller's proxy.
+    let prom = mesh.prometheus.as_ref().map(|p| p.2).unwrap();
+    let seen = promql(prom, "sum(response_total{dst_service=\"web-v2\"})");
+    assert!(
+        seen.is_some_and(|n| n > 0.0),
+        "{}",
+        mesh.fail("Prometheus saw no canary traffic")
+    );
+    assert!(!v2_seen.lock().is_empty());
     assert!(mesh.stop_traffic() > 0);
 }
 
