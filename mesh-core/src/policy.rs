@@ -19,8 +19,8 @@ mod service;
 
 pub use crate::filter::{Filter, HeaderModifier};
 pub use outbound::{OutboundDecision, Samples};
+pub use service::{BackendFilters, Route, ServicePolicy, ServicePort, TargetPort, Timeouts};
 pub(crate) use service::{ClientProfile, ProfileMatch, RouteEntry, Split};
-pub use service::{Route, ServicePolicy, ServicePort, TargetPort, Timeouts};
 
 /// Settings that shape compilation: the trust domain and the inbound defaults.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -312,9 +312,15 @@ fn outbound(policy: &MeshPolicy, req: &Request, a: &ExplainArgs) -> Value {
     );
     let backends: Vec<Value> = d
         .backends()
-        .map(
-            |b| json!({"service": b.backend.service(), "port": b.backend.port, "weight": b.weight}),
-        )
+        .map(|b| {
+            let mut out =
+                json!({"service": b.backend.service(), "port": b.backend.port, "weight": b.weight});
+            let filters = d.route().map_or(&[][..], |r| r.backend_filters(&b.backend));
+            if !filters.is_empty() {
+                out["filters"] = json!(described(filters));
+            }
+            out
+        })
         .collect();
     let t = d.timeouts();
     let retry = d.retry();

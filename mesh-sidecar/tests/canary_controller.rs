@@ -2,8 +2,10 @@
 //! reading a caller's proxy metrics (`--canary-scrape`), and a real `mesh proxy` calling
 //! Service `web` through HTTPRoute `web-route` split between `web-v1` (stable) and `web-v2`
 //! (canary). What a user would see: a healthy canary is promoted step by step and the
-//! caller's traffic follows each step; a failing one is rolled back at once; a suspended one
-//! is left alone.
+//! caller's traffic follows each step; one whose backendRef FaultInjection starts failing it is
+//! rolled back at once, the route and the caller's metrics agreeing at each step; a suspended one
+//! is left alone. One run reads a real Prometheus (`--canary-prometheus`) scraping the caller;
+//! it skips with the reason printed where /usr/bin/prometheus is absent (fails under CI=true).
 //!
 //! Every child process is killed on drop, also when a test fails; traffic is bounded in
 //! requests and time, and every wait is bounded.
@@ -12,16 +14,19 @@
 mod support;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::apiserver::{ApiResource, ApiServer};
 use support::controller::{Controller, endpoint_slice_yaml, pod_proxy, service_yaml};
-use support::loopback::{LoopbackProxy, Seen, exchange, metric, recording_app, status_app};
+use support::loopback::{LoopbackProxy, Seen, exchange, get, metric, recording_app};
 use support::pods::{Trust, free_port};
+use support::prometheus::{prometheus_bin, promql, start_prometheus};
+use support::{Killed, TempDir};
 
 /// How long a whole rollout may take (a bound, not a measurement).
 const ROLLOUT: Duration = Duration::from_secs(60);
@@ -37,7 +42,13 @@ kind: HTTPRoute
 metadata: { name: web-route, namespace: default }
 spec:
   parentRefs: [{ name: web, kind: Service, group: core, port: 80 }]
-  rules: [{ backendRefs: [{ name: web-v1, port: 80, weight: 100 }, { name: web-v2, port: 80, weight: 0 }] }]
+  rules:
+  - backendRefs:
+    - { name: web-v1, port: 80, weight: 100 }
+    - name: web-v2
+      port: 80
+      weight: 0
+      filters: [{ type: ExtensionRef, extensionRef: { group: policy.mesh.io, kind: FaultInjection, name: canary-fault } }]
 ---
 ";
     let pod = "apiVersion: v1
@@ -52,13 +63,27 @@ spec: { serviceAccountName: a, containers: [{ name: app, image: app }] }
         slice("web-v1", v1),
         slice("web-v2", v2),
         route.to_owned(),
+        fault(0),
         pod.to_owned(),
     ]
     .concat()
 }
 
-/// Canary `web` on `web-route`: steps of 25 up to 50, a 90 % success-rate floor.
-fn canary(interval: &str, suspend: bool) -> String {
+/// The FaultInjection `canary-fault` the route's `web-v2` backendRef names: `percentage` % of
+/// the requests sent to the canary answered 503 by the caller's proxy (none at first).
+fn fault(percentage: u32) -> String {
+    format!(
+        "apiVersion: policy.mesh.io/v1alpha1
+kind: FaultInjection
+metadata: {{ name: canary-fault, namespace: default }}
+spec: {{ abort: {{ percentage: {percentage}, httpStatus: 503 }} }}
+---
+"
+    )
+}
+
+/// Canary `web` on `web-route`: steps of 25 up to `max`, a 90 % success-rate floor.
+fn canary(interval: &str, suspend: bool, max: u32) -> String {
     format!(
         "apiVersion: policy.mesh.io/v1alpha1
 kind: Canary
@@ -71,7 +96,7 @@ spec:
   analysis:
     interval: {interval}
     stepWeight: 25
-    maxWeight: 50
+    maxWeight: {max}
     threshold: 1
     minRequests: 10
     metrics:
@@ -87,14 +112,25 @@ struct Mesh {
     controller: Controller,
     stop: Arc<AtomicBool>,
     traffic: Option<JoinHandle<usize>>,
+    /// The caller's admin port: its `response_total` by `dst_service`.
+    caller_admin: SocketAddr,
+    /// The Prometheus the controller reads, where it reads one (killed, then its data removed).
+    prometheus: Option<(Killed, TempDir, SocketAddr)>,
     // Dropped last: the processes above use its certificates.
     _caller: LoopbackProxy,
     _trust: Trust,
 }
 
 impl Mesh {
-    /// Starts everything and waits until the caller's traffic reaches `v1`.
+    /// Starts everything, the controller scraping the caller, and waits until the caller's
+    /// traffic reaches `v1`.
     fn start(v1: (SocketAddr, &Seen), v2: SocketAddr) -> Self {
+        Self::start_reading(v1, v2, None)
+    }
+
+    /// As [`Mesh::start`]; with `prometheus` (the binary), the controller reads a real
+    /// Prometheus scraping the caller every second (`--canary-prometheus`) instead.
+    fn start_reading(v1: (SocketAddr, &Seen), v2: SocketAddr, prometheus: Option<&Path>) -> Self {
         let (v1, v1_seen) = v1;
         let api = ApiServer::start();
         // The Canary CRD, as `mesh install` would have created it.
@@ -105,18 +141,44 @@ impl Mesh {
             plural: "canaries",
             namespaced: true,
         });
+        api.serve_resource(ApiResource {
+            group: "policy.mesh.io",
+            version: "v1alpha1",
+            kind: "FaultInjection",
+            plural: "faultinjections",
+            namespaced: true,
+        });
         api.apply(&objects(v1, v2));
         let trust = Trust::new();
         trust.issue(&["mesh-controller", "a"]);
         let grpc = free_port();
         let caller = pod_proxy(&trust, grpc, "a", "a-pod", true);
-        let scrape = format!("default/a={}", caller.admin);
+        let (source, prometheus) = match prometheus {
+            None => (
+                [
+                    "--canary-scrape".to_owned(),
+                    format!("default/a={}", caller.admin),
+                ],
+                None,
+            ),
+            Some(bin) => {
+                let dir = TempDir(trust.dir.join("prometheus"));
+                std::fs::create_dir_all(&dir.0).unwrap();
+                let (child, addr) = start_prometheus(bin, &dir.0, &[(caller.admin, "a")]);
+                let url = format!("http://{addr}");
+                (
+                    ["--canary-prometheus".to_owned(), url],
+                    Some((child, dir, addr)),
+                )
+            }
+        };
+        let source: Vec<&str> = source.iter().map(String::as_str).collect();
         let controller = Controller::start_with(
             &api.kubeconfig(&trust.dir),
             &trust.certs("mesh-controller"),
             grpc,
             &trust.dir,
-            &["--canary-scrape", &scrape],
+            &source,
         );
         controller.wait_ready();
         let stop = Arc::new(AtomicBool::new(false));
@@ -126,6 +188,8 @@ impl Mesh {
             controller,
             stop,
             traffic,
+            caller_admin: caller.admin,
+            prometheus,
             _caller: caller,
             _trust: trust,
         };
@@ -163,9 +227,26 @@ impl Mesh {
         (status, promoted)
     }
 
+    /// The responses the caller's proxy counted from (web-v1, web-v2), any status.
+    fn answered(&self) -> (f64, f64) {
+        let text = get(self.caller_admin, "/metrics");
+        let to = |svc: &str| metric(&text, "response_total", &format!("dst_service=\"{svc}\""));
+        (to("web-v1"), to("web-v2"))
+    }
+
     fn status(&self) -> Value {
         (self.api.get("policy.mesh.io", "canaries", "default", "web"))
             .map_or(Value::Null, |c| c["status"].clone())
+    }
+
+    /// Waits for an Event with `reason` about the canary (each follows its status write).
+    fn wait_event(&self, reason: &str) {
+        until(self, &format!("a {reason} Event"), || {
+            self.event_reasons()
+                .iter()
+                .any(|r| r == reason)
+                .then_some(())
+        });
     }
 
     /// The reasons of the Events recorded about the canary, in no particular order.
@@ -234,7 +315,7 @@ fn a_healthy_canary_is_promoted_step_by_step_and_traffic_follows() {
     let (v1, v1_seen) = recording_app();
     let (v2, v2_seen) = recording_app();
     let mut mesh = Mesh::start((v1, &v1_seen), v2);
-    mesh.api.apply(&canary("2s", false));
+    mesh.api.apply(&canary("2s", false, 50));
 
     // Follow the route: each weight it takes, and what each backend was sent meanwhile.
     let counts = |s: &Seen| s.lock().len();
@@ -299,25 +380,52 @@ fn a_healthy_canary_is_promoted_step_by_step_and_traffic_follows() {
 }
 
 #[test]
-fn a_failing_canary_is_rolled_back_at_once() {
+fn a_fault_injected_into_the_canary_rolls_it_back_at_once() {
     let (v1, v1_seen) = recording_app();
-    // Every other request fails: far below the floor, yet never the seven failures in a row
-    // that would make the caller's proxy eject the endpoint (failure accrual), so this is the
-    // success-rate check at work (an ejected canary is judged "starved": mesh-core's tests).
-    let answered = Arc::new(AtomicUsize::new(0));
-    let v2 = status_app(
-        move |_| match answered.fetch_add(1, Ordering::Relaxed) % 2 {
-            0 => "500 Internal Server Error",
-            _ => "200 OK",
-        },
-    );
+    let (v2, _) = recording_app();
     let mut mesh = Mesh::start((v1, &v1_seen), v2);
-    mesh.api.apply(&canary("1s", false));
-    until(&mesh, "the canary gets its first weight", || {
-        (mesh.weights() == (75, 25)).then_some(())
+    mesh.api.apply(&canary("2s", false, 75));
+
+    // Follow the route; once it gives the canary 50 %, 60 % of the requests sent there are
+    // aborted by the caller's proxy (the backendRef's FaultInjection, changed live through
+    // the API server). At each weight, what the caller's proxy counted per backend.
+    let mut steps: Vec<(u64, f64, f64)> = Vec::new();
+    let mut last = (mesh.weights().1, mesh.answered());
+    let mut faulted = false;
+    until(&mesh, "a rollback after the fault", || {
+        let w = mesh.weights().1;
+        if w != last.0 {
+            let now = mesh.answered();
+            steps.push((last.0, now.0 - last.1.0, now.1 - last.1.1));
+            last = (w, now);
+            if w == 50 && !faulted {
+                mesh.api.apply(&fault(60));
+                faulted = true;
+            }
+        }
+        (faulted && w == 0).then_some(())
     });
+    let weights: Vec<u64> = steps.iter().map(|s| s.0).chain([last.0]).collect();
+    // Promoted normally to 50, never to 75, then straight back to 0: no step in between.
+    assert_eq!(
+        weights,
+        [0, 25, 50, 0],
+        "{}",
+        mesh.fail("the plan of weights")
+    );
+    // While the route said w %, the caller's proxy sent about w % to the canary (aborted
+    // requests count as the canary's: the fault sits on its backendRef).
+    for &(w, to_v1, to_v2) in &steps[1..] {
+        let total = to_v1 + to_v2;
+        assert!(total >= 40.0, "too few requests at {w}%: {total}");
+        let share = to_v2 * 100.0 / total;
+        assert!(
+            (share - w as f64).abs() <= 20.0,
+            "at {w}% the caller's metrics gave the canary {share:.1}% of {total} responses"
+        );
+    }
+
     let (status, promoted) = mesh.settled("Failed");
-    // All traffic back to stable in one write: no step in between.
     assert_eq!(mesh.weights(), (100, 0));
     assert_eq!(status["canaryWeight"], 0);
     assert_eq!(promoted["status"], "False");
@@ -329,15 +437,61 @@ fn a_failing_canary_is_rolled_back_at_once() {
             .contains("success rate"),
         "{promoted}"
     );
-    until(&mesh, "a RolledBack Event", || {
-        mesh.event_reasons()
-            .iter()
-            .any(|r| r == "RolledBack")
-            .then_some(())
-    });
+    mesh.wait_event("RolledBack");
     let (_, metrics) = mesh.controller.admin("/metrics").unwrap();
     assert_eq!(metric(&metrics, "canary_weight", "name=\"web\""), 0.0);
     assert_eq!(metric(&metrics, "canary_phase", "phase=\"Failed\""), 1.0);
+    assert_eq!(
+        metric(&metrics, "canary_phase", "phase=\"Progressing\""),
+        0.0
+    );
+    // The caller's proxy counted the injected aborts as the canary's failures.
+    let caller = get(mesh.caller_admin, "/metrics");
+    let failed = (caller.lines())
+        .filter(|l| l.starts_with("response_total{") && l.contains("dst_service=\"web-v2\""))
+        .filter(|l| l.contains("status_code=\"503\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    assert!(failed > 0.0, "{caller}");
+
+    // Rolled back, the canary gets nothing more (but a request in flight at the switch).
+    let before = mesh.answered();
+    until(&mesh, "traffic on stable", || {
+        (mesh.answered().0 > before.0 + 50.0).then_some(())
+    });
+    assert!(
+        mesh.answered().1 <= before.1 + 5.0,
+        "{}",
+        mesh.fail("canary still served")
+    );
+    assert!(mesh.stop_traffic() > 0);
+}
+
+#[test]
+fn a_healthy_canary_is_promoted_from_prometheus() {
+    // Skips with the reason printed where Prometheus cannot be had (fails under CI=true).
+    let Some(bin) = prometheus_bin() else { return };
+    let (v1, v1_seen) = recording_app();
+    let (v2, v2_seen) = recording_app();
+    let mut mesh = Mesh::start_reading((v1, &v1_seen), v2, Some(&bin));
+    // Windows of 5 s: several of Prometheus's 1 s scrapes each.
+    mesh.api.apply(&canary("5s", false, 50));
+    let (status, promoted) = mesh.settled("Succeeded");
+    assert_eq!(status["canaryWeight"], 100);
+    assert_eq!(promoted["reason"], "Promoted");
+    assert_eq!(mesh.weights(), (0, 100));
+    mesh.wait_event("Promoted");
+    let (_, metrics) = mesh.controller.admin("/metrics").unwrap();
+    assert_eq!(metric(&metrics, "canary_phase", "phase=\"Succeeded\""), 1.0);
+    // The decisions were read from what Prometheus holds of the caller's proxy.
+    let prom = mesh.prometheus.as_ref().map(|p| p.2).unwrap();
+    let seen = promql(prom, "sum(response_total{dst_service=\"web-v2\"})");
+    assert!(
+        seen.is_some_and(|n| n > 0.0),
+        "{}",
+        mesh.fail("Prometheus saw no canary traffic")
+    );
+    assert!(!v2_seen.lock().is_empty());
     assert!(mesh.stop_traffic() > 0);
 }
 
@@ -346,7 +500,7 @@ fn a_suspended_canary_leaves_the_weights_alone() {
     let (v1, v1_seen) = recording_app();
     let (v2, _) = recording_app();
     let mut mesh = Mesh::start((v1, &v1_seen), v2);
-    mesh.api.apply(&canary("1s", true));
+    mesh.api.apply(&canary("1s", true, 50));
     // Several relists and intervals pass with traffic flowing.
     let until_seen = Instant::now() + Duration::from_secs(6);
     while Instant::now() < until_seen {
@@ -357,7 +511,7 @@ fn a_suspended_canary_leaves_the_weights_alone() {
     assert!(mesh.event_reasons().is_empty(), "{}", mesh.fail("events"));
 
     // Resumed, it starts.
-    mesh.api.apply(&canary("1s", false));
+    mesh.api.apply(&canary("1s", false, 50));
     until(&mesh, "the canary starts once resumed", || {
         (mesh.weights() == (75, 25)).then_some(())
     });

@@ -217,23 +217,26 @@ spec: { abort: { grpcStatus: 14 } }
     assert_eq!(failed, 1.0, "{text}");
 }
 
+/// What `mesh policy explain` prints for `GET http://web.shop/` under the policy `yaml`
+/// (written to a file named after `name` and this process).
+fn explain(name: &str, yaml: &str) -> String {
+    let path = std::env::temp_dir().join(format!("mesh-{name}-{}.yaml", std::process::id()));
+    std::fs::write(&path, yaml).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .args(["policy", "explain", "--request", "GET http://web.shop/"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[test]
 fn explain_shows_the_fault_and_the_answer_of_a_missing_one() {
     let app: SocketAddr = "127.0.0.1:8080".parse().unwrap();
     let rules = rule("/", "flaky", "");
     let spec = "{ abort: { percentage: 10, httpStatus: 503 }, delay: { percentage: 50, fixedDelay: 200ms } }";
-    let explain = |name: &str, yaml: &str| {
-        let path = std::env::temp_dir().join(format!("mesh-{name}-{}.yaml", std::process::id()));
-        std::fs::write(&path, yaml).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mesh"))
-            .args(["policy", "explain", "--request", "GET http://web.shop/"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        let _ = std::fs::remove_file(&path);
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8(out.stdout).unwrap()
-    };
     let shown = explain("fault-explain", &config(app, &rules, &[("flaky", spec)]));
     assert!(
         shown
@@ -245,4 +248,115 @@ fn explain_shows_the_fault_and_the_answer_of_a_missing_one() {
         missing.contains("500 (FaultInjection/flaky is not resolved)"),
         "{missing}"
     );
+}
+
+/// Service `web` split evenly between `web-v1` at `v1` and `web-v2` at `v2`, `web-v2` with
+/// its own filters: a response header and the FaultInjection `flaky`.
+fn split_config(v1: SocketAddr, v2: SocketAddr, fault: &str) -> String {
+    [service("web", v1), service("web-v1", v1), service("web-v2", v2)].concat()
+        + &format!(
+            "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{ name: split, namespace: shop }}
+spec:
+  parentRefs: [{{ name: web, kind: Service, group: core, port: 80 }}]
+  rules:
+  - backendRefs:
+    - {{ name: web-v1, port: 80, weight: 50 }}
+    - name: web-v2
+      port: 80
+      weight: 50
+      filters:
+      - {{ type: ResponseHeaderModifier, responseHeaderModifier: {{ set: [{{ name: x-backend, value: v2 }}] }} }}
+      - {{ type: ExtensionRef, extensionRef: {{ group: policy.mesh.io, kind: FaultInjection, name: flaky }} }}
+---
+apiVersion: policy.mesh.io/v1alpha1
+kind: FaultInjection
+metadata: {{ name: flaky, namespace: shop }}
+spec: {fault}
+"
+        )
+}
+
+#[test]
+fn a_backend_fault_fails_only_the_requests_sent_to_that_backend() {
+    const REQUESTS: usize = 600;
+    let (v1, v1_calls) = counting_app();
+    let (v2, v2_calls) = counting_app();
+    let config = split_config(v1, v2, "{ abort: { percentage: 60, httpStatus: 503 } }");
+    let f = ConfiguredProxy::start("fault-backend", &config);
+    let answers: Vec<String> = (0..REQUESTS)
+        .map(|_| {
+            support::loopback::exchange(
+                f.proxy.outbound,
+                b"GET / HTTP/1.1\r\nHost: web.shop\r\nConnection: close\r\n\r\n",
+            )
+        })
+        .collect();
+    let status = |a: &String| a.split(' ').nth(1).unwrap_or_default().to_owned();
+    let aborted = answers.iter().filter(|a| status(a) == "503").count();
+    let (v1_calls, v2_calls) = (
+        v1_calls.load(Ordering::Relaxed),
+        v2_calls.load(Ordering::Relaxed),
+    );
+    assert_eq!(
+        aborted + v1_calls + v2_calls,
+        REQUESTS,
+        "only 200s and 503s"
+    );
+    // Half the requests go to web-v2, and 60 % of those are aborted: 30 % of all.
+    assert!(
+        three_sigma(REQUESTS, 0.3).contains(&aborted),
+        "{aborted} of {REQUESTS} aborted, 30 % expected"
+    );
+    assert!(
+        three_sigma(REQUESTS, 0.2).contains(&v2_calls),
+        "{v2_calls} of {REQUESTS} reached web-v2, 20 % expected"
+    );
+    // The backend's response header is on web-v2's answers only.
+    let marked = answers
+        .iter()
+        .filter(|a| a.to_ascii_lowercase().contains("x-backend: v2"))
+        .count();
+    assert_eq!(marked, v2_calls);
+
+    // The aborts count as web-v2's failures, where a canary's analysis looks.
+    let text = get(f.proxy.admin, "/metrics");
+    let failures = |svc: &str| {
+        let rows: Vec<&str> = (text.lines())
+            .filter(|l| {
+                l.starts_with("response_total{") && l.contains(&format!("dst_service=\"{svc}\""))
+            })
+            .filter(|l| l.contains("classification=\"failure\""))
+            .collect();
+        rows.iter()
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as usize
+    };
+    assert_eq!(failures("web-v2"), aborted, "{text}");
+    assert_eq!(failures("web-v1"), 0, "{text}");
+    let injected = metric(&text, "route_fault_injected_total", "fault=\"abort\"") as usize;
+    assert_eq!(injected, aborted);
+}
+
+#[test]
+fn explain_shows_a_backend_filter_under_its_backend() {
+    let app: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+    let config = split_config(app, app, "{ abort: { percentage: 60, httpStatus: 503 } }");
+    let shown = explain("backend-explain", &config);
+    // web-v2's line, then its filters; web-v1 has none.
+    let lines: Vec<&str> = shown.lines().collect();
+    let at = (lines.iter())
+        .position(|l| l.contains("web-v2.shop:80"))
+        .unwrap_or_else(|| panic!("{shown}"));
+    assert!(
+        lines[at + 1].contains("filter ResponseHeaderModifier set x-backend: v2"),
+        "{shown}"
+    );
+    assert!(
+        lines[at + 2].contains("filter FaultInjection/flaky: abort 503 for 60 % of requests"),
+        "{shown}"
+    );
+    assert!(!lines[at - 1].contains("filter"), "{shown}");
 }

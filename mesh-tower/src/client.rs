@@ -43,7 +43,7 @@ use crate::connect::Connect;
 use crate::controller::{ControllerClient, EnsureLayer};
 use crate::discover::Resolve;
 use crate::errors::RespondLayer;
-use crate::filter::{FilterBody, FilterLayer};
+use crate::filter::{BackendFilterLayer, FilterBody, FilterLayer};
 use crate::listeners::{OwnListeners, RefuseOwnLayer};
 use crate::metrics::{Direction, MetricsLayer, Registry};
 use crate::policy::PolicyHandle;
@@ -275,6 +275,7 @@ impl<R: Resolve> MeshClientBuilder<R> {
         if let Some(tap) = self.tap {
             metrics = metrics.with_tap(tap);
         }
+        let backend_filters = BackendFilterLayer::new(self.registry.clone());
         let svc = tower::ServiceBuilder::new()
             .layer(RespondLayer::new())
             .option_layer(ensure)
@@ -286,6 +287,8 @@ impl<R: Resolve> MeshClientBuilder<R> {
             .layer(FilterLayer::new(self.registry))
             .layer(self.retry)
             .layer(SplitLayer::new())
+            // A backendRef's own filters, once the split has chosen the backend.
+            .layer(backend_filters)
             .layer(refuse)
             .service(balanced);
         MeshClient {

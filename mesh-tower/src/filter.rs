@@ -28,6 +28,9 @@
 //!
 //! Below this layer, request bodies are [`FilterBody`]s.
 //!
+//! A backendRef's own filters are applied further down, after the split chose the backend:
+//! [`BackendFilterLayer`].
+//!
 //! # Examples
 //!
 //! ```
@@ -84,8 +87,10 @@ pub use crate::mirror::FilterBody;
 use crate::mirror::{MirrorConfig, Mirrors};
 use crate::route::RouteTarget;
 
+mod backend;
 mod fault;
 
+pub use backend::{BackendFilter, BackendFilterLayer};
 pub use fault::FAULT_TOTAL;
 use fault::Later;
 
@@ -307,7 +312,7 @@ where
         let outcome = filter::plan(target.filters(), &request_line(&req, fallback.as_ref()));
         let forward = match outcome {
             Outcome::Redirect { status, location } => {
-                return Either::Right(fault::answer(self.redirect(status, &location)));
+                return Either::Right(fault::answer(self.shared.redirect(status, &location)));
             }
             Outcome::Unresolved { filter } => {
                 return Either::Right(fault::answer(UnresolvedFilter(filter)));
@@ -327,12 +332,8 @@ where
         if let Some(path) = &forward.path {
             self.rewrite_path(&mut req, path);
         }
-        let mut edits = HeaderEdits::new(req.headers_mut());
-        for m in &forward.request_headers {
-            m.apply(&mut edits);
-        }
-        let invalid = edits.invalid();
-        self.shared.invalid("header", invalid);
+        self.shared
+            .edit_request(req.headers_mut(), &forward.request_headers);
         // A request that will be aborted is not forwarded, so it is not copied either.
         let mirrors: Vec<RouteTarget> = (forward.mirrors.iter())
             .filter(|_| injected.abort.is_none())
@@ -345,11 +346,14 @@ where
             _ => req.map(FilterBody::new),
         };
         if let Some(delay) = injected.delay {
-            // The service polled ready goes with the request; a clone takes its place here.
-            let clone = self.inner.clone();
-            let inner = std::mem::replace(&mut self.inner, clone);
-            let shared = Arc::clone(&self.shared);
-            let later = fault::delayed(delay, injected.abort, inner, req, edits, shared);
+            let later = fault::delayed(
+                delay,
+                injected.abort,
+                &mut self.inner,
+                req,
+                edits,
+                &self.shared,
+            );
             return Either::Right(later);
         }
         Either::Left(self.forward(req, edits))
@@ -370,23 +374,6 @@ impl<S, T> Filter<S, T> {
             edits,
             shared: Arc::clone(&self.shared),
         }
-    }
-
-    /// What the edge layer answers a redirected request with.
-    fn redirect(&self, status: u16, location: &str) -> Redirected {
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FOUND);
-        self.shared
-            .registry
-            .counter(
-                self.shared.redirect_total,
-                vec![Label::new("status_code", status.as_str().to_owned())],
-            )
-            .increment(1);
-        let location = HeaderValue::from_str(location).ok();
-        if location.is_none() {
-            self.shared.invalid("location", 1);
-        }
-        Redirected { status, location }
     }
 
     /// The URI's authority and the `Host` header name `host`, each keeping its port.
@@ -556,6 +543,31 @@ fn set_uri<B>(req: &mut Request<B>, parts: http::uri::Parts) -> bool {
 // === impl Shared ===
 
 impl Shared {
+    /// What the edge layer answers a redirected request with.
+    fn redirect(&self, status: u16, location: &str) -> Redirected {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FOUND);
+        self.registry
+            .counter(
+                self.redirect_total,
+                vec![Label::new("status_code", status.as_str().to_owned())],
+            )
+            .increment(1);
+        let location = HeaderValue::from_str(location).ok();
+        if location.is_none() {
+            self.invalid("location", 1);
+        }
+        Redirected { status, location }
+    }
+
+    /// Applies the request header changes `mods`, counting what HTTP cannot carry.
+    fn edit_request(&self, headers: &mut HeaderMap, mods: &[&HeaderModifier]) {
+        let mut edits = HeaderEdits::new(headers);
+        for m in mods {
+            m.apply(&mut edits);
+        }
+        self.invalid("header", edits.invalid());
+    }
+
     fn invalid(&self, what: &'static str, n: u64) {
         if n > 0 {
             self.registry

@@ -2,7 +2,9 @@
 //! (as CEL rules the API server runs, so a file checked in CI gets them too): each
 //! type's own field present, header modifiers, redirect and rewrite at most once per rule,
 //! not a redirect and a rewrite together, `ReplacePrefixMatch` only on a rule with exactly one
-//! `PathPrefix` match, and on a GRPCRoute only the filter types GRPCRoute defines.
+//! `PathPrefix` match, and on a GRPCRoute only the filter types GRPCRoute defines. A
+//! backendRef's filters are read the same way, limited to the types the proxy applies after
+//! the split (header modifiers and `FaultInjection`s).
 
 use super::delivery::GROUP;
 use super::doc::{Cx, Doc};
@@ -16,11 +18,14 @@ use crate::route::{HttpMatch, PathMatch};
 const REDIRECT_STATUSES: [u16; 5] = [301, 302, 303, 307, 308];
 
 /// What a rule's filters are read against.
+#[derive(Clone, Copy)]
 pub(super) struct RuleCx<'a> {
     /// The rule's matches as compiled (an empty list reads as one `PathPrefix /`).
     pub(super) matches: &'a [HttpMatch],
     /// A GRPCRoute rule.
     pub(super) grpc: bool,
+    /// The filters of one of the rule's backendRefs rather than the rule's own.
+    pub(super) backend: bool,
 }
 
 pub(super) fn filters(
@@ -40,6 +45,17 @@ pub(super) fn filters(
                 doc,
                 format!("{fi}.type"),
                 format!("{kind} is not a GRPCRoute filter (RequestHeaderModifier, ResponseHeaderModifier, RequestMirror, ExtensionRef)"),
+            );
+            continue;
+        }
+        // Gateway API leaves a backendRef's filters implementation-specific; the proxy applies
+        // what changes or fails the request to the chosen backend, and nothing that would
+        // send it elsewhere.
+        if rule.backend && matches!(kind, "RequestRedirect" | "URLRewrite" | "RequestMirror") {
+            cx.err(
+                doc,
+                format!("{fi}.type"),
+                format!("{kind} is not supported on a backendRef (RequestHeaderModifier, ResponseHeaderModifier and ExtensionRef to a FaultInjection are); put it in the rule's filters"),
             );
             continue;
         }

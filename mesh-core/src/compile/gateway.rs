@@ -48,6 +48,8 @@ pub(crate) struct ParsedRule {
     pub(crate) backends: Vec<WeightedBackend>,
     pub(crate) timeouts: Timeouts,
     pub(crate) filters: Vec<Filter>,
+    /// The filters of backendRefs that have any, before `FaultInjection`s are linked.
+    pub(crate) backend_filters: Vec<(BackendRef, Vec<Filter>)>,
 }
 
 /// Says which experimental-channel rule fields (`retry`, `sessionPersistence`) are accepted
@@ -132,7 +134,12 @@ pub(crate) fn parse_http_route(cx: &mut Cx, doc: &Doc, spec: kinds::HttpRouteSpe
         if rule.matches.is_empty() {
             matches.push(HttpMatch::any());
         }
-        let backends = backend_refs(cx, doc, &field, &rule.backend_refs);
+        let rcx = RuleCx {
+            matches: &matches,
+            grpc: false,
+            backend: false,
+        };
+        let (backends, backend_filters) = backend_refs(cx, doc, &field, &rule.backend_refs, &rcx);
         let mut timeouts = Timeouts::default();
         if let Some(t) = &rule.timeouts {
             let mut dur = |name: &str, v: &Option<String>| {
@@ -157,16 +164,13 @@ pub(crate) fn parse_http_route(cx: &mut Cx, doc: &Doc, spec: kinds::HttpRouteSpe
                 );
             }
         }
-        let rcx = RuleCx {
-            matches: &matches,
-            grpc: false,
-        };
         let filters = filters(cx, doc, &format!("{field}.filters"), &rule.filters, &rcx);
         rules.push(ParsedRule {
             matches,
             backends,
             timeouts,
             filters,
+            backend_filters,
         });
     }
     if spec.rules.is_empty() {
@@ -175,6 +179,7 @@ pub(crate) fn parse_http_route(cx: &mut Cx, doc: &Doc, spec: kinds::HttpRouteSpe
             backends: Vec::new(),
             timeouts: Timeouts::default(),
             filters: Vec::new(),
+            backend_filters: Vec::new(),
         });
     }
     ParsedRoute {
@@ -214,17 +219,19 @@ pub(crate) fn parse_grpc_route(cx: &mut Cx, doc: &Doc, spec: kinds::GrpcRouteSpe
         if rule.matches.is_empty() {
             matches.push(HttpMatch::any());
         }
-        let backends = backend_refs(cx, doc, &field, &rule.backend_refs);
         let rcx = RuleCx {
             matches: &matches,
             grpc: true,
+            backend: false,
         };
+        let (backends, backend_filters) = backend_refs(cx, doc, &field, &rule.backend_refs, &rcx);
         let filters = filters(cx, doc, &format!("{field}.filters"), &rule.filters, &rcx);
         rules.push(ParsedRule {
             matches,
             backends,
             timeouts: Timeouts::default(),
             filters,
+            backend_filters,
         });
     }
     ParsedRoute {
@@ -404,20 +411,32 @@ fn grpc_path(cx: &mut Cx, doc: &Doc, field: &str, m: &kinds::GrpcMethodMatch) ->
     }
 }
 
+/// A rule's backendRefs, and the filters of those that have any (read as the rule's own, with
+/// `rule` marked as a backend's).
 fn backend_refs(
     cx: &mut Cx,
     doc: &Doc,
     field: &str,
     refs: &[kinds::BackendRef],
-) -> Vec<WeightedBackend> {
+    rule: &RuleCx<'_>,
+) -> (Vec<WeightedBackend>, Vec<(BackendRef, Vec<Filter>)>) {
+    let rule = RuleCx {
+        backend: true,
+        ..*rule
+    };
     let mut out = Vec::new();
+    let mut with_filters = Vec::new();
     for (i, b) in refs.iter().enumerate() {
         let f = format!("{field}.backendRefs[{i}]");
+        let list = filters(cx, doc, &format!("{f}.filters"), &b.filters, &rule);
         if let Some(b) = backend_ref(cx, doc, &f, b) {
+            if !list.is_empty() {
+                with_filters.push((b.backend.clone(), list));
+            }
             out.push(b);
         }
     }
-    out
+    (out, with_filters)
 }
 
 pub(super) fn backend_ref(

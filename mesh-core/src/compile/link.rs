@@ -12,7 +12,7 @@ use super::gateway::{ParsedRoute, RouteParent};
 use super::object::{Entry, Key, Object, Reader};
 use super::profile::ParsedProfile;
 use crate::policy::{
-    ClientProfile, EndpointSet, Route, RouteEntry, ServicePolicy, Split, Timeouts,
+    BackendFilters, ClientProfile, EndpointSet, Route, RouteEntry, ServicePolicy, Split, Timeouts,
 };
 use crate::retry::RetryMethods;
 use crate::route::{HttpMatch, PathMatch};
@@ -189,6 +189,12 @@ fn attach_route(
                 retry,
                 response_classes: Vec::new(),
                 filters: resolve_faults(r, &pr.id.namespace, &rule.filters),
+                backend_filters: (rule.backend_filters.iter())
+                    .map(|(backend, filters)| BackendFilters {
+                        backend: backend.clone(),
+                        filters: resolve_faults(r, &pr.id.namespace, filters),
+                    })
+                    .collect(),
                 grpc: pr.grpc,
                 created: pr.created,
             }));

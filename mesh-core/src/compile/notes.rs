@@ -166,10 +166,15 @@ fn route_notes(entries: &[&Entry], seen: &Seen<'_>, out: &mut Vec<Note>) {
 }
 
 /// Gateway API answers requests through an unresolved custom filter with an error rather
-/// than skipping it: a missing `FaultInjection` fails its rule's every request.
+/// than skipping it: a missing `FaultInjection` fails its rule's every request (or, named by a
+/// backendRef, every request sent to that backend).
 fn fault_notes(e: &Entry, r: &ParsedRoute, seen: &Seen<'_>, out: &mut Vec<Note>) {
     let named: BTreeSet<&str> = (r.rules.iter())
-        .flat_map(|rule| &rule.filters)
+        .flat_map(|rule| {
+            rule.filters
+                .iter()
+                .chain(rule.backend_filters.iter().flat_map(|(_, f)| f))
+        })
         .filter_map(|f| match f {
             Filter::Fault(fr) => Some(fr.name.as_str()),
             _ => None,
@@ -180,7 +185,7 @@ fn fault_notes(e: &Entry, r: &ParsedRoute, seen: &Seen<'_>, out: &mut Vec<Note>)
             .faults
             .contains(&(r.id.namespace.clone(), name.to_owned()))
         {
-            out.push(at(e, format!("FaultInjection {name} is not in the input: every request of the rules naming it is answered 500 until it exists")));
+            out.push(at(e, format!("FaultInjection {name} is not in the input: every request of the rules (or backends) naming it is answered 500 until it exists")));
         }
     }
 }

@@ -106,6 +106,7 @@ pub(crate) fn parse_profile(
             retry,
             response_classes: r.classes,
             filters: Vec::new(),
+            backend_filters: Vec::new(),
             grpc: false,
             created: None,
         }));

@@ -115,8 +115,21 @@ pub struct Route {
     pub(crate) retry: Option<RetryPolicy>,
     pub(crate) response_classes: Vec<ResponseClass>,
     pub(crate) filters: Vec<Filter>,
+    /// The filters of the rule's backendRefs that have any, applied only to requests sent
+    /// to that backend (after the split chose it).
+    pub(crate) backend_filters: Vec<BackendFilters>,
     pub(crate) grpc: bool,
     pub(crate) created: Option<Timestamp>,
+}
+
+/// The `filters` of one `backendRef`: Gateway API applies them only to requests forwarded to
+/// that backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendFilters {
+    /// The backend, as the rule names it.
+    pub backend: BackendRef,
+    /// Its filters, in order (header modifiers and `FaultInjection` references).
+    pub filters: Vec<Filter>,
 }
 
 /// Request timeouts of a route.
@@ -349,6 +362,7 @@ impl Route {
             retry: None,
             response_classes: Vec::new(),
             filters: Vec::new(),
+            backend_filters: Vec::new(),
             grpc: false,
             created: None,
         }
@@ -389,6 +403,20 @@ impl Route {
     /// Filters, as written.
     pub fn filters(&self) -> &[Filter] {
         &self.filters
+    }
+
+    /// The filters of the backendRef `backend` (a backend [`Backends::pick`] chose, its port
+    /// resolved or not); empty for a backend without filters. Where a rule names one backend
+    /// twice, the first naming's filters apply.
+    pub fn backend_filters(&self, backend: &BackendRef) -> &[Filter] {
+        let same = |b: &BackendRef| {
+            b.name == backend.name
+                && b.namespace == backend.namespace
+                && (b.port.is_none() || backend.port.is_none() || b.port == backend.port)
+        };
+        (self.backend_filters.iter())
+            .find(|f| same(&f.backend))
+            .map_or(&[], |f| &f.filters)
     }
 
     /// Whether this is a gRPC route.

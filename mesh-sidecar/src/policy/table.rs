@@ -111,6 +111,10 @@ pub(super) fn table(req: &Request, v: &Value) -> String {
                     b["port"]
                 ),
             );
+            // A backendRef's own filters, under the backend they apply to.
+            for f in b["filters"].as_array().into_iter().flatten() {
+                line(&mut s, "", format!("  filter {}", f.as_str().unwrap_or("")));
+            }
         }
     }
     for (i, c) in v["canaries"].as_array().into_iter().flatten().enumerate() {

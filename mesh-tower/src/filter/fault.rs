@@ -15,7 +15,7 @@ use mesh_core::filter::fault::{AbortStatus, Fault, Injected};
 use metrics::Label;
 use tower_service::Service;
 
-use super::{FilterBody, ResponseFuture, Shared};
+use super::{ResponseFuture, Shared};
 use crate::BoxError;
 use crate::errors::FaultAborted;
 use crate::metrics::Registry;
@@ -61,23 +61,27 @@ pub(super) fn answer<T: Send + 'static>(err: impl Into<BoxError>) -> Later<T> {
     Box::pin(std::future::ready(Err(err.into())))
 }
 
-/// Waits `delay`, then aborts with `abort` or forwards `req` to `inner` (a service that was
+/// Waits `delay`, then aborts with `abort` or forwards `req` to `ready` (a service that was
 /// polled ready) with the response header `edits`.
-pub(super) fn delayed<S, B, RB>(
+pub(super) fn delayed<S, Q, RB>(
     delay: Duration,
     abort: Option<AbortStatus>,
-    mut inner: S,
-    req: Request<FilterBody<B>>,
+    ready: &mut S,
+    req: Request<Q>,
     edits: Vec<mesh_core::filter::HeaderModifier>,
-    shared: Arc<Shared>,
+    shared: &Arc<Shared>,
 ) -> Later<Response<RB>>
 where
-    S: Service<Request<FilterBody<B>>, Response = Response<RB>> + Send + 'static,
+    S: Service<Request<Q>, Response = Response<RB>> + Clone + Send + 'static,
     S::Future: Send,
     S::Error: Into<BoxError>,
-    B: Send + 'static,
+    Q: Send + 'static,
     RB: Send + 'static,
 {
+    // The service polled ready goes with the request; a clone takes its place.
+    let clone = ready.clone();
+    let mut inner = std::mem::replace(ready, clone);
+    let shared = Arc::clone(shared);
     Box::pin(async move {
         tokio::time::sleep(delay).await;
         if let Some(a) = abort {

@@ -328,7 +328,8 @@ impl Sent {
 
 impl Record {
     /// The series of a response that arrived (`answered`), or of an error. An error carries
-    /// no destination (as when it was read from the response), whatever an attempt reached.
+    /// no destination (as when it was read from the response), whatever an attempt reached,
+    /// unless it stands for the destination's answer (`answered`: a backendRef's fault).
     fn series(&self, answered: bool) -> Arc<Series> {
         match self {
             Self::Known { series, .. } => Arc::clone(series),
@@ -383,7 +384,11 @@ where
             Ok(rsp) => rsp,
             Err(e) => {
                 let status = status_for(&*e).as_u16();
-                let series = record.series(false).status(status);
+                // A backendRef's fault is that backend's answer: it keeps the destination
+                // the filter recorded (a canary's injected failures are the canary's).
+                let injected = crate::is_caused_by::<crate::errors::FaultAborted>(&*e)
+                    || crate::is_caused_by::<crate::errors::UnresolvedFilter>(&*e);
+                let series = record.series(injected).status(status);
                 series.latency(elapsed_ms);
                 let outcome = Outcome::answered(status, route.as_deref(), &*e);
                 series.respond(outcome);
