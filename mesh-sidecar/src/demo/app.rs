@@ -17,6 +17,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
+/// The share of voting-v2's answers that fail with 500, changed while the demo runs.
+#[derive(Debug, Default)]
+pub(super) struct Fault(AtomicU64);
+
 #[derive(Debug, Default)]
 pub(super) struct AppStats {
     pub(super) sent: AtomicU64,
@@ -24,11 +28,27 @@ pub(super) struct AppStats {
     pub(super) faults: AtomicU64,
 }
 
+// === impl Fault ===
+
+impl Fault {
+    pub(super) fn new(rate: f64) -> Self {
+        Self(AtomicU64::new(rate.to_bits()))
+    }
+
+    pub(super) fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+
+    pub(super) fn set(&self, rate: f64) {
+        self.0.store(rate.to_bits(), Ordering::Relaxed);
+    }
+}
+
 pub(super) async fn serve_app(
     listener: TcpListener,
     name: &'static str,
     web_out: Option<SocketAddr>,
-    fault_rate: f64,
+    fault: Arc<Fault>,
     stats: Arc<AppStats>,
 ) {
     let client: Client<HttpConnector, Empty<Bytes>> =
@@ -39,10 +59,12 @@ pub(super) async fn serve_app(
         };
         let client = client.clone();
         let stats = Arc::clone(&stats);
+        let fault = Arc::clone(&fault);
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let client = client.clone();
                 let stats = Arc::clone(&stats);
+                let fault_rate = fault.get();
                 async move {
                     Ok::<_, Infallible>(app(name, req, web_out, fault_rate, client, stats).await)
                 }

@@ -259,16 +259,20 @@ fn free_port() -> std::io::Result<SocketAddr> {
     std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()
 }
 
-pub(super) fn route_yaml(v1: u32, v2: u32) -> String {
+/// The voting route. With `retries`, voting-v2's failures are retried (and masked); without,
+/// its callers get them, which is what a canary's analysis must see.
+pub(super) fn route_yaml(v1: u32, v2: u32, retries: bool) -> String {
+    let annotations = if retries {
+        "\n  annotations:\n    retry.linkerd.io/http: 5xx\n    retry.linkerd.io/limit: \"3\""
+    } else {
+        ""
+    };
     format!(
         "apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata:
   name: voting-canary
-  namespace: emojivoto
-  annotations:
-    retry.linkerd.io/http: 5xx
-    retry.linkerd.io/limit: \"3\"
+  namespace: emojivoto{annotations}
 spec:
   parentRefs: [{{ name: voting-svc, kind: Service, group: core, port: 8080 }}]
   rules:
