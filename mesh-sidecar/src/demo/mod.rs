@@ -106,8 +106,9 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     start_apps(&mesh, &fault, &stats).await?;
     mesh.start_proxies().await?;
     let duration = args.duration.unwrap_or(if args.canary {
-        // Both acts take about ten intervals; this is a bound, the demo ends sooner.
-        args.canary_interval * 15 + Duration::from_secs(10)
+        // Both acts take about twelve intervals; this only bounds a loaded machine's run,
+        // the demo ends once they are over.
+        args.canary_interval * 30 + Duration::from_secs(20)
     } else {
         Duration::from_secs(20)
     });
@@ -153,8 +154,13 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
 }
 
 fn intro(args: &DemoArgs, duration: Duration) {
+    let until = if args.canary && args.duration.is_none() {
+        format!("until both canary acts are over (at most {duration:?})")
+    } else {
+        format!("for {duration:?}")
+    };
     println!(
-        "mesh demo: 5 workloads, each behind its own mesh proxy with an issued identity; traffic for {duration:?}"
+        "mesh demo: 5 workloads, each behind its own mesh proxy with an issued identity; traffic {until}"
     );
     if args.canary {
         println!(
