@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// The demo ends by itself once both acts are over (about 30 s here); this bounds a hang.
+/// The demo ends by itself once both acts are over (about 25 s here); this bounds a hang.
 const DEADLINE: Duration = Duration::from_secs(180);
 
 /// Runs the demo to its end and returns what it printed, line by line.
