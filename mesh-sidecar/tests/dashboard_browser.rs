@@ -8,7 +8,7 @@
 
 mod support;
 
-use support::{Killed, TempDir};
+use support::{Interrupted, TempDir};
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -39,7 +39,7 @@ fn chromium() -> Option<PathBuf> {
 }
 
 /// Starts the demo (with `extra` arguments) and returns it with the dashboard URL it printed.
-fn start_demo(port: u16, extra: &[&str]) -> (Killed, String) {
+fn start_demo(port: u16, extra: &[&str]) -> (Interrupted, String) {
     let mut child = Command::new(support::mesh_bin())
         .args(["demo", "--duration", DEMO, "--rps", "20", "--dashboard"])
         .arg(format!("127.0.0.1:{port}"))
@@ -49,8 +49,8 @@ fn start_demo(port: u16, extra: &[&str]) -> (Killed, String) {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    // Killed and reaped however the test ends.
-    let demo = Killed(child);
+    // Interrupted (so it stops its proxies) and reaped however the test ends.
+    let demo = Interrupted(child);
     let (tx, rx) = mpsc::channel();
     // Reads (and so drains) the demo's table until it exits.
     std::thread::spawn(move || {

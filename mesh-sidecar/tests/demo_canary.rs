@@ -7,7 +7,7 @@
 
 mod support;
 
-use support::{Killed, TempDir};
+use support::{Interrupted, TempDir};
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
@@ -28,8 +28,8 @@ fn run_demo(keep: &std::path::Path) -> Vec<String> {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    // Killed and reaped however the test ends.
-    let mut demo = Killed(child);
+    // Interrupted (so it stops its proxies) and reaped however the test ends.
+    let mut demo = Interrupted(child);
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
