@@ -8,7 +8,7 @@
 
 mod support;
 
-use support::{Killed, TempDir};
+use support::{Interrupted, TempDir};
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -38,18 +38,19 @@ fn chromium() -> Option<PathBuf> {
     .find_map(|p| support::which(p))
 }
 
-/// Starts the demo and returns it with the dashboard URL it printed.
-fn start_demo(port: u16) -> (Killed, String) {
+/// Starts the demo (with `extra` arguments) and returns it with the dashboard URL it printed.
+fn start_demo(port: u16, extra: &[&str]) -> (Interrupted, String) {
     let mut child = Command::new(support::mesh_bin())
         .args(["demo", "--duration", DEMO, "--rps", "20", "--dashboard"])
         .arg(format!("127.0.0.1:{port}"))
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    // Killed and reaped however the test ends.
-    let demo = Killed(child);
+    // Interrupted (so it stops its proxies) and reaped however the test ends.
+    let demo = Interrupted(child);
     let (tx, rx) = mpsc::channel();
     // Reads (and so drains) the demo's table until it exits.
     std::thread::spawn(move || {
@@ -101,25 +102,26 @@ fn screenshot_path(tmp: &Path) -> PathBuf {
     }
 }
 
-#[test]
-fn the_dashboard_shows_workloads_and_the_canary_shifting() {
-    let Some(browser_path) = chromium() else {
+/// Debian's Chromium, or `None` (with the reason printed) where there is none outside CI.
+fn chromium_or_skip() -> Option<PathBuf> {
+    let found = chromium();
+    if found.is_none() {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("no Chromium found, and CI=true: .ci/run installs Debian's chromium");
         }
         println!("skipping: no chromium on PATH (apt-get install chromium)");
-        return;
-    };
-    let tmp = TempDir(std::env::temp_dir().join(format!("mesh-dashboard-{}", std::process::id())));
-    std::fs::create_dir_all(&tmp.0).unwrap();
-    let (_demo, url) = start_demo(support::loopback::free_port().port());
+    }
+    found
+}
 
+/// A headless browser with its profile in `tmp`, and a tab on `url`.
+fn open(browser_path: PathBuf, tmp: &Path, url: &str) -> (Browser, std::sync::Arc<Tab>) {
     let browser = Browser::new(LaunchOptions {
         path: Some(browser_path),
         headless: true,
         // Chromium refuses to run as root with its sandbox; the page is our own.
         sandbox: false,
-        user_data_dir: Some(tmp.0.join("profile")),
+        user_data_dir: Some(tmp.join("profile")),
         window_size: Some((1280, 1200)),
         idle_browser_timeout: Duration::from_secs(120),
         ..LaunchOptions::default()
@@ -130,7 +132,19 @@ fn the_dashboard_shows_workloads_and_the_canary_shifting() {
     // Chromium on two cores, and under that load the load-finished event was once never seen:
     // the checks below poll the page itself (evaluation errors while it loads are retried).
     tab.set_default_timeout(WAIT);
-    tab.navigate_to(&url).unwrap();
+    tab.navigate_to(url).unwrap();
+    (browser, tab)
+}
+
+#[test]
+fn the_dashboard_shows_workloads_and_the_canary_shifting() {
+    let Some(browser_path) = chromium_or_skip() else {
+        return;
+    };
+    let tmp = TempDir(std::env::temp_dir().join(format!("mesh-dashboard-{}", std::process::id())));
+    std::fs::create_dir_all(&tmp.0).unwrap();
+    let (_demo, url) = start_demo(support::loopback::free_port().port(), &[]);
+    let (_browser, tab) = open(browser_path, &tmp.0, &url);
 
     let rate = wait_for(
         &tab,
@@ -169,4 +183,41 @@ fn the_dashboard_shows_workloads_and_the_canary_shifting() {
     }
     std::fs::write(&path, png).unwrap();
     println!("screenshot: {}", path.display());
+}
+
+/// The canary panel as the page shows it: `Progressing 40`, `Failed 0`, or `''` before any.
+const CANARY: &str = r#"(() => {
+  const c = document.querySelector('[data-canary="emojivoto/voting"]');
+  return c ? c.dataset.phase + ' ' + c.dataset.weight : '';
+})()"#;
+
+#[test]
+fn the_dashboard_shows_the_demo_canary_promoted_then_rolled_back() {
+    let Some(browser_path) = chromium_or_skip() else {
+        return;
+    };
+    let tmp =
+        TempDir(std::env::temp_dir().join(format!("mesh-dashboard-canary-{}", std::process::id())));
+    std::fs::create_dir_all(&tmp.0).unwrap();
+    let (_demo, url) = start_demo(support::loopback::free_port().port(), &["--canary"]);
+    let (_browser, tab) = open(browser_path, &tmp.0, &url);
+
+    // A phase and a weight, whichever step the page first sees.
+    let first = wait_for(&tab, "the canary's phase and weight", CANARY, |v| {
+        let mut parts = v.split(' ');
+        let phase = parts.next().unwrap_or("");
+        let weight = parts.next().and_then(|w| w.parse::<u32>().ok());
+        ["Progressing", "Succeeded", "Failed"].contains(&phase) && weight.is_some()
+    });
+    println!("canary first seen: {first}");
+    // The demo's second act ends rolled back, all traffic on voting-v1; the panel's decisions
+    // show the first act's promotion before it.
+    wait_for(&tab, "the canary rolled back", CANARY, |v| v == "Failed 0");
+    let decisions = wait_for(
+        &tab,
+        "the canary's decisions",
+        r#"document.querySelector('[data-canary="emojivoto/voting"]')?.textContent ?? ''"#,
+        |v| v.contains("RolledBack: roll back"),
+    );
+    assert!(decisions.contains("failed checks 1 of 1"), "{decisions}");
 }

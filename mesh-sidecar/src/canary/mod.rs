@@ -23,6 +23,7 @@ use mesh_core::canary::{Canary, Decision, HoldReason, Phase, State, Window, deci
 use mesh_tower::metrics::Registry;
 use metrics::Label;
 
+pub(crate) mod board;
 pub(crate) mod goldens;
 pub(crate) mod kube;
 pub(crate) mod route;

@@ -9,6 +9,7 @@ use mesh_core::MeshPolicy;
 use mesh_core::split::Backends;
 use serde::Serialize;
 
+use crate::canary::board::Board;
 use crate::stat::StatError;
 use crate::stat::query::{
     self, Kind, Resource, RouteRow, RoutesQuery, Scope, StatQuery, WorkloadRow,
@@ -351,6 +352,13 @@ impl History {
             .get(&(namespace.to_owned(), name.to_owned()))
             .map_or(&EMPTY, |(_, p)| p)
     }
+}
+
+/// `/api/canaries`: each canary's phase, weights, checks and last decisions, as the demo's
+/// driver recorded them; empty where no driver runs beside the dashboard.
+pub(crate) fn canaries(board: Option<&Board>) -> serde_json::Value {
+    let views = board.map(Board::views).unwrap_or_default();
+    serde_json::to_value(views).unwrap_or_else(|_| serde_json::json!([]))
 }
 
 #[cfg(test)]

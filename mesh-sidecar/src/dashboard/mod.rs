@@ -26,6 +26,7 @@ use mesh_tower::metrics::Registry;
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::canary::board::Board;
 use crate::proxy::config::ConfigSource;
 use crate::stat::query::Scope;
 use crate::stat::series::Sample;
@@ -73,6 +74,9 @@ pub(crate) struct DashboardArgs {
 pub(crate) struct Shared {
     latest: ArcSwap<Latest>,
     tap: Tap,
+    /// The canaries `mesh demo --canary` drives; `None` elsewhere (the cluster's Canary
+    /// objects are not read: their status is in `kubectl get canary`).
+    canaries: Option<Arc<Board>>,
 }
 
 /// One refresh's answers, ready to send.
@@ -133,7 +137,7 @@ async fn dashboard(args: DashboardArgs) -> anyhow::Result<()> {
         }
         _ => Tap::not_configured(),
     };
-    let (addr, server) = start(args.addr, live, scope, args.policy, tap).await?;
+    let (addr, server) = start(args.addr, live, scope, args.policy, tap, None).await?;
     println!("mesh dashboard: http://{addr}/");
     server.await.context("the dashboard server failed")?;
     Ok(())
@@ -147,6 +151,7 @@ async fn start(
     scope: Scope,
     policy: Vec<PathBuf>,
     tap: Tap,
+    canaries: Option<Arc<Board>>,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(addr)
         .await
@@ -162,6 +167,7 @@ async fn start(
     let shared = Arc::new(Shared {
         latest: ArcSwap::from_pointee(Latest::default()),
         tap,
+        canaries,
     });
     let poller = Poller {
         live,
@@ -185,19 +191,21 @@ pub(crate) struct DemoTap {
 }
 
 /// `mesh demo --dashboard`: the dashboard over the demo's proxies and its route files, with
-/// rates over the last few seconds so the canary's shift shows quickly, tapping as `mesh-tap`.
+/// rates over the last few seconds so the canary's shift shows quickly, tapping as `mesh-tap`,
+/// and the demo's canaries (`--canary`) from the `board` its driver records on.
 pub(crate) async fn start_for_demo(
     addr: SocketAddr,
     targets: Vec<Target>,
     config: PathBuf,
     tap: DemoTap,
+    board: Option<Arc<Board>>,
 ) -> anyhow::Result<SocketAddr> {
     let live = Live::scrape(targets, Duration::from_secs(4));
     let scope = Scope::Namespace(tap.namespace.to_owned());
     let tap = tap
         .issue()
         .unwrap_or_else(|e| Tap::Unavailable(format!("{e:#}")));
-    let (addr, _server) = start(addr, live, scope, vec![config], tap).await?;
+    let (addr, _server) = start(addr, live, scope, vec![config], tap, board).await?;
     Ok(addr)
 }
 
@@ -421,7 +429,7 @@ mod tests {
         let live = Live::scrape(Vec::new(), Duration::from_secs(1));
         let tap = Tap::Feed(Arc::new(Fixed));
         let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
-        let (addr, server) = start(addr, live, Scope::All, Vec::new(), tap)
+        let (addr, server) = start(addr, live, Scope::All, Vec::new(), tap, None)
             .await
             .unwrap();
         let (page, sse, post) = tokio::task::spawn_blocking(move || {

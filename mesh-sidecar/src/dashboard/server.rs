@@ -19,8 +19,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use super::Shared;
 use super::tap::{self, Tap, TapFilter};
+use super::{Shared, api};
 
 /// Connections at once: a few browsers (each holds about six, one of them the tap stream).
 const MAX_CONNECTIONS: usize = 64;
@@ -125,11 +125,13 @@ fn handle(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
         "/api/certs" => &latest.certs,
         "/api/status" => &latest.status,
         "/api/tap" => return tap_stream(&shared.tap, req.uri().query().unwrap_or("")),
+        // Read at each request, not per refresh: a canary's move shows at the next poll.
+        "/api/canaries" => return json(StatusCode::OK, &api::canaries(shared.canaries.as_deref())),
         _ => {
             return full(
                 StatusCode::NOT_FOUND,
                 "text/plain",
-                "not found: try /, /api/workloads, /api/edges, /api/routes, /api/certs, /api/tap\n",
+                "not found: try /, /api/workloads, /api/edges, /api/routes, /api/certs, /api/canaries, /api/tap\n",
             );
         }
     };

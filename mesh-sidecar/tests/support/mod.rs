@@ -78,6 +78,32 @@ impl Drop for Killed {
     }
 }
 
+/// A child that stops children of its own on Ctrl-C (`mesh demo`): interrupted on drop, so its
+/// proxies do not outlive the test, and killed if it has not exited within a few seconds.
+#[derive(Debug)]
+pub(crate) struct Interrupted(pub(crate) Child);
+
+impl Drop for Interrupted {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.id())
+            && matches!(self.0.try_wait(), Ok(None))
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGINT,
+            );
+            for _ in 0..100 {
+                if !matches!(self.0.try_wait(), Ok(None)) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 impl Killed {
     /// Spawns `cmd` with stdout piped (read it from `.0.stdout` once it exits) and its stderr
     /// lines sent, as they come, to the receiver.

@@ -122,6 +122,26 @@ function drawRoutes(routes) {
   document.getElementById("routes").replaceChildren(...(out.length ? out : [el("p", { class: "muted" }, "no routes yet")]));
 }
 
+// A canary: its phase, a bar of stable/canary weight, its checks and the last decisions.
+const phaseClass = { Progressing: "warn", Succeeded: "good", Failed: "bad", Halted: "bad" };
+function drawCanaries(canaries) {
+  const out = canaries.map((c) => {
+    const w = el("div", { class: "w" });
+    w.style.width = (c.weight ?? 0) + "%";
+    const weight = c.weight === null ? "not started" : c.canary + " " + c.weight + "% · " + c.stable + " " + (100 - c.weight) + "%";
+    return el("div", { class: "canary", "data-canary": c.namespace + "/" + c.name, "data-phase": c.phase ?? "", "data-weight": c.weight ?? "" },
+      el("h3", {}, c.namespace + "/" + c.name + " ",
+        el("span", { class: "muted" }, c.target + ": " + c.stable + " → " + c.canary)),
+      el("div", { class: "backend" },
+        el("span", { class: phaseClass[c.phase] || "muted", "data-field": "phase" }, c.phase ?? "Waiting"),
+        el("div", { class: "bar" }, w),
+        el("span", { "data-field": "weight" }, weight + " · failed checks " + c.failed_checks + " of " + c.threshold)),
+      el("p", { "data-field": "decision" }, c.reason + ": " + c.message),
+      el("ol", { class: "muted" }, ...c.history.slice(-6).reverse().map((d) => el("li", {}, d.reason + ": " + d.message))));
+  });
+  document.getElementById("canaries").replaceChildren(...(out.length ? out : [el("p", { class: "muted" }, "no canaries (mesh demo --canary drives one)")]));
+}
+
 function drawCerts(certs) {
   const now = Date.now() / 1000;
   document.querySelector("#certs tbody").replaceChildren(...certs.map((c) => {
@@ -164,12 +184,13 @@ function startTap(status) {
 async function refresh() {
   const s = document.getElementById("status");
   try {
-    const [status, ws, edges, routes, certs] = await Promise.all(
-      ["/api/status", "/api/workloads", "/api/edges", "/api/routes", "/api/certs"].map(get));
+    const [status, ws, edges, routes, certs, canaries] = await Promise.all(
+      ["/api/status", "/api/workloads", "/api/edges", "/api/routes", "/api/certs", "/api/canaries"].map(get));
     drawWorkloads(ws || []);
     drawTopology(edges || []);
     drawRoutes(routes || []);
     drawCerts(certs || []);
+    drawCanaries(canaries || []);
     if (status && status.tap) startTap(status);
     const src = status && status.source ? status.source.kind : "";
     s.dataset.status = status && status.error ? "error" : "ok";
