@@ -313,7 +313,7 @@ fn outbound(policy: &MeshPolicy, req: &Request, a: &ExplainArgs) -> Value {
     let backends: Vec<Value> = d
         .backends()
         .map(
-            |b| json!({"service": b.backend.service(), "port": b.backend.port, "weight": b.weight}),
+            |b| json!({"service": b.backend.service(), "port": b.backend.port(), "weight": b.weight}),
         )
         .collect();
     let t = d.timeouts();

@@ -465,11 +465,7 @@ mod tests {
     use crate::discover::StaticResolver;
 
     fn backend() -> BackendRef {
-        BackendRef {
-            name: "web".into(),
-            namespace: "ns".into(),
-            port: Some(80),
-        }
+        BackendRef::new("web", "ns", Some(80))
     }
 
     #[tokio::test(start_paused = true)]
@@ -496,11 +492,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_address_is_its_own_endpoint_and_keeps_no_state() {
         let layer = BalanceLayer::new(StaticResolver::new());
-        let addr = BackendRef {
-            name: "10.9.0.1".into(),
-            namespace: String::new(),
-            port: Some(8080),
-        };
+        let addr = BackendRef::new("10.9.0.1", "", Some(8080));
         for _ in 0..20 {
             let e = layer.shared.choose(&addr).unwrap();
             assert_eq!(e.endpoint.addr, "10.9.0.1:8080".parse().unwrap());
