@@ -76,7 +76,7 @@ fn bench(c: &mut Criterion) {
                 .wrapping_mul(6_364_136_223_846_793_005)
                 .wrapping_add(1);
             let d = policy.route(black_box("svc57.bench"), 80, black_box(&req));
-            let backend = d.pick(sample).map(|b| b.name.len());
+            let backend = d.pick(sample).map(|b| b.name().len());
             let class = d.classify(black_box(503), None);
             (backend, class)
         })
@@ -129,7 +129,7 @@ fn decide_by_address(
         panic!("{dst} is a Service's ClusterIP");
     };
     let d = service.decide(port, black_box(req));
-    let backend = d.pick(*sample).map(|b| b.name.len());
+    let backend = d.pick(*sample).map(|b| b.name().len());
     black_box((backend, d.classify(black_box(503), None)));
 }
 

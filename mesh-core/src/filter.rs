@@ -369,9 +369,10 @@ impl fmt::Display for Filter {
                 write!(
                     f,
                     "RequestMirror to {}.{}",
-                    m.backend.name, m.backend.namespace
+                    m.backend.name(),
+                    m.backend.namespace()
                 )?;
-                if let Some(p) = m.backend.port {
+                if let Some(p) = m.backend.port() {
                     write!(f, ":{p}")?;
                 }
                 write!(f, " ({num}/{den} of requests)")

@@ -239,19 +239,12 @@ impl MeshPolicy {
             Some(svc) => svc.decide_from(namespace, port, req),
             // Not a Service we know: straight through, to the host itself.
             None => OutboundDecision::to_backend(match name {
-                Some(n) => BackendRef {
-                    name: n.name.to_owned(),
-                    namespace: n.namespace.to_owned(),
-                    port: Some(port),
-                },
-                None => BackendRef {
-                    name: host
-                        .trim_start_matches('[')
-                        .trim_end_matches(']')
-                        .to_owned(),
-                    namespace: String::new(),
-                    port: Some(port),
-                },
+                Some(n) => BackendRef::new(n.name, n.namespace, Some(port)),
+                None => BackendRef::new(
+                    host.trim_start_matches('[').trim_end_matches(']'),
+                    "",
+                    Some(port),
+                ),
             }),
         }
     }

@@ -4,16 +4,18 @@
 //! replay a choice, and [`SplitMix64`] gives a seeded stream of samples for simulations.
 
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 /// A destination Service and port that a route sends traffic to.
+///
+/// The names are shared (`Arc<str>`): a request's chosen backend, a balancer's key and a metric
+/// label are clones of the route's, so cloning one allocates nothing.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BackendRef {
-    /// The Service's name.
-    pub name: String,
-    /// The Service's namespace.
-    pub namespace: String,
-    /// The port, or `None` for "the port the request was sent to".
-    pub port: Option<u16>,
+    name: Arc<str>,
+    namespace: Arc<str>,
+    port: Option<u16>,
 }
 
 /// A backend and its relative weight.
@@ -40,18 +42,61 @@ pub struct SplitMix64(u64);
 // === impl BackendRef ===
 
 impl BackendRef {
+    /// The Service `name` in `namespace`, at `port` (`None`: the port the request was sent to).
+    pub fn new(
+        name: impl Into<Arc<str>>,
+        namespace: impl Into<Arc<str>>,
+        port: Option<u16>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            namespace: namespace.into(),
+            port,
+        }
+    }
+
+    /// A destination that is no Service: an address, in no namespace.
+    pub fn address(addr: SocketAddr) -> Self {
+        Self::new(addr.ip().to_string(), "", Some(addr.port()))
+    }
+
+    /// The Service's name (an address's IP, for a destination that is no Service).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The Service's namespace; empty for an address.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The port, or `None` for "the port the request was sent to".
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+
+    /// The same backend at `port` where it names none: the port the request was sent to.
+    /// Shares the names.
+    #[must_use]
+    pub fn or_port(&self, port: u16) -> Self {
+        Self {
+            port: Some(self.port.unwrap_or(port)),
+            ..self.clone()
+        }
+    }
+
     /// `name.namespace`, the form `mesh policy explain` prints; an address (a destination that
     /// is no Service) prints as itself.
     pub fn service(&self) -> String {
         if self.namespace.is_empty() {
-            self.name.clone()
+            self.name.to_string()
         } else {
             format!("{}.{}", self.name, self.namespace)
         }
     }
 
     /// The address, when the destination is an IP address rather than a Service.
-    pub fn ip(&self) -> Option<std::net::IpAddr> {
+    pub fn ip(&self) -> Option<IpAddr> {
         if self.namespace.is_empty() {
             self.name.parse().ok()
         } else {
@@ -62,7 +107,10 @@ impl BackendRef {
 
 impl fmt::Display for BackendRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.service())?;
+        f.write_str(&self.name)?;
+        if !self.namespace.is_empty() {
+            write!(f, ".{}", self.namespace)?;
+        }
         if let Some(p) = self.port {
             write!(f, ":{p}")?;
         }
@@ -152,11 +200,7 @@ mod tests {
 
     fn b(name: &str, weight: u64) -> WeightedBackend {
         WeightedBackend {
-            backend: BackendRef {
-                name: name.into(),
-                namespace: "ns".into(),
-                port: Some(80),
-            },
+            backend: BackendRef::new(name, "ns", Some(80)),
             weight,
         }
     }
@@ -164,12 +208,12 @@ mod tests {
     #[test]
     fn picks_by_weight_at_the_edges() {
         let s = Backends::new(vec![b("a", 90), b("z", 0), b("c", 10)]);
-        assert_eq!(s.pick(0).unwrap().name, "a");
-        assert_eq!(s.pick(u64::MAX).unwrap().name, "c");
+        assert_eq!(s.pick(0).unwrap().name(), "a");
+        assert_eq!(s.pick(u64::MAX).unwrap().name(), "c");
         // 90% of the way through the sample space is the first sample that reaches c.
         let edge = (((u128::from(u64::MAX) + 1) * 90).div_ceil(100)) as u64;
-        assert_eq!(s.pick(edge - 1).unwrap().name, "a");
-        assert_eq!(s.pick(edge).unwrap().name, "c");
+        assert_eq!(s.pick(edge - 1).unwrap().name(), "a");
+        assert_eq!(s.pick(edge).unwrap().name(), "c");
     }
 
     #[test]

@@ -141,7 +141,7 @@ spec:
     let p = MeshPolicy::from_yaml(yaml).unwrap();
     assert!(p.notes().iter().any(|n| n.message.contains("replaces")));
     let d = p.outbound(&mesh_core::Request::new("GET", "http://svc.ns/").unwrap());
-    let names: Vec<_> = d.backends().map(|b| b.backend.name).collect();
+    let names: Vec<_> = d.backends().map(|b| b.backend.name().to_owned()).collect();
     assert_eq!(names, ["new"]);
 }
 

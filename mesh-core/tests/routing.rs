@@ -124,7 +124,7 @@ fn gateway_api_precedence() {
     for (method, url, headers, want) in cases {
         let r = req(method, url, headers);
         let d = p.outbound(&r);
-        let got: Vec<_> = d.backends().map(|b| b.backend.name).collect();
+        let got: Vec<_> = d.backends().map(|b| b.backend.name().to_owned()).collect();
         assert_eq!(got, vec![want.to_string()], "{method} {url} {headers:?}");
     }
 }
@@ -150,7 +150,7 @@ spec:
     assert_eq!(d.route_name(), Some("only-api"));
     let b: Vec<_> = d.backends().collect();
     assert_eq!(
-        (b[0].backend.service(), b[0].backend.port),
+        (b[0].backend.service(), b[0].backend.port()),
         ("web.shop".into(), Some(80))
     );
     // Another port of the Service has no route attached: straight to the Service.
@@ -283,7 +283,7 @@ spec:
             &[],
         );
         let d = p.outbound(&r);
-        assert_eq!(d.backends().next().unwrap().backend.name, want, "{path}");
+        assert_eq!(d.backends().next().unwrap().backend.name(), want, "{path}");
         assert!(d.route().unwrap().is_grpc());
     }
 }
@@ -391,7 +391,7 @@ spec:
     let d = p.outbound(&req("GET", "http://web-svc.emojivoto/api/vote", &[]));
     assert_eq!(d.route_name(), Some("GET /api/vote"));
     assert_eq!(d.timeouts().request, Some(Duration::from_millis(500)));
-    assert_eq!(d.backends().next().unwrap().backend.name, "web-svc");
+    assert_eq!(d.backends().next().unwrap().backend.name(), "web-svc");
     assert!(d.classify(404, None).is_failure());
     assert!(!d.classify(403, None).is_failure());
     assert!(d.classify(500, None).is_failure());

@@ -9,11 +9,7 @@ fn backends(weights: &[u64]) -> Backends {
             .iter()
             .enumerate()
             .map(|(i, &weight)| WeightedBackend {
-                backend: BackendRef {
-                    name: format!("b{i}"),
-                    namespace: "ns".into(),
-                    port: Some(80),
-                },
+                backend: BackendRef::new(format!("b{i}"), "ns", Some(80)),
                 weight,
             })
             .collect(),
@@ -36,7 +32,7 @@ proptest! {
         let mut rng = SplitMix64::new(seed);
         for _ in 0..n {
             let b = set.pick(rng.next()).expect("a positive total always picks");
-            let i: usize = b.name[1..].parse().unwrap();
+            let i: usize = b.name()[1..].parse().unwrap();
             counts[i] += 1;
         }
         for (i, (&w, &c)) in weights.iter().zip(&counts).enumerate() {
@@ -57,7 +53,7 @@ proptest! {
         let set = backends(&weights);
         match set.pick(sample) {
             Some(b) => {
-                let i: usize = b.name[1..].parse().unwrap();
+                let i: usize = b.name()[1..].parse().unwrap();
                 prop_assert!(weights[i] > 0);
             }
             None => prop_assert_eq!(weights.iter().sum::<u64>(), 0),

@@ -313,8 +313,7 @@ fn outbound(policy: &MeshPolicy, req: &Request, a: &ExplainArgs) -> Value {
     let backends: Vec<Value> = d
         .backends()
         .map(|b| {
-            let mut out =
-                json!({"service": b.backend.service(), "port": b.backend.port, "weight": b.weight});
+            let mut out = json!({"service": b.backend.service(), "port": b.backend.port(), "weight": b.weight});
             let filters = d.route().map_or(&[][..], |r| r.backend_filters(&b.backend));
             if !filters.is_empty() {
                 out["filters"] = json!(described(filters));

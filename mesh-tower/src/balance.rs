@@ -7,7 +7,6 @@
 //! backend to the metrics layer above through the request's
 //! [`Sent`](crate::metrics::Sent) handle.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,6 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use http::{Request, Response};
 use mesh_core::split::BackendRef;
 use parking_lot::Mutex;
@@ -49,10 +49,20 @@ struct Shared<R> {
     resolver: R,
     accrual: AccrualConfig,
     decay: Duration,
-    backends: Mutex<HashMap<BackendRef, BackendState>>,
+    /// Read on every request without a lock; copied and swapped only when a backend is seen
+    /// for the first time (under `adding`), so requests to different backends never contend.
+    backends: ArcSwap<BackendMap>,
+    adding: Mutex<()>,
 }
 
+type BackendMap = foldhash::HashMap<BackendRef, Arc<BackendState>>;
+
+/// One backend's endpoints, locked per backend.
 struct BackendState {
+    inner: Mutex<BackendInner>,
+}
+
+struct BackendInner {
     rx: Endpoints,
     endpoints: Vec<Arc<EndpointState>>,
 }
@@ -116,7 +126,8 @@ impl<R: Resolve> BalanceLayer<R> {
                 resolver,
                 accrual,
                 decay,
-                backends: Mutex::new(HashMap::new()),
+                backends: ArcSwap::default(),
+                adding: Mutex::new(()),
             }),
         }
     }
@@ -185,29 +196,47 @@ impl<R, S> Balance<R, S> {
 
 impl<R: Resolve> Shared<R> {
     /// Chooses an endpoint of `backend` by power of two choices.
-    fn choose(&self, backend: &BackendRef) -> Result<Arc<EndpointState>, BoxError> {
-        let now = Instant::now();
+    fn choose(&self, backend: &BackendRef, now: Instant) -> Result<Arc<EndpointState>, BoxError> {
         if backend.ip().is_some() {
             return self.address(backend, now);
         }
-        let mut backends = self.backends.lock();
-        if !backends.contains_key(backend) {
-            let mut rx = self.resolver.resolve(backend).ok_or_else(|| NoEndpoints {
-                backend: backend.to_string(),
-            })?;
-            let list = Arc::clone(&rx.borrow_and_update());
-            let endpoints = list
-                .iter()
-                .map(|e| Arc::new(EndpointState::new(e.clone(), self.accrual, self.decay, now)))
-                .collect();
-            backends.insert(backend.clone(), BackendState { rx, endpoints });
-        }
-        let Some(state) = backends.get_mut(backend) else {
-            return Err(NoEndpoints {
-                backend: backend.to_string(),
-            }
-            .into());
+        let backends = self.backends.load();
+        let state = match backends.get(backend) {
+            Some(s) => &**s,
+            None => &*self.add(backend, now)?,
         };
+        self.choose_in(&mut state.inner.lock(), backend, now)
+    }
+
+    /// Resolves a backend seen for the first time and publishes its state.
+    fn add(&self, backend: &BackendRef, now: Instant) -> Result<Arc<BackendState>, BoxError> {
+        let _adding = self.adding.lock();
+        if let Some(s) = self.backends.load().get(backend) {
+            return Ok(Arc::clone(s));
+        }
+        let mut rx = self.resolver.resolve(backend).ok_or_else(|| NoEndpoints {
+            backend: backend.to_string(),
+        })?;
+        let list = Arc::clone(&rx.borrow_and_update());
+        let endpoints = list
+            .iter()
+            .map(|e| Arc::new(EndpointState::new(e.clone(), self.accrual, self.decay, now)))
+            .collect();
+        let state = Arc::new(BackendState {
+            inner: Mutex::new(BackendInner { rx, endpoints }),
+        });
+        let mut map = BackendMap::clone(&self.backends.load());
+        map.insert(backend.clone(), Arc::clone(&state));
+        self.backends.store(Arc::new(map));
+        Ok(state)
+    }
+
+    fn choose_in(
+        &self,
+        state: &mut BackendInner,
+        backend: &BackendRef,
+        now: Instant,
+    ) -> Result<Arc<EndpointState>, BoxError> {
         // A closed source keeps its last endpoints.
         if state.rx.has_changed().unwrap_or(false) {
             let list = Arc::clone(&state.rx.borrow_and_update());
@@ -312,8 +341,7 @@ impl EndpointState {
         }
     }
 
-    fn record(&self, rtt: Duration, success: bool) {
-        let now = Instant::now();
+    fn record(&self, rtt: Duration, success: bool, now: Instant) {
         let mut s = self.stats.lock();
         s.ewma.observe(rtt, now);
         s.accrual.record(now, success, fastrand::f64());
@@ -329,18 +357,25 @@ struct InFlight {
 }
 
 impl InFlight {
-    fn new(ep: Arc<EndpointState>) -> Self {
+    /// `start` is the clock read that chose the endpoint: one read per request at each end.
+    fn new(ep: Arc<EndpointState>, start: Instant) -> Self {
         ep.pending.fetch_add(1, Ordering::Relaxed);
         Self {
             ep,
-            start: Instant::now(),
+            start,
             done: false,
         }
     }
 
     fn finish(mut self, success: bool) {
         self.done = true;
-        self.ep.record(self.start.elapsed(), success);
+        self.end(success);
+    }
+
+    fn end(&self, success: bool) {
+        let now = Instant::now();
+        let rtt = now.saturating_duration_since(self.start);
+        self.ep.record(rtt, success, now);
     }
 }
 
@@ -351,7 +386,7 @@ impl Drop for InFlight {
             // The caller gave up before the endpoint answered (a timeout above, a client that
             // went away). Count it as a failure: otherwise an abandoned probe would leave the
             // endpoint ejected for good, and an endpoint that never answers would never be.
-            self.ep.record(self.start.elapsed(), false);
+            self.end(false);
         }
     }
 }
@@ -398,14 +433,15 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         // Nothing below needs the backend; metrics above learn it through `Sent`.
         let backend = req.extensions_mut().remove::<Backend>();
+        let now = Instant::now();
         let chosen = match &backend {
-            Some(Backend(b)) => self.shared.choose(b),
+            Some(Backend(b)) => self.shared.choose(b, now),
             None => Err("balance: no backend was chosen for the request".into()),
         };
         // In flight from here: choosing may have taken the endpoint's probe, and a future
         // dropped unpolled must still give it back.
         let in_flight = match chosen {
-            Ok(ep) => InFlight::new(ep),
+            Ok(ep) => InFlight::new(ep, now),
             Err(e) => return ResponseFuture::failed(e),
         };
         let endpoint = &in_flight.ep.endpoint;
@@ -465,11 +501,7 @@ mod tests {
     use crate::discover::StaticResolver;
 
     fn backend() -> BackendRef {
-        BackendRef {
-            name: "web".into(),
-            namespace: "ns".into(),
-            port: Some(80),
-        }
+        BackendRef::new("web", "ns", Some(80))
     }
 
     #[tokio::test(start_paused = true)]
@@ -483,12 +515,12 @@ mod tests {
         );
         let layer = BalanceLayer::new(r);
         let shared = &layer.shared;
-        let first = shared.choose(&backend()).unwrap();
+        let first = shared.choose(&backend(), Instant::now()).unwrap();
         // Make the first endpoint slow.
         let slow = first.endpoint.addr;
-        first.record(Duration::from_millis(500), true);
+        first.record(Duration::from_millis(500), true, Instant::now());
         for _ in 0..50 {
-            let e = shared.choose(&backend()).unwrap();
+            let e = shared.choose(&backend(), Instant::now()).unwrap();
             assert_ne!(e.endpoint.addr, slow);
         }
     }
@@ -496,18 +528,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_address_is_its_own_endpoint_and_keeps_no_state() {
         let layer = BalanceLayer::new(StaticResolver::new());
-        let addr = BackendRef {
-            name: "10.9.0.1".into(),
-            namespace: String::new(),
-            port: Some(8080),
-        };
+        let addr = BackendRef::new("10.9.0.1", "", Some(8080));
         for _ in 0..20 {
-            let e = layer.shared.choose(&addr).unwrap();
+            let e = layer.shared.choose(&addr, Instant::now()).unwrap();
             assert_eq!(e.endpoint.addr, "10.9.0.1:8080".parse().unwrap());
             // Failures of a server the mesh does not know never open a circuit.
-            e.record(Duration::from_millis(1), false);
+            e.record(Duration::from_millis(1), false, Instant::now());
         }
-        assert!(layer.shared.backends.lock().is_empty());
+        assert!(layer.shared.backends.load().is_empty());
     }
 
     #[tokio::test(start_paused = true)]
@@ -521,29 +549,35 @@ mod tests {
         );
         let layer = BalanceLayer::new(r.clone());
         let eps: Vec<_> = {
-            let _ = layer.shared.choose(&backend()).unwrap();
-            layer.shared.backends.lock()[&backend()].endpoints.clone()
+            let _ = layer.shared.choose(&backend(), Instant::now()).unwrap();
+            let map = layer.shared.backends.load();
+            map[&backend()].inner.lock().endpoints.clone()
         };
         for _ in 0..7 {
-            eps[0].record(Duration::from_millis(1), false);
+            eps[0].record(Duration::from_millis(1), false, Instant::now());
         }
         for _ in 0..20 {
             assert_eq!(
-                layer.shared.choose(&backend()).unwrap().endpoint.addr,
+                layer
+                    .shared
+                    .choose(&backend(), Instant::now())
+                    .unwrap()
+                    .endpoint
+                    .addr,
                 eps[1].endpoint.addr
             );
         }
         for _ in 0..7 {
-            eps[1].record(Duration::from_millis(1), false);
+            eps[1].record(Duration::from_millis(1), false, Instant::now());
         }
-        let err = layer.shared.choose(&backend()).unwrap_err();
+        let err = layer.shared.choose(&backend(), Instant::now()).unwrap_err();
         assert!(crate::errors::is_caused_by::<CircuitOpen>(&*err), "{err}");
         // A minute later both are due a probe.
         tokio::time::advance(Duration::from_secs(61)).await;
-        assert!(layer.shared.choose(&backend()).is_ok());
+        assert!(layer.shared.choose(&backend(), Instant::now()).is_ok());
         // Endpoint sets change at run time.
         r.set("web.ns", vec![]);
-        let err = layer.shared.choose(&backend()).unwrap_err();
+        let err = layer.shared.choose(&backend(), Instant::now()).unwrap_err();
         assert!(crate::errors::is_caused_by::<NoEndpoints>(&*err), "{err}");
     }
 }

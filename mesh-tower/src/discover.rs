@@ -8,7 +8,7 @@
 //!
 //! let resolver = StaticResolver::new();
 //! resolver.set("web.shop", vec![Endpoint::new("127.0.0.1:8080".parse().unwrap())]);
-//! let web = BackendRef { name: "web".into(), namespace: "shop".into(), port: Some(80) };
+//! let web = BackendRef::new("web", "shop", Some(80));
 //! let rx = resolver.resolve(&web).expect("known");
 //! assert_eq!(rx.borrow().len(), 1);
 //! resolver.set("web.shop", vec![]); // applies to everyone watching
@@ -131,13 +131,13 @@ impl StaticResolver {
 impl Resolve for StaticResolver {
     fn resolve(&self, backend: &BackendRef) -> Option<Endpoints> {
         // A destination that is an address, not a Service, is its own endpoint.
-        if let (Some(ip), Some(port)) = (backend.ip(), backend.port) {
+        if let (Some(ip), Some(port)) = (backend.ip(), backend.port()) {
             let ep = Endpoint::new(SocketAddr::new(ip, port));
             return Some(watch::channel(Arc::new(vec![ep])).1);
         }
         let map = self.services.read();
-        let name = format!("{}.{}", backend.name, backend.namespace);
-        if let Some(port) = backend.port
+        let name = format!("{}.{}", backend.name(), backend.namespace());
+        if let Some(port) = backend.port()
             && let Some(tx) = map.get(&format!("{name}:{port}"))
         {
             return Some(tx.subscribe());
@@ -296,7 +296,7 @@ impl ServiceEntries {
 
 impl Resolve for PolicyResolver {
     fn resolve(&self, backend: &BackendRef) -> Option<Endpoints> {
-        if let (Some(ip), Some(port)) = (backend.ip(), backend.port) {
+        if let (Some(ip), Some(port)) = (backend.ip(), backend.port()) {
             let ep = Endpoint {
                 addr: SocketAddr::new(ip, port),
                 identity: self.identity_of(ip),
@@ -318,11 +318,7 @@ mod tests {
     use super::*;
 
     fn web() -> BackendRef {
-        BackendRef {
-            name: "web".into(),
-            namespace: "shop".into(),
-            port: Some(80),
-        }
+        BackendRef::new("web", "shop", Some(80))
     }
 
     fn one(port: u16) -> Vec<Endpoint> {

@@ -159,7 +159,7 @@ where
         let ext = req.extensions();
         let addr = ext.get::<Endpoint>().map(|e| e.addr).or_else(|| {
             let b = &ext.get::<Backend>()?.0;
-            Some(SocketAddr::new(b.ip()?, b.port?))
+            Some(SocketAddr::new(b.ip()?, b.port()?))
         });
         if let Some(addr) = addr.filter(|a| self.own.contains(*a)) {
             let e = ProxyLoop { addr };
@@ -218,11 +218,8 @@ mod tests {
 
         // Above the balancer: the split's choice, when it is an address.
         let mut req = Request::new(());
-        req.extensions_mut().insert(Backend(BackendRef {
-            name: "10.1.0.7".into(),
-            namespace: String::new(),
-            port: Some(4143),
-        }));
+        req.extensions_mut()
+            .insert(Backend(BackendRef::new("10.1.0.7", "", Some(4143))));
         let err = svc.clone().oneshot(req).await.unwrap_err();
         assert!(crate::is_caused_by::<ProxyLoop>(&*err), "{err}");
 

@@ -10,13 +10,13 @@
 //! Each attempt is bounded by the route's backend-request timeout (`timeouts.backendRequest`,
 //! `timeout.linkerd.io/response`) and the per-retry timeout (`retry.linkerd.io/timeout`).
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
@@ -56,16 +56,22 @@ pub struct Retry<S> {
 #[derive(Debug)]
 pub struct Budgets {
     epoch: tokio::time::Instant,
-    by_route: Mutex<RouteBudgets>,
+    /// Read without a lock; copied and swapped only when a route is first seen (under
+    /// `adding`). Each budget has its own lock, so routes never contend with each other.
+    by_route: ArcSwap<RouteBudgets>,
+    adding: Mutex<()>,
 }
+
+/// One route's budget.
+type Budget = Arc<Mutex<RetryBudget>>;
 
 /// Budgets looked up by reference, so that a request finds its route's budget without
 /// building a key: routes from a resource by the resource and rule, default routes by
 /// authority.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct RouteBudgets {
-    by_rule: HashMap<ResourceId, HashMap<usize, RetryBudget>>,
-    by_authority: HashMap<Box<str>, RetryBudget>,
+    by_rule: foldhash::HashMap<ResourceId, foldhash::HashMap<usize, Budget>>,
+    by_authority: foldhash::HashMap<Box<str>, Budget>,
 }
 
 /// Which budget a request draws on; prints as `Kind/namespace/name#rule` or
@@ -143,7 +149,8 @@ impl Budgets {
     fn new() -> Self {
         Self {
             epoch: tokio::time::Instant::now(),
-            by_route: Mutex::new(RouteBudgets::default()),
+            by_route: ArcSwap::default(),
+            adding: Mutex::new(()),
         }
     }
 
@@ -157,25 +164,34 @@ impl Budgets {
         cfg: RetryBudgetConfig,
         f: impl FnOnce(&mut RetryBudget, Duration) -> T,
     ) -> T {
+        self.apply(&self.budget(key, cfg), f)
+    }
+
+    /// Runs `f` on a budget resolved by [`Budgets::budget`], at the current time.
+    fn apply<T>(&self, budget: &Budget, f: impl FnOnce(&mut RetryBudget, Duration) -> T) -> T {
         let now = self.now();
-        let mut map = self.by_route.lock();
-        let budget = match key {
-            BudgetKey::Rule(id, rule) => {
-                let rules = match map.by_rule.get_mut(id) {
-                    Some(r) => r,
-                    None => map.by_rule.entry(id.clone()).or_default(),
-                };
-                rules.entry(rule).or_insert_with(|| RetryBudget::new(cfg))
+        f(&mut budget.lock(), now)
+    }
+
+    /// The budget of `key`, made with `cfg` the first time the route is seen.
+    fn budget(&self, key: BudgetKey<'_>, cfg: RetryBudgetConfig) -> Budget {
+        if let Some(b) = self.by_route.load().get(key) {
+            return b;
+        }
+        let _adding = self.adding.lock();
+        let mut map = RouteBudgets::clone(&self.by_route.load());
+        let budget = || Arc::new(Mutex::new(RetryBudget::new(cfg)));
+        let b = match key {
+            BudgetKey::Rule(id, rule) => (map.by_rule.entry(id.clone()).or_default())
+                .entry(rule)
+                .or_insert_with(budget),
+            BudgetKey::Default(authority) => {
+                (map.by_authority.entry(authority.into())).or_insert_with(budget)
             }
-            BudgetKey::Default(authority) => match map.by_authority.get_mut(authority) {
-                Some(b) => b,
-                None => map
-                    .by_authority
-                    .entry(authority.into())
-                    .or_insert_with(|| RetryBudget::new(cfg)),
-            },
-        };
-        f(budget, now)
+        }
+        .clone();
+        self.by_route.store(Arc::new(map));
+        b
     }
 
     /// Retries the budget of a route would allow now. `key` is `Kind/namespace/name#rule` for
@@ -205,6 +221,17 @@ impl Budgets {
             }
             // A key no route could have: a budget nobody has drawn on yet.
             None => RetryBudget::new(cfg).available(Duration::ZERO),
+        }
+    }
+}
+
+// === impl RouteBudgets ===
+
+impl RouteBudgets {
+    fn get(&self, key: BudgetKey<'_>) -> Option<Budget> {
+        match key {
+            BudgetKey::Rule(id, rule) => self.by_rule.get(id)?.get(&rule).cloned(),
+            BudgetKey::Default(authority) => self.by_authority.get(authority).cloned(),
         }
     }
 }
@@ -363,7 +390,9 @@ where
     let (parts, body) = req.into_parts();
     let body = ReplayBody::buffer(body, limit).await?;
     let key = budget_key(&route, &target.authority);
-    budgets.with(key, policy.budget, |b, now| b.deposit(now));
+    // Resolved once per request: each attempt draws on it without a lookup.
+    let budget = budgets.budget(key, policy.budget);
+    budgets.apply(&budget, |b, now| b.deposit(now));
 
     let mut body = Some(body);
     let mut retries = 0u32;
@@ -389,7 +418,7 @@ where
         if !retryable || retries >= policy.limit || next.is_none() {
             return result;
         }
-        if !budgets.with(key, policy.budget, |b, now| b.withdraw(now)) {
+        if !budgets.apply(&budget, |b, now| b.withdraw(now)) {
             tracing::debug!(route = %key, "retry budget exhausted; not retrying");
             return result;
         }

@@ -34,7 +34,6 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -107,13 +106,13 @@ pub struct Route<S> {
 /// that, each is made afresh for its request.
 #[derive(Debug)]
 pub(crate) struct Authorities {
-    map: RwLock<HashMap<u16, HostNames>>,
+    map: RwLock<foldhash::HashMap<u16, HostNames>>,
     len: AtomicUsize,
     limit: usize,
 }
 
 /// `host:port` by host, for one port.
-type HostNames = HashMap<Box<str>, Arc<str>>;
+type HostNames = foldhash::HashMap<Box<str>, Arc<str>>;
 
 // === impl RouteTarget ===
 
@@ -421,6 +420,8 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     #[test]

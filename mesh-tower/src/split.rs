@@ -98,10 +98,7 @@ where
             };
             return Either::Right(std::future::ready(Err(e.into())));
         };
-        let backend = Backend(BackendRef {
-            port: Some(b.port.unwrap_or(target.port)),
-            ..b.clone()
-        });
+        let backend = Backend(b.or_port(target.port));
         req.extensions_mut().insert(backend);
         Either::Left(crate::route::map_err(self.inner.call(req)))
     }

@@ -100,11 +100,7 @@ fn start_client(pki: &Pki, addr: SocketAddr) -> Client {
 }
 
 fn web_backend() -> BackendRef {
-    BackendRef {
-        name: "web".into(),
-        namespace: NS.into(),
-        port: Some(80),
-    }
+    BackendRef::new("web", NS, Some(80))
 }
 
 /// The endpoint addresses the resolver serves for web:80.

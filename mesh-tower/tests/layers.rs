@@ -313,11 +313,8 @@ async fn at_low_traffic_the_floor_lets_every_request_retry() {
 
 fn backend_req() -> Request<()> {
     let mut r = Request::new(());
-    r.extensions_mut().insert(Backend(BackendRef {
-        name: "web".into(),
-        namespace: "shop".into(),
-        port: Some(80),
-    }));
+    r.extensions_mut()
+        .insert(Backend(BackendRef::new("web", "shop", Some(80))));
     r
 }
 

@@ -49,11 +49,7 @@ pub(crate) fn port_name(name: &str) -> Result<(), String> {
 
 pub(crate) fn service_ref(service: &str, namespace: &str, port: Option<u16>) -> BackendRef {
     let (name, ns) = service.split_once('.').unwrap_or((service, namespace));
-    BackendRef {
-        name: name.to_owned(),
-        namespace: ns.to_owned(),
-        port,
-    }
+    BackendRef::new(name, ns, port)
 }
 
 pub(crate) fn selector(

@@ -487,11 +487,11 @@ pub(super) fn backend_ref(
         return None;
     }
     Some(WeightedBackend {
-        backend: BackendRef {
-            name: b.name.clone(),
-            namespace: b.namespace.clone().unwrap_or_else(|| doc.namespace.clone()),
+        backend: BackendRef::new(
+            b.name.as_str(),
+            b.namespace.as_deref().unwrap_or(&doc.namespace),
             port,
-        },
+        ),
         weight: weight as u64,
     })
 }

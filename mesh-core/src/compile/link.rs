@@ -154,11 +154,7 @@ fn attach_route(
         for (i, rule) in pr.rules.iter().enumerate() {
             let backends = if rule.backends.is_empty() {
                 vec![WeightedBackend {
-                    backend: BackendRef {
-                        name: name.clone(),
-                        namespace: namespace.clone(),
-                        port: *port,
-                    },
+                    backend: BackendRef::new(name.clone(), namespace.clone(), *port),
                     weight: 1,
                 }]
             } else {

@@ -114,13 +114,17 @@ fn route_notes(entries: &[&Entry], seen: &Seen<'_>, out: &mut Vec<Note>) {
         };
         let mut absent = BTreeSet::new();
         for b in r.rules.iter().flat_map(|rule| &rule.backends) {
-            let key = (b.backend.namespace.clone(), b.backend.name.clone());
+            let key = (
+                b.backend.namespace().to_owned(),
+                b.backend.name().to_owned(),
+            );
             if !seen.services.contains(&key) && absent.insert(key) {
                 out.push(at(
                     e,
                     format!(
                         "backend Service {}.{} is not in the input: its share is still sampled, but a proxy sends it nowhere until the Service exists",
-                        b.backend.name, b.backend.namespace
+                        b.backend.name(),
+                        b.backend.namespace()
                     ),
                 ));
             }

@@ -157,11 +157,7 @@ fn header_modifiers_set_then_add_then_remove_ignoring_case() {
 #[test]
 fn mirrors_sample_their_fraction() {
     let mirror = |num, den| Mirror {
-        backend: BackendRef {
-            name: "shadow".to_owned(),
-            namespace: "shop".to_owned(),
-            port: Some(80),
-        },
+        backend: BackendRef::new("shadow", "shop", Some(80)),
         fraction: (num, den),
     };
     let count = |m: &Mirror| {

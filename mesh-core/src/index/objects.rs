@@ -27,8 +27,8 @@ impl PolicyIndex {
                 let r = ObjectRef {
                     group: String::new(),
                     kind: "Service".to_owned(),
-                    namespace: b.namespace.clone(),
-                    name: b.name.clone(),
+                    namespace: b.namespace().to_owned(),
+                    name: b.name().to_owned(),
                 };
                 let accepted = self.objects.get(&r).is_some_and(|s| s.accepted.is_some());
                 if accepted {

@@ -33,15 +33,11 @@ impl<'a> OutboundDecision<'a> {
     /// Straight to `addr`, with no Service's policy: an address the mesh does not know, or a
     /// pod called by its own IP.
     pub fn forward(addr: std::net::SocketAddr) -> Self {
-        Self::to_backend(BackendRef {
-            name: addr.ip().to_string(),
-            namespace: String::new(),
-            port: Some(addr.port()),
-        })
+        Self::to_backend(BackendRef::address(addr))
     }
 
     pub(super) fn to_backend(backend: BackendRef) -> Self {
-        let port = backend.port.unwrap_or_default();
+        let port = backend.port().unwrap_or_default();
         OutboundDecision {
             service: None,
             route: None,
@@ -90,10 +86,7 @@ impl<'a> OutboundDecision<'a> {
     /// The weighted backends to choose from, ports resolved.
     pub fn backends(&self) -> impl Iterator<Item = WeightedBackend> + '_ {
         self.backends.iter().map(|b| WeightedBackend {
-            backend: BackendRef {
-                port: Some(b.backend.port.unwrap_or(self.port)),
-                ..b.backend.clone()
-            },
+            backend: b.backend.or_port(self.port),
             weight: b.weight,
         })
     }

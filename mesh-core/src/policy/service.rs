@@ -351,11 +351,7 @@ impl Route {
             source: None,
             rule: None,
             backends: Arc::new(Backends::new(vec![WeightedBackend {
-                backend: BackendRef {
-                    name: name.to_owned(),
-                    namespace: namespace.to_owned(),
-                    port: None,
-                },
+                backend: BackendRef::new(name, namespace, None),
                 weight: 1,
             }])),
             timeouts: Timeouts::default(),

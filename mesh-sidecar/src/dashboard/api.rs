@@ -255,7 +255,13 @@ fn view(
     let backends = match configured {
         Some(b) => b
             .iter()
-            .map(|w| backend(w.backend.name.clone(), Some(w.weight), b.total_weight()))
+            .map(|w| {
+                backend(
+                    w.backend.name().to_owned(),
+                    Some(w.weight),
+                    b.total_weight(),
+                )
+            })
             .collect(),
         None => per_backend
             .iter()

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 /// The canaries that move this decision's backends, as JSON (empty when none).
 pub(super) fn explain(policy: &MeshPolicy, d: &OutboundDecision<'_>) -> Vec<Value> {
-    let names: Vec<String> = d.backends().map(|b| b.backend.name.clone()).collect();
+    let names: Vec<String> = d.backends().map(|b| b.backend.name().to_owned()).collect();
     let source = d.route().and_then(|r| r.source());
     (policy.canaries().iter())
         .filter(|c| {

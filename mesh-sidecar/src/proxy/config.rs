@@ -258,11 +258,7 @@ endpoints: {endpoints}
     }
 
     fn web() -> BackendRef {
-        BackendRef {
-            name: "web".into(),
-            namespace: "shop".into(),
-            port: Some(80),
-        }
+        BackendRef::new("web", "shop", Some(80))
     }
 
     #[test]

@@ -257,7 +257,7 @@ mod tests {
         let policy = config.policy.load();
         let service = policy.service("web", ns)?;
         let decision = service.decide(80, &req);
-        decision.pick(0).map(|b| b.name.clone())
+        decision.pick(0).map(|b| b.name().to_owned())
     }
 
     fn refused_total(registry: &Registry) -> u64 {
@@ -342,11 +342,7 @@ mod tests {
         list(&mut a, ROUTES, vec![]);
         list(&mut a, SERVICES, vec![service("x", "web")]);
         list(&mut a, eps, vec![slice("10.0.0.1", "1")]);
-        let web = BackendRef {
-            name: "web".into(),
-            namespace: "x".into(),
-            port: Some(80),
-        };
+        let web = BackendRef::new("web", "x", Some(80));
         let mut rx = config.resolver.resolve(&web).expect("web resolves");
         let addrs = |rx: &mut mesh_tower::discover::Endpoints| -> Vec<String> {
             let eps = rx.borrow_and_update().clone();

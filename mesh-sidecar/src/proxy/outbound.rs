@@ -185,11 +185,7 @@ fn note_discovery(proxy: &Proxy, dst: SocketAddr) {
 fn opaque_endpoint(proxy: &Proxy, dst: SocketAddr) -> Result<Endpoint, BoxError> {
     let policy = proxy.config.policy.load();
     if let Destination::Service { service, port } = policy.lookup_addr(dst) {
-        let backend = BackendRef {
-            name: service.name().to_owned(),
-            namespace: service.namespace().to_owned(),
-            port: Some(port),
-        };
+        let backend = BackendRef::new(service.name(), service.namespace(), Some(port));
         let none = || NoEndpoints {
             backend: backend.to_string(),
         };

@@ -183,7 +183,10 @@ fn mirrors(registry: &Registry, result: &str) -> u64 {
 /// The backend a request was routed to, by its `RouteTarget`.
 fn backends(req: &Req) -> Vec<String> {
     let t = req.extensions().get::<RouteTarget>().unwrap();
-    t.backends.iter().map(|b| b.backend.name.clone()).collect()
+    t.backends
+        .iter()
+        .map(|b| b.backend.name().to_owned())
+        .collect()
 }
 
 #[tokio::test]

@@ -6,7 +6,6 @@
 //! the caller and not kept. The caller still works, it only pays the allocation again.
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
 use std::hash::Hash;
 
 use parking_lot::RwLock;
@@ -14,7 +13,9 @@ use parking_lot::RwLock;
 /// See the [module docs](self).
 #[derive(Debug)]
 pub(crate) struct BoundedMap<K, V> {
-    map: RwLock<HashMap<K, V>>,
+    /// foldhash rather than SipHash: a series lookup is on every request, and the table is
+    /// bounded, so what a client sends cannot make it degrade without limit.
+    map: RwLock<foldhash::HashMap<K, V>>,
     limit: usize,
 }
 
@@ -22,7 +23,7 @@ impl<K: Hash + Eq, V: Clone> BoundedMap<K, V> {
     /// A table that keeps at most `limit` entries.
     pub(crate) fn new(limit: usize) -> Self {
         Self {
-            map: RwLock::new(HashMap::new()),
+            map: RwLock::default(),
             limit,
         }
     }

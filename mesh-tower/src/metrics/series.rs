@@ -162,8 +162,8 @@ impl Shared {
             }
             // An address the mesh does not know is no Service: `target_addr` says where.
             (None, Some(b)) if b.ip().is_none() => {
-                base.push(Label::new("dst_service", b.name.clone()));
-                base.push(Label::new("dst_namespace", b.namespace.clone()));
+                base.push(Label::new("dst_service", b.name().to_owned()));
+                base.push(Label::new("dst_namespace", b.namespace().to_owned()));
             }
             (None, _) => {}
         }

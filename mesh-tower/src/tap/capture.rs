@@ -121,9 +121,9 @@ impl Capture {
             ev.server_id = e.identity.as_ref().map(|id| id.to_dns(&self.control_ns));
         }
         if let Some(b) = backend {
-            ev.backend = Some(format!("{}.{}", b.name, b.namespace));
-            ev.namespace = Some(b.namespace.clone());
-            ev.workload = Some(b.name.clone());
+            ev.backend = Some(format!("{}.{}", b.name(), b.namespace()));
+            ev.namespace = Some(b.namespace().to_owned());
+            ev.workload = Some(b.name().to_owned());
         }
     }
 
