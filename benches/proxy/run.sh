@@ -35,22 +35,8 @@ fi
 
 cargo build --release --bin mesh --manifest-path "$root/Cargo.toml" >/dev/null
 MESH=$CARGO_TARGET_DIR/release/mesh
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 0.3
-  ip netns pids "$NS" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
-  ip netns del "$NS" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-ip netns add "$NS"
-ip -n "$NS" link set lo up
-nsx() { ip netns exec "$NS" "$@"; }
-# Backgrounds a command in the namespace so that $! is its own pid (`ip netns exec` execs it),
-# not a subshell's: CPU and memory are read from /proc/$!.
-nsbg() { ip netns exec "$NS" "$@" & }
+# shellcheck source=../netns.sh
+. "$root/benches/netns.sh"
 
 # --- upstream and nginx reverse proxy, one worker each --------------------------------------
 cat >"$work/upstream.conf" <<EOF

@@ -64,11 +64,7 @@ fn policy(docs: &[&str]) -> Result<MeshPolicy, String> {
 }
 
 fn backend(name: &str) -> BackendRef {
-    BackendRef {
-        name: name.to_owned(),
-        namespace: "shop".to_owned(),
-        port: Some(80),
-    }
+    BackendRef::new(name, "shop", Some(80))
 }
 
 /// The rule's own filters and those of `web-v1` and `web-v2`, for `method url`.
@@ -111,10 +107,7 @@ fn only_the_backend_that_names_filters_gets_them() {
         Some(AbortStatus::Http(503))
     );
     // A chosen backend's port is resolved; the rule's naming matches it either way.
-    let unported = BackendRef {
-        port: None,
-        ..backend("web-v2")
-    };
+    let unported = BackendRef::new("web-v2", "shop", None);
     let req = Request::new("GET", "http://web.shop/").expect("a request");
     let d = p.outbound(&req);
     assert_eq!(d.route().unwrap().backend_filters(&unported).len(), 2);

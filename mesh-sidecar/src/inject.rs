@@ -19,10 +19,10 @@ use serde_norway::Value;
 
 use crate::identity::IssuerAccount;
 
-pub(crate) mod items;
-pub(crate) mod pod;
-
-pub(crate) use pod::{InjectConfig, Outcome, SidecarMode, inject_pod};
+// The pure pod patching lives in mesh-inject (shared with the webhook and its fuzz target);
+// the rest of the binary keeps naming it through this module.
+pub(crate) use mesh_inject::pod;
+pub(crate) use mesh_inject::{InjectConfig, Outcome, SidecarMode, inject_pod};
 
 /// The image `mesh install` deploys and `mesh inject` adds, unless `--image` says otherwise.
 pub(crate) const DEFAULT_IMAGE: &str = concat!("ghcr.io/mesh/mesh:", env!("CARGO_PKG_VERSION"));

@@ -18,7 +18,7 @@ use mesh_core::kinds::{self, catalog};
 use mesh_core::{ApplyError, LoadError, ObjectRef, ObjectStatus, PolicyConfig, PolicyIndex};
 use serde_json::Value;
 
-use crate::injector::{BadReview, RequestIn, ResponseOut, encode, request_of};
+use mesh_inject::review::{BadReview, RequestIn, ResponseOut, encode, request_of};
 
 /// What the webhook says about one request.
 #[derive(Debug, PartialEq, Eq)]

@@ -16,6 +16,7 @@ pub mod body;
 pub mod client;
 pub mod connect;
 pub mod controller;
+pub mod detect;
 pub mod discover;
 pub mod errors;
 pub mod filter;

@@ -406,9 +406,9 @@ impl Route {
     /// twice, the first naming's filters apply.
     pub fn backend_filters(&self, backend: &BackendRef) -> &[Filter] {
         let same = |b: &BackendRef| {
-            b.name == backend.name
-                && b.namespace == backend.namespace
-                && (b.port.is_none() || backend.port.is_none() || b.port == backend.port)
+            b.name() == backend.name()
+                && b.namespace() == backend.namespace()
+                && (b.port().is_none() || backend.port().is_none() || b.port() == backend.port())
         };
         (self.backend_filters.iter())
             .find(|f| same(&f.backend))

@@ -28,9 +28,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
 use super::app::{AppClients, AppForward};
-use super::detect::{Prefixed, Protocol, detect, read_until};
 use super::io::{BoxIo, ConnMetrics, Counted};
 use super::{Mode, Proxy};
+use mesh_tower::detect::{Prefixed, Protocol, detect, read_until};
 
 /// How a connection's first bytes are read, by what its port is known to speak.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -26,7 +26,6 @@ mod admin;
 mod app;
 pub(crate) mod config;
 mod controller;
-mod detect;
 mod inbound;
 mod io;
 mod kube;

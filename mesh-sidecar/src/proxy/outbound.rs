@@ -33,10 +33,10 @@ use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpStream};
 use tower_service::Service;
 
-use super::detect::{Prefixed, Protocol, detect};
 use super::inbound::OpaqueGuard;
 use super::io::{BoxIo, ConnMetrics, Counted};
 use super::{Mode, Proxy};
+use mesh_tower::detect::{Prefixed, Protocol, detect};
 
 /// How many destinations the plaintext notice remembers; past that it says so once and stops.
 const PLAINTEXT_NOTED_MAX: usize = 1024;

@@ -6,47 +6,49 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, ExecAction, HTTPGetAction, KeyToPath, Lifecycle, LifecycleHandler,
-    ObjectFieldSelector, PodSpec, Probe, ProjectedVolumeSource, ResourceRequirements,
-    SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
-};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::api::core::v1::{EmptyDirVolumeSource, PodSpec, Volume};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::annotations::Annotations;
+use crate::containers::{
+    XTABLES_VOLUME, init_container, proxy_container, token_volume, trust_roots_volume,
+};
 
 /// The proxy's user; `mesh init` exempts its traffic from the outbound redirect.
-pub(crate) const PROXY_UID: i64 = 2102;
-pub(crate) const INBOUND_PORT: i32 = 4143;
-pub(crate) const ADMIN_PORT: i32 = 4191;
+pub const PROXY_UID: i64 = 2102;
+/// The proxy's inbound listener, where `mesh init` redirects the pod's incoming traffic.
+pub const INBOUND_PORT: i32 = 4143;
+/// The proxy's admin listener: `/metrics`, `/ready`, `/live`; skipped by the redirect.
+pub const ADMIN_PORT: i32 = 4191;
 /// The proxy's tap listener (Linkerd's), served over mTLS only; skipped by the redirect.
-pub(crate) const TAP_PORT: i32 = 4190;
-pub(crate) const PROXY_CONTAINER: &str = "mesh-proxy";
-pub(crate) const INIT_CONTAINER: &str = "mesh-init";
+pub const TAP_PORT: i32 = 4190;
+/// The name of the proxy container injection adds.
+pub const PROXY_CONTAINER: &str = "mesh-proxy";
+/// The name of the init container that sets up the redirect (absent with the CNI plugin).
+pub const INIT_CONTAINER: &str = "mesh-init";
 /// Linkerd's proxy: a pod that already has one is not ours to touch.
 const LINKERD_PROXY_CONTAINER: &str = "linkerd-proxy";
 
-pub(crate) const INJECT_ANNOTATION: &str = "mesh.io/inject";
-pub(crate) const LINKERD_INJECT_ANNOTATION: &str = "linkerd.io/inject";
-pub(crate) const INJECTED_ANNOTATION: &str = "mesh.io/injected";
-pub(crate) const VERSION_ANNOTATION: &str = "mesh.io/proxy-version";
-pub(crate) const SIDECAR_ANNOTATION: &str = "mesh.io/sidecar";
+/// Asks for injection (`enabled`) or refuses it (`disabled`), on a pod or its namespace.
+pub const INJECT_ANNOTATION: &str = "mesh.io/inject";
+/// Linkerd's [`INJECT_ANNOTATION`], honoured after ours.
+pub const LINKERD_INJECT_ANNOTATION: &str = "linkerd.io/inject";
+/// Written on every injected pod: what tells a container of ours from a user's of the same name.
+pub const INJECTED_ANNOTATION: &str = "mesh.io/injected";
+/// The proxy version an injected pod runs.
+pub const VERSION_ANNOTATION: &str = "mesh.io/proxy-version";
+/// How an injected pod runs its proxy: `native` or `legacy` ([`SidecarMode`]).
+pub const SIDECAR_ANNOTATION: &str = "mesh.io/sidecar";
 const DEFAULT_CONTAINER_ANNOTATION: &str = "kubectl.kubernetes.io/default-container";
 
-pub(crate) const TRUST_ROOTS_CONFIGMAP: &str = "mesh-identity-trust-roots";
-pub(crate) const TRUST_ROOTS_KEY: &str = "ca-bundle.crt";
-const TRUST_ROOTS_VOLUME: &str = "mesh-identity-trust-roots";
-const TRUST_ROOTS_DIR: &str = "/var/run/mesh/identity/trust-roots";
-const TOKEN_VOLUME: &str = "mesh-identity-token";
-const TOKEN_DIR: &str = "/var/run/secrets/mesh/identity";
-const XTABLES_VOLUME: &str = "mesh-init-xtables-lock";
-/// Projected tokens are renewed by the kubelet at 80 % of this; a day is Kubernetes' default.
-const TOKEN_EXPIRATION_SECONDS: i64 = 86_400;
+/// The ConfigMap, in each meshed namespace, that holds the trust anchors' PEM.
+pub const TRUST_ROOTS_CONFIGMAP: &str = "mesh-identity-trust-roots";
+/// The key of the PEM in [`TRUST_ROOTS_CONFIGMAP`].
+pub const TRUST_ROOTS_KEY: &str = "ca-bundle.crt";
 
 /// How the proxy runs beside the application.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum SidecarMode {
+pub enum SidecarMode {
     /// An init container with `restartPolicy: Always` (Kubernetes ≥ 1.29): started before the
     /// app's containers, stopped after them, and not counted when a Job completes.
     Native,
@@ -56,55 +58,65 @@ pub(crate) enum SidecarMode {
 
 /// What an injection adds; the same for every pod of one run.
 #[derive(Clone, Debug)]
-pub(crate) struct InjectConfig {
-    pub(crate) image: String,
-    pub(crate) sidecar: SidecarMode,
+pub struct InjectConfig {
+    /// The image of the proxy and init containers.
+    pub image: String,
+    /// How the proxy runs beside the application.
+    pub sidecar: SidecarMode,
     /// The mesh CNI plugin sets up the redirect, so no privileged init container is added.
-    pub(crate) cni: bool,
+    pub cni: bool,
     /// Audience of the projected token the proxy shows the issuer.
-    pub(crate) identity_audience: String,
+    pub identity_audience: String,
     /// Where the issuer listens, `host:port`.
-    pub(crate) identity_addr: String,
+    pub identity_addr: String,
     /// Where `mesh controller` listens, `host:port`: the proxy's source of policy and
     /// endpoints (it needs no RBAC of its own).
-    pub(crate) controller_addr: String,
+    pub controller_addr: String,
     /// `NAMESPACE/NAME` of the controller's service account, which proxies verify.
-    pub(crate) controller_service_account: String,
+    pub controller_service_account: String,
     /// The issuer's `namespace/service-account`, which its certificate names.
-    pub(crate) identity_service_account: String,
+    pub identity_service_account: String,
     /// The trust domain the issuer signs for; proxies are told only when it is not the
     /// default they assume.
-    pub(crate) trust_domain: String,
+    pub trust_domain: String,
     /// The trust anchors' PEM, handed to each proxy in its environment; without them the
     /// proxy mounts the ConfigMap [`TRUST_ROOTS_CONFIGMAP`] of its own namespace.
-    pub(crate) trust_anchors: Option<String>,
+    pub trust_anchors: Option<String>,
     /// Inject pods that carry no inject annotation (`mesh inject` does, the webhook does not).
-    pub(crate) inject_by_default: bool,
+    pub inject_by_default: bool,
     /// Recorded in `mesh.io/proxy-version`.
-    pub(crate) version: String,
+    pub version: String,
 }
 
 /// What became of one pod.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Outcome {
+pub enum Outcome {
+    /// The pod with the mesh added.
     Injected {
+        /// The pod's metadata with the mesh's annotations.
         metadata: Box<ObjectMeta>,
+        /// The pod's spec with the proxy, the init container and their volumes.
         spec: Box<PodSpec>,
     },
+    /// Left as it was, for this reason.
     Skipped(Skip),
 }
 
 /// Why a pod was left as it was.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Skip {
+pub enum Skip {
     /// An inject annotation says `disabled` (on the pod, or on its namespace).
     Disabled {
+        /// Which of the inject annotations.
         annotation: &'static str,
+        /// Whether it sat on the namespace rather than on the pod.
         on_namespace: bool,
     },
     /// No annotation asks for injection and injection is not on by default.
     NotEnabled,
+    /// The pod already has our proxy (and says so in [`INJECTED_ANNOTATION`]).
     AlreadyInjected,
+    /// The pod already has Linkerd's proxy.
     LinkerdInjected,
     /// Pods on the host network share the node's iptables; redirecting them would capture
     /// the node's traffic.
@@ -114,15 +126,19 @@ pub(crate) enum Skip {
 /// An annotation the pod (or its namespace) carries that cannot be honoured.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("annotation {key}: {value:?} {why}")]
-pub(crate) struct AnnotationError {
-    pub(crate) key: String,
-    pub(crate) value: String,
-    pub(crate) why: &'static str,
+pub struct AnnotationError {
+    /// The annotation's key.
+    pub key: String,
+    /// Its value.
+    pub value: String,
+    /// What is wrong with the value.
+    pub why: &'static str,
 }
 
 /// Why a pod cannot be injected.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum InjectError {
+pub enum InjectError {
+    /// An annotation that cannot be honoured.
     #[error(transparent)]
     Annotation(#[from] AnnotationError),
     /// A container carries the name of one the mesh adds, yet the pod lacks the annotation
@@ -133,14 +149,10 @@ pub(crate) enum InjectError {
         "container {container:?} has the name of a container the mesh adds, but the pod is \
          not annotated {INJECTED_ANNOTATION}: rename the container"
     )]
-    NameTaken { container: String },
-}
-
-/// Annotations of the pod and of its namespace, pod first: Linkerd reads its `config.*`
-/// annotations from both, and the pod's win.
-struct Annotations<'a> {
-    pod: Option<&'a BTreeMap<String, String>>,
-    namespace: &'a BTreeMap<String, String>,
+    NameTaken {
+        /// The container's name.
+        container: String,
+    },
 }
 
 /// Adds the mesh to a pod (or a pod template's metadata and spec).
@@ -148,7 +160,7 @@ struct Annotations<'a> {
 /// `namespace` holds the annotations of the pod's namespace, as far as they are known. Pure:
 /// the same input always gives the same output, which is what makes injection idempotent and
 /// lets the webhook's patch be checked against `mesh inject`.
-pub(crate) fn inject_pod(
+pub fn inject_pod(
     metadata: &ObjectMeta,
     spec: &PodSpec,
     namespace: &BTreeMap<String, String>,
@@ -266,385 +278,6 @@ fn should_skip(
     Ok(None)
 }
 
-fn init_container(
-    config: &InjectConfig,
-    skip_inbound: Option<&str>,
-    skip_outbound: Option<&str>,
-) -> Container {
-    // The admin port must stay reachable by the kubelet's probes without the proxy in the way;
-    // the tap port is the proxy's own (Linkerd's control port), as in Linkerd.
-    let mut inbound = format!("{TAP_PORT},{ADMIN_PORT}");
-    if let Some(extra) = skip_inbound {
-        inbound.push(',');
-        inbound.push_str(extra);
-    }
-    let mut args = vec![
-        "init".to_owned(),
-        "--proxy-uid".to_owned(),
-        PROXY_UID.to_string(),
-        "--skip-inbound-ports".to_owned(),
-        inbound,
-    ];
-    if let Some(outbound) = skip_outbound {
-        args.push("--skip-outbound-ports".to_owned());
-        args.push(outbound.to_owned());
-    }
-    Container {
-        name: INIT_CONTAINER.to_owned(),
-        image: Some(config.image.clone()),
-        args: Some(args),
-        security_context: Some(SecurityContext {
-            // iptables needs root and exactly these two capabilities, nothing more.
-            run_as_user: Some(0),
-            run_as_non_root: Some(false),
-            privileged: Some(false),
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities {
-                add: Some(vec!["NET_ADMIN".to_owned(), "NET_RAW".to_owned()]),
-                drop: Some(vec!["ALL".to_owned()]),
-            }),
-            ..SecurityContext::default()
-        }),
-        // iptables takes its lock under /run, which a read-only root cannot offer.
-        volume_mounts: Some(vec![VolumeMount {
-            name: XTABLES_VOLUME.to_owned(),
-            mount_path: "/run".to_owned(),
-            ..VolumeMount::default()
-        }]),
-        ..Container::default()
-    }
-}
-
-fn proxy_container(
-    config: &InjectConfig,
-    opaque_ports: Option<&str>,
-    resources: Option<ResourceRequirements>,
-) -> Container {
-    let field = |path: &str| EnvVarSource {
-        field_ref: Some(ObjectFieldSelector {
-            field_path: path.to_owned(),
-            ..ObjectFieldSelector::default()
-        }),
-        ..EnvVarSource::default()
-    };
-    let mut vars = vec![
-        env_from("MESH_POD_NAME", field("metadata.name")),
-        env_from("MESH_POD_NAMESPACE", field("metadata.namespace")),
-        env_from("MESH_POD_IP", field("status.podIP")),
-        env_from("MESH_SERVICE_ACCOUNT", field("spec.serviceAccountName")),
-        env("MESH_IDENTITY_ADDR", &config.identity_addr),
-        env(
-            "MESH_IDENTITY_SERVICE_ACCOUNT",
-            &config.identity_service_account,
-        ),
-        env("MESH_IDENTITY_TOKEN_FILE", &format!("{TOKEN_DIR}/token")),
-        env("MESH_CONTROLLER_ADDR", &config.controller_addr),
-        env(
-            "MESH_CONTROLLER_IDENTITY",
-            &config.controller_service_account,
-        ),
-        env("MESH_PROXY_TAP_ADDR", &format!("0.0.0.0:{TAP_PORT}")),
-    ];
-    if config.trust_domain != mesh_core::identity::DEFAULT_TRUST_DOMAIN {
-        vars.push(env("MESH_TRUST_DOMAIN", &config.trust_domain));
-    }
-    let mut mounts = vec![VolumeMount {
-        name: TOKEN_VOLUME.to_owned(),
-        mount_path: TOKEN_DIR.to_owned(),
-        read_only: Some(true),
-        ..VolumeMount::default()
-    }];
-    // Anchors are public and small (a few KiB): in the environment they reach a pod in any
-    // namespace, as Linkerd's do, with no per-namespace copy to keep in step.
-    match &config.trust_anchors {
-        Some(pem) => vars.push(env("MESH_TRUST_ANCHORS", pem)),
-        None => {
-            vars.push(env(
-                "MESH_TRUST_ANCHORS_FILE",
-                &format!("{TRUST_ROOTS_DIR}/{TRUST_ROOTS_KEY}"),
-            ));
-            mounts.push(VolumeMount {
-                name: TRUST_ROOTS_VOLUME.to_owned(),
-                mount_path: TRUST_ROOTS_DIR.to_owned(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            });
-        }
-    }
-    if let Some(ports) = opaque_ports {
-        vars.push(env("MESH_OPAQUE_PORTS", ports));
-    }
-    let http = |path: &str| HTTPGetAction {
-        path: Some(path.to_owned()),
-        port: IntOrString::Int(ADMIN_PORT),
-        ..HTTPGetAction::default()
-    };
-    let mut c = Container {
-        name: PROXY_CONTAINER.to_owned(),
-        image: Some(config.image.clone()),
-        // Policy and endpoints from `mesh controller` (MESH_CONTROLLER_ADDR).
-        args: Some(vec!["proxy".to_owned()]),
-        env: Some(vars),
-        ports: Some(vec![
-            port("mesh-proxy", INBOUND_PORT),
-            port("mesh-admin", ADMIN_PORT),
-            port("mesh-tap", TAP_PORT),
-        ]),
-        readiness_probe: Some(Probe {
-            http_get: Some(http("/ready")),
-            initial_delay_seconds: Some(2),
-            ..Probe::default()
-        }),
-        liveness_probe: Some(Probe {
-            http_get: Some(http("/live")),
-            initial_delay_seconds: Some(10),
-            ..Probe::default()
-        }),
-        resources,
-        security_context: Some(SecurityContext {
-            run_as_user: Some(PROXY_UID),
-            run_as_non_root: Some(true),
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_owned()]),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
-        }),
-        volume_mounts: Some(mounts),
-        ..Container::default()
-    };
-    match config.sidecar {
-        SidecarMode::Native => {
-            c.restart_policy = Some("Always".to_owned());
-            // The kubelet starts the next container only once a sidecar's startup probe
-            // passes: the app never runs before the proxy is ready.
-            c.startup_probe = Some(Probe {
-                http_get: Some(http("/ready")),
-                period_seconds: Some(1),
-                failure_threshold: Some(120),
-                ..Probe::default()
-            });
-        }
-        SidecarMode::Legacy => {
-            // The kubelet runs the next container only after this hook returns.
-            // `mesh proxy await` (from the proxy work) polls /ready on the admin port.
-            c.lifecycle = Some(Lifecycle {
-                post_start: Some(LifecycleHandler {
-                    exec: Some(ExecAction {
-                        command: Some(vec![
-                            "mesh".to_owned(),
-                            "proxy".to_owned(),
-                            "await".to_owned(),
-                        ]),
-                    }),
-                    ..LifecycleHandler::default()
-                }),
-                ..Lifecycle::default()
-            });
-        }
-    }
-    c
-}
-
-fn token_volume(config: &InjectConfig) -> Volume {
-    Volume {
-        name: TOKEN_VOLUME.to_owned(),
-        projected: Some(ProjectedVolumeSource {
-            sources: Some(vec![VolumeProjection {
-                service_account_token: Some(ServiceAccountTokenProjection {
-                    audience: Some(config.identity_audience.clone()),
-                    expiration_seconds: Some(TOKEN_EXPIRATION_SECONDS),
-                    path: "token".to_owned(),
-                    ..ServiceAccountTokenProjection::default()
-                }),
-                ..VolumeProjection::default()
-            }]),
-            ..ProjectedVolumeSource::default()
-        }),
-        ..Volume::default()
-    }
-}
-
-fn trust_roots_volume() -> Volume {
-    Volume {
-        name: TRUST_ROOTS_VOLUME.to_owned(),
-        config_map: Some(ConfigMapVolumeSource {
-            name: TRUST_ROOTS_CONFIGMAP.to_owned(),
-            items: Some(vec![KeyToPath {
-                key: TRUST_ROOTS_KEY.to_owned(),
-                path: TRUST_ROOTS_KEY.to_owned(),
-                ..KeyToPath::default()
-            }]),
-            ..ConfigMapVolumeSource::default()
-        }),
-        ..Volume::default()
-    }
-}
-
-fn env(name: &str, value: &str) -> EnvVar {
-    EnvVar {
-        name: name.to_owned(),
-        value: Some(value.to_owned()),
-        ..EnvVar::default()
-    }
-}
-
-fn env_from(name: &str, source: EnvVarSource) -> EnvVar {
-    EnvVar {
-        name: name.to_owned(),
-        value_from: Some(source),
-        ..EnvVar::default()
-    }
-}
-
-fn port(name: &str, port: i32) -> ContainerPort {
-    ContainerPort {
-        name: Some(name.to_owned()),
-        container_port: port,
-        protocol: Some("TCP".to_owned()),
-        ..ContainerPort::default()
-    }
-}
-
-// === impl Annotations ===
-
-impl Annotations<'_> {
-    /// Whether an inject annotation decides, which one, and whether it sat on the namespace.
-    /// Ours wins over Linkerd's; the pod's over its namespace's.
-    fn inject_decision(&self) -> Result<Option<(bool, &'static str, bool)>, AnnotationError> {
-        let scopes = [(self.pod, false), (Some(self.namespace), true)];
-        for (scope, on_namespace) in scopes {
-            let Some(scope) = scope else { continue };
-            for key in [INJECT_ANNOTATION, LINKERD_INJECT_ANNOTATION] {
-                let Some(value) = scope.get(key) else {
-                    continue;
-                };
-                // Linkerd's `ingress` mode is a proxy configuration we do not have; the
-                // workload still asked for the mesh, so it gets the ordinary proxy.
-                return match value.as_str() {
-                    "enabled" | "ingress" => Ok(Some((true, key, on_namespace))),
-                    "disabled" => Ok(Some((false, key, on_namespace))),
-                    _ => Err(AnnotationError {
-                        key: key.to_owned(),
-                        value: value.clone(),
-                        why: "is neither enabled nor disabled",
-                    }),
-                };
-            }
-        }
-        Ok(None)
-    }
-
-    /// `config.mesh.io/<name>`, else Linkerd's `config.linkerd.io/<name>`; pod, then namespace.
-    fn config(&self, name: &str) -> Option<(String, &str)> {
-        let keys = [
-            format!("config.mesh.io/{name}"),
-            format!("config.linkerd.io/{name}"),
-        ];
-        for scope in [self.pod, Some(self.namespace)].into_iter().flatten() {
-            for key in &keys {
-                if let Some(v) = scope.get(key) {
-                    return Some((key.clone(), v.as_str()));
-                }
-            }
-        }
-        None
-    }
-
-    /// A port list as Linkerd writes it: `25,443,4000-5000`. Normalised (spaces dropped).
-    fn ports(&self, name: &str) -> Result<Option<String>, AnnotationError> {
-        let Some((key, value)) = self.config(name) else {
-            return Ok(None);
-        };
-        let err = |why| AnnotationError {
-            key: key.clone(),
-            value: value.to_owned(),
-            why,
-        };
-        let mut out = Vec::new();
-        for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let (lo, hi) = item.split_once('-').unwrap_or((item, item));
-            let parse = |s: &str| s.trim().parse::<u16>().ok().filter(|p| *p != 0);
-            match (parse(lo), parse(hi)) {
-                (Some(lo), Some(hi)) if lo <= hi => out.push(item.replace(' ', "")),
-                _ => return Err(err("is not a list of ports and port ranges (1–65535)")),
-            }
-        }
-        Ok((!out.is_empty()).then(|| out.join(",")))
-    }
-
-    fn resources(&self) -> Result<Option<ResourceRequirements>, AnnotationError> {
-        let mut requests = BTreeMap::new();
-        let mut limits = BTreeMap::new();
-        for (resource, which) in [("cpu", "request"), ("cpu", "limit")]
-            .into_iter()
-            .chain([("memory", "request"), ("memory", "limit")])
-        {
-            let Some((key, value)) = self.config(&format!("proxy-{resource}-{which}")) else {
-                continue;
-            };
-            if !is_quantity(value) {
-                return Err(AnnotationError {
-                    key,
-                    value: value.to_owned(),
-                    why: "is not a Kubernetes quantity",
-                });
-            }
-            let map = if which == "request" {
-                &mut requests
-            } else {
-                &mut limits
-            };
-            map.insert(resource.to_owned(), Quantity(value.trim().to_owned()));
-        }
-        if requests.is_empty() && limits.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(ResourceRequirements {
-            requests: (!requests.is_empty()).then_some(requests),
-            limits: (!limits.is_empty()).then_some(limits),
-            ..ResourceRequirements::default()
-        }))
-    }
-}
-
-/// `<signed number><suffix>` as Kubernetes' Quantity grammar has it: `100m`, `1.5`, `64Mi`, `1e3`.
-fn is_quantity(s: &str) -> bool {
-    let s = s.trim();
-    let s = s.strip_prefix(['+', '-']).unwrap_or(s);
-    let digits_end = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, suffix) = s.split_at(digits_end);
-    let number_ok =
-        !number.is_empty() && number != "." && number.chars().filter(|c| *c == '.').count() <= 1;
-    let suffix_ok = matches!(
-        suffix,
-        "" | "Ki"
-            | "Mi"
-            | "Gi"
-            | "Ti"
-            | "Pi"
-            | "Ei"
-            | "n"
-            | "u"
-            | "m"
-            | "k"
-            | "M"
-            | "G"
-            | "T"
-            | "P"
-            | "E"
-    ) || suffix
-        .strip_prefix(['e', 'E'])
-        .map(|exp| exp.strip_prefix(['+', '-']).unwrap_or(exp))
-        .is_some_and(|exp| !exp.is_empty() && exp.chars().all(|c| c.is_ascii_digit()));
-    number_ok && suffix_ok
-}
-
 // === impl Skip ===
 
 impl fmt::Display for Skip {
@@ -669,10 +302,13 @@ impl fmt::Display for Skip {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use k8s_openapi::api::core::v1::Container;
+
     use super::*;
 
-    fn config(sidecar: SidecarMode) -> InjectConfig {
+    /// The flags `mesh install` gives the injector, with `sidecar`.
+    pub(crate) fn config(sidecar: SidecarMode) -> InjectConfig {
         InjectConfig {
             image: "mesh:test".to_owned(),
             sidecar,
@@ -924,15 +560,5 @@ mod tests {
             names(s.init_containers.as_deref().unwrap()),
             ["mesh-proxy", "migrate"]
         );
-    }
-
-    #[test]
-    fn quantities() {
-        for ok in ["1", "100m", "1.5", "64Mi", "1e3", "+2", ".5", "2E-2"] {
-            assert!(is_quantity(ok), "{ok}");
-        }
-        for bad in ["", "m", "lots", "1.2.3", "64MB", "1e"] {
-            assert!(!is_quantity(bad), "{bad}");
-        }
     }
 }

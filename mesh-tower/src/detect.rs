@@ -1,5 +1,20 @@
 //! Protocol detection on accepted connections, and an I/O wrapper that replays the bytes
 //! read to decide.
+//!
+//! [`classify`] is pure: it looks at what has arrived and either decides or asks for more.
+//! Its contract, which [`detect`] relies on to stop reading at the first answer, is that a
+//! decision is final: once some prefix of a stream is classified, every longer prefix is
+//! classified the same (the `detect_classify` fuzz target checks this).
+//!
+//! # Examples
+//!
+//! ```
+//! use mesh_tower::detect::{Protocol, classify};
+//!
+//! assert_eq!(classify(b"GET / HT"), None);
+//! assert_eq!(classify(b"GET / HTTP/1.1\r\n"), Some(Protocol::Http1));
+//! assert_eq!(classify(b"\x16\x03\x01"), Some(Protocol::Opaque));
+//! ```
 
 use std::io;
 use std::pin::Pin;
@@ -11,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 /// What a connection speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Protocol {
+pub enum Protocol {
     /// HTTP/1.x.
     Http1,
     /// HTTP/2 with prior knowledge.
@@ -26,18 +41,18 @@ const H1_VERSION: &[u8] = b"HTTP/1.";
 /// Detection reads at most this much before calling the bytes opaque: a request line longer
 /// than this (hyper's own header limit is larger) is rare, and its connection is then
 /// authorized as opaque, never more loosely than its requests.
-const MAX_DETECT: usize = 16 * 1024;
+pub const MAX_DETECT: usize = 16 * 1024;
 
 /// An I/O whose first bytes were read for detection and are replayed before the rest.
 #[derive(Debug)]
-pub(crate) struct Prefixed<T> {
+pub struct Prefixed<T> {
     prefix: BytesMut,
     io: T,
 }
 
 /// Classifies what has been read so far: `Some` when the bytes decide, `None` when more are
 /// needed.
-pub(crate) fn classify(buf: &[u8]) -> Option<Protocol> {
+pub fn classify(buf: &[u8]) -> Option<Protocol> {
     if buf.is_empty() {
         return None;
     }
@@ -83,7 +98,7 @@ fn is_tchar(b: u8) -> bool {
 
 /// Reads until the protocol is known, the peer stops sending, or `timeout` passes (then it is
 /// opaque: a server-speaks-first protocol must not stall).
-pub(crate) async fn detect<T: AsyncRead + Unpin>(
+pub async fn detect<T: AsyncRead + Unpin>(
     io: T,
     timeout: Duration,
 ) -> io::Result<(Protocol, Prefixed<T>)> {
@@ -95,7 +110,7 @@ pub(crate) async fn detect<T: AsyncRead + Unpin>(
 /// sending, or `timeout` passes (`None` then); the bytes read are replayed by the returned
 /// stream. Each read waits on the socket's readiness, so a client that sends a byte and
 /// falls silent costs one wake-up, not a poll loop.
-pub(crate) async fn read_until<T, D>(
+pub async fn read_until<T, D>(
     mut io: T,
     timeout: Duration,
     max: usize,
@@ -125,7 +140,7 @@ where
 
 impl<T> Prefixed<T> {
     /// Wraps `io` with nothing to replay.
-    pub(crate) fn new(io: T) -> Self {
+    pub fn new(io: T) -> Self {
         Self {
             prefix: BytesMut::new(),
             io,
