@@ -375,6 +375,8 @@ fn pre_passes_with_the_rights_and_names_a_missing_one() {
         ("apps", "deployments"),
         ("policy", "poddisruptionbudgets"),
         ("rbac.authorization.k8s.io", "clusterroles"),
+        ("rbac.authorization.k8s.io", "roles"),
+        ("rbac.authorization.k8s.io", "rolebindings"),
         ("admissionregistration.k8s.io", "*"),
         ("apiextensions.k8s.io", "customresourcedefinitions"),
     ] {

@@ -71,9 +71,9 @@ use std::task::{Context, Poll, ready};
 use futures_util::future::Either;
 use http::header::HOST;
 use http::uri::{Authority, PathAndQuery};
-use http::{Extensions, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
-use mesh_core::filter::{self, HeaderEdit, HeaderModifier, Outcome, RequestLine};
-use mesh_core::split::{BackendRef, Backends, WeightedBackend};
+use http::{Extensions, HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
+use mesh_core::filter::{self, HeaderModifier, Outcome, RequestLine};
+use mesh_core::split::BackendRef;
 use metrics::Label;
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
@@ -82,13 +82,15 @@ use tower_service::Service;
 use crate::BoxError;
 use crate::authz::Authorized;
 use crate::errors::{FaultAborted, Redirected, UnresolvedFilter};
-use crate::metrics::{Registry, TargetAddr};
+use crate::metrics::Registry;
 pub use crate::mirror::FilterBody;
 use crate::mirror::{MirrorConfig, Mirrors};
 use crate::route::RouteTarget;
 
 mod backend;
 mod fault;
+mod headers;
+mod target;
 
 pub use backend::{BackendFilter, BackendFilterLayer};
 pub use fault::FAULT_TOTAL;
@@ -450,79 +452,6 @@ fn request_line<'a, B>(
     }
 }
 
-// === impl FilterTarget ===
-
-impl FilterTarget for RouteTarget {
-    const REDIRECT_TOTAL: &'static str = REDIRECT_TOTAL;
-    const INVALID_TOTAL: &'static str = INVALID_TOTAL;
-
-    fn filters(&self) -> &[mesh_core::filter::Filter] {
-        self.route.as_deref().map_or(&[], |r| r.filters())
-    }
-
-    /// The authority the route layer resolved.
-    fn addressed_to(&self, _: &Extensions) -> Option<(String, u16)> {
-        let host = (self.authority.rsplit_once(':')).map_or(&*self.authority, |(h, _)| h);
-        Some((host.to_owned(), self.port))
-    }
-
-    /// Only `backend`, and no route, so that the copy is neither retried nor timed out by the
-    /// original's route (the mirror has its own timeout).
-    fn mirror_target(&self, backend: &BackendRef) -> Option<RouteTarget> {
-        Some(Self {
-            route: None,
-            backends: Arc::new(Backends::new(vec![WeightedBackend {
-                backend: backend.clone(),
-                weight: 1,
-            }])),
-            pod: None,
-            ..self.clone()
-        })
-    }
-
-    fn fault_labels(&self) -> Vec<Label> {
-        vec![
-            Label::new("direction", "outbound"),
-            Label::new("dst", self.authority.to_string()),
-            Label::new("rt_route", self.route_name().to_owned()),
-        ]
-    }
-}
-
-impl FilterTarget for Authorized {
-    const REDIRECT_TOTAL: &'static str = INBOUND_REDIRECT_TOTAL;
-    const INVALID_TOTAL: &'static str = INBOUND_INVALID_TOTAL;
-
-    fn filters(&self) -> &[mesh_core::filter::Filter] {
-        self.filters.as_deref().unwrap_or(&[])
-    }
-
-    /// The pod's address the connection arrived at, as Linkerd's inbound proxy names a
-    /// request without an authority.
-    fn addressed_to(&self, extensions: &Extensions) -> Option<(String, u16)> {
-        let TargetAddr(addr) = extensions.get::<TargetAddr>()?;
-        let host = match addr.ip() {
-            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-            ip => ip.to_string(),
-        };
-        Some((host, addr.port()))
-    }
-
-    /// A Server's routes never mirror: Linkerd ignores such a route inbound, and so does
-    /// the policy compiler.
-    fn mirror_target(&self, _: &BackendRef) -> Option<RouteTarget> {
-        None
-    }
-
-    fn fault_labels(&self) -> Vec<Label> {
-        let route = self.route.as_deref().map_or("default", |r| r.name.as_str());
-        vec![
-            Label::new("direction", "inbound"),
-            Label::new("route_name", route.to_owned()),
-        ]
-    }
-}
-
 fn with_port(host: &str, port: Option<u16>) -> String {
     match port {
         Some(p) => format!("{host}:{p}"),
@@ -597,56 +526,6 @@ where
             this.shared.invalid("header", edits.invalid());
         }
         Poll::Ready(Ok(rsp))
-    }
-}
-
-// === impl HeaderEdits ===
-
-impl<'a> HeaderEdits<'a> {
-    /// Edits `headers`.
-    pub fn new(headers: &'a mut HeaderMap) -> Self {
-        Self {
-            headers,
-            invalid: 0,
-        }
-    }
-
-    /// How many names or values were left out.
-    pub fn invalid(&self) -> u64 {
-        self.invalid
-    }
-
-    fn parse(&mut self, name: &str, value: &str) -> Option<(HeaderName, HeaderValue)> {
-        match (HeaderName::try_from(name), HeaderValue::from_str(value)) {
-            (Ok(n), Ok(v)) => Some((n, v)),
-            _ => {
-                self.invalid += 1;
-                None
-            }
-        }
-    }
-}
-
-impl HeaderEdit for HeaderEdits<'_> {
-    fn set_header(&mut self, name: &str, value: &str) {
-        if let Some((n, v)) = self.parse(name, value) {
-            self.headers.insert(n, v);
-        }
-    }
-
-    fn add_header(&mut self, name: &str, value: &str) {
-        if let Some((n, v)) = self.parse(name, value) {
-            self.headers.append(n, v);
-        }
-    }
-
-    fn remove_header(&mut self, name: &str) {
-        match HeaderName::try_from(name) {
-            Ok(n) => {
-                self.headers.remove(n);
-            }
-            Err(_) => self.invalid += 1,
-        }
     }
 }
 
