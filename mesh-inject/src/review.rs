@@ -151,6 +151,9 @@ impl ResponseOut {
 /// A request body the webhook cannot answer with a review, answered 400.
 #[derive(Debug, thiserror::Error)]
 pub enum BadReview {
+    /// Not UTF-8, so not JSON.
+    #[error("not an AdmissionReview: not UTF-8 ({0})")]
+    NotUtf8(std::str::Utf8Error),
     /// Not JSON of the review's shape.
     #[error("not an AdmissionReview: {0}")]
     Json(serde_json::Error),
@@ -198,8 +201,12 @@ pub fn review(body: &[u8], config: &InjectConfig) -> Result<Vec<u8>, BadReview> 
 }
 
 /// The request of an `admission.k8s.io/v1` AdmissionReview.
+///
+/// The body must be UTF-8 throughout, as JSON is (RFC 8259): serde_json checks only the
+/// strings it keeps, so a byte that is not UTF-8 in a field nobody reads would otherwise pass.
 pub fn request_of<R: DeserializeOwned>(body: &[u8]) -> Result<R, BadReview> {
-    let review: ReviewIn<R> = serde_json::from_slice(body).map_err(BadReview::Json)?;
+    let text = std::str::from_utf8(body).map_err(BadReview::NotUtf8)?;
+    let review: ReviewIn<R> = serde_json::from_str(text).map_err(BadReview::Json)?;
     if review.kind.as_deref() != Some("AdmissionReview")
         || review.api_version.as_deref() != Some(ADMISSION_V1)
     {
@@ -436,6 +443,9 @@ mod tests {
             br#"{"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview", "request": {"uid": "x"}}"#,
             br#"{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}"#,
             br#"{"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {}}"#,
+            // Found by the admission_review fuzz target: bytes that are not UTF-8 in a string
+            // the injector does not read passed serde_json, so the review was answered.
+            b"{\"apiVersion\": \"admission.k8s.io/v1\", \"kind\": \"AdmissionReview\", \"request\": {\"uid\": \"u\", \"kind\": {\"group\": \"\", \"version\": \"\xf3\xf3v1\", \"kind\": \"Pod\"}, \"object\": {}}}",
         ] {
             assert!(review(body, &config(true)).is_err(), "{}", String::from_utf8_lossy(body));
         }
