@@ -18,6 +18,7 @@ pub mod connect;
 pub mod controller;
 pub mod detect;
 pub mod discover;
+pub mod dispatch;
 pub mod errors;
 pub mod filter;
 pub mod listeners;

@@ -17,6 +17,7 @@ use mesh_tower::authz::{AuthorizeLayer, ClientInfo};
 use mesh_tower::balance::{BalanceLayer, DEFAULT_DECAY};
 use mesh_tower::body::ReplayBody;
 use mesh_tower::discover::{Endpoint, StaticResolver};
+use mesh_tower::dispatch::Dispatch;
 use mesh_tower::errors::{
     BackendTimeout, CircuitOpen, PROXY_ERROR_HEADER, RequestTimeout, RespondLayer,
 };
@@ -313,8 +314,8 @@ async fn at_low_traffic_the_floor_lets_every_request_retry() {
 
 fn backend_req() -> Request<()> {
     let mut r = Request::new(());
-    r.extensions_mut()
-        .insert(Backend(BackendRef::new("web", "shop", Some(80))));
+    Dispatch::get_mut(r.extensions_mut()).backend =
+        Some(Backend(BackendRef::new("web", "shop", Some(80))));
     r
 }
 
@@ -346,7 +347,7 @@ fn balancer(
     let hits = Arc::clone(&a_hits);
     tokio::spawn(async move {
         while let Some((req, send)) = handle.next_request().await {
-            let to_a = req.extensions().get::<Endpoint>().unwrap().addr == A.parse().unwrap();
+            let to_a = Endpoint::of(req.extensions()).unwrap().addr == A.parse().unwrap();
             let mut rsp = Response::new(());
             if to_a {
                 hits.fetch_add(1, Ordering::SeqCst);

@@ -176,7 +176,7 @@ async fn requests_are_counted_when_sent_not_when_answered() {
         let ep = endpoint.clone();
         // Where the balancer would choose the endpoint and send, then wait for an answer.
         let app = tower::service_fn(move |req: Request<Empty<Bytes>>| {
-            if let Some(sent) = req.extensions().get::<Sent>() {
+            if let Some(sent) = Sent::of(req.extensions()) {
                 sent.record(Some(&ep), None);
             }
             let rx = rx.lock().take();

@@ -20,6 +20,10 @@ impl FilterTarget for RouteTarget {
     const REDIRECT_TOTAL: &'static str = REDIRECT_TOTAL;
     const INVALID_TOTAL: &'static str = INVALID_TOTAL;
 
+    fn of(extensions: &Extensions) -> Option<&Self> {
+        Self::of(extensions)
+    }
+
     fn filters(&self) -> &[mesh_core::filter::Filter] {
         self.route.as_deref().map_or(&[], |r| r.filters())
     }
@@ -56,6 +60,10 @@ impl FilterTarget for RouteTarget {
 impl FilterTarget for Authorized {
     const REDIRECT_TOTAL: &'static str = INBOUND_REDIRECT_TOTAL;
     const INVALID_TOTAL: &'static str = INBOUND_INVALID_TOTAL;
+
+    fn of(extensions: &Extensions) -> Option<&Self> {
+        extensions.get::<Self>()
+    }
 
     fn filters(&self) -> &[mesh_core::filter::Filter] {
         self.filters.as_deref().unwrap_or(&[])

@@ -48,8 +48,8 @@ pub struct Metrics<S> {
     tap: Option<Tap>,
 }
 
-/// An outbound request's series, waiting for the balancer to say where it goes: the request
-/// extension through which `request_total` is counted when the request is sent (see the
+/// An outbound request's series, waiting for the balancer to say where it goes: the handle
+/// in the request's [`Dispatch`](crate::dispatch::Dispatch) through which `request_total` is counted when the request is sent (see the
 /// [module docs](super)). Attempts share it, so a retried request counts once.
 #[derive(Clone, Debug)]
 pub struct Sent(Arc<SentInner>);
@@ -212,7 +212,7 @@ where
             &shared.control_namespace,
         );
         let interned = &shared.interned;
-        let routed = req.extensions().get::<RouteTarget>();
+        let routed = RouteTarget::of(req.extensions());
         let policy_route = routed.and_then(|t| t.route.clone());
         let route = policy_route.as_ref().map(|r| interned.name(r.name()));
         let pod = routed.and_then(|t| t.pod.clone());
@@ -234,7 +234,7 @@ where
                     counted: AtomicBool::new(false),
                     to: Mutex::new(None),
                 }));
-                req.extensions_mut().insert(sent.clone());
+                crate::dispatch::Dispatch::get_mut(req.extensions_mut()).sent = Some(sent.clone());
                 Record::Sent(sent)
             }
             // The Host is the client's choice: inbound series are keyed by where the request
