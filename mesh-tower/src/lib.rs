@@ -9,6 +9,7 @@
 //! wants the mesh without a sidecar.
 #![warn(missing_docs)]
 
+pub mod accepted;
 pub mod accrual;
 pub mod authz;
 pub mod balance;

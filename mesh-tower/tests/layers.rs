@@ -12,6 +12,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use mesh_core::split::BackendRef;
 use mesh_core::{Identity, InboundTarget};
+use mesh_tower::accepted::Accepted;
 use mesh_tower::accrual::AccrualConfig;
 use mesh_tower::authz::{AuthorizeLayer, ClientInfo};
 use mesh_tower::balance::{BalanceLayer, DEFAULT_DECAY};
@@ -527,12 +528,15 @@ fn id(sa: &str) -> Identity {
 fn from(sa: &str) -> Request<()> {
     let mut r = Request::get("http://web.shop/").body(()).unwrap();
     let addr: SocketAddr = "10.1.0.7:40000".parse().unwrap();
-    r.extensions_mut().insert(ClientInfo {
-        identity: Some(id(sa)),
-        addr,
-    });
     let target: InboundTarget = local_target("shop", 8080, &[("app", "web")]);
-    r.extensions_mut().insert(Arc::new(target));
+    r.extensions_mut().insert(Accepted {
+        client: Some(ClientInfo {
+            identity: Some(id(sa)),
+            addr,
+        }),
+        target: Some(Arc::new(target)),
+        ..Accepted::default()
+    });
     r
 }
 

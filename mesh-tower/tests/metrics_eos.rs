@@ -10,6 +10,7 @@ use futures_util::stream;
 use http::{HeaderMap, Request, Response};
 use http_body_util::{BodyExt, Empty, StreamBody};
 use mesh_tower::BoxError;
+use mesh_tower::accepted::Accepted;
 use mesh_tower::discover::Endpoint;
 use mesh_tower::metrics::{Direction, MetricsLayer, Registry, Sent, TargetAddr};
 use tokio::sync::oneshot;
@@ -33,8 +34,8 @@ fn request() -> Request<Empty<Bytes>> {
     let mut req = Request::post("http://web.shop/pkg.Svc/Call")
         .body(Empty::new())
         .unwrap();
-    req.extensions_mut()
-        .insert(TargetAddr("10.0.0.1:8080".parse().unwrap()));
+    Accepted::get_mut(req.extensions_mut()).target_addr =
+        Some(TargetAddr("10.0.0.1:8080".parse().unwrap()));
     req
 }
 

@@ -62,7 +62,7 @@ impl FilterTarget for Authorized {
     const INVALID_TOTAL: &'static str = INBOUND_INVALID_TOTAL;
 
     fn of(extensions: &Extensions) -> Option<&Self> {
-        extensions.get::<Self>()
+        Self::of(extensions)
     }
 
     fn filters(&self) -> &[mesh_core::filter::Filter] {
@@ -72,7 +72,7 @@ impl FilterTarget for Authorized {
     /// The pod's address the connection arrived at, as Linkerd's inbound proxy names a
     /// request without an authority.
     fn addressed_to(&self, extensions: &Extensions) -> Option<(String, u16)> {
-        let TargetAddr(addr) = extensions.get::<TargetAddr>()?;
+        let TargetAddr(addr) = TargetAddr::of(extensions)?;
         let host = match addr.ip() {
             std::net::IpAddr::V6(ip) => format!("[{ip}]"),
             ip => ip.to_string(),
