@@ -21,8 +21,9 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group};
 use http::{Request, Response};
 use http_body_util::Full;
-use mesh::core::{Identity, InboundTarget};
+use mesh::core::Identity;
 use mesh::tower::PolicyHandle;
+use mesh::tower::accepted::Accepted;
 use mesh::tower::authz::{AuthorizeLayer, ClientInfo};
 use mesh::tower::balance::BalanceLayer;
 use mesh::tower::body::ReplayBody;
@@ -207,14 +208,16 @@ fn inbound(
         .layer(TraceLayer::new())
         .service(tower::service_fn(app::<Body>));
     // What MeshServer attaches to each request of a connection.
-    let client = ClientInfo {
-        identity: Some(id("frontend")),
-        addr: "10.0.0.9:40000".parse().unwrap(),
+    let accepted = Accepted {
+        client: Some(ClientInfo {
+            identity: Some(id("frontend")),
+            addr: "10.0.0.9:40000".parse().unwrap(),
+        }),
+        target: Some(Arc::new(local_target("shop", 8080, &[("app", "web")]))),
+        ..Accepted::default()
     };
-    let target: Arc<InboundTarget> = Arc::new(local_target("shop", 8080, &[("app", "web")]));
     let svc = stack.map_request(move |mut req: Request<Body>| {
-        req.extensions_mut().insert(client.clone());
-        req.extensions_mut().insert(Arc::clone(&target));
+        req.extensions_mut().insert(accepted.clone());
         req
     });
     tower::util::BoxCloneService::new(svc)

@@ -2,7 +2,8 @@
 //! A denied request is answered 403 by the edge layer and never reaches the application.
 //!
 //! The server that accepted the connection attaches [`ClientInfo`] (who is calling) and an
-//! `Arc<`[`InboundTarget`]`>` (which workload port it arrived at) to each request.
+//! `Arc<`[`InboundTarget`](mesh_core::InboundTarget)`>` (which workload port it arrived at) to each request, in its
+//! [`Accepted`] extension; an admitted request's [`Authorized`] is added there.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,11 +13,12 @@ use futures_util::future::Either;
 use http::Request;
 use mesh_core::authz::{DecidedBy, RateLimit, ResourceId};
 use mesh_core::filter::Filter;
-use mesh_core::{Identity, InboundTarget, Peer};
+use mesh_core::{Identity, Peer};
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::BoxError;
+use crate::accepted::Accepted;
 use crate::errors::Unauthorized;
 use crate::metrics::Registry;
 use crate::policy::PolicyHandle;
@@ -128,9 +130,10 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         // An identity is an `Arc`: the peer the policy reads is a reference count, and the
         // request keeps its ClientInfo for the layers after this one.
+        let accepted = Accepted::get(req.extensions());
         let (Some(target), Some(client)) = (
-            req.extensions().get::<Arc<InboundTarget>>().cloned(),
-            req.extensions().get::<ClientInfo>(),
+            accepted.and_then(|a| a.target.clone()),
+            accepted.and_then(|a| a.client.as_ref()),
         ) else {
             let e: BoxError =
                 "authorize: the server attached no InboundTarget or ClientInfo".into();
@@ -168,7 +171,7 @@ where
         };
         match outcome {
             Ok(authorized) => {
-                req.extensions_mut().insert(authorized);
+                Accepted::get_mut(req.extensions_mut()).authorized = Some(authorized);
                 Either::Left(map_err(self.inner.call(req)))
             }
             Err(e) => Either::Right(std::future::ready(Err(e.into()))),

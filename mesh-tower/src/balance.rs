@@ -1,9 +1,10 @@
 //! Load balancing across a backend's endpoints: power of two choices over peak-EWMA latency,
 //! skipping endpoints that failure accrual has ejected.
 //!
-//! The backend comes from the [`Backend`](crate::split::Backend) extension the split attached;
+//! The backend comes from the [`Backend`](crate::split::Backend) the split attached;
 //! its endpoints from a [`Resolve`], and may change at run time. The chosen endpoint is attached
-//! as an [`Endpoint`] extension for the connecting service below, and reported with the
+//! as the [`Endpoint`] of the request's [`Dispatch`](crate::dispatch::Dispatch) for the
+//! connecting service below, and reported with the
 //! backend to the metrics layer above through the request's
 //! [`Sent`](crate::metrics::Sent) handle.
 
@@ -26,6 +27,7 @@ use tower_service::Service;
 use crate::BoxError;
 use crate::accrual::{AccrualConfig, FailureAccrual};
 use crate::discover::{Endpoint, Endpoints, Resolve};
+use crate::dispatch::Dispatch;
 use crate::errors::{CircuitOpen, NoEndpoints};
 use crate::split::Backend;
 
@@ -431,8 +433,9 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let dispatch = Dispatch::get_mut(req.extensions_mut());
         // Nothing below needs the backend; metrics above learn it through `Sent`.
-        let backend = req.extensions_mut().remove::<Backend>();
+        let backend = dispatch.backend.take();
         let now = Instant::now();
         let chosen = match &backend {
             Some(Backend(b)) => self.shared.choose(b, now),
@@ -445,10 +448,10 @@ where
             Err(e) => return ResponseFuture::failed(e),
         };
         let endpoint = &in_flight.ep.endpoint;
-        req.extensions_mut().insert(endpoint.clone());
+        dispatch.endpoint = Some(endpoint.clone());
         // Sent from here: the metrics above count the request with where it went, and label
         // its response so (the response itself carries nothing: no extension map to make).
-        if let Some(sent) = req.extensions().get::<crate::metrics::Sent>() {
+        if let Some(sent) = &dispatch.sent {
             sent.record(Some(endpoint), backend.as_ref().map(|b| &b.0));
         }
         ResponseFuture {

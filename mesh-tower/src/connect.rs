@@ -256,9 +256,7 @@ where
         let shared = Arc::clone(&self.shared);
         Box::pin(async move {
             shared.start_sweeping();
-            let ep = req
-                .extensions()
-                .get::<Endpoint>()
+            let ep = Endpoint::of(req.extensions())
                 .cloned()
                 .ok_or("connect: no endpoint was chosen for the request")?;
             let http1 = req.version() < http::Version::HTTP_2;
@@ -338,7 +336,8 @@ mod tests {
             .version(version)
             .body(Empty::new())
             .unwrap();
-        req.extensions_mut().insert(Endpoint::new(addr));
+        crate::dispatch::Dispatch::get_mut(req.extensions_mut()).endpoint =
+            Some(Endpoint::new(addr));
         let rsp = connect.call(req).await.unwrap();
         rsp.into_body().collect().await.unwrap().to_bytes()
     }

@@ -118,6 +118,9 @@ pub trait FilterTarget: Clone + Send + Sync + 'static {
     /// The counter of filter parts HTTP cannot carry, labelled `what`.
     const INVALID_TOTAL: &'static str;
 
+    /// The target attached to a request, if any.
+    fn of(extensions: &Extensions) -> Option<&Self>;
+
     /// The matched rule's filters.
     fn filters(&self) -> &[mesh_core::filter::Filter];
 
@@ -302,7 +305,7 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         // Most routes have no filters: those requests pass with nothing copied.
-        let target = match req.extensions().get::<T>() {
+        let target = match T::of(req.extensions()) {
             Some(t) if !t.filters().is_empty() => t.clone(),
             _ => return Either::Left(self.forward(req.map(FilterBody::new), Vec::new())),
         };

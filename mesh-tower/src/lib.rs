@@ -9,6 +9,7 @@
 //! wants the mesh without a sidecar.
 #![warn(missing_docs)]
 
+pub mod accepted;
 pub mod accrual;
 pub mod authz;
 pub mod balance;
@@ -18,6 +19,7 @@ pub mod connect;
 pub mod controller;
 pub mod detect;
 pub mod discover;
+pub mod dispatch;
 pub mod errors;
 pub mod filter;
 pub mod listeners;

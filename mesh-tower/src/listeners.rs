@@ -157,8 +157,8 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let ext = req.extensions();
-        let addr = ext.get::<Endpoint>().map(|e| e.addr).or_else(|| {
-            let b = &ext.get::<Backend>()?.0;
+        let addr = Endpoint::of(ext).map(|e| e.addr).or_else(|| {
+            let b = &Backend::of(ext)?.0;
             Some(SocketAddr::new(b.ip()?, b.port()?))
         });
         if let Some(addr) = addr.filter(|a| self.own.contains(*a)) {
@@ -172,6 +172,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dispatch::Dispatch;
     use mesh_core::split::BackendRef;
     use tower::ServiceExt;
 
@@ -211,21 +212,21 @@ mod tests {
             own(),
         );
         let mut req = Request::new(());
-        req.extensions_mut()
-            .insert(Endpoint::new("127.0.0.1:4140".parse().unwrap()));
+        Dispatch::get_mut(req.extensions_mut()).endpoint =
+            Some(Endpoint::new("127.0.0.1:4140".parse().unwrap()));
         let err = svc.clone().oneshot(req).await.unwrap_err();
         assert!(crate::is_caused_by::<ProxyLoop>(&*err), "{err}");
 
         // Above the balancer: the split's choice, when it is an address.
         let mut req = Request::new(());
-        req.extensions_mut()
-            .insert(Backend(BackendRef::new("10.1.0.7", "", Some(4143))));
+        Dispatch::get_mut(req.extensions_mut()).backend =
+            Some(Backend(BackendRef::new("10.1.0.7", "", Some(4143))));
         let err = svc.clone().oneshot(req).await.unwrap_err();
         assert!(crate::is_caused_by::<ProxyLoop>(&*err), "{err}");
 
         let mut req = Request::new(());
-        req.extensions_mut()
-            .insert(Endpoint::new("10.1.0.8:8080".parse().unwrap()));
+        Dispatch::get_mut(req.extensions_mut()).endpoint =
+            Some(Endpoint::new("10.1.0.8:8080".parse().unwrap()));
         assert_eq!(svc.oneshot(req).await.unwrap(), "connected");
     }
 }

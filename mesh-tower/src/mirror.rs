@@ -29,6 +29,7 @@ use tower_service::Service;
 
 use crate::BoxError;
 use crate::body::ReplayBody;
+use crate::dispatch::Dispatch;
 use crate::metrics::Registry;
 use crate::route::RouteTarget;
 
@@ -202,7 +203,9 @@ impl Mirrors {
         let body = FilterBody::teed(body, self.config.body_limit, tx);
         let mut copy_parts = parts.clone();
         // A copy is not the request: it must not count as the request being sent.
-        copy_parts.extensions.remove::<crate::metrics::Sent>();
+        if let Some(d) = copy_parts.extensions.get_mut::<Dispatch>() {
+            d.sent = None;
+        }
         let counters = Arc::clone(&self.counters);
         let timeout = self.config.timeout;
         let svc = svc.clone();
@@ -215,7 +218,7 @@ impl Mirrors {
             };
             for (target, permit) in admitted {
                 let mut parts = copy_parts.clone();
-                parts.extensions.insert(target);
+                Dispatch::get_mut(&mut parts.extensions).target = Some(target);
                 let req = Request::from_parts(parts, FilterBody::copy(&copied));
                 let (svc, counters) = (svc.clone(), Arc::clone(&counters));
                 tokio::spawn(async move {

@@ -184,15 +184,8 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        if let Some(limit) = req
-            .extensions()
-            .get::<Authorized>()
-            .and_then(|a| a.rate_limit.as_ref())
-        {
-            let identity = req
-                .extensions()
-                .get::<ClientInfo>()
-                .and_then(|c| c.identity.as_ref());
+        if let Some(limit) = Authorized::of(req.extensions()).and_then(|a| a.rate_limit.as_ref()) {
+            let identity = ClientInfo::of(req.extensions()).and_then(|c| c.identity.as_ref());
             if !self.admit(limit, identity) {
                 let e = RateLimited {
                     by: limit.source.to_string(),

@@ -310,7 +310,7 @@ enum Plan {
 
 impl Plan {
     fn of<B>(req: &Request<B>) -> Self {
-        let Some(target) = req.extensions().get::<RouteTarget>() else {
+        let Some(target) = RouteTarget::of(req.extensions()) else {
             return Self::Once(None);
         };
         let Some(route) = &target.route else {

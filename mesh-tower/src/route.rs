@@ -1,5 +1,6 @@
 //! Route classification: finds the route of each outbound request in the live policy and
-//! attaches it, with the route's weighted backends, as a [`RouteTarget`] extension.
+//! attaches it, with the route's weighted backends, as a [`RouteTarget`] in the request's
+//! [`Dispatch`](crate::dispatch::Dispatch) extension.
 //!
 //! What decides where a request goes:
 //! - an [`OrigDst`] extension (a transparent proxy's `SO_ORIGINAL_DST`): a Service's
@@ -25,7 +26,7 @@
 //! "#)?;
 //! let svc = ServiceBuilder::new().layer(RouteLayer::new(policy)).service(service_fn(
 //!     |req: http::Request<()>| async move {
-//!         let t = req.extensions().get::<RouteTarget>().expect("routed");
+//!         let t = RouteTarget::of(req.extensions()).expect("routed");
 //!         Ok::<_, std::convert::Infallible>(t.route_name().to_owned())
 //!     },
 //! ));
@@ -295,7 +296,7 @@ where
         };
         match target.and_then(|t| t.check()) {
             Ok(t) => {
-                req.extensions_mut().insert(t.target);
+                crate::dispatch::Dispatch::get_mut(req.extensions_mut()).target = Some(t.target);
                 Either::Left(map_err(self.inner.call(req)))
             }
             Err(e) => Either::Right(std::future::ready(Err(e))),

@@ -24,6 +24,7 @@ use tower::ServiceExt;
 use tower_service::Service;
 
 use crate::BoxError;
+use crate::accepted::Accepted;
 use crate::authz::{AuthorizeLayer, ClientInfo};
 use crate::errors::RespondLayer;
 use crate::metrics::{Direction, MetricsLayer, Registry};
@@ -140,13 +141,15 @@ impl MeshServer {
                         return;
                     }
                 };
-                let client = ClientInfo { identity, addr };
-                let target = Arc::clone(&this.target);
+                let accepted = Accepted {
+                    client: Some(ClientInfo { identity, addr }),
+                    target: Some(Arc::clone(&this.target)),
+                    ..Accepted::default()
+                };
                 let svc = stack.map_request(move |mut req: Request<Incoming>| {
                     // The mesh's own marker (see `connect`) is not the application's business.
                     req.headers_mut().remove(crate::connect::ORIG_PROTO_HEADER);
-                    req.extensions_mut().insert(client.clone());
-                    req.extensions_mut().insert(Arc::clone(&target));
+                    req.extensions_mut().insert(accepted.clone());
                     req
                 });
                 let builder = auto::Builder::new(TokioExecutor::new());

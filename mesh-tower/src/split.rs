@@ -1,5 +1,6 @@
 //! Weighted traffic split: picks one backend per request from the route's live weights and
-//! attaches it as a [`Backend`] extension. A weight change in the policy applies to the next
+//! attaches it as the [`Backend`] of the request's [`Dispatch`](crate::dispatch::Dispatch)
+//! extension. A weight change in the policy applies to the next
 //! request: the weights come with each request's [`RouteTarget`].
 
 use std::task::{Context, Poll};
@@ -88,7 +89,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let Some(target) = req.extensions().get::<RouteTarget>() else {
+        let Some(target) = RouteTarget::of(req.extensions()) else {
             let e: BoxError = "split: the request was not routed (no RouteTarget)".into();
             return Either::Right(std::future::ready(Err(e)));
         };
@@ -99,7 +100,7 @@ where
             return Either::Right(std::future::ready(Err(e.into())));
         };
         let backend = Backend(b.or_port(target.port));
-        req.extensions_mut().insert(backend);
+        crate::dispatch::Dispatch::get_mut(req.extensions_mut()).backend = Some(backend);
         Either::Left(crate::route::map_err(self.inner.call(req)))
     }
 }

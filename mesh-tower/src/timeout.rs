@@ -116,9 +116,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let after = req
-            .extensions()
-            .get::<RouteTarget>()
+        let after = RouteTarget::of(req.extensions())
             .and_then(|t| t.route.as_ref())
             .and_then(|r| r.timeouts().request)
             .or(self.default);

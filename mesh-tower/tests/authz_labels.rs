@@ -9,6 +9,7 @@ use std::sync::Arc;
 use http::{Request, Response};
 use mesh_core::Identity;
 use mesh_core::authz::DecidedBy;
+use mesh_tower::accepted::Accepted;
 use mesh_tower::authz::{AuthorizeLayer, Authorized, ClientInfo};
 use mesh_tower::errors::{Unauthorized, find};
 use mesh_tower::metrics::Registry;
@@ -76,7 +77,7 @@ async fn send(
 ) -> Result<Authorized, BoxError> {
     let policy = PolicyHandle::from_yaml(POLICY).unwrap();
     let app = tower::service_fn(|req: Request<()>| async move {
-        let a = req.extensions().get::<Authorized>().cloned().unwrap();
+        let a = Authorized::of(req.extensions()).cloned().unwrap();
         Ok::<_, Infallible>(Response::new(a))
     });
     let svc = AuthorizeLayer::new(policy)
@@ -85,12 +86,14 @@ async fn send(
     let mut req = Request::get(format!("http://web.shop:{port}{path}"))
         .body(())
         .unwrap();
-    req.extensions_mut().insert(ClientInfo {
-        identity,
-        addr: "10.213.0.9:40000".parse().unwrap(),
+    req.extensions_mut().insert(Accepted {
+        client: Some(ClientInfo {
+            identity,
+            addr: "10.213.0.9:40000".parse().unwrap(),
+        }),
+        target: Some(Arc::new(local_target("shop", port, &[("app", "web")]))),
+        ..Accepted::default()
     });
-    req.extensions_mut()
-        .insert(Arc::new(local_target("shop", port, &[("app", "web")])));
     svc.oneshot(req).await.map(Response::into_body)
 }
 

@@ -12,11 +12,13 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use mesh_core::split::BackendRef;
 use mesh_core::{Identity, InboundTarget};
+use mesh_tower::accepted::Accepted;
 use mesh_tower::accrual::AccrualConfig;
 use mesh_tower::authz::{AuthorizeLayer, ClientInfo};
 use mesh_tower::balance::{BalanceLayer, DEFAULT_DECAY};
 use mesh_tower::body::ReplayBody;
 use mesh_tower::discover::{Endpoint, StaticResolver};
+use mesh_tower::dispatch::Dispatch;
 use mesh_tower::errors::{
     BackendTimeout, CircuitOpen, PROXY_ERROR_HEADER, RequestTimeout, RespondLayer,
 };
@@ -313,8 +315,8 @@ async fn at_low_traffic_the_floor_lets_every_request_retry() {
 
 fn backend_req() -> Request<()> {
     let mut r = Request::new(());
-    r.extensions_mut()
-        .insert(Backend(BackendRef::new("web", "shop", Some(80))));
+    Dispatch::get_mut(r.extensions_mut()).backend =
+        Some(Backend(BackendRef::new("web", "shop", Some(80))));
     r
 }
 
@@ -346,7 +348,7 @@ fn balancer(
     let hits = Arc::clone(&a_hits);
     tokio::spawn(async move {
         while let Some((req, send)) = handle.next_request().await {
-            let to_a = req.extensions().get::<Endpoint>().unwrap().addr == A.parse().unwrap();
+            let to_a = Endpoint::of(req.extensions()).unwrap().addr == A.parse().unwrap();
             let mut rsp = Response::new(());
             if to_a {
                 hits.fetch_add(1, Ordering::SeqCst);
@@ -526,12 +528,15 @@ fn id(sa: &str) -> Identity {
 fn from(sa: &str) -> Request<()> {
     let mut r = Request::get("http://web.shop/").body(()).unwrap();
     let addr: SocketAddr = "10.1.0.7:40000".parse().unwrap();
-    r.extensions_mut().insert(ClientInfo {
-        identity: Some(id(sa)),
-        addr,
-    });
     let target: InboundTarget = local_target("shop", 8080, &[("app", "web")]);
-    r.extensions_mut().insert(Arc::new(target));
+    r.extensions_mut().insert(Accepted {
+        client: Some(ClientInfo {
+            identity: Some(id(sa)),
+            addr,
+        }),
+        target: Some(Arc::new(target)),
+        ..Accepted::default()
+    });
     r
 }
 

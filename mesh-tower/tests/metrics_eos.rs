@@ -10,6 +10,7 @@ use futures_util::stream;
 use http::{HeaderMap, Request, Response};
 use http_body_util::{BodyExt, Empty, StreamBody};
 use mesh_tower::BoxError;
+use mesh_tower::accepted::Accepted;
 use mesh_tower::discover::Endpoint;
 use mesh_tower::metrics::{Direction, MetricsLayer, Registry, Sent, TargetAddr};
 use tokio::sync::oneshot;
@@ -33,8 +34,8 @@ fn request() -> Request<Empty<Bytes>> {
     let mut req = Request::post("http://web.shop/pkg.Svc/Call")
         .body(Empty::new())
         .unwrap();
-    req.extensions_mut()
-        .insert(TargetAddr("10.0.0.1:8080".parse().unwrap()));
+    Accepted::get_mut(req.extensions_mut()).target_addr =
+        Some(TargetAddr("10.0.0.1:8080".parse().unwrap()));
     req
 }
 
@@ -176,7 +177,7 @@ async fn requests_are_counted_when_sent_not_when_answered() {
         let ep = endpoint.clone();
         // Where the balancer would choose the endpoint and send, then wait for an answer.
         let app = tower::service_fn(move |req: Request<Empty<Bytes>>| {
-            if let Some(sent) = req.extensions().get::<Sent>() {
+            if let Some(sent) = Sent::of(req.extensions()) {
                 sent.record(Some(&ep), None);
             }
             let rx = rx.lock().take();

@@ -43,7 +43,7 @@ endpoints: [{ addresses: ["10.0.0.5"], targetRef: { kind: Pod, name: db-0 } }]
 async fn routed(layer: RouteLayer, req: http::Request<()>) -> (Vec<String>, Option<String>) {
     let svc = ServiceBuilder::new().layer(layer).service(service_fn(
         |req: http::Request<()>| async move {
-            let t = req.extensions().get::<RouteTarget>().cloned();
+            let t = RouteTarget::of(req.extensions()).cloned();
             Ok::<_, std::convert::Infallible>(t)
         },
     ));

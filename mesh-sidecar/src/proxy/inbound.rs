@@ -17,6 +17,7 @@ use mesh_core::authz::{ConnectionDecision, ProxyProtocol, authorize_connection, 
 use mesh_core::{InboundTarget, Peer};
 use mesh_identity::PeerIdentity;
 use mesh_tower::BoxError;
+use mesh_tower::accepted::Accepted;
 use mesh_tower::authz::{AuthorizeLayer, Authorized, ClientInfo};
 use mesh_tower::errors::{ConnectFailed, DenialDetail, RespondLayer};
 use mesh_tower::filter::FilterLayer;
@@ -222,6 +223,13 @@ async fn handle(
         return opaque(&proxy, io, app, &target, &client).await;
     }
 
+    // What each request of this connection carries: one extension, cloned (reference counts).
+    let accepted = Accepted {
+        client: Some(client),
+        target: Some(target),
+        target_addr: Some(target_addr),
+        authorized: None,
+    };
     let forward = AppForward::new(app, layers.app);
     let denial = if args.debug_authz_responses {
         DenialDetail::Shown
@@ -241,9 +249,7 @@ async fn handle(
         .layer(TraceLayer::new())
         .service(forward)
         .map_request(move |mut req: Request<Incoming>| {
-            req.extensions_mut().insert(client.clone());
-            req.extensions_mut().insert(Arc::clone(&target));
-            req.extensions_mut().insert(target_addr);
+            req.extensions_mut().insert(accepted.clone());
             req
         });
     // Served in the protocol detected, so that slow or odd bytes meet HTTP/1's header timeout

@@ -58,7 +58,8 @@ impl Service<Request<tonic::body::Body>> for GrpcChannel {
         // gRPC is HTTP/2 end to end: without this, Connect would mark it as an HTTP/1 request
         // crossing the mesh.
         *req.version_mut() = http::Version::HTTP_2;
-        req.extensions_mut().insert(self.controller.clone());
+        crate::dispatch::Dispatch::get_mut(req.extensions_mut()).endpoint =
+            Some(self.controller.clone());
         self.connect.call(req)
     }
 }

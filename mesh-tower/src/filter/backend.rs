@@ -185,9 +185,9 @@ where
 
 /// The route target, route and chosen backend of a request whose backend has filters.
 fn chosen<B>(req: &Request<B>) -> Option<(RouteTarget, Arc<Route>, BackendRef)> {
-    let target = req.extensions().get::<RouteTarget>()?;
+    let target = RouteTarget::of(req.extensions())?;
     let route = target.route.as_ref()?;
-    let Backend(backend) = req.extensions().get::<Backend>()?;
+    let Backend(backend) = Backend::of(req.extensions())?;
     if route.backend_filters(backend).is_empty() {
         return None;
     }
@@ -196,7 +196,7 @@ fn chosen<B>(req: &Request<B>) -> Option<(RouteTarget, Arc<Route>, BackendRef)> 
 
 /// Tells the metrics above that the request answered here was on its way to `backend`.
 fn sent_to<B>(req: &Request<B>, backend: &BackendRef) {
-    if let Some(sent) = req.extensions().get::<Sent>() {
+    if let Some(sent) = Sent::of(req.extensions()) {
         sent.record(None, Some(backend));
     }
 }

@@ -20,6 +20,10 @@ impl FilterTarget for RouteTarget {
     const REDIRECT_TOTAL: &'static str = REDIRECT_TOTAL;
     const INVALID_TOTAL: &'static str = INVALID_TOTAL;
 
+    fn of(extensions: &Extensions) -> Option<&Self> {
+        Self::of(extensions)
+    }
+
     fn filters(&self) -> &[mesh_core::filter::Filter] {
         self.route.as_deref().map_or(&[], |r| r.filters())
     }
@@ -57,6 +61,10 @@ impl FilterTarget for Authorized {
     const REDIRECT_TOTAL: &'static str = INBOUND_REDIRECT_TOTAL;
     const INVALID_TOTAL: &'static str = INBOUND_INVALID_TOTAL;
 
+    fn of(extensions: &Extensions) -> Option<&Self> {
+        Self::of(extensions)
+    }
+
     fn filters(&self) -> &[mesh_core::filter::Filter] {
         self.filters.as_deref().unwrap_or(&[])
     }
@@ -64,7 +72,7 @@ impl FilterTarget for Authorized {
     /// The pod's address the connection arrived at, as Linkerd's inbound proxy names a
     /// request without an authority.
     fn addressed_to(&self, extensions: &Extensions) -> Option<(String, u16)> {
-        let TargetAddr(addr) = extensions.get::<TargetAddr>()?;
+        let TargetAddr(addr) = TargetAddr::of(extensions)?;
         let host = match addr.ip() {
             std::net::IpAddr::V6(ip) => format!("[{ip}]"),
             ip => ip.to_string(),

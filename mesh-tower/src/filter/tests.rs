@@ -182,7 +182,7 @@ fn mirrors(registry: &Registry, result: &str) -> u64 {
 
 /// The backend a request was routed to, by its `RouteTarget`.
 fn backends(req: &Req) -> Vec<String> {
-    let t = req.extensions().get::<RouteTarget>().unwrap();
+    let t = RouteTarget::of(req.extensions()).unwrap();
     t.backends
         .iter()
         .map(|b| b.backend.name().to_owned())
@@ -207,13 +207,7 @@ async fn a_mirror_gets_a_copy_and_the_original_does_not_wait_for_it() {
     assert_eq!(body, "payload");
     let (copy, send) = handle.next_request().await.unwrap();
     assert_eq!(backends(&copy), ["shadow"]);
-    assert!(
-        copy.extensions()
-            .get::<RouteTarget>()
-            .unwrap()
-            .route
-            .is_none()
-    );
+    assert!(RouteTarget::of(copy.extensions()).unwrap().route.is_none());
     assert_eq!(
         copy.into_body().collect().await.unwrap().to_bytes(),
         "payload"

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 
 use http::{Request, Response};
-use mesh_core::InboundTarget;
 use mesh_core::destination::PodEndpoint;
 use mesh_core::split::BackendRef;
 use parking_lot::Mutex;
@@ -22,6 +21,7 @@ use super::classify::{Eos, Outcome};
 use super::series::{Interned, Series, SeriesKey, Shared};
 use super::{BoundedMap, Direction, Registry};
 use crate::BoxError;
+use crate::accepted::Accepted;
 use crate::authz::{Authorized, ClientInfo};
 use crate::discover::Endpoint;
 use crate::errors::status_for;
@@ -48,8 +48,8 @@ pub struct Metrics<S> {
     tap: Option<Tap>,
 }
 
-/// An outbound request's series, waiting for the balancer to say where it goes: the request
-/// extension through which `request_total` is counted when the request is sent (see the
+/// An outbound request's series, waiting for the balancer to say where it goes: the handle
+/// in the request's [`Dispatch`](crate::dispatch::Dispatch) through which `request_total` is counted when the request is sent (see the
 /// [module docs](super)). Attempts share it, so a retried request counts once.
 #[derive(Clone, Debug)]
 pub struct Sent(Arc<SentInner>);
@@ -212,7 +212,7 @@ where
             &shared.control_namespace,
         );
         let interned = &shared.interned;
-        let routed = req.extensions().get::<RouteTarget>();
+        let routed = RouteTarget::of(req.extensions());
         let policy_route = routed.and_then(|t| t.route.clone());
         let route = policy_route.as_ref().map(|r| interned.name(r.name()));
         let pod = routed.and_then(|t| t.pod.clone());
@@ -234,7 +234,7 @@ where
                     counted: AtomicBool::new(false),
                     to: Mutex::new(None),
                 }));
-                req.extensions_mut().insert(sent.clone());
+                crate::dispatch::Dispatch::get_mut(req.extensions_mut()).sent = Some(sent.clone());
                 Record::Sent(sent)
             }
             // The Host is the client's choice: inbound series are keyed by where the request
@@ -245,14 +245,13 @@ where
                 let series = shared.series(SeriesKey {
                     authority: None,
                     route,
-                    peer: ext
-                        .get::<ClientInfo>()
+                    peer: ClientInfo::of(ext)
                         .and_then(|c| c.identity.as_ref())
                         .map(|id| interned.identity(id)),
                     target: inbound_target(&req),
                     backend: None,
                     pod,
-                    server: ext.get::<Authorized>().map(|a| interned.server(a)),
+                    server: Authorized::of(ext).map(|a| interned.server(a)),
                 });
                 series.request();
                 Record::Known {
@@ -273,9 +272,8 @@ where
 /// Where an inbound request arrived: its [`TargetAddr`], else its port.
 fn inbound_target<B>(req: &Request<B>) -> Option<SocketAddr> {
     let ext = req.extensions();
-    ext.get::<TargetAddr>().map(|t| t.0).or_else(|| {
-        ext.get::<Arc<InboundTarget>>()
-            .map(|t| SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), t.port))
+    TargetAddr::of(ext).map(|t| t.0).or_else(|| {
+        Accepted::target_of(ext).map(|t| SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), t.port))
     })
 }
 
@@ -448,8 +446,8 @@ mod tests {
             let mut req = Request::get(format!("http://h{i}.example/{i}"))
                 .body(())
                 .unwrap();
-            req.extensions_mut()
-                .insert(TargetAddr(SocketAddr::from(([10, 0, 0, 1], 8080))));
+            Accepted::get_mut(req.extensions_mut()).target_addr =
+                Some(TargetAddr(SocketAddr::from(([10, 0, 0, 1], 8080))));
             layer.layer(ok()).oneshot(req).await.unwrap();
         }
         let text = registry.render();

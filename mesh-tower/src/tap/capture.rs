@@ -38,8 +38,8 @@ impl Capture {
     ) -> Option<Box<Self>> {
         let tap = tap.filter(|t| t.is_active())?;
         let ext = req.extensions();
-        let routed = ext.get::<RouteTarget>();
-        let client = ext.get::<ClientInfo>();
+        let routed = RouteTarget::of(ext);
+        let client = ClientInfo::of(ext);
         let authority = match routed {
             Some(t) => t.authority.to_string(),
             None => crate::route::destination(req)
@@ -78,7 +78,7 @@ impl Capture {
             classification: Class::Success,
             error: None,
             src_addr: client.map(|c| c.addr),
-            dst_addr: ext.get::<TargetAddr>().map(|t| t.0),
+            dst_addr: TargetAddr::of(ext).map(|t| t.0),
             client_id: client
                 .and_then(|c| c.identity.as_ref())
                 .map(|id| id.to_dns(control_ns)),
@@ -146,6 +146,7 @@ mod tests {
     use tower::{Layer, ServiceExt};
 
     use super::*;
+    use crate::accepted::Accepted;
     use crate::metrics::{MetricsLayer, Registry};
     use crate::tap::{TapConfig, TapFilter, TapLimits};
 
@@ -156,7 +157,7 @@ mod tests {
             .body(())
             .unwrap();
         let id = mesh_core::Identity::new("cluster.local", "shop", "client").unwrap();
-        req.extensions_mut().insert(ClientInfo {
+        Accepted::get_mut(req.extensions_mut()).client = Some(ClientInfo {
             identity: Some(id),
             addr: SocketAddr::from(([10, 0, 0, 9], 5000)),
         });
