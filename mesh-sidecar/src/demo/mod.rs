@@ -103,7 +103,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     }
     let stats = Arc::new(AppStats::default());
     let fault = Arc::new(Fault::new(fault));
-    start_apps(&mesh, &fault, &stats).await?;
+    start_apps(&mut mesh, &fault, &stats).await?;
     mesh.start_proxies().await?;
     let duration = args.duration.unwrap_or(if args.canary {
         // Both acts take about twelve intervals; this only bounds a loaded machine's run,
@@ -177,12 +177,15 @@ fn intro(args: &DemoArgs, duration: Duration) {
 }
 
 /// The apps, in this process, one per workload.
-async fn start_apps(mesh: &Mesh, fault: &Arc<Fault>, stats: &Arc<AppStats>) -> anyhow::Result<()> {
+async fn start_apps(
+    mesh: &mut Mesh,
+    fault: &Arc<Fault>,
+    stats: &Arc<AppStats>,
+) -> anyhow::Result<()> {
     let web_out = mesh.workload("web")?.outbound;
-    for w in &mesh.ws {
-        let listener = TcpListener::bind(w.app)
-            .await
-            .with_context(|| w.app.to_string())?;
+    for w in &mut mesh.ws {
+        let bound = w.app_listener.take().context("the app is started once")?;
+        let listener = TcpListener::from_std(bound).with_context(|| w.app.to_string())?;
         tokio::spawn(app::serve_app(
             listener,
             w.name,

@@ -36,6 +36,9 @@ pub(super) struct Workload {
     pub(super) outbound: SocketAddr,
     pub(super) admin: SocketAddr,
     pub(super) app: SocketAddr,
+    /// The app's listener, bound from the start: a port picked now and bound later could be
+    /// taken in between (by a concurrent test's connection, say), and the demo would fail.
+    pub(super) app_listener: Option<std::net::TcpListener>,
     pub(super) tap: SocketAddr,
 }
 
@@ -97,13 +100,16 @@ impl Mesh {
         ));
         let mut ws = Vec::new();
         for (name, sa) in NAMES {
+            let app = std::net::TcpListener::bind("127.0.0.1:0")?;
+            app.set_nonblocking(true)?;
             ws.push(Workload {
                 name,
                 sa,
                 inbound: free_port()?,
                 outbound: free_port()?,
                 admin: free_port()?,
-                app: free_port()?,
+                app: app.local_addr()?,
+                app_listener: Some(app),
                 tap: free_port()?,
             });
         }
