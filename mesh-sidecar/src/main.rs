@@ -20,6 +20,7 @@ mod install;
 mod kube_watch;
 mod out;
 mod policy;
+mod ports;
 mod proxy;
 mod server_limits;
 mod stat;

@@ -39,16 +39,18 @@ fn chromium() -> Option<PathBuf> {
 }
 
 /// Starts the demo (with `extra` arguments) and returns it with the dashboard URL it printed.
-fn start_demo(port: u16, extra: &[&str]) -> (Interrupted, String) {
+/// The dashboard binds port 0 and the demo prints the port it got.
+fn start_demo(extra: &[&str]) -> (Interrupted, String) {
     let mut child = Command::new(support::mesh_bin())
         .args(["demo", "--duration", DEMO, "--rps", "20", "--dashboard"])
-        .arg(format!("127.0.0.1:{port}"))
+        .arg("127.0.0.1:0")
         .args(extra)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
+    let stderr = support::read_all(child.stderr.take().unwrap());
     // Interrupted (so it stops its proxies) and reaped however the test ends.
     let demo = Interrupted(child);
     let (tx, rx) = mpsc::channel();
@@ -60,10 +62,16 @@ fn start_demo(port: u16, extra: &[&str]) -> (Interrupted, String) {
             }
         }
     });
-    let url = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the demo printed no dashboard URL within 60s");
-    (demo, url)
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(url) => (demo, url),
+        Err(e) => {
+            drop(demo);
+            panic!(
+                "the demo printed no dashboard URL within 60s ({e}); on stderr:\n{}",
+                stderr.join().unwrap_or_default()
+            )
+        }
+    }
 }
 
 /// Evaluates `js` (an expression giving a string) until `done` accepts its value, within
@@ -143,7 +151,7 @@ fn the_dashboard_shows_workloads_and_the_canary_shifting() {
     };
     let tmp = TempDir(std::env::temp_dir().join(format!("mesh-dashboard-{}", std::process::id())));
     std::fs::create_dir_all(&tmp.0).unwrap();
-    let (_demo, url) = start_demo(support::loopback::free_port().port(), &[]);
+    let (_demo, url) = start_demo(&[]);
     let (_browser, tab) = open(browser_path, &tmp.0, &url);
 
     let rate = wait_for(
@@ -199,7 +207,7 @@ fn the_dashboard_shows_the_demo_canary_promoted_then_rolled_back() {
     let tmp =
         TempDir(std::env::temp_dir().join(format!("mesh-dashboard-canary-{}", std::process::id())));
     std::fs::create_dir_all(&tmp.0).unwrap();
-    let (_demo, url) = start_demo(support::loopback::free_port().port(), &["--canary"]);
+    let (_demo, url) = start_demo(&["--canary"]);
     let (_browser, tab) = open(browser_path, &tmp.0, &url);
 
     // A phase and a weight, whichever step the page first sees.

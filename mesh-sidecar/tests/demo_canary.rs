@@ -24,10 +24,11 @@ fn run_demo(keep: &std::path::Path) -> Vec<String> {
         .arg("--keep")
         .arg(keep)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
+    let stderr = support::read_all(child.stderr.take().unwrap());
     // Interrupted (so it stops its proxies) and reaped however the test ends.
     let mut demo = Interrupted(child);
     let (tx, rx) = mpsc::channel();
@@ -55,8 +56,9 @@ fn run_demo(keep: &std::path::Path) -> Vec<String> {
     let status = demo.0.wait().unwrap();
     assert!(
         status.success(),
-        "{status}; it printed:\n{}",
-        lines.join("\n")
+        "{status}; it printed:\n{}\nand on stderr:\n{}",
+        lines.join("\n"),
+        stderr.join().unwrap_or_default()
     );
     lines
 }

@@ -85,7 +85,7 @@ impl Mesh {
         let exe = std::env::current_exe().context("cannot find the mesh binary")?;
         trust(&exe, &dir)?;
         let mut children = Children::default();
-        let issuer = free_port()?;
+        let issuer = crate::ports::unused_loopback_port()?;
         children.0.push((
             "issuer".into(),
             Command::new(&exe)
@@ -105,12 +105,12 @@ impl Mesh {
             ws.push(Workload {
                 name,
                 sa,
-                inbound: free_port()?,
-                outbound: free_port()?,
-                admin: free_port()?,
+                inbound: crate::ports::unused_loopback_port()?,
+                outbound: crate::ports::unused_loopback_port()?,
+                admin: crate::ports::unused_loopback_port()?,
                 app: app.local_addr()?,
                 app_listener: Some(app),
-                tap: free_port()?,
+                tap: crate::ports::unused_loopback_port()?,
             });
         }
         let config = dir.join("config");
@@ -261,10 +261,6 @@ fn log(dir: &Path, name: &str) -> std::io::Result<std::fs::File> {
     std::fs::File::create(dir.join(format!("{name}.log")))
 }
 
-fn free_port() -> std::io::Result<SocketAddr> {
-    std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()
-}
-
 /// The voting route. With `retries`, voting-v2's failures are retried (and masked); without,
 /// its callers get them, which is what a canary's analysis must see.
 pub(super) fn route_yaml(v1: u32, v2: u32, retries: bool) -> String {
@@ -357,6 +353,35 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         if !self.keep {
             let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, TcpListener};
+
+    use crate::ports::{FLOOR, ephemeral_low, unused_loopback_port};
+
+    #[test]
+    fn the_demo_picks_distinct_free_ports_outside_the_ephemeral_range() {
+        let low = ephemeral_low().unwrap_or(32_768);
+        let ports: Vec<u16> = (0..50)
+            .map(|_| unused_loopback_port().unwrap().port())
+            .collect();
+        let mut unique = ports.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            ports.len(),
+            "a port was handed out twice: {ports:?}"
+        );
+        if low > FLOOR + 1_000 {
+            assert!(ports.iter().all(|p| (FLOOR..low).contains(p)), "{ports:?}");
+        }
+        for p in ports {
+            TcpListener::bind((Ipv4Addr::LOCALHOST, p)).expect("the port is still free");
         }
     }
 }

@@ -91,9 +91,7 @@ impl LoopbackProxy {
 
 /// A loopback address nothing listens on (yet).
 pub(crate) fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
+    super::ports::unused_loopback_port().expect("a free loopback port")
 }
 
 /// A plain HTTP/1.1 app that answers "ok" to every request (pipelined or not), a thread per

@@ -39,6 +39,9 @@ pub(crate) mod controller;
 pub(crate) mod issuer;
 pub(crate) mod loopback;
 pub(crate) mod pods;
+/// The mesh binary's own port picker (`src/ports.rs`), shared rather than copied.
+#[path = "../../src/ports.rs"]
+pub(crate) mod ports;
 pub(crate) mod procfs;
 pub(crate) mod prometheus;
 
@@ -82,6 +85,18 @@ impl Drop for Killed {
 /// proxies do not outlive the test, and killed if it has not exited within a few seconds.
 #[derive(Debug)]
 pub(crate) struct Interrupted(pub(crate) Child);
+
+/// Reads `from` to its end on a thread: join it once the writer has exited, for a failure
+/// message.
+pub(crate) fn read_all(
+    mut from: impl std::io::Read + Send + 'static,
+) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = from.read_to_end(&mut text);
+        String::from_utf8_lossy(&text).into_owned()
+    })
+}
 
 impl Drop for Interrupted {
     fn drop(&mut self) {

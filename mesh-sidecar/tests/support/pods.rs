@@ -3,7 +3,6 @@
 //! of the mesh, plus the small Python clients the tests drive them with.
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -168,12 +167,7 @@ impl Drop for Trust {
     }
 }
 
-pub(crate) fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
+pub(crate) use super::loopback::free_port;
 
 /// A veth pair named `a_if`/`b_if` between two namespaces, addressed 10.213.<subnet>.1/.2.
 pub(crate) fn link(a: &Netns, a_if: &str, b: &Netns, b_if: &str, subnet: u8) -> (String, String) {
