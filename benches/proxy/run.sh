@@ -15,6 +15,9 @@
 #   WORKERS=2 sudo bash benches/proxy/run.sh  # two workers (threads) in every proxy
 #   SKIP_ALLOCS=1 SKIP_IDLE=1 SKIP_SCALING=1  # leave out the extra tables
 #   MESH=/path/to/mesh                        # measure that binary instead of building one
+#   QUIET_LOAD=0.6                            # each round waits (up to 3 min) for this load
+#   PROFILE=DIR                               # also perf-record each mesh proxy under load:
+#                                             # DIR/<proxy>.txt, CPU shares by component
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -25,6 +28,7 @@ CONNS=${CONNS:-32}
 WORKERS=${WORKERS:-1}
 IDLE=${IDLE:-1024}
 SCALE_DURATION=${SCALE_DURATION:-5s}
+QUIET_LOAD=${QUIET_LOAD:-0.6}
 NS=meshbench-$$
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -150,8 +154,18 @@ for t in "${targets[@]}"; do IFS='|' read -r name url host _ <<<"$t"
   [ "$body" = ok ] || { echo "$name does not answer: $body"; exit 1; }
 done
 
+# Each round starts on a quiet machine: the 1-minute load average below QUIET_LOAD.
+wait_quiet() {
+  for _ in $(seq 180); do
+    awk -v q="$QUIET_LOAD" '{exit !($1 < q)}' /proc/loadavg && break
+    sleep 1
+  done
+  echo "round $1: load $(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
 results=$work/results.txt; : >"$results"
 for round in $(seq "$ROUNDS"); do
+  wait_quiet "$round"
   for t in "${targets[@]}"; do IFS='|' read -r name url host p <<<"$t"
     nsx wrk -t2 -c"$CONNS" -d"$WARMUP" -H "Host: $host" "$url" >/dev/null
     before=$(cpu_ticks "$p"); accepts=$(app_accepts)
@@ -175,7 +189,7 @@ for t in "${targets[@]}"; do IFS='|' read -r name _ _ p <<<"$t"; echo "rss $name
 
 # --- allocations per request: uprobes on the allocator's entry points in libc ----------------
 if [ -z "${SKIP_ALLOCS:-}" ] && command -v perf >/dev/null; then
-  libc=$(ldconfig -p | awk '/libc.so.6 \(libc6,x86-64\)/{print $NF; exit}')
+  libc=$(ldconfig -p | awk '/libc.so.6 \(libc6,x86-64\)/{l = $NF} END {print l}')
   fns=(malloc calloc realloc posix_memalign aligned_alloc)
   events=()
   for f in "${fns[@]}"; do
@@ -220,5 +234,25 @@ if [ -z "${SKIP_SCALING:-}" ]; then
   done
 fi
 
+# --- profiles: where each mesh proxy's CPU goes under the closed-loop load ------------------
+if [ -n "${PROFILE:-}" ]; then
+  mkdir -p "$PROFILE"
+  for a in "inbound|http://127.0.0.1:4143/|app|$P_IN" \
+           "two-hop-outbound|http://127.0.0.1:4340/|bench.default:80|$P_CLI" \
+           "two-hop-inbound|http://127.0.0.1:4340/|bench.default:80|$P_SRV"; do
+    IFS='|' read -r name url host p <<<"$a"
+    nsx wrk -t2 -c"$CONNS" -d"$DURATION" -H "Host: $host" "$url" >/dev/null &
+    load=$!; sleep 1
+    perf record -q -F 499 -e cpu-clock --call-graph dwarf,16384 -p "$p" -o "$PROFILE/$name.data" -- sleep 5 2>/dev/null
+    wait "$load"
+    perf report -q -i "$PROFILE/$name.data" --no-children --sort dso,sym --stdio -F overhead,dso,sym 2>/dev/null \
+      | python3 "$here/shares.py" >"$PROFILE/$name.txt"
+    perf report -q -i "$PROFILE/$name.data" --no-children --sort sym --stdio -g none 2>/dev/null \
+      | sed -n 1,60p >"$PROFILE/$name.top.txt"
+  done
+  echo "profiles: $PROFILE/{inbound,two-hop-outbound,two-hop-inbound}.txt (and .top.txt)"
+fi
+
 echo "workers per proxy: $WORKERS; wrk -t2 -c$CONNS -d$DURATION, $ROUNDS rounds interleaved"
 python3 "$here/report.py" "$results" "$(getconf CLK_TCK)"
+if [ -n "${PROFILE:-}" ]; then cp "$results" "$PROFILE/results.txt"; fi
