@@ -33,6 +33,7 @@ mod limits;
 mod orig_dst;
 mod outbound;
 mod tap;
+mod workers;
 
 use accept::Listener;
 use config::ConfigSource;
@@ -174,7 +175,8 @@ struct ProxyArgs {
     /// How long in-flight requests may take to finish after SIGTERM or /shutdown.
     #[arg(long, env = "MESH_PROXY_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     shutdown_grace: Duration,
-    /// Worker threads: 1 runs one single-threaded runtime (the fastest per core).
+    /// Worker threads, each a single-threaded runtime with its own inbound and outbound
+    /// sockets (SO_REUSEPORT) and its own connections; 1 serves everything on one thread.
     #[arg(long, env = "MESH_PROXY_WORKERS", default_value_t = 1)]
     workers: usize,
     /// How often to look for config changes.
@@ -288,16 +290,10 @@ pub(crate) fn run(cmd: ProxyCommand) -> ExitCode {
     // RUST_LOG, info by default).
     crate::identity::init_tracing();
     let args = cmd.args;
-    let runtime = if args.workers <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.workers)
-            .enable_all()
-            .build()
-    };
+    // The main thread is the first worker (see `workers`).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
     crate::out::block_on(runtime, serve(args))
 }
 
@@ -339,11 +335,10 @@ async fn serve(mut args: ProxyArgs) -> Result<(), String> {
         .await?;
         admin.readiness().kube_started(kube);
     }
-    let inbound = TcpListener::bind(args.inbound_addr)
-        .await
+    let shared = args.workers > 1;
+    let inbound = workers::listen(args.inbound_addr, shared)
         .map_err(|e| format!("inbound {}: {e}", args.inbound_addr))?;
-    let outbound = TcpListener::bind(args.outbound_addr)
-        .await
+    let outbound = workers::listen(args.outbound_addr, shared)
         .map_err(|e| format!("outbound {}: {e}", args.outbound_addr))?;
 
     let id = args.identity.source().load(&mut shutdown_rx).await?;
@@ -400,6 +395,8 @@ async fn serve(mut args: ProxyArgs) -> Result<(), String> {
     });
     let tap_addr = tap::start(&proxy).await?;
     let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
+    let (inbound_addr, outbound_addr) = (local(&inbound)?, local(&outbound)?);
+    let other_workers = workers::start(&proxy, &graceful, inbound_addr, outbound_addr);
     let inbound_task = tokio::spawn(inbound::serve(
         Arc::clone(&proxy),
         inbound,
@@ -422,9 +419,17 @@ async fn serve(mut args: ProxyArgs) -> Result<(), String> {
     );
 
     stopped(&mut shutdown_rx).await;
+    for w in other_workers {
+        let _ = w.await;
+    }
     drain(&proxy, graceful, [inbound_task, outbound_task]).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Where a listener listens (its port, if it asked for port 0).
+fn local(l: &TcpListener) -> Result<SocketAddr, String> {
+    l.local_addr().map_err(|e| e.to_string())
 }
 
 /// After shutdown began: lets the listeners stop, then waits up to the grace period for

@@ -87,6 +87,21 @@ impl LoopbackProxy {
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Sends SIGTERM and waits up to `within` for the proxy to exit: its status, or `None`
+    /// if it is still running.
+    pub(crate) fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).ok()?);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).ok()?;
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
 }
 
 /// A loopback address nothing listens on (yet).
