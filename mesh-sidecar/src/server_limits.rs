@@ -51,7 +51,7 @@ pub(crate) async fn serve<F, Fut>(
     });
     let config = accept::Config {
         direction,
-        max_connections,
+        limit: accept::Limit::new(max_connections),
         registry,
         shutdown,
     };

@@ -1,13 +1,16 @@
 //! `mesh proxy --workers 2`: a second single-threaded runtime on a thread of its own, with
 //! its own sockets on the same addresses. Every request over many connections is answered,
-//! the second worker serves its share of them, and SIGTERM still drains and exits. Explicit
-//! mode on loopback: no root needed.
+//! the second worker serves its share of them, SIGTERM still drains and exits, and a
+//! listener's connection limit bounds both workers together. Explicit mode on loopback: no
+//! root needed.
 
 mod support;
 
 use std::time::Duration;
 
-use support::loopback::{LoopbackProxy, app, exchange};
+use std::net::TcpStream;
+
+use support::loopback::{LoopbackProxy, app, exchange, get, metric, wait_for};
 
 /// CPU ticks (user + system) of the proxy's thread called `name`, if it has one.
 fn thread_ticks(pid: u32, name: &str) -> Option<u64> {
@@ -58,4 +61,29 @@ fn two_workers_share_the_connections_and_drain_on_sigterm() {
         status.is_some_and(|s| s.success()),
         "after SIGTERM: {status:?}"
     );
+}
+
+#[test]
+fn the_connection_limit_bounds_both_workers_together() {
+    let proxy = LoopbackProxy::start(app(), &["--workers", "2", "--inbound-max-connections", "4"]);
+    // Eight connections that send nothing hold their permits (waiting to be detected): the
+    // kernel spreads them over both workers' sockets, and only four may be held in all.
+    let held: Vec<TcpStream> = (0..8)
+        .map(|_| TcpStream::connect(proxy.inbound).unwrap())
+        .collect();
+    let refused = || {
+        let text = get(proxy.admin, "/metrics");
+        metric(
+            &text,
+            "tcp_connections_refused_total",
+            r#"direction="inbound""#,
+        )
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || refused() >= 4.0),
+        "refused: {}",
+        refused()
+    );
+    assert_eq!(refused(), 4.0);
+    drop(held);
 }

@@ -60,7 +60,10 @@ pub(crate) async fn serve(
             .with_metrics(proxy.registry.clone()),
         rate: RateLimitLayer::new(),
         filter: FilterLayer::inbound(proxy.registry.clone()),
-        app: AppClients::new(&proxy.registry, proxy.args.limits.app_pool()),
+        app: AppClients::new(
+            &proxy.registry,
+            proxy.args.limits.app_pool(proxy.args.workers),
+        ),
     };
     let p = Arc::clone(&proxy);
     super::accept_loop(

@@ -40,7 +40,8 @@ pub(crate) struct LimitArgs {
     #[arg(long, env = "MESH_PROXY_ADMIN_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub(crate) admin_idle_timeout: Duration,
     /// HTTP/1 connections open to each application address at once, shared by every client
-    /// connection (HTTP/2 to the application is one multiplexed connection).
+    /// connection (HTTP/2 to the application is one multiplexed connection); with several
+    /// workers, each pools its own and gets an equal share.
     #[arg(
         long,
         env = "MESH_PROXY_INBOUND_APP_MAX_CONNECTIONS",
@@ -75,10 +76,11 @@ pub(crate) struct LimitArgs {
 }
 
 impl LimitArgs {
-    /// The bounds on connections to the application.
-    pub(crate) fn app_pool(&self) -> PoolConfig {
+    /// The bounds on one worker's connections to the application: its share of the cap, so
+    /// that all `workers` together stay within it.
+    pub(crate) fn app_pool(&self, workers: usize) -> PoolConfig {
         PoolConfig {
-            max_connections: self.inbound_app_max_connections,
+            max_connections: (self.inbound_app_max_connections / workers.max(1)).max(1),
             queue_depth: self.inbound_app_queue_depth,
             queue_timeout: self.inbound_app_queue_timeout,
             idle_timeout: self.inbound_app_idle_timeout,
