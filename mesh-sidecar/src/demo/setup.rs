@@ -357,6 +357,8 @@ impl Drop for TempDir {
     }
 }
 
+// `ports` is also compiled into every end-to-end test binary (tests/support), so its test lives
+// here, beside its main user, to run once.
 #[cfg(test)]
 mod tests {
     use std::net::{Ipv4Addr, TcpListener};

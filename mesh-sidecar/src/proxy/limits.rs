@@ -49,7 +49,7 @@ pub(crate) struct LimitArgs {
     )]
     pub(crate) inbound_app_max_connections: usize,
     /// Requests that may wait for an application connection once the cap is reached; more
-    /// are answered 503 and counted.
+    /// are answered 503 and counted (with several workers, each gets an equal share).
     #[arg(
         long,
         env = "MESH_PROXY_INBOUND_APP_QUEUE_DEPTH",
@@ -76,12 +76,20 @@ pub(crate) struct LimitArgs {
 }
 
 impl LimitArgs {
-    /// The bounds on one worker's connections to the application: its share of the cap, so
-    /// that all `workers` together stay within it.
+    /// The bounds on one worker's connections to the application: its share of the cap and
+    /// of the queue, so that all `workers` together stay within them.
     pub(crate) fn app_pool(&self, workers: usize) -> PoolConfig {
+        // One worker keeps the flags as given; several split them (each at least one).
+        let share = |total: usize| {
+            if workers > 1 {
+                (total / workers).max(1)
+            } else {
+                total
+            }
+        };
         PoolConfig {
-            max_connections: (self.inbound_app_max_connections / workers.max(1)).max(1),
-            queue_depth: self.inbound_app_queue_depth,
+            max_connections: share(self.inbound_app_max_connections),
+            queue_depth: share(self.inbound_app_queue_depth),
             queue_timeout: self.inbound_app_queue_timeout,
             idle_timeout: self.inbound_app_idle_timeout,
             // One application per pod: its few ports.
