@@ -57,13 +57,26 @@ use crate::trace::TraceLayer;
 /// The response of a [`MeshClient`]: the destination's, or the mesh's own error response.
 pub type MeshResponse = Response<ResponseBody<crate::metrics::ResponseBody<Incoming>>>;
 
-/// See the [module docs](self).
-#[derive(Clone)]
+/// See the [module docs](self). Clones share the client's connections and state.
 pub struct MeshClient<B> {
     inner: BoxCloneSyncService<Request<B>, MeshResponse, Infallible>,
 }
 
+impl<B> Clone for MeshClient<B> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
 /// Builds a [`MeshClient`].
+///
+/// Clients built from clones of one builder share policy, metrics, tap and retry budgets (a
+/// budget bounds retries across all of them); each has its own connections to endpoints and
+/// its own load-balancer and failure-accrual state. A proxy with a runtime per thread builds
+/// one per thread, so a request never waits on a connection driven by another thread.
+#[derive(Clone)]
 pub struct MeshClientBuilder<R> {
     policy: PolicyHandle,
     resolver: R,

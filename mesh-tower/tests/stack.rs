@@ -245,13 +245,15 @@ async fn the_retry_budget_bounds_retries_against_a_dead_backend() {
     // budget (see `failure_accrual_shields_an_endpoint_that_only_fails`); turn it off so the
     // backend sees what the budget alone lets through.
     let resolver = StaticResolver::new().with("web-v1.shop", vec![backend.endpoint()]);
-    let client = MeshClient::builder(PolicyHandle::from_yaml(RETRY_ROUTE).unwrap(), resolver)
+    let builder = MeshClient::builder(PolicyHandle::from_yaml(RETRY_ROUTE).unwrap(), resolver)
         .mtls(pki.client_tls(&id("frontend")))
         .failure_accrual(AccrualConfig {
             max_failures: u32::MAX,
             ..AccrualConfig::default()
-        })
-        .build();
+        });
+    // Two clients from one builder, as a proxy's workers each build theirs: requests alternate
+    // between them, and the one budget must bound their retries together.
+    let clients: [MeshClient<Full<Bytes>>; 2] = [builder.clone().build(), builder.build()];
 
     // ~200 requests per second for 3 seconds, each on its own task so the rate holds.
     let start = Instant::now();
@@ -265,7 +267,7 @@ async fn the_retry_budget_bounds_retries_against_a_dead_backend() {
             .header("x-request-id", i.to_string())
             .body(Full::default())
             .unwrap();
-        let client = client.clone();
+        let client = clients[i % 2].clone();
         tasks.push(tokio::spawn(
             async move { client.request(req).await.status() },
         ));

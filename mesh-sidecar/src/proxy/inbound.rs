@@ -25,7 +25,7 @@ use mesh_tower::metrics::{Direction, MetricsLayer, Registry, TargetAddr, server_
 use mesh_tower::rate_limit::RateLimitLayer;
 use mesh_tower::trace::TraceLayer;
 use metrics::Label;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tower::ServiceExt;
 
 use super::app::{AppClients, AppForward};
@@ -46,7 +46,7 @@ enum Expect {
 
 pub(crate) async fn serve(
     proxy: Arc<Proxy>,
-    listener: TcpListener,
+    source: super::workers::Source,
     graceful: Arc<GracefulShutdown>,
 ) {
     let layers = Layers {
@@ -66,20 +66,15 @@ pub(crate) async fn serve(
         ),
     };
     let p = Arc::clone(&proxy);
-    super::accept_loop(
-        proxy,
-        listener,
-        super::Listener::Inbound,
-        move |tcp, peer| {
-            handle(
-                Arc::clone(&p),
-                layers.clone(),
-                tcp,
-                peer,
-                graceful.watcher(),
-            )
-        },
-    )
+    super::accept_loop(proxy, source, super::Listener::Inbound, move |tcp, peer| {
+        handle(
+            Arc::clone(&p),
+            layers.clone(),
+            tcp,
+            peer,
+            graceful.watcher(),
+        )
+    })
     .await;
 }
 

@@ -79,17 +79,9 @@ impl LimitArgs {
     /// The bounds on one worker's connections to the application: its share of the cap and
     /// of the queue, so that all `workers` together stay within them.
     pub(crate) fn app_pool(&self, workers: usize) -> PoolConfig {
-        // One worker keeps the flags as given; several split them (each at least one).
-        let share = |total: usize| {
-            if workers > 1 {
-                (total / workers).max(1)
-            } else {
-                total
-            }
-        };
         PoolConfig {
-            max_connections: share(self.inbound_app_max_connections),
-            queue_depth: share(self.inbound_app_queue_depth),
+            max_connections: share(self.inbound_app_max_connections, workers),
+            queue_depth: share(self.inbound_app_queue_depth, workers),
             queue_timeout: self.inbound_app_queue_timeout,
             idle_timeout: self.inbound_app_idle_timeout,
             // One application per pod: its few ports.
@@ -97,11 +89,12 @@ impl LimitArgs {
         }
     }
 
-    /// The bounds on idle connections to outbound endpoints. The outbound proxy forwards for
-    /// the pod's own application, so no cap or queue per endpoint beyond the listener's.
-    pub(crate) fn outbound_pool(&self) -> PoolConfig {
+    /// The bounds on one worker's connections to outbound endpoints (each worker has its own
+    /// client): its share of the cap per endpoint. The outbound proxy forwards for the pod's
+    /// own application, so no queue per endpoint beyond the listener's.
+    pub(crate) fn outbound_pool(&self, workers: usize) -> PoolConfig {
         PoolConfig {
-            max_connections: self.outbound_max_connections,
+            max_connections: share(self.outbound_max_connections, workers),
             queue_depth: 0,
             queue_timeout: Duration::ZERO,
             idle_timeout: self.outbound_idle_timeout,
@@ -116,6 +109,16 @@ impl LimitArgs {
             Listener::Outbound => self.outbound_max_connections,
             Listener::Admin => self.admin_max_connections,
         }
+    }
+}
+
+/// One worker's share of a bound all `workers` keep together (at least one each); one worker
+/// keeps the flag exactly as given.
+fn share(total: usize, workers: usize) -> usize {
+    if workers > 1 {
+        (total / workers).max(1)
+    } else {
+        total
     }
 }
 

@@ -14,9 +14,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
-use hyper::body::Incoming;
 use mesh_core::{Identity, InboundTarget, PolicyConfig};
-use mesh_tower::client::MeshClient;
+use mesh_tower::client::{MeshClient, MeshClientBuilder};
 use mesh_tower::metrics::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -37,6 +36,7 @@ mod workers;
 
 use accept::Listener;
 use config::ConfigSource;
+use workers::Source;
 
 /// Linkerd's default opaque ports: protocols where the server speaks first.
 const DEFAULT_OPAQUE_PORTS: &str = "25,587,3306,4444,5432,6379,9300,11211";
@@ -175,8 +175,9 @@ struct ProxyArgs {
     /// How long in-flight requests may take to finish after SIGTERM or /shutdown.
     #[arg(long, env = "MESH_PROXY_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     shutdown_grace: Duration,
-    /// Worker threads, each a single-threaded runtime with its own inbound and outbound
-    /// sockets (SO_REUSEPORT) and its own connections; 1 serves everything on one thread.
+    /// Worker threads, each a single-threaded runtime serving the connections handed to it
+    /// (each new one to the worker holding the fewest) with its own connections onward; 1
+    /// serves everything on one thread.
     #[arg(long, env = "MESH_PROXY_WORKERS", default_value_t = 1)]
     workers: usize,
     /// How often to look for config changes.
@@ -188,12 +189,17 @@ struct ProxyArgs {
     tap: tap::TapArgs,
 }
 
-/// Serves `listener` with the one accept loop (see `accept`), bounded by its flags.
-async fn accept_loop<F, Fut>(proxy: Arc<Proxy>, listener: TcpListener, which: Listener, handle: F)
+/// Serves a worker's `source` of connections: a listener with the one accept loop (see
+/// `accept`), bounded by its flags, or the connections that loop hands this worker.
+async fn accept_loop<F, Fut>(proxy: Arc<Proxy>, source: Source, which: Listener, handle: F)
 where
     F: Fn(tokio::net::TcpStream, SocketAddr) -> Fut,
     Fut: std::future::Future<Output = Result<(), mesh_tower::BoxError>> + Send + 'static,
 {
+    let listener = match source {
+        Source::Listener(l) => l,
+        Source::Handed(handed) => return workers::serve_handed(handed, handle).await,
+    };
     let config = accept::Config {
         direction: which.as_str(),
         limit: proxy.limit(which),
@@ -243,7 +249,9 @@ pub(crate) struct Proxy {
     pub(crate) tls_server: Option<Arc<rustls::ServerConfig>>,
     pub(crate) tls_client: Option<Arc<rustls::ClientConfig>>,
     pub(crate) identity: Option<Identity>,
-    pub(crate) client: MeshClient<Incoming>,
+    /// Builds each worker's outbound client (its own connections and balancer state, shared
+    /// budgets and metrics).
+    pub(crate) client: MeshClientBuilder<config::SidecarResolver>,
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) open_opaque: AtomicUsize,
     pub(crate) outbound: outbound::Outbound,
@@ -346,10 +354,11 @@ async fn serve(mut args: ProxyArgs) -> Result<(), String> {
         .await?;
         admin.readiness().kube_started(kube);
     }
-    let shared = args.workers > 1;
-    let inbound = workers::listen(args.inbound_addr, shared)
+    let inbound = TcpListener::bind(args.inbound_addr)
+        .await
         .map_err(|e| format!("inbound {}: {e}", args.inbound_addr))?;
-    let outbound = workers::listen(args.outbound_addr, shared)
+    let outbound = TcpListener::bind(args.outbound_addr)
+        .await
         .map_err(|e| format!("outbound {}: {e}", args.outbound_addr))?;
 
     let id = args.identity.source().load(&mut shutdown_rx).await?;
@@ -380,7 +389,7 @@ async fn serve(mut args: ProxyArgs) -> Result<(), String> {
         .cluster_domain(&args.cluster_domain)
         .refuse(own.own.clone())
         .pool(
-            args.limits.outbound_pool(),
+            args.limits.outbound_pool(args.workers),
             limits::outbound_pool_metrics(&registry),
         );
     if let Some(c) = &tls_client {
@@ -395,7 +404,7 @@ async fn serve(mut args: ProxyArgs) -> Result<(), String> {
         tls_server,
         tls_client: tls_client.map(Arc::new),
         identity,
-        client: builder.build(),
+        client: builder,
         shutdown: shutdown.clone(),
         open_opaque: AtomicUsize::new(0),
         outbound: own,
@@ -408,18 +417,32 @@ async fn serve(mut args: ProxyArgs) -> Result<(), String> {
     });
     let tap_addr = tap::start(&proxy).await?;
     let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
-    let (inbound_addr, outbound_addr) = (local(&inbound)?, local(&outbound)?);
-    let other_workers = workers::start(&proxy, &graceful, inbound_addr, outbound_addr);
-    let inbound_task = tokio::spawn(inbound::serve(
-        Arc::clone(&proxy),
-        inbound,
-        Arc::clone(&graceful),
-    ));
-    let outbound_task = tokio::spawn(outbound::serve(
-        Arc::clone(&proxy),
-        outbound,
-        Arc::clone(&graceful),
-    ));
+    let (inbound, in_feed) = workers::fan_out(inbound, proxy.args.workers);
+    let (outbound, out_feed) = workers::fan_out(outbound, proxy.args.workers);
+    let mut sources = inbound.into_iter().zip(outbound);
+    let (inbound, outbound) = sources.next().ok_or("no worker")?;
+    let other_workers = workers::start(&proxy, &graceful, sources.collect());
+    let mut listeners = vec![
+        tokio::spawn(inbound::serve(
+            Arc::clone(&proxy),
+            inbound,
+            Arc::clone(&graceful),
+        )),
+        tokio::spawn(outbound::serve(
+            Arc::clone(&proxy),
+            outbound,
+            Arc::clone(&graceful),
+        )),
+    ];
+    // With several workers, each listener's accept loop runs here and hands connections out.
+    for (feed, which) in [(in_feed, Listener::Inbound), (out_feed, Listener::Outbound)] {
+        if let Some((listener, dispatch)) = feed {
+            let source = Source::Listener(listener);
+            let hand = move |tcp, peer| dispatch.hand(tcp, peer);
+            let feed = accept_loop(Arc::clone(&proxy), source, which, hand);
+            listeners.push(tokio::spawn(feed));
+        }
+    }
     admin.readiness().serving();
     tracing::info!(
         inbound = %proxy.args.inbound_addr,
@@ -435,14 +458,9 @@ async fn serve(mut args: ProxyArgs) -> Result<(), String> {
     for w in other_workers {
         let _ = w.await;
     }
-    drain(&proxy, graceful, [inbound_task, outbound_task]).await;
+    drain(&proxy, graceful, listeners).await;
     tracing::info!("stopped");
     Ok(())
-}
-
-/// Where a listener listens (its port, if it asked for port 0).
-fn local(l: &TcpListener) -> Result<SocketAddr, String> {
-    l.local_addr().map_err(|e| e.to_string())
 }
 
 /// After shutdown began: lets the listeners stop, then waits up to the grace period for
@@ -450,7 +468,7 @@ fn local(l: &TcpListener) -> Result<SocketAddr, String> {
 async fn drain(
     proxy: &Proxy,
     graceful: Arc<hyper_util::server::graceful::GracefulShutdown>,
-    listeners: [tokio::task::JoinHandle<()>; 2],
+    listeners: Vec<tokio::task::JoinHandle<()>>,
 ) {
     tracing::info!(grace = ?proxy.args.shutdown_grace, "draining");
     for t in listeners {

@@ -24,13 +24,13 @@ use hyper_util::service::TowerToHyperService;
 use mesh_core::Destination;
 use mesh_core::split::BackendRef;
 use mesh_tower::BoxError;
-use mesh_tower::client::MeshResponse;
+use mesh_tower::client::{MeshClient, MeshResponse};
 use mesh_tower::discover::{Endpoint, Resolve};
 use mesh_tower::errors::{ConnectFailed, NoEndpoints, ProxyLoop};
 use mesh_tower::listeners::OwnListeners;
 use mesh_tower::route::OrigDst;
 use parking_lot::Mutex;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tower_service::Service;
 
 use super::inbound::OpaqueGuard;
@@ -103,18 +103,21 @@ fn local_ips() -> Vec<IpAddr> {
 
 pub(crate) async fn serve(
     proxy: Arc<Proxy>,
-    listener: TcpListener,
+    source: super::workers::Source,
     graceful: Arc<GracefulShutdown>,
 ) {
+    // This worker's own client: its connections are driven on this thread.
+    let client = proxy.client.clone().build::<Incoming>();
     let p = Arc::clone(&proxy);
-    super::accept_loop(proxy, listener, super::Listener::Outbound, move |tcp, _| {
-        handle(Arc::clone(&p), tcp, graceful.watcher())
+    super::accept_loop(proxy, source, super::Listener::Outbound, move |tcp, _| {
+        handle(Arc::clone(&p), client.clone(), tcp, graceful.watcher())
     })
     .await;
 }
 
 async fn handle(
     proxy: Arc<Proxy>,
+    client: MeshClient<Incoming>,
     tcp: TcpStream,
     watcher: hyper_util::server::graceful::Watcher,
 ) -> Result<(), BoxError> {
@@ -149,11 +152,7 @@ async fn handle(
             dst.ok_or("an opaque connection needs a destination: --outbound-dst in explicit mode")?;
         return opaque(&proxy, io, dst).await;
     }
-    let svc = OutboundHttp {
-        proxy: Arc::clone(&proxy),
-        dst,
-        orig,
-    };
+    let svc = OutboundHttp { client, dst, orig };
     let builder = super::http_server(args);
     let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(svc));
     watcher
@@ -241,7 +240,7 @@ async fn opaque(
 /// decides, in transparent mode; addressed by its Host in explicit mode.
 #[derive(Clone)]
 struct OutboundHttp {
-    proxy: Arc<Proxy>,
+    client: MeshClient<Incoming>,
     dst: Option<SocketAddr>,
     orig: Option<OrigDst>,
 }
@@ -256,7 +255,7 @@ impl Service<Request<Incoming>> for OutboundHttp {
     }
 
     fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
-        let proxy = Arc::clone(&self.proxy);
+        let client = self.client.clone();
         let dst = self.dst;
         if let Some(orig) = self.orig {
             req.extensions_mut().insert(orig);
@@ -277,7 +276,7 @@ impl Service<Request<Incoming>> for OutboundHttp {
                     .ok_or("the request names no destination (no usable Host header)")?;
                 *req.uri_mut() = uri;
             }
-            Ok(proxy.client.request(req).await)
+            Ok(client.request(req).await)
         })
     }
 }
