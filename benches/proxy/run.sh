@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Proxy overhead: client → app directly, through one `mesh proxy` (inbound), through outbound
-# + inbound proxies with mTLS, and through nginx and haproxy as reverse proxies — the method of
+# + inbound proxies with mTLS, through nginx and haproxy as reverse proxies, and through two
+# nginx with mTLS between them (the two-hop row's reference) — the method of
 # ../../shared/BENCHMARKING.md (a private network namespace, WORKERS workers per proxy, wrk
 # closed loop in interleaved rounds, oha at a fixed rate, CPU time per request from /proc,
 # peak RSS from VmHWM, connections the app accepted during each run from nginx's
@@ -15,9 +16,11 @@
 #   WORKERS=2 sudo bash benches/proxy/run.sh  # two workers (threads) in every proxy
 #   SKIP_ALLOCS=1 SKIP_IDLE=1 SKIP_SCALING=1  # leave out the extra tables
 #   MESH=/path/to/mesh                        # measure that binary instead of building one
+#   ROWS="direct mesh-out+in-mtls nginx"      # measure only these rows (default: all)
 #   QUIET_LOAD=0.6                            # each round waits (up to 3 min) for this load
 #   PROFILE=DIR                               # also perf-record each mesh proxy under load:
-#                                             # DIR/<proxy>.txt, CPU shares by component
+#                                             # DIR/<proxy>.txt, CPU shares by component, and
+#                                             # DIR/allocs-<proxy>.txt, who allocates
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -110,6 +113,34 @@ for who in client server; do
   done
 done
 
+# --- nginx as the same two hops with mTLS, with the same certificates: the reference for the
+# two-hop row (an outbound nginx verifying the server's identity, an inbound one requiring the
+# client's certificate; TLS 1.3, keep-alive and session reuse between them).
+server_name=server.default.serviceaccount.identity.linkerd.cluster.local
+cat >"$work/nginx-mtls-out.conf" <<CONF
+worker_processes $WORKERS; daemon off; pid $work/mtls-out.pid; error_log $work/mtls-out.err;
+events { worker_connections 8192; }
+http { access_log off; keepalive_requests 10000000;
+  upstream peer { server 127.0.0.1:8084; keepalive 64; }
+  server { listen 127.0.0.1:8083; location / {
+    proxy_pass https://peer; proxy_http_version 1.1; proxy_set_header Connection "";
+    proxy_ssl_certificate $work/client/tls.crt; proxy_ssl_certificate_key $work/client/tls.key;
+    proxy_ssl_trusted_certificate $work/client/ca.crt; proxy_ssl_verify on; proxy_ssl_verify_depth 3;
+    proxy_ssl_name $server_name; proxy_ssl_protocols TLSv1.3; proxy_ssl_session_reuse on; } } }
+CONF
+cat >"$work/nginx-mtls-in.conf" <<CONF
+worker_processes $WORKERS; daemon off; pid $work/mtls-in.pid; error_log $work/mtls-in.err;
+events { worker_connections 8192; }
+http { access_log off; keepalive_requests 10000000;
+  upstream up { server 127.0.0.1:8080; keepalive 64; }
+  server { listen 127.0.0.1:8084 ssl; ssl_protocols TLSv1.3;
+    ssl_certificate $work/server/tls.crt; ssl_certificate_key $work/server/tls.key;
+    ssl_client_certificate $work/server/ca.crt; ssl_verify_client on; ssl_verify_depth 3;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+CONF
+nsbg nginx -c "$work/nginx-mtls-out.conf"; pids+=($!)
+nsbg nginx -c "$work/nginx-mtls-in.conf"; pids+=($!)
+
 # --- the proxies: real policy work inbound, a route with a split and a balancer outbound ----
 # (2) one inbound proxy in front of the app, plaintext, as a kubelet-probed sidecar sees it.
 nsbg "$MESH" proxy --mode explicit --workers "$WORKERS" --config "$here/server.yaml" \
@@ -135,6 +166,8 @@ for port in 4191 4291 4391; do
   fi
 done
 nginx_workers=$(pgrep -f "nginx: worker process" -P "$(cat "$work/proxy.pid")" | tr '\n' ' ' || true)
+# Every process of an nginx instance (master and workers), by its pid file.
+nginx_pids() { local m; m=$(cat "$work/$1.pid"); echo "$m $(pgrep -P "$m" | tr '\n' ' ')"; }
 
 # target name, URL, Host header, pids whose CPU and memory count
 targets=(
@@ -142,8 +175,15 @@ targets=(
   "mesh-inbound|http://127.0.0.1:4143/|app|$P_IN"
   "mesh-out+in-mtls|http://127.0.0.1:4340/|bench.default:80|$P_CLI $P_SRV"
   "nginx|http://127.0.0.1:8081/|app|$(cat "$work/proxy.pid") $nginx_workers"
+  "nginx-out+in-mtls|http://127.0.0.1:8083/|app|$(nginx_pids mtls-out) $(nginx_pids mtls-in)"
   "haproxy|http://127.0.0.1:8082/|app|$P_HAPROXY"
 )
+if [ -n "${ROWS:-}" ]; then
+  chosen=()
+  for t in "${targets[@]}"; do [[ " $ROWS " == *" ${t%%|*} "* ]] && chosen+=("$t"); done
+  ((${#chosen[@]})) || { echo "ROWS=$ROWS names no row"; exit 1; }
+  targets=("${chosen[@]}")
+fi
 cpu_ticks() { local t=0; for p in $1; do [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo $t; }
 hwm_kib() { local m=0; for p in $1; do [ -r "/proc/$p/status" ] && m=$((m + $(awk '/VmHWM/{print $2}' "/proc/$p/status"))); done; echo $m; }
 # Connections the app has accepted so far (stub_status: "server accepts handled requests").
@@ -210,6 +250,18 @@ if [ -z "${SKIP_ALLOCS:-}" ] && command -v perf >/dev/null; then
     wait "$perf_pid"
     allocs=$(awk -F, '$1 ~ /^[0-9]+$/ {n += $1} END {print n + 0}' "$work/perf.out")
     echo "allocs ${name// /_} $allocs $(awk '/requests in/{print $1}' <<<"$out")" >>"$results"
+    # With PROFILE: who asks for each mesh proxy's allocations (call graphs of the same probes).
+    if [ -n "${PROFILE:-}" ] && [[ $name == mesh* ]]; then
+      file=$PROFILE/allocs-${name//[^a-z+-]/_}
+      # Every allocation is a sample with an 8 KiB stack copy: a short, light load, and a
+      # large buffer so that none is lost.
+      perf record -q "${events[@]}" --call-graph dwarf,8192 -m 4096 -p "$p" -o "$file.data" -- sleep 2 2>/dev/null &
+      perf_pid=$!; sleep 0.5
+      out=$(nsx wrk -t1 -c4 -d1s -H "Host: $host" "$url")
+      wait "$perf_pid"
+      perf script -i "$file.data" 2>/dev/null \
+        | python3 "$here/alloc_callers.py" "$(awk '/requests in/{print $1}' <<<"$out")" >"$file.txt"
+    fi
   done
   for f in "${fns[@]}"; do perf probe -q -d "probe_libc:meshbench_$f" 2>/dev/null || true; done
 fi

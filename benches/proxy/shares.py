@@ -58,10 +58,15 @@ def main():
         shares[b] += pct
         top[b][re.sub(r"^\[[.k]\]\s*", "", sym)[:90]] += pct
     total = sum(shares.values()) or 1.0
-    for name, pct in shares.most_common():
-        print(f"{pct / total * 100:6.1f} %  {name}")
-        for sym, p in top[name].most_common(5):
-            print(f"{'':12}{p / total * 100:5.1f} %  {sym}")
+    print_buckets(shares, top, lambda v: f"{v / total * 100:5.1f} %", 5)
+
+
+def print_buckets(totals, top, show, n):
+    """Each bucket's value (`show` formats it), largest first, with its `n` largest items."""
+    for name, v in totals.most_common():
+        print(f" {show(v)}  {name}")
+        for item, w in top[name].most_common(n):
+            print(f"{'':12}{show(w)}  {item}")
 
 
 if __name__ == "__main__":
