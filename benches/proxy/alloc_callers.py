@@ -17,7 +17,8 @@ from shares import CRATE, print_buckets
 
 # Frames that only pass an allocation on: the allocator and the containers everyone uses.
 PASS_ON = re.compile(
-    r"^(malloc|calloc|realloc|posix_memalign|aligned_alloc|__rust_\w+|__libc_\w+|_int_\w+|"
+    r"^(malloc|calloc|realloc|posix_memalign|aligned_alloc|__GI_\w+|__posix_memalign|__rust_\w+|"
+    r"__rustc::\w+|__rdl_\w+|__libc_\w+|_int_\w+|"
     r"<?&?(?:mut )?(std|core|alloc|hashbrown|bytes|smallvec|slab|indexmap)::)"
 )
 BUCKETS = {

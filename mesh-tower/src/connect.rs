@@ -32,8 +32,9 @@ use crate::errors::ConnectFailed;
 use crate::pool::{Http1Pool, PoolConfig, PoolMetrics};
 
 /// The header that carries an HTTP/1 request's version across the mesh's HTTP/2 connection;
-/// the receiving proxy removes it.
-pub const ORIG_PROTO_HEADER: &str = "l5d-orig-proto";
+/// the receiving proxy removes it. A `HeaderName` made once: inserting a custom header by its
+/// `&str` name allocates the name on every request.
+pub const ORIG_PROTO_HEADER: http::HeaderName = http::HeaderName::from_static("l5d-orig-proto");
 
 /// At most this many endpoints keep an HTTP/2 connection; beyond it the oldest is let go (its
 /// requests in flight finish first).

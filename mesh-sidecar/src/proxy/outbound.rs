@@ -106,18 +106,19 @@ pub(crate) async fn serve(
     source: super::workers::Source,
     graceful: Arc<GracefulShutdown>,
 ) {
-    // This worker's own client: its connections are driven on this thread.
-    let client = proxy.client.clone().build::<Incoming>();
+    // This worker's own client: its connections are driven on this thread. Shared by
+    // reference, since cloning a client allocates.
+    let client = Arc::new(proxy.client.clone().build::<Incoming>());
     let p = Arc::clone(&proxy);
     super::accept_loop(proxy, source, super::Listener::Outbound, move |tcp, _| {
-        handle(Arc::clone(&p), client.clone(), tcp, graceful.watcher())
+        handle(Arc::clone(&p), Arc::clone(&client), tcp, graceful.watcher())
     })
     .await;
 }
 
 async fn handle(
     proxy: Arc<Proxy>,
-    client: MeshClient<Incoming>,
+    client: Arc<MeshClient<Incoming>>,
     tcp: TcpStream,
     watcher: hyper_util::server::graceful::Watcher,
 ) -> Result<(), BoxError> {
@@ -240,7 +241,7 @@ async fn opaque(
 /// decides, in transparent mode; addressed by its Host in explicit mode.
 #[derive(Clone)]
 struct OutboundHttp {
-    client: MeshClient<Incoming>,
+    client: Arc<MeshClient<Incoming>>,
     dst: Option<SocketAddr>,
     orig: Option<OrigDst>,
 }
@@ -255,7 +256,7 @@ impl Service<Request<Incoming>> for OutboundHttp {
     }
 
     fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
-        let client = self.client.clone();
+        let client = Arc::clone(&self.client);
         let dst = self.dst;
         if let Some(orig) = self.orig {
             req.extensions_mut().insert(orig);
