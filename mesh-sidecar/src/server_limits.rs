@@ -51,7 +51,7 @@ pub(crate) async fn serve<F, Fut>(
     });
     let config = accept::Config {
         direction,
-        limit: accept::Limit::new(max_connections),
+        max_connections,
         registry,
         shutdown,
     };

@@ -51,20 +51,12 @@ pub(crate) trait Accept {
     fn accept(&mut self) -> impl Future<Output = io::Result<(Self::Conn, SocketAddr)>> + Send;
 }
 
-/// A bound on connections held open at once, shared by every loop given a clone of it (the
-/// proxy's workers each accept on their own socket for one address, under one bound).
-#[derive(Clone, Debug)]
-pub(crate) struct Limit {
-    max: usize,
-    permits: Arc<Semaphore>,
-}
-
 /// What one loop needs besides its listener.
 pub(crate) struct Config {
     /// The `direction` label of its metrics and logs: a proxy [`Listener`], or another
     /// server of the `mesh` binary (`identity`, `injector`).
     pub(crate) direction: &'static str,
-    pub(crate) limit: Limit,
+    pub(crate) max_connections: usize,
     pub(crate) registry: Registry,
     pub(crate) shutdown: watch::Receiver<bool>,
 }
@@ -124,15 +116,12 @@ where
 {
     let Config {
         direction,
-        limit,
+        max_connections,
         registry,
         mut shutdown,
     } = config;
     let counters = Counters::new(&registry, direction);
-    let Limit {
-        max: max_connections,
-        permits,
-    } = limit;
+    let permits = Arc::new(Semaphore::new(max_connections.max(1)));
     let mut backoff = Backoff::new();
     let mut accept_log = Throttled::new("accept failed; backing off");
     let mut limit_log = Throttled::new("connection limit reached; refusing connections");
@@ -169,18 +158,6 @@ where
             }
             drop(permit);
         });
-    }
-}
-
-// === impl Limit ===
-
-impl Limit {
-    /// At most `max` connections at once (at least one).
-    pub(crate) fn new(max: usize) -> Self {
-        Self {
-            max,
-            permits: Arc::new(Semaphore::new(max.max(1))),
-        }
     }
 }
 
@@ -293,7 +270,7 @@ mod tests {
         let (tx, rx) = watch::channel(false);
         let config = Config {
             direction: Listener::Admin.as_str(),
-            limit: Limit::new(max),
+            max_connections: max,
             registry: registry.clone(),
             shutdown: rx,
         };

@@ -202,7 +202,7 @@ where
     };
     let config = accept::Config {
         direction: which.as_str(),
-        limit: proxy.limit(which),
+        max_connections: proxy.args.limits.max_connections(which),
         registry: proxy.registry.clone(),
         shutdown: proxy.shutdown.subscribe(),
     };
@@ -260,20 +260,9 @@ pub(crate) struct Proxy {
     /// Where both stacks publish tap events.
     pub(crate) tap: mesh_tower::tap::Tap,
     labels: std::collections::BTreeMap<String, String>,
-    /// The inbound and outbound connection limits, each shared by every worker's loop.
-    limits: [accept::Limit; 2],
 }
 
 impl Proxy {
-    /// The connection limit of `which` listener (one for all workers).
-    fn limit(&self, which: Listener) -> accept::Limit {
-        match which {
-            Listener::Inbound => self.limits[0].clone(),
-            Listener::Outbound => self.limits[1].clone(),
-            Listener::Admin => accept::Limit::new(self.args.limits.max_connections(which)),
-        }
-    }
-
     /// The inbound target for a pod port.
     pub(crate) fn target(&self, port: u16) -> InboundTarget {
         let policy = self.config.policy.load();
@@ -411,8 +400,6 @@ async fn serve(mut args: ProxyArgs) -> Result<(), String> {
         controller,
         tap,
         labels,
-        limits: [Listener::Inbound, Listener::Outbound]
-            .map(|l| accept::Limit::new(args.limits.max_connections(l))),
         args,
     });
     let tap_addr = tap::start(&proxy).await?;
@@ -554,7 +541,7 @@ async fn start_admin(
     ));
     let accept = accept::Config {
         direction: Listener::Admin.as_str(),
-        limit: accept::Limit::new(limits.max_connections(Listener::Admin)),
+        max_connections: limits.max_connections(Listener::Admin),
         registry: registry.clone(),
         shutdown: shutdown.subscribe(),
     };

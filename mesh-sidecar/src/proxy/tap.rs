@@ -174,7 +174,7 @@ pub(crate) async fn start(proxy: &Arc<Proxy>) -> Result<Option<SocketAddr>, Stri
     );
     let config = super::accept::Config {
         direction: "tap",
-        limit: super::accept::Limit::new(MAX_CONNECTIONS),
+        max_connections: MAX_CONNECTIONS,
         registry: proxy.registry.clone(),
         shutdown: proxy.shutdown.subscribe(),
     };
